@@ -1,0 +1,1 @@
+"""Identity-aware database access gateway for MariaDB."""

@@ -1,0 +1,127 @@
+"""``create_app(settings)``: the FastAPI app; every stage is built in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import api
+from gateway.audit import AuditLog
+from gateway.auditstore import SQLiteAuditStore
+from gateway.devissuer import DevIssuer
+from gateway.identity import TokenValidator
+from gateway.metrics import Metrics
+from gateway.middleware import GatewayMiddleware
+from gateway.oidc import IssuerConfig, JwksCache, KeySource
+from gateway.pipeline import Pipeline
+from gateway.policystore import PolicyStore
+from gateway.pools import PoolRegistry
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.app")
+DEV_ISSUER_PATH = "/dev-issuer"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def dev_issuer_url(settings: Settings) -> str:
+    """The dev issuer's URL: served by the gateway itself, on loopback."""
+    return f"http://{settings.listen.host}:{settings.listen.port}{DEV_ISSUER_PATH}"
+
+
+def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
+    """Issuer configs and their key sources; the dev issuer only in dev mode."""
+    configs = [
+        IssuerConfig(
+            issuer=i.issuer,
+            audience=i.audience,
+            algorithms=i.algorithms,
+            user_claim=i.user_claim,
+            groups_claim=i.groups_claim,
+            allow_id_tokens=i.allow_id_tokens,
+            leeway=i.leeway,
+            max_token_lifetime=i.max_token_lifetime,
+            jwks_cooldown=settings.jwks_cooldown,
+        )
+        for i in settings.issuers
+    ]
+    sources: dict[str, KeySource] = {c.issuer: JwksCache(c) for c in configs}
+    dev: DevIssuer | None = None
+    if settings.dev_mode:
+        dev = DevIssuer.from_key_file(settings.dev.key_file, dev_issuer_url(settings))
+        dev_config = dev.issuer_config(settings.dev.audience)
+        configs.append(dev_config)
+        sources[dev_config.issuer] = dev
+    return configs, sources, dev
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configs, sources, dev = build_key_sources(settings)
+        policies = PolicyStore(settings.policies_dir, settings.targets.keys())
+        policies.load()  # an invalid policy at start-up stops the gateway
+        audit = AuditLog(
+            SQLiteAuditStore(settings.audit.path),
+            redact_literals=settings.audit.redact_literals,
+            max_pending=settings.audit.queue_limit,
+        )
+        pools = PoolRegistry(settings.targets)
+        await pools.open()
+        metrics.watch_pools(pools.pools)
+        validator = TokenValidator(configs, sources)
+        app.state.pipeline = Pipeline(
+            settings, validator, policies, pools, audit, key_sources=list(sources.values()), clock=clock
+        )
+        app.state.dev_issuer = dev
+        watcher = asyncio.create_task(policies.watch(), name="policy-watch")
+        log.info("gateway_started", targets=sorted(settings.targets), dev_mode=settings.dev_mode)
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await pools.close()
+            for source in sources.values():
+                if isinstance(source, JwksCache):
+                    await source.aclose()
+            await audit.close()
+            log.info("gateway_stopped")
+
+    app = FastAPI(
+        title="db-gateway",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.dev_mode else None,
+        redoc_url=None,
+    )
+    api.install(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.dev_mode:
+
+        @app.get(f"{DEV_ISSUER_PATH}/.well-known/openid-configuration", include_in_schema=False)
+        async def dev_discovery(request: Request) -> api.JSONResponse:
+            return api.JSONResponse(request.app.state.dev_issuer.discovery_document())
+
+        @app.get(f"{DEV_ISSUER_PATH}/jwks", include_in_schema=False)
+        async def dev_jwks(request: Request) -> api.JSONResponse:
+            return api.JSONResponse(request.app.state.dev_issuer.jwks())
+
+    app.add_middleware(GatewayMiddleware, max_body=settings.limits.max_body_bytes, metrics=metrics)
+    return app

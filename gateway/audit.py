@@ -1,0 +1,222 @@
+"""The audit log: durable, hash-chained records of every decision and outcome.
+
+``await log.append(record)`` returns the stored entry (the record plus ``seq``,
+``prev_hash`` and ``hash``) only once it is committed to the store, so a caller
+that gets an answer may run the statement (SECURITY rule 21). If the store
+cannot be written the caller gets :class:`~gateway.errors.AuditUnavailable`
+and the statement must not run.
+
+One writer thread owns the store. It takes whatever is queued and commits it
+as one transaction with one fsync (group commit), so many concurrent requests
+share a disk flush and the event loop never waits on the disk. After each
+commit every entry is also emitted as an ``audit_record`` event on the
+``audit`` structlog logger for SIEM shipping; the event carries ``seq`` and
+``hash``, which is the external anchor that makes a truncated tail visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import re
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+
+from gateway.auditstore import CHAIN_FIELDS, canonical
+from gateway.errors import AuditUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import TypeAlias
+
+    from gateway.auditstore import AuditStore, Entry
+
+    _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry]]
+    _Result: TypeAlias = Entry | AuditUnavailable
+
+_STOP = None
+
+# Quoted identifiers are matched only to be kept as they are; strings may use
+# backslash escapes or doubled quotes and may be unterminated (then they run to
+# the end, so nothing after a stray quote leaks); numbers are whole tokens.
+_LITERALS = re.compile(
+    r"""
+    (?P<ident>`(?:[^`]|``)*`?)
+    | (?:(?<![\w$])[xXbBnN])?'(?:[^'\\]|\\.?|'')*(?:'|\Z)
+    | "(?:[^"\\]|\\.?|"")*(?:"|\Z)
+    | (?<![\w$.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$.])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def redact_literals(sql: str) -> str:
+    """Replace every string and number literal in ``sql`` with ``?``."""
+    return _LITERALS.sub(lambda m: m.group("ident") or "?", sql)
+
+
+def format_time(moment: datetime) -> str:
+    """Return ``moment`` as ISO 8601 UTC with microseconds, e.g. ``2025-01-02T03:04:05.000006Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    """Append-only audit log in front of an :class:`~gateway.auditstore.AuditStore`.
+
+    The log owns the store and its writer thread; :meth:`close` commits what
+    is pending, stops the thread and closes the store. ``max_pending`` bounds
+    the queue: when it is full, :meth:`append` fails with ``AuditUnavailable``
+    instead of growing without limit. ``max_batch`` bounds one transaction.
+    """
+
+    def __init__(
+        self,
+        store: AuditStore,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        redact_literals: bool = False,
+        max_pending: int = 10_000,
+        max_batch: int = 1_000,
+    ) -> None:
+        self.store = store
+        self.redact_literals = redact_literals
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: queue.Queue[_Item | None] = queue.Queue(max_pending)
+        self._closed = False
+        self._logger = structlog.get_logger("audit")
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def append(self, record: Mapping[str, object]) -> Entry:
+        """Durably store ``record``; return the entry with ``seq``, ``prev_hash``, ``hash``.
+
+        ``record`` needs ``event`` and ``request_id``; ``time`` is added from
+        the clock when missing. Raises ``ValueError``/``TypeError`` for a record
+        that cannot be stored, and ``AuditUnavailable`` when the store fails.
+        """
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed")
+        entry = self._prepare(record)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Entry] = loop.create_future()
+        try:
+            self._queue.put_nowait((entry, loop, future))
+        except queue.Full:
+            raise AuditUnavailable("the audit queue is full") from None
+        return await future
+
+    def _prepare(self, record: Mapping[str, object]) -> dict[str, object]:
+        for name in ("event", "request_id"):
+            if not record.get(name):
+                raise ValueError(f"an audit record needs {name!r}")
+        if CHAIN_FIELDS & record.keys():
+            raise ValueError(f"{sorted(CHAIN_FIELDS)} are set by the audit log")
+        prepared = dict(record)
+        moment = prepared.get("time")
+        if moment is None:
+            prepared["time"] = format_time(self._clock())
+        elif isinstance(moment, datetime):
+            prepared["time"] = format_time(moment)
+        statement = prepared.get("statement")
+        if self.redact_literals and isinstance(statement, str):
+            prepared["statement"] = redact_literals(statement)
+        # Fail this caller now rather than the whole group commit later.
+        try:
+            canonical(prepared)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(f"audit record is not JSON-serialisable: {exc}") from None
+        return prepared
+
+    async def close(self) -> None:
+        """Commit everything pending, stop the writer thread and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._queue.put, _STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            items: list[_Item] = []
+            item = self._queue.get()
+            # Take whatever else is already queued: one transaction for all of it.
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    items.append(item)
+                if len(items) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if items:
+                self._commit(items)
+        try:
+            self.store.close()
+        except Exception:  # nothing is pending: report and end
+            self._logger.exception("audit_close_failed", logger="audit")
+
+    def _commit(self, items: list[_Item]) -> None:
+        try:
+            entries = self.store.append_batch([record for record, _, _ in items])
+        except Exception as exc:  # any store failure refuses the statements
+            self._logger.exception("audit_write_failed", logger="audit", records=len(items))
+            errors = [_unavailable(exc) for _ in items]
+            _settle(items, errors)
+            return
+        # Copies for the log events, made before callers get (and may change) the entries.
+        events = [{_log_key(k): v for k, v in e.items()} | {"logger": "audit"} for e in entries]
+        _settle(items, entries)
+        for fields in events:
+            try:
+                self._logger.info("audit_record", **fields)
+            except Exception:  # the record is committed; shipping it is best effort
+                with contextlib.suppress(Exception):
+                    self._logger.exception("audit_emit_failed", logger="audit", seq=fields["seq"])
+
+
+def _log_key(key: str) -> str:
+    # ``event`` names the structlog event and ``logger`` is the logger's name.
+    return f"audit_{key}" if key in ("event", "logger") else key
+
+
+def _unavailable(cause: Exception) -> AuditUnavailable:
+    error = AuditUnavailable("the audit record could not be written")
+    error.__cause__ = cause
+    return error
+
+
+def _settle(items: list[_Item], results: Sequence[Entry | AuditUnavailable]) -> None:
+    """Hand each caller its result on its own event loop: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], _Result]]] = {}
+    for (_, loop, future), result in zip(items, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, result))
+    for loop, pairs in by_loop.items():
+        # A closed loop has nobody left waiting for these answers.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Entry], _Result]]) -> None:
+    for future, result in pairs:
+        if future.done():  # the caller was cancelled; the record is stored anyway
+            continue
+        if isinstance(result, AuditUnavailable):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -1,0 +1,182 @@
+"""Where audit entries are kept: the store interface and the embedded SQLite store.
+
+An *entry* is a record (a dict of JSON values) plus ``seq``, ``prev_hash`` and
+``hash``. The store assigns ``seq`` and links the chain inside the same
+transaction that writes the rows, so sequence order is chain order even if
+several writers share one store::
+
+    body = canonical({**record, "seq": seq})
+    hash = sha256(prev_hash.encode() + body).hexdigest()
+
+The first entry's ``prev_hash`` is :data:`GENESIS_HASH`. ``AuditStore`` is the
+swap point: the embedded :class:`SQLiteAuditStore` needs no server; a shared
+MariaDB store for several replicas implements the same four methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from pathlib import Path
+
+Entry = dict[str, Any]
+
+GENESIS_HASH = "0" * 64
+CHAIN_FIELDS = frozenset({"seq", "prev_hash", "hash"})
+
+
+def canonical(record: Mapping[str, object]) -> bytes:
+    """Return the canonical bytes of ``record``: compact JSON with sorted keys."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(prev_hash: str, body: bytes) -> str:
+    """Return the SHA-256 hex digest over the previous hash and a record's bytes."""
+    return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
+
+
+class AuditStore(Protocol):
+    """A durable, append-only home for hash-chained audit entries."""
+
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        """Chain and durably commit ``records`` in one transaction; return their entries."""
+        ...
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
+        """Yield entries with ``seq > after_seq`` in seq order, ``batch`` rows per read."""
+        ...
+
+    def last(self) -> Entry | None:
+        """Return the entry with the highest seq, or ``None`` for an empty log."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, time TEXT, request_id TEXT, event TEXT, user TEXT,
+    target TEXT, decision TEXT, code TEXT, record BLOB, prev_hash TEXT, hash TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE INDEX IF NOT EXISTS audit_user_seq ON audit (user, seq);
+CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id);
+"""
+_INSERT = "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT = "SELECT seq, record, prev_hash, hash FROM audit"
+_COLUMNS = ("time", "request_id", "event", "user", "target", "decision", "code")
+
+
+def _text(value: object) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _entry(record: bytes, prev_hash: str, digest: str) -> Entry:
+    try:
+        body = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        body = None
+    # An unreadable row still yields an entry, so verification can name it.
+    entry: Entry = body if isinstance(body, dict) else {}
+    entry["prev_hash"] = prev_hash
+    entry["hash"] = digest
+    return entry
+
+
+class SQLiteAuditStore:
+    """The embedded store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+    Each :meth:`append_batch` is one ``BEGIN IMMEDIATE`` transaction and one
+    fsync. The chain head is read inside that transaction, so reopening a file
+    resumes its chain and a commit that failed late cannot fork it.
+    ``commits`` counts successful transactions (group commit makes it smaller
+    than the number of records). The connection may be used from any thread;
+    a lock serialises access. ``readonly=True`` opens an existing file for
+    verification and export only.
+    """
+
+    def __init__(
+        self, path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0
+    ) -> None:
+        self.path = path
+        self.commits = 0
+        self._lock = threading.Lock()
+        if readonly:
+            uri = f"file:{path}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            self._conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False)
+        # Autocommit mode: transactions are opened and closed explicitly below.
+        self._conn.isolation_level = None
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if not readonly:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            # FULL syncs the WAL on every commit: a record is on disk before we answer.
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.executescript(_SCHEMA)
+
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        """Chain and durably commit ``records`` in one transaction; return their entries."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                seq, prev = head.fetchone() or (0, GENESIS_HASH)
+                rows: list[tuple[object, ...]] = []
+                entries: list[Entry] = []
+                for record in records:
+                    seq += 1
+                    body = canonical({**record, "seq": seq})
+                    digest = chain_hash(prev, body)
+                    columns = [_text(record.get(name)) for name in _COLUMNS]
+                    rows.append((seq, *columns, body, prev, digest))
+                    entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
+                    prev = digest
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            self.commits += 1
+            return entries
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
+        """Yield entries with ``seq > after_seq`` in seq order, ``batch`` rows per read.
+
+        Each batch is its own short query (keyset pagination), so no cursor or
+        lock is held while the caller works and writers are never blocked.
+        """
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, batch)
+                ).fetchall()
+            for row_seq, record, prev_hash, digest in rows:
+                yield _entry(record, prev_hash, digest)
+                after_seq = row_seq
+            if len(rows) < batch:
+                return
+
+    def last(self) -> Entry | None:
+        """Return the entry with the highest seq, or ``None`` for an empty log."""
+        with self._lock:
+            row = self._conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else _entry(row[1], row[2], row[3])
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL on the last close)."""
+        with self._lock:
+            self._conn.close()

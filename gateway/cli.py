@@ -1,0 +1,154 @@
+"""``gateway ...``: serve, policy check, audit verify, dev-token, demo seed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.errors import ConfigError, PolicyFileError
+from gateway.settings import Settings, load_settings
+
+DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "gateway.yaml"))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway with uvicorn (uvloop and httptools where available)."""
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from gateway import log  # noqa: PLC0415
+    from gateway.app import create_app  # noqa: PLC0415
+
+    settings = _settings(args)
+    log.configure(json=not sys.stderr.isatty())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate a policy directory offline; print every problem as file:line: reason."""
+    from gateway.policyfile import load_policies  # noqa: PLC0415
+
+    try:
+        policy = load_policies(args.directory)
+    except PolicyFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"ok: {len(policy.grants)} grants, {len(policy.revocations)} revocations, revision {policy.revision[:12]}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the audit log's hash chain; show progress on a terminal."""
+    from gateway.auditstore import SQLiteAuditStore  # noqa: PLC0415
+    from gateway.auditverify import verify  # noqa: PLC0415
+
+    path = args.path or _settings(args).audit.path
+    store = SQLiteAuditStore(path)
+    show = sys.stderr.isatty()
+
+    def progress(count: int) -> None:
+        if show:
+            print(f"\rverified {count} records", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = verify(store, progress=progress)
+    finally:
+        store.close()
+    if show:
+        print(file=sys.stderr)
+    if result.ok:
+        print(f"ok: {result.count} records, head seq {result.head_seq} hash {result.head_hash}")
+        return 0
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    return 1
+
+
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    """Mint a dev-issuer token (dev mode only)."""
+    from gateway.app import dev_issuer_url  # noqa: PLC0415
+    from gateway.devissuer import DevIssuer  # noqa: PLC0415
+
+    settings = _settings(args)
+    if not settings.dev_mode:
+        print("dev-token works only with dev_mode: true", file=sys.stderr)
+        return 2
+    issuer = DevIssuer.from_key_file(settings.dev.key_file, dev_issuer_url(settings))
+    lifetime = args.lifetime or settings.dev.token_lifetime
+    print(issuer.mint(args.user, groups=args.group, audience=settings.dev.audience, lifetime=lifetime))
+    return 0
+
+
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    """Create the demo database, its accounts, their secret files and a dev config."""
+    from gateway.demo import seed  # noqa: PLC0415
+
+    config = asyncio.run(seed(args.state_dir, port=args.port))
+    print(f"demo ready: config {config}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gateway YAML config")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the gateway")).set_defaults(func=cmd_serve)
+
+    policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="policy_command", required=True)
+    check = policy.add_parser("check", help="validate a policy directory")
+    check.add_argument("directory", type=Path)
+    check.set_defaults(func=cmd_policy_check)
+
+    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
+    verify = with_config(audit.add_parser("verify", help="verify the audit hash chain"))
+    verify.add_argument("--path", type=Path, help="audit store file (default: from the config)")
+    verify.set_defaults(func=cmd_audit_verify)
+
+    token = with_config(sub.add_parser("dev-token", help="mint a dev token (dev mode)"))
+    token.add_argument("user")
+    token.add_argument("--group", action="append", default=[])
+    token.add_argument("--lifetime", type=int, help="seconds")
+    token.set_defaults(func=cmd_dev_token)
+
+    demo = sub.add_parser("demo", help="demo set-up").add_subparsers(dest="demo_command", required=True)
+    seed = demo.add_parser("seed", help="create the demo database, accounts and dev config")
+    seed.add_argument("--state-dir", type=Path, default=Path(".run"))
+    seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
+    seed.set_defaults(func=cmd_demo_seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gateway`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The gateway's one error tree.
+
+Every error a caller can see is a ``GatewayError`` with a short ``code`` and an
+HTTP ``status``; only the HTTP layer (``api.py``) turns them into
+``application/problem+json`` responses::
+
+    GatewayError
+    ├── Unauthenticated          401 unauthenticated
+    ├── Forbidden                403 forbidden
+    │   └── Revoked              403 revoked
+    ├── UnknownTarget            404 unknown_target
+    ├── InvalidRequest           422 invalid_request
+    ├── StatementRejected        400 statement_rejected
+    ├── DatabaseError            422 database_error
+    ├── StatementTimeout         504 statement_timeout
+    ├── PayloadTooLarge          413 payload_too_large
+    └── Unavailable              503 (with Retry-After)
+        ├── DatabaseUnavailable  503 database_unavailable
+        ├── PoolExhausted        503 pool_exhausted
+        └── AuditUnavailable     503 audit_unavailable
+
+Errors that never reach a caller (bad configuration, bad policy files) are
+``ConfigError`` and ``PolicyFileError``; they stop start-up or a reload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GatewayError(Exception):
+    """Base of every error a caller can see."""
+
+    code = "internal_error"
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Unauthenticated(GatewayError):
+    """The bearer token is missing, malformed, badly signed or not valid now.
+
+    ``reason`` is for the audit log and server logs only; the caller always
+    sees the same generic detail (SECURITY rule 7).
+    """
+
+    code = "unauthenticated"
+    status = 401
+    title = "Unauthenticated"
+
+    def __init__(self, reason: str, *, unverified_subject: str | None = None) -> None:
+        super().__init__("a valid bearer token is required")
+        self.reason = reason
+        self.unverified_subject = unverified_subject
+
+
+class Forbidden(GatewayError):
+    """No grant allows the request, or a role is missing."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
+class Revoked(Forbidden):
+    """A revocation matches the caller for this target."""
+
+    code = "revoked"
+    title = "Access revoked"
+
+
+class UnknownTarget(GatewayError):
+    """The request names a target the gateway does not know."""
+
+    code = "unknown_target"
+    status = 404
+    title = "Unknown target"
+
+
+class InvalidRequest(GatewayError):
+    """The request body fails validation."""
+
+    code = "invalid_request"
+    status = 422
+    title = "Invalid request"
+
+
+class StatementRejected(GatewayError):
+    """The SQL is unparseable, holds several statements or a forbidden construct."""
+
+    code = "statement_rejected"
+    status = 400
+    title = "Statement rejected"
+
+
+class DatabaseError(GatewayError):
+    """MariaDB refused the statement."""
+
+    code = "database_error"
+    status = 422
+    title = "Database error"
+
+    def __init__(self, errno: int, message: str) -> None:
+        super().__init__(f"MariaDB error {errno}: {message}")
+        self.errno = errno
+        self.message = message
+
+
+class StatementTimeout(GatewayError):
+    """The statement ran past its timeout and was stopped."""
+
+    code = "statement_timeout"
+    status = 504
+    title = "Statement timeout"
+
+
+class PayloadTooLarge(GatewayError):
+    """The body, the SQL text or the token is over its cap."""
+
+    code = "payload_too_large"
+    status = 413
+    title = "Payload too large"
+
+
+class Unavailable(GatewayError):
+    """A dependency is unavailable; the caller may retry later."""
+
+    status = 503
+    retry_after = 1
+
+
+class DatabaseUnavailable(Unavailable):
+    """The gateway cannot connect to the target database."""
+
+    code = "database_unavailable"
+    title = "Database unavailable"
+    retry_after = 5
+
+
+class PoolExhausted(Unavailable):
+    """No connection became free within the acquire timeout."""
+
+    code = "pool_exhausted"
+    title = "Connection pool exhausted"
+
+
+class AuditUnavailable(Unavailable):
+    """The audit record could not be written, so nothing ran."""
+
+    code = "audit_unavailable"
+    title = "Audit log unavailable"
+    retry_after = 5
+
+
+class ConfigError(Exception):
+    """The gateway configuration is invalid; start-up stops."""
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One problem in one policy file, with the line it is on (1-based)."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+class PolicyFileError(Exception):
+    """One or more policy files are invalid; every problem is listed at once."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems

@@ -1,0 +1,206 @@
+"""Run analysed statements on a pooled connection: timeouts, row caps, encoding.
+
+Every statement runs as ``/* gateway comment */ SET STATEMENT
+max_statement_time=N[, tx_read_only=1, sql_select_limit=M] FOR <sql>`` built
+here from the analysed (regenerated) SQL with the caller's parameters escaped
+by the driver. Read grants run with ``tx_read_only=1`` so MariaDB refuses a
+write the classifier might have missed; a read-grant transaction runs as
+``START TRANSACTION READ ONLY``. A connection whose session may be dirty (an
+error, a timeout, a cancelled request, an unread result) is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asyncmy import errors as db_errors  # type: ignore[import-untyped]
+from asyncmy.cursors import SSCursor  # type: ignore[import-untyped]
+
+from gateway.encoding import TYPE_NAMES, JSONValue, encode_row
+from gateway.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidRequest,
+    PayloadTooLarge,
+    StatementTimeout,
+)
+from gateway.pools import Pooled
+from gateway.statements import Kind, Statement
+
+ER_STATEMENT_TIMEOUT = 1969
+ER_QUERY_INTERRUPTED = 1317
+CLIENT_ERRORS_START = 2000  # errno >= 2000 comes from the client library, not the server
+TIMEOUT_GRACE = 2.0  # seconds the client waits beyond max_statement_time
+_UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9@._+\-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one statement may use, resolved from the decision and the request."""
+
+    timeout: float  # seconds
+    max_rows: int
+    max_bytes: int
+    read_only: bool
+
+
+@dataclass(slots=True)
+class Result:
+    """One statement's result, JSON-ready."""
+
+    columns: list[dict[str, str]]
+    rows: list[list[JSONValue]]
+    row_count: int
+    truncated: bool
+    rows_affected: int | None
+    last_insert_id: int | None
+
+
+def comment_for(request_id: str, user: str) -> str:
+    """Build the gateway's statement comment; nothing user-controlled can end it."""
+    return f"/* gw request_id={_UNSAFE_COMMENT.sub('_', request_id)} user={_UNSAFE_COMMENT.sub('_', user)} */"
+
+
+def bind(statement: Statement, params: Sequence[JSONValue], conn: Pooled) -> str:
+    """Put the escaped parameters in place of the statement's ``?`` placeholders."""
+    if len(params) != statement.placeholders:
+        raise InvalidRequest(
+            f"the statement has {statement.placeholders} placeholders but {len(params)} params were given"
+        )
+    parts = statement.sql_parts
+    if not params:
+        return parts[0]
+    out = [parts[0]]
+    for value, part in zip(params, parts[1:], strict=True):
+        out.append(conn.raw.escape(value))
+        out.append(part)
+    return "".join(out)
+
+
+def wrap(sql: str, comment: str, limits: Limits, *, kind: Kind, in_transaction: bool) -> str:
+    """Add the comment and the ``SET STATEMENT ... FOR`` limits the gateway enforces."""
+    variables = [f"max_statement_time={limits.timeout:.3f}"]
+    if limits.read_only and not in_transaction:
+        variables.append("tx_read_only=1")
+    if kind is Kind.READ:
+        variables.append(f"sql_select_limit={limits.max_rows + 1}")
+    return f"{comment} SET STATEMENT {', '.join(variables)} FOR {sql}"
+
+
+def _translate(exc: Exception, conn: Pooled) -> Exception:
+    conn.discard = True
+    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    if errno in {ER_STATEMENT_TIMEOUT, ER_QUERY_INTERRUPTED}:
+        return StatementTimeout(f"the statement ran past its timeout ({message})")
+    if errno >= CLIENT_ERRORS_START or errno == 0:
+        return DatabaseUnavailable(f"lost the database connection ({message})")
+    return DatabaseError(errno, message)
+
+
+async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: ANN401
+    description = cursor.description
+    if description is None:
+        return Result([], [], 0, truncated=False, rows_affected=max(cursor.rowcount, 0),
+                      last_insert_id=cursor.lastrowid or None)
+    columns = [{"name": d[0], "type": TYPE_NAMES.get(d[1], str(d[1]))} for d in description]
+    rows: list[list[JSONValue]] = []
+    size = 0
+    batch = min(limits.max_rows + 1, 1000)
+    truncated = False
+    while True:
+        chunk = await cursor.fetchmany(batch)
+        if not chunk:
+            break
+        for raw in chunk:
+            if len(rows) >= limits.max_rows:
+                truncated = True
+                break
+            row = encode_row(raw)
+            size += sum(len(v) if isinstance(v, str) else 8 for v in row)
+            if size > limits.max_bytes:
+                conn.discard = True
+                raise PayloadTooLarge(f"the result is over the {limits.max_bytes}-byte cap")
+            rows.append(row)
+        if truncated:
+            # Unread rows remain on the wire: never hand this session to anyone else.
+            conn.discard = True
+            break
+    return Result(columns, rows, len(rows), truncated=truncated, rows_affected=None, last_insert_id=None)
+
+
+async def _execute(conn: Pooled, sql: str, limits: Limits) -> Result:
+    cursor = conn.raw.cursor(SSCursor)
+    try:
+        async with asyncio.timeout(limits.timeout + TIMEOUT_GRACE):
+            await cursor.execute(sql)
+            result = await _fetch(cursor, conn, limits)
+    except TimeoutError:
+        conn.discard = True
+        raise StatementTimeout("the statement ran past its timeout") from None
+    except db_errors.MySQLError as exc:
+        raise _translate(exc, conn) from None
+    if not conn.discard:
+        try:
+            await cursor.close()
+        except db_errors.MySQLError:
+            conn.discard = True
+    return result
+
+
+async def run_statement(
+    conn: Pooled,
+    statement: Statement,
+    params: Sequence[JSONValue],
+    limits: Limits,
+    comment: str,
+) -> Result:
+    """Run one statement in autocommit mode."""
+    sql = wrap(bind(statement, params, conn), comment, limits, kind=statement.kind, in_transaction=False)
+    return await _execute(conn, sql, limits)
+
+
+async def run_transaction(
+    conn: Pooled,
+    batch: Sequence[tuple[Statement, Sequence[JSONValue]]],
+    limits: Limits,
+    comment: str,
+) -> list[Result]:
+    """Run statements atomically: all commit or, on any error, none do."""
+    bound = [
+        wrap(bind(stmt, params, conn), comment, limits, kind=stmt.kind, in_transaction=True)
+        for stmt, params in batch
+    ]
+    begin = "START TRANSACTION READ ONLY" if limits.read_only else "START TRANSACTION"
+    results: list[Result] = []
+    try:
+        await _simple(conn, f"{comment} {begin}", limits)
+        for sql in bound:
+            results.append(await _execute(conn, sql, limits))
+            if conn.discard:
+                raise InvalidRequest("a statement inside a transaction returned more rows than its cap")
+        await _simple(conn, f"{comment} COMMIT", limits)
+    except BaseException:
+        conn.discard = True
+        if conn.raw.connected:
+            try:
+                await asyncio.wait_for(conn.raw.rollback(), TIMEOUT_GRACE)
+            except (db_errors.MySQLError, TimeoutError, OSError):
+                pass
+        raise
+    return results
+
+
+async def _simple(conn: Pooled, sql: str, limits: Limits) -> None:
+    try:
+        async with asyncio.timeout(limits.timeout + TIMEOUT_GRACE):
+            await conn.raw.query(sql)
+    except TimeoutError:
+        conn.discard = True
+        raise StatementTimeout("the database did not answer in time") from None
+    except db_errors.MySQLError as exc:
+        raise _translate(exc, conn) from None

@@ -1,0 +1,40 @@
+"""structlog set-up: JSON lines with the request id, and secret scrubbing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|credential)", re.IGNORECASE)
+_SAFE_KEYS = frozenset({"token_hash", "token_id"})
+
+
+def scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:  # noqa: ANN401
+    """Replace the value of any key that looks like it holds a secret (SECURITY rule 23)."""
+    for key in list(event):
+        if key not in _SAFE_KEYS and _SECRET_KEYS.search(key):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(*, json: bool = True, level: int = logging.INFO) -> None:
+    """Configure structlog once per process (called by the CLI, not at import)."""
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

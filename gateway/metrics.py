@@ -1,0 +1,47 @@
+"""Prometheus metrics, in a registry of the app's own (nothing global)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.pools import ConnectionPool
+
+
+class _PoolCollector(Collector):
+    def __init__(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            "in_use": GaugeMetricFamily("gateway_pool_in_use", "Connections handed out", labels=["pool"]),
+            "idle": GaugeMetricFamily("gateway_pool_idle", "Idle open connections", labels=["pool"]),
+            "waiting": GaugeMetricFamily("gateway_pool_waiting", "Requests waiting", labels=["pool"]),
+        }
+        for pool in self._pools().values():
+            families["in_use"].add_metric([pool.name], pool.in_use)
+            families["idle"].add_metric([pool.name], pool.idle)
+            families["waiting"].add_metric([pool.name], pool.waiting)
+        yield from families.values()
+
+
+class Metrics:
+    """The gateway's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests by route and outcome code",
+            ["route", "code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_seconds", "Request latency", ["route"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+    def watch_pools(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
+        """Export pool gauges read from the live pools at scrape time."""
+        self.registry.register(_PoolCollector(pools))

@@ -1,0 +1,102 @@
+"""Pure ASGI middleware: request id, body size cap, access metrics.
+
+Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task per request and
+streaming bodies pass through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import PayloadTooLarge
+from gateway.metrics import Metrics
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+
+def _problem_413(request_id: str, cap: int) -> bytes:
+    return orjson.dumps({
+        "type": "https://db-gateway.dev/problems/payload_too_large",
+        "title": "Payload too large",
+        "status": 413,
+        "detail": f"the request body is over the {cap}-byte cap",
+        "code": "payload_too_large",
+        "request_id": request_id,
+    })
+
+
+class GatewayMiddleware:
+    """Sets ``X-Request-ID``, caps the body, binds log context, counts requests."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = offered if _SANE_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = {"code": 500}
+        id_header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await self._too_large(request_id, send_with_id)
+                return
+            await self.app(scope, self._capped(receive), send_with_id)
+        finally:
+            route = _route_of(scope)
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    # Raised inside the app, so the app's handler renders the 413.
+                    raise PayloadTooLarge(f"the request body is over the {self.max_body}-byte cap")
+            return message
+
+        return capped
+
+    async def _too_large(self, request_id: str, send: Send) -> None:
+        body = _problem_413(request_id, self.max_body)
+        await send({
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+def _route_of(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

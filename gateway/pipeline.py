@@ -1,0 +1,373 @@
+"""The request path, in one direction: the only place that calls the stages.
+
+identity -> statement analysis -> policy decision -> audit (decision record,
+durable) -> pool for the decision's ``(target, db_user)`` -> execution ->
+audit (outcome record) -> reply. Every stage fails closed; every decision,
+allowed or denied, is audited before anything runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gateway import execution
+from gateway.audit import AuditLog
+from gateway.encoding import JSONValue
+from gateway.errors import (
+    AuditUnavailable,
+    Forbidden,
+    GatewayError,
+    Revoked,
+    StatementRejected,
+    Unauthenticated,
+    UnknownTarget,
+)
+from gateway.identity import Identity, TokenValidator
+from gateway.oidc import KeySource
+from gateway.policy import Decision, decide, effective_grants, roles_of
+from gateway.policystore import PolicyStore
+from gateway.pools import PoolRegistry
+from gateway.settings import Settings
+from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
+
+log = structlog.get_logger("gateway.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Facts about the HTTP request that the audit log records."""
+
+    request_id: str
+    client: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRequest:
+    """One statement as the caller sent it."""
+
+    sql: str
+    params: Sequence[JSONValue]
+
+
+_DENIALS: dict[str, type[GatewayError]] = {
+    "revoked": Revoked,
+    "statement_rejected": StatementRejected,
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Pipeline:
+    """Holds the stages (built in the app's lifespan) and runs requests through them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        validator: TokenValidator,
+        policies: PolicyStore,
+        pools: PoolRegistry,
+        audit: AuditLog,
+        *,
+        key_sources: Sequence[KeySource] = (),
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.settings = settings
+        self.validator = validator
+        self.policies = policies
+        self.pools = pools
+        self.audit = audit
+        self._key_sources = tuple(key_sources)
+        self._clock = clock
+
+    async def _record(self, record: dict[str, Any]) -> None:
+        try:
+            await self.audit.append(record)
+        except AuditUnavailable:
+            log.error("audit_write_failed", request_id=record.get("request_id"), event_kind=record["event"])
+            raise
+
+    def _base(self, ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, Any]:
+        return {
+            "event": event,
+            "request_id": ctx.request_id,
+            "client": ctx.client,
+            "user_agent": ctx.user_agent,
+            "user": identity.user if identity else None,
+            "user_verified": identity is not None,
+            "groups": sorted(identity.groups) if identity else [],
+            "policy_revision": self.policies.current.revision,
+        }
+
+    async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
+        """Validate the bearer token; audit a refusal (with the unverified subject)."""
+        try:
+            if not token:
+                raise Unauthenticated("no bearer token")
+            return await self.validator.validate(token)
+        except Unauthenticated as exc:
+            record = self._base(ctx, "auth", None)
+            record.update(user=exc.unverified_subject, decision="deny", code=exc.code, reason=exc.reason)
+            await self._record(record)
+            raise
+        except GatewayError as exc:  # e.g. an oversized token
+            record = self._base(ctx, "auth", None)
+            record.update(decision="deny", code=exc.code, reason=exc.detail)
+            await self._record(record)
+            raise
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        """Check policies, signing keys and every pool; say what is wrong."""
+        checks: dict[str, dict[str, Any]] = {
+            "policies": {
+                "ok": self.policies.loaded,
+                "revision": self.policies.current.revision if self.policies.loaded else None,
+                "last_reload_error": self.policies.last_error,
+            },
+            "keys": {"ok": await self._keys_ready()},
+        }
+        for (target, db_user), pool in self.pools.pools().items():
+            try:
+                await pool.check(timeout=2.0)
+                checks[f"pool:{target}/{db_user}"] = {"ok": True}
+            except GatewayError as exc:
+                checks[f"pool:{target}/{db_user}"] = {"ok": False, "detail": exc.detail}
+        return checks
+
+    async def _keys_ready(self) -> bool:
+        for source in self._key_sources:
+            if source.has_keys:
+                continue
+            ready = getattr(source, "ready", None)
+            if ready is None or not await ready():
+                return False
+        return True
+
+    def me(self, identity: Identity) -> dict[str, Any]:
+        """Describe the caller: user, groups, roles and effective grants."""
+        policy = self.policies.current
+        now = self._clock()
+        return {
+            "user": identity.user,
+            "subject": identity.subject,
+            "issuer": identity.issuer,
+            "groups": sorted(identity.groups),
+            "roles": sorted(roles_of(identity, policy)),
+            "grants": [_grant_view(g) for g in effective_grants(identity, policy, now)],
+        }
+
+    def targets(self, identity: Identity) -> list[dict[str, Any]]:
+        """The targets the caller can use, with the highest access level and its expiry."""
+        policy = self.policies.current
+        now = self._clock()
+        best: dict[str, dict[str, Any]] = {}
+        for grant in effective_grants(identity, policy, now):
+            if grant.target not in self.settings.targets:
+                continue
+            view = best.get(grant.target)
+            if view is None or grant.access > view["_level"]:
+                best[grant.target] = {
+                    "_level": grant.access,
+                    "name": grant.target,
+                    "database": self.settings.targets[grant.target].database,
+                    "access": grant.access.name.lower(),
+                    "grant": grant.name,
+                    "expires": grant.expires.isoformat() if grant.expires else None,
+                }
+        return [{k: v for k, v in view.items() if k != "_level"} for view in best.values()]
+
+    def _analyze(self, target: str, sql: str) -> Statement:
+        limits = self.settings.limits
+        return analyze(
+            sql,
+            default_database=self.settings.targets[target].database,
+            max_sql_bytes=limits.max_sql_bytes,
+            max_depth=limits.max_sql_depth,
+        )
+
+    async def _authorize(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        requests: Sequence[StatementRequest],
+        *,
+        transaction: bool,
+    ) -> tuple[Decision, list[Statement], dict[str, Any]]:
+        """Analyse and decide; write the decision record; raise on any denial."""
+        record = self._base(ctx, "decision", identity)
+        record.update(
+            target=target,
+            statement=requests[0].sql if len(requests) == 1 else [r.sql for r in requests],
+            transaction=transaction,
+        )
+        try:
+            if target not in self.settings.targets:
+                raise UnknownTarget(f"no target named {target!r}")
+            statements = [self._analyze(target, r.sql) for r in requests]
+            if transaction and any(s.kind is Kind.DDL for s in statements):
+                raise StatementRejected(
+                    "DDL commits implicitly in MariaDB, so it cannot run inside a transaction"
+                )
+            record.update(
+                kind=_joined(s.kind.value for s in statements),
+                tables=sorted({t for s in statements for t in s.tables}),
+            )
+            decision = decide(
+                identity, statements, target, self.policies.current, self._clock(),
+                safe_functions=SAFE_FUNCTIONS,
+            )
+        except GatewayError as exc:
+            record.update(decision="deny", code=exc.code, reason=exc.detail)
+            await self._record(record)
+            raise
+        record.update(
+            decision="allow" if decision.allowed else "deny",
+            code=decision.code,
+            grant=decision.grant,
+            db_user=decision.db_user,
+            reason=decision.reason,
+        )
+        await self._record(record)
+        if not decision.allowed:
+            raise _DENIALS.get(decision.code, Forbidden)(decision.reason)
+        return decision, statements, record
+
+    def _limits(self, decision: Decision, requested_rows: int | None) -> execution.Limits:
+        limits = self.settings.limits
+        caps = [limits.max_rows]
+        if decision.max_rows is not None:
+            caps.append(decision.max_rows)
+        if requested_rows is not None:
+            caps.append(requested_rows)
+        timeout = min(decision.statement_timeout or limits.default_statement_timeout,
+                      limits.max_statement_timeout)
+        return execution.Limits(
+            timeout=timeout,
+            max_rows=min(caps),
+            max_bytes=limits.max_result_bytes,
+            read_only=decision.access == "read",
+        )
+
+    async def query(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        request: StatementRequest,
+        max_rows: int | None,
+    ) -> dict[str, Any]:
+        """Run one statement and reply per the SPEC's shape."""
+        decision, (statement,), _ = await self._authorize(
+            ctx, identity, target, [request], transaction=False
+        )
+        limits = self._limits(decision, max_rows)
+        comment = execution.comment_for(ctx.request_id, identity.user)
+        started = time.perf_counter()
+        try:
+            async with self.pools.connection(decision) as conn:
+                result = await execution.run_statement(conn, statement, request.params, limits, comment)
+        except GatewayError as exc:
+            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail)
+            raise
+        duration = _ms(started)
+        rows = result.row_count if result.rows_affected is None else result.rows_affected
+        await self._outcome(ctx, identity, target, started, code="ok", rows=rows,
+                            truncated=result.truncated)
+        return {
+            "request_id": ctx.request_id,
+            "target": target,
+            "kind": statement.kind.value,
+            "grant": decision.grant,
+            "columns": result.columns,
+            "rows": result.rows,
+            "row_count": result.row_count,
+            "truncated": result.truncated,
+            "rows_affected": result.rows_affected,
+            "last_insert_id": result.last_insert_id,
+            "duration_ms": duration,
+        }
+
+    async def transaction(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        requests: Sequence[StatementRequest],
+    ) -> dict[str, Any]:
+        """Authorize every statement first, then run them all-or-nothing."""
+        decision, statements, _ = await self._authorize(ctx, identity, target, requests, transaction=True)
+        limits = self._limits(decision, None)
+        comment = execution.comment_for(ctx.request_id, identity.user)
+        started = time.perf_counter()
+        batch = [(s, r.params) for s, r in zip(statements, requests, strict=True)]
+        try:
+            async with self.pools.connection(decision) as conn:
+                results = await execution.run_transaction(conn, batch, limits, comment)
+        except GatewayError as exc:
+            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail,
+                                committed=False)
+            raise
+        duration = _ms(started)
+        await self._outcome(ctx, identity, target, started, code="ok", committed=True,
+                            rows=sum(r.rows_affected or r.row_count for r in results))
+        return {
+            "request_id": ctx.request_id,
+            "target": target,
+            "grant": decision.grant,
+            "committed": True,
+            "results": [
+                {
+                    "kind": s.kind.value,
+                    "columns": r.columns,
+                    "rows": r.rows,
+                    "row_count": r.row_count,
+                    "truncated": r.truncated,
+                    "rows_affected": r.rows_affected,
+                    "last_insert_id": r.last_insert_id,
+                }
+                for s, r in zip(statements, results, strict=True)
+            ],
+            "duration_ms": duration,
+        }
+
+    async def _outcome(
+        self, ctx: RequestContext, identity: Identity, target: str, started: float, **fields: Any,  # noqa: ANN401
+    ) -> None:
+        record = self._base(ctx, "outcome", identity)
+        record.update(target=target, duration_ms=_ms(started), **fields)
+        try:
+            await self.audit.append(record)
+        except AuditUnavailable:
+            # The decision record is already durable; the statement has run, so
+            # failing the reply now would only invite a blind retry of a write.
+            log.error("audit_outcome_lost", request_id=ctx.request_id)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _joined(values: Any) -> str:  # noqa: ANN401
+    return ",".join(dict.fromkeys(values))
+
+
+def _grant_view(grant: Any) -> dict[str, Any]:  # noqa: ANN401 - a policyfile.Grant
+    return {
+        "name": grant.name,
+        "target": grant.target,
+        "access": grant.access.name.lower(),
+        "db_user": grant.db_user,
+        "tables": {"allow": list(grant.tables_allow), "deny": list(grant.tables_deny)},
+        "max_rows": grant.max_rows,
+        "statement_timeout": grant.statement_timeout,
+        "expires": grant.expires.isoformat() if grant.expires else None,
+    }

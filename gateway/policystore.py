@@ -1,0 +1,76 @@
+"""The live policy: the last good ``PolicySet``, reloaded when the files change.
+
+An invalid edit never replaces the last good policy; the problem is kept in
+``last_error`` (shown by ``/readyz``) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection
+from pathlib import Path
+
+import structlog
+
+from gateway.errors import PolicyFileError
+from gateway.policyfile import PolicySet, load_policies
+
+log = structlog.get_logger("gateway.policy")
+
+
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for path in sorted(directory.glob("*.y*ml")):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            entries.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(entries)
+
+
+class PolicyStore:
+    """Holds the current policy set and reloads it from its directory."""
+
+    def __init__(self, directory: Path, known_targets: Collection[str]) -> None:
+        self.directory = directory
+        self._known_targets = frozenset(known_targets)
+        self._current: PolicySet | None = None
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> PolicySet:
+        """The last good policy set (``load`` must have succeeded once)."""
+        if self._current is None:
+            raise RuntimeError("policies are not loaded")
+        return self._current
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a good policy set is in force."""
+        return self._current is not None
+
+    def load(self) -> PolicySet:
+        """Load the directory now; on failure keep the last good set and re-raise."""
+        fingerprint = _fingerprint(self.directory)
+        try:
+            policy = load_policies(self.directory, known_targets=self._known_targets)
+        except PolicyFileError as exc:
+            self._fingerprint = fingerprint
+            self.last_error = str(exc)
+            log.error("policy_reload_failed", problems=[str(p) for p in exc.problems])
+            raise
+        self._fingerprint = fingerprint
+        if self._current is None or policy.revision != self._current.revision:
+            log.info("policy_loaded", revision=policy.revision, grants=len(policy.grants))
+        self._current = policy
+        self.last_error = None
+        return policy
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Poll the directory and reload on change, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if _fingerprint(self.directory) != self._fingerprint:
+                with contextlib.suppress(PolicyFileError):
+                    self.load()

@@ -1,0 +1,215 @@
+"""Gateway configuration: a YAML file plus ``GATEWAY_*`` environment overrides.
+
+Environment variables win over the file; nested keys use ``__``
+(``GATEWAY_LISTEN__PORT=9000``). Settings are frozen and validated as a whole:
+every problem is reported at once, and insecure combinations (dev mode off
+loopback, an algorithm list with ``none`` or ``HS*``, a password in the file)
+are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+
+
+class IssuerSettings(BaseModel):
+    """One trusted OIDC issuer."""
+
+    model_config = _FROZEN
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
+    user_claim: str = "email"
+    groups_claim: str = "groups"
+    allow_id_tokens: bool = False
+    leeway: Annotated[int, Field(ge=0, le=60)] = 30
+    max_token_lifetime: Annotated[int, Field(gt=0, le=7 * 86400)] = 86400
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a not in ALLOWED_ALGORITHMS]
+        if bad or not value:
+            msg = f"algorithms must be asymmetric (never none or HS*): refused {bad or 'empty list'}"
+            raise ValueError(msg)
+        return value
+
+
+class SecretSource(BaseModel):
+    """Where a database password comes from: an env var or a file (never inline)."""
+
+    model_config = _FROZEN
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret source names exactly one of env or file")
+        return self
+
+
+class TlsSettings(BaseModel):
+    """TLS to the database."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    ca_file: Path | None = None
+    verify_hostname: bool = True
+
+
+class PoolSettings(BaseModel):
+    """Limits of the pool for each (target, db_user)."""
+
+    model_config = _FROZEN
+    min_size: Annotated[int, Field(ge=0, le=100)] = 0
+    max_size: Annotated[int, Field(ge=1, le=500)] = 10
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    acquire_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    max_lifetime: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    max_waiting: Annotated[int, Field(ge=0, le=100_000)] = 1000
+
+
+class TargetSettings(BaseModel):
+    """One database target: where it is and how the gateway authenticates."""
+
+    model_config = _FROZEN
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 3306
+    database: str
+    tls: TlsSettings = TlsSettings()
+    pool: PoolSettings = PoolSettings()
+    auth_mode: Literal["secret"] = "secret"  # "iam" arrives with the credentials issue
+    secrets: dict[str, SecretSource] = Field(default_factory=dict)  # db_user -> source
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
+        if isinstance(data, dict) and any("password" in str(k).lower() for k in data):
+            raise ValueError("passwords never sit in the config file: use secrets.<db_user>.env or .file")
+        return data
+
+
+class AuditSettings(BaseModel):
+    """Where the audit log goes."""
+
+    model_config = _FROZEN
+    store: Literal["sqlite"] = "sqlite"
+    path: Path = Path("audit.db")
+    redact_literals: bool = False
+    queue_limit: Annotated[int, Field(ge=1)] = 10_000
+
+
+class LimitSettings(BaseModel):
+    """Caps on what one request may ask for."""
+
+    model_config = _FROZEN
+    max_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024
+    max_sql_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    max_sql_depth: Annotated[int, Field(gt=0)] = 64
+    max_params: Annotated[int, Field(gt=0)] = 1000
+    max_statements: Annotated[int, Field(gt=0)] = 50
+    max_rows: Annotated[int, Field(gt=0)] = 10_000
+    max_result_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
+    default_statement_timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_statement_timeout: Annotated[float, Field(gt=0)] = 300.0
+
+
+class DevSettings(BaseModel):
+    """The built-in dev issuer (dev mode only)."""
+
+    model_config = _FROZEN
+    key_file: Path = Path(".run/dev-issuer-key.json")
+    audience: str = "db-gateway"
+    token_lifetime: Annotated[int, Field(gt=0, le=86400)] = 3600
+
+
+class ListenSettings(BaseModel):
+    """Where the HTTP server listens."""
+
+    model_config = _FROZEN
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, lt=65536)] = 8080
+
+
+class Settings(BaseSettings):
+    """The whole gateway configuration (frozen)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+    )
+    dev_mode: bool = False
+    listen: ListenSettings = ListenSettings()
+    issuers: tuple[IssuerSettings, ...] = ()
+    jwks_cooldown: Annotated[float, Field(ge=60)] = 60.0
+    policies_dir: Path = Path("policies")
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
+    audit: AuditSettings = AuditSettings()
+    limits: LimitSettings = LimitSettings()
+    dev: DevSettings = DevSettings()
+    metrics_public: bool = True
+
+    @model_validator(mode="after")
+    def _secure_defaults(self) -> Settings:
+        if self.dev_mode and not _is_loopback(self.listen.host):
+            raise ValueError("dev mode is refused unless the gateway listens on loopback")
+        if not self.dev_mode and not self.issuers:
+            raise ValueError("no issuers configured (only dev mode runs without an IdP)")
+        if not self.targets:
+            raise ValueError("no targets configured")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files on purpose
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - secrets come per db_user
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init arguments, then the environment, then the YAML file named at load time."""
+        yaml_file = getattr(settings_cls, "_yaml_file", None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(path: Path | None, **overrides: Any) -> Settings:  # noqa: ANN401
+    """Load settings from ``path`` (YAML) and the environment; raise ``ConfigError``."""
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    bound = type("BoundSettings", (Settings,), {"_yaml_file": path})
+    try:
+        return bound(**overrides)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid gateway configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,446 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.audit import AuditLog, redact_literals
+from gateway.auditstore import GENESIS_HASH, SQLiteAuditStore, canonical, chain_hash
+from gateway.auditverify import verify
+from gateway.errors import AuditUnavailable
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend():
+    """Run the async tests on asyncio, the gateway's event loop."""
+    return "asyncio"
+
+
+@pytest.fixture
+def path(tmp_path):
+    """Path of a fresh audit database file."""
+    return tmp_path / "audit.db"
+
+
+def clock():
+    """Return a fixed moment with microseconds."""
+    return NOW
+
+
+def record(i, **extra):
+    """Build a decision record for request ``i``."""
+    return {
+        "event": "decision",
+        "request_id": f"req-{i}",
+        "user": "alice",
+        "user_verified": True,
+        "groups": ["eng"],
+        "target": "main",
+        "db_user": "reader",
+        "statement": "SELECT name FROM users WHERE id = 7",
+        "decision": "allow",
+        "grant": "eng-read",
+        **extra,
+    }
+
+
+def filled_store(path, n=10):
+    """Write ``n`` chained entries to a SQLite audit file and close it."""
+    store = SQLiteAuditStore(path)
+    store.append_batch([record(i) for i in range(1, n + 1)])
+    store.close()
+    return path
+
+
+def rows(path, sql, params=()):
+    """Run ``sql`` on the file through a separate connection, as an attacker would."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def check(path, **kwargs):
+    """Verify the file through a read-only store."""
+    store = SQLiteAuditStore(path, readonly=True)
+    try:
+        return verify(store, **kwargs)
+    finally:
+        store.close()
+
+
+class FlakyStore:
+    """A real SQLite store whose writes fail while ``failing`` is set."""
+
+    def __init__(self, path):
+        self.inner = SQLiteAuditStore(path)
+        self.failing = False
+
+    def append_batch(self, records):
+        """Fail while ``failing`` is set, else write through."""
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.inner.append_batch(records)
+
+    def iter_entries(self, after_seq=0, batch=1000):
+        """Read through."""
+        return self.inner.iter_entries(after_seq, batch)
+
+    def last(self):
+        """Read through."""
+        return self.inner.last()
+
+    def close(self):
+        """Close the real store."""
+        self.inner.close()
+
+
+class GatedStore(FlakyStore):
+    """A store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def append_batch(self, records):
+        """Signal ``entered``, then wait for ``gate`` before writing."""
+        self.entered.set()
+        self.gate.wait(10)
+        return super().append_batch(records)
+
+
+@pytest.mark.anyio
+async def test_append_returns_committed_entry_with_gapless_chain(path):
+    """Each append returns its chained entry only after the row is committed to the file."""
+    log = AuditLog(SQLiteAuditStore(path), clock=clock)
+    prev = GENESIS_HASH
+    for i in range(1, 6):
+        entry = await log.append(record(i))
+        assert (entry["seq"], entry["prev_hash"]) == (i, prev)
+        body = canonical({k: v for k, v in entry.items() if k not in ("prev_hash", "hash")})
+        assert entry["hash"] == chain_hash(prev, body)
+        assert entry["time"] == "2025-01-02T03:04:05.000006Z"
+        # A second, independent connection already sees it: it is committed.
+        assert rows(path, "SELECT hash FROM audit WHERE seq = ?", (i,)) == [(entry["hash"],)]
+        prev = entry["hash"]
+    await log.close()
+
+
+def test_store_is_durable_wal_with_full_sync(path):
+    """The embedded store runs in WAL mode with synchronous=FULL (fsync on every commit)."""
+    store = SQLiteAuditStore(path)
+    assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_concurrent_appends_are_all_stored_and_group_committed(path):
+    """500 concurrent appends get distinct gap-free seqs, a valid chain and fewer commits."""
+    store = SQLiteAuditStore(path)
+    log = AuditLog(store)
+    entries = await asyncio.gather(*(log.append(record(i)) for i in range(500)))
+    assert sorted(e["seq"] for e in entries) == list(range(1, 501))
+    assert [e["request_id"] for e in entries] == [f"req-{i}" for i in range(500)]
+    assert store.commits < 500
+    result = verify(store)
+    assert (result.ok, result.count, result.head_seq) == (True, 500, 500)
+    await log.close()
+
+
+@pytest.mark.anyio
+async def test_close_flushes_pending_appends(path):
+    """close() commits every append already queued before stopping the writer."""
+    log = AuditLog(SQLiteAuditStore(path))
+    tasks = [asyncio.create_task(log.append(record(i))) for i in range(100)]
+    await asyncio.sleep(0)
+    await log.close()
+    assert len(await asyncio.gather(*tasks)) == 100
+    assert check(path).count == 100
+    with pytest.raises(AuditUnavailable):
+        await log.append(record(101))
+
+
+@pytest.mark.anyio
+async def test_reopen_resumes_the_chain(path):
+    """A log opened on an existing file continues its seq and hash chain."""
+    log = AuditLog(SQLiteAuditStore(path))
+    last = [await log.append(record(i)) for i in range(3)][-1]
+    await log.close()
+    log = AuditLog(SQLiteAuditStore(path))
+    entry = await log.append(record(3))
+    assert (entry["seq"], entry["prev_hash"]) == (4, last["hash"])
+    await log.close()
+    assert check(path).ok
+
+
+def test_verify_passes_on_a_clean_log_and_reports_progress(path):
+    """A clean log verifies; progress is reported per batch and at the end."""
+    filled_store(path, 25)
+    seen = []
+    result = check(path, progress=seen.append, batch=10)
+    last = rows(path, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")[0]
+    assert (result.ok, result.count, result.problems) == (True, 25, [])
+    assert (result.head_seq, result.head_hash) == last
+    assert seen == [10, 20, 25]
+    assert check(path, expected_head=last).ok
+
+
+def test_verify_passes_on_an_empty_log(path):
+    """An empty log is valid and its head is the genesis hash."""
+    SQLiteAuditStore(path).close()
+    result = check(path)
+    assert (result.ok, result.count, result.head_seq, result.head_hash) == (
+        True,
+        0,
+        0,
+        GENESIS_HASH,
+    )
+
+
+def test_verify_detects_an_edited_record(path):
+    """Changing a field in one stored record is reported at that seq."""
+    filled_store(path)
+    blob = orjson.loads(rows(path, "SELECT record FROM audit WHERE seq = 5")[0][0])
+    blob["user"] = "mallory"
+    rows(path, "UPDATE audit SET record = ? WHERE seq = 5", (orjson.dumps(blob),))
+    result = check(path)
+    assert not result.ok
+    assert result.problems == ["seq 5: hash does not match the record (record edited)"]
+
+
+def test_verify_detects_an_edited_and_rehashed_record(path):
+    """Re-computing the edited record's hash breaks the link from the next seq."""
+    filled_store(path)
+    blob = orjson.loads(rows(path, "SELECT record FROM audit WHERE seq = 5")[0][0])
+    blob["decision"] = "deny"
+    prev = rows(path, "SELECT prev_hash FROM audit WHERE seq = 5")[0][0]
+    digest = chain_hash(prev, canonical(blob))
+    rows(path, "UPDATE audit SET record = ?, hash = ? WHERE seq = 5", (canonical(blob), digest))
+    problems = check(path).problems
+    assert problems == ["seq 6: prev_hash does not link to seq 5 (inserted or replaced)"]
+
+
+def test_verify_detects_a_deleted_record(path):
+    """Deleting a middle row is reported as the missing seq."""
+    filled_store(path)
+    rows(path, "DELETE FROM audit WHERE seq = 5")
+    problems = check(path).problems
+    assert problems == ["seq 5: missing, next entry is seq 6 (deleted or reordered)"]
+
+
+def test_verify_detects_a_missing_first_record(path):
+    """A log that does not start at seq 1 is reported."""
+    filled_store(path)
+    rows(path, "DELETE FROM audit WHERE seq = 1")
+    problems = check(path).problems
+    assert problems == ["seq 1: missing, next entry is seq 2 (deleted or reordered)"]
+
+
+def test_verify_detects_reordered_records(path):
+    """Swapping the contents of two rows is reported at the swapped seqs."""
+    filled_store(path)
+    five, six = (
+        rows(path, f"SELECT record, prev_hash, hash FROM audit WHERE seq = {s}")[0] for s in (5, 6)
+    )
+    update = "UPDATE audit SET record = ?, prev_hash = ?, hash = ? WHERE seq = ?"
+    rows(path, update, (*six, 5))
+    rows(path, update, (*five, 6))
+    assert check(path).problems == [
+        "seq 5: missing, next entry is seq 6 (deleted or reordered)",
+        "seq 5: out of order after seq 6 (reordered or inserted)",
+    ]
+
+
+def test_verify_detects_an_inserted_record(path):
+    """A forged row, correctly chained into the middle, breaks the seqs and links after it."""
+    filled_store(path)
+    rows(path, "UPDATE audit SET seq = -seq WHERE seq > 5")
+    rows(path, "UPDATE audit SET seq = 1 - seq WHERE seq < 0")
+    prev = rows(path, "SELECT hash FROM audit WHERE seq = 5")[0][0]
+    body = canonical({**record(99, user="mallory"), "seq": 6})
+    rows(
+        path,
+        "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (6, ?, ?, ?)",
+        (body, prev, chain_hash(prev, body)),
+    )
+    result = check(path)
+    assert result.count == 11
+    assert result.problems == [
+        "seq 6: out of order after seq 6 (reordered or inserted)",
+        "seq 7: prev_hash does not link to seq 6 (inserted or replaced)",
+    ]
+
+
+def test_verify_detects_a_forged_row_appended_with_a_bad_hash(path):
+    """A row appended outside the log without the chain key material fails its hash."""
+    filled_store(path)
+    body = canonical({**record(11), "seq": 11})
+    rows(
+        path,
+        "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (11, ?, ?, ?)",
+        (body, GENESIS_HASH, "0" * 64),
+    )
+    assert check(path).problems == ["seq 11: hash does not match the record (record edited)"]
+
+
+def test_truncated_tail_is_found_only_against_the_shipped_head(path):
+    """Cutting the tail keeps a valid chain; the SIEM's last head exposes it."""
+    filled_store(path)
+    head = rows(path, "SELECT seq, hash FROM audit WHERE seq = 10")[0]
+    rows(path, "DELETE FROM audit WHERE seq > 8")
+    assert check(path).ok
+    result = check(path, expected_head=head)
+    assert not result.ok
+    assert result.problems == [
+        "seq 9-10: missing, the log ends at seq 8 but seq 10 was shipped (tail truncated)"
+    ]
+    wrong = check(path, expected_head=(8, "f" * 64))
+    assert wrong.problems == ["seq 8: hash differs from the shipped head (rewritten)"]
+
+
+@pytest.mark.anyio
+async def test_failing_store_refuses_then_recovers(path):
+    """A store write error raises AuditUnavailable; later appends work without a seq gap."""
+    store = FlakyStore(path)
+    log = AuditLog(store)
+    await log.append(record(1))
+    store.failing = True
+    with capture_logs() as logs, pytest.raises(AuditUnavailable) as caught:
+        await log.append(record(2))
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    assert [e["event"] for e in logs] == ["audit_write_failed"]
+    store.failing = False
+    assert (await log.append(record(3)))["seq"] == 2
+    await log.close()
+    assert check(path).ok
+
+
+@pytest.mark.anyio
+async def test_locked_database_refuses_then_recovers(path):
+    """While another process holds the file's write lock, appends fail; then they succeed."""
+    log = AuditLog(SQLiteAuditStore(path, busy_timeout=0.05))
+    await log.append(record(1))
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(AuditUnavailable):
+        await log.append(record(2))
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert (await log.append(record(3)))["seq"] == 2
+    await log.close()
+    assert check(path).ok
+
+
+@pytest.mark.anyio
+async def test_full_queue_refuses_instead_of_growing(path):
+    """With the writer busy and the queue at its bound, append fails at once."""
+    store = GatedStore(path)
+    log = AuditLog(store, max_pending=1)
+    first = asyncio.create_task(log.append(record(1)))
+    await asyncio.to_thread(store.entered.wait, 10)
+    second = asyncio.create_task(log.append(record(2)))
+    await asyncio.sleep(0)
+    with pytest.raises(AuditUnavailable, match="queue is full"):
+        await log.append(record(3))
+    store.gate.set()
+    assert [e["seq"] for e in await asyncio.gather(first, second)] == [1, 2]
+    await log.close()
+
+
+@pytest.mark.anyio
+async def test_invalid_records_are_refused_without_using_a_seq(path):
+    """Records without event/request_id, with chain fields or non-JSON values are refused."""
+    log = AuditLog(SQLiteAuditStore(path))
+    with pytest.raises(ValueError, match="request_id"):
+        await log.append({"event": "auth"})
+    with pytest.raises(ValueError, match="set by the audit log"):
+        await log.append(record(1, seq=7))
+    with pytest.raises(TypeError):
+        await log.append(record(1, rows=object()))
+    with pytest.raises(ValueError, match="timezone"):
+        await log.append(record(1, time=datetime(2025, 1, 1)))  # noqa: DTZ001
+    entry = await log.append(record(1, time=datetime(2025, 1, 1, 12, tzinfo=UTC)))
+    assert (entry["seq"], entry["time"]) == (1, "2025-01-01T12:00:00.000000Z")
+    await log.close()
+
+
+@pytest.mark.anyio
+async def test_redaction_replaces_literals_in_stored_statement(path):
+    """With redact_literals on, the stored and returned statement has no literals."""
+    log = AuditLog(SQLiteAuditStore(path), redact_literals=True)
+    entry = await log.append(record(1, statement="SELECT * FROM t1 WHERE pw = 'it''s' AND n = 42"))
+    await log.close()
+    assert entry["statement"] == "SELECT * FROM t1 WHERE pw = ? AND n = ?"
+    assert b"it''s" not in rows(path, "SELECT record FROM audit")[0][0]
+
+
+@pytest.mark.anyio
+async def test_statement_is_kept_as_sent_without_redaction(path):
+    """With redact_literals off, the statement is stored exactly as sent."""
+    log = AuditLog(SQLiteAuditStore(path))
+    entry = await log.append(record(1, statement="SELECT 'x', 1"))
+    await log.close()
+    assert entry["statement"] == "SELECT 'x', 1"
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT 'a''b', \"c\\\"d\", 'e\\'f'", "SELECT ?, ?, ?"),
+        (
+            "SELECT `col1`, t2.x3 FROM t4 WHERE a IN (1, 2.5, .5, 1e-3, 0xFF)",
+            "SELECT `col1`, t2.x3 FROM t4 WHERE a IN (?, ?, ?, ?, ?)",
+        ),
+        ("SELECT X'0F', N'naïve', b'101'", "SELECT ?, ?, ?"),
+        ("SELECT `it's`, 'not ` ident' FROM t", "SELECT `it's`, ? FROM t"),
+        ("SELECT 'unterminated secret 123", "SELECT ?"),
+        ("SELECT 1abc FROM t LIMIT 10", "SELECT 1abc FROM t LIMIT ?"),
+    ],
+)
+def test_redact_literals(sql, expected):
+    """Strings (quotes, escapes, prefixes), numbers and unterminated strings become ``?``."""
+    assert redact_literals(sql) == expected
+
+
+@pytest.mark.anyio
+async def test_committed_entries_are_emitted_as_log_events(path):
+    """Each committed entry becomes one ``audit_record`` event on the ``audit`` logger."""
+    with capture_logs() as logs:
+        log = AuditLog(SQLiteAuditStore(path), clock=clock)
+        entries = [await log.append(record(i)) for i in range(3)]
+        await log.close()
+    assert len(logs) == 3
+    for event, entry in zip(logs, entries, strict=True):
+        assert event["event"] == "audit_record"
+        assert event["logger"] == "audit"
+        assert event["audit_event"] == "decision"
+        assert (event["seq"], event["hash"], event["prev_hash"]) == (
+            entry["seq"],
+            entry["hash"],
+            entry["prev_hash"],
+        )
+        assert event["request_id"] == entry["request_id"]
+        assert event["time"] == "2025-01-02T03:04:05.000006Z"
+
+
+@pytest.mark.anyio
+async def test_verify_reads_while_the_log_writes(path):
+    """A read-only store verifies the file while the log keeps appending."""
+    log = AuditLog(SQLiteAuditStore(path))
+    await asyncio.gather(*(log.append(record(i)) for i in range(50)))
+    reader = SQLiteAuditStore(path, readonly=True)
+    writing = asyncio.gather(*(log.append(record(i)) for i in range(50, 100)))
+    result = await asyncio.to_thread(verify, reader)
+    await writing
+    assert result.ok
+    assert result.count >= 50
+    assert verify(reader).count == 100
+    reader.close()
+    await log.close()
