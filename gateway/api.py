@@ -131,9 +131,7 @@ async def query(
 ) -> JSONResponse:
     """Run one statement."""
     _check_params(pipeline, len(body.params))
-    reply = await pipeline.query(
-        ctx, caller, body.target, StatementRequest(body.sql, body.params), body.max_rows
-    )
+    reply = await pipeline.query(ctx, caller, body.target, StatementRequest(body.sql, body.params), body.max_rows)
     return JSONResponse(reply)
 
 
@@ -175,7 +173,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         err = GatewayError(str(exc.detail))
-        err.status, err.code, err.title = exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), "HTTP error"
+        err.status, err.code, err.title = (
+            exc.status_code,
+            _HTTP_CODES.get(exc.status_code, "http_error"),
+            "HTTP error",
+        )
         return problem(_request_id(request), err)
 
     @app.exception_handler(Exception)

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import api
 from gateway.audit import AuditLog
-from gateway.auditstore import SQLiteAuditStore
+from gateway.auditstore import AuditStore, SQLiteAuditStore
 from gateway.devissuer import DevIssuer
 from gateway.identity import TokenValidator
 from gateway.metrics import Metrics
@@ -38,7 +38,9 @@ def dev_issuer_url(settings: Settings) -> str:
     return f"http://{settings.listen.host}:{settings.listen.port}{DEV_ISSUER_PATH}"
 
 
-def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
+def build_key_sources(
+    settings: Settings,
+) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
     """Issuer configs and their key sources; the dev issuer only in dev mode."""
     configs = [
         IssuerConfig(
@@ -57,15 +59,23 @@ def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str,
     sources: dict[str, KeySource] = {c.issuer: JwksCache(c) for c in configs}
     dev: DevIssuer | None = None
     if settings.dev_mode:
-        dev = DevIssuer.from_key_file(settings.dev.key_file, dev_issuer_url(settings))
+        dev = DevIssuer.from_key_file(dev_issuer_url(settings), settings.dev.key_file)
         dev_config = dev.issuer_config(settings.dev.audience)
         configs.append(dev_config)
         sources[dev_config.issuer] = dev
     return configs, sources, dev
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
-    """Build the app; nothing connects until the lifespan starts."""
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    audit_store: Callable[[], AuditStore] | None = None,
+) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts.
+
+    ``audit_store`` swaps the audit store factory (the settings pick the default).
+    """
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -74,7 +84,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -
         policies = PolicyStore(settings.policies_dir, settings.targets.keys())
         policies.load()  # an invalid policy at start-up stops the gateway
         audit = AuditLog(
-            SQLiteAuditStore(settings.audit.path),
+            audit_store() if audit_store else SQLiteAuditStore(settings.audit.path),
             redact_literals=settings.audit.redact_literals,
             max_pending=settings.audit.queue_limit,
         )
@@ -83,7 +93,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -
         metrics.watch_pools(pools.pools)
         validator = TokenValidator(configs, sources)
         app.state.pipeline = Pipeline(
-            settings, validator, policies, pools, audit, key_sources=list(sources.values()), clock=clock
+            settings,
+            validator,
+            policies,
+            pools,
+            audit,
+            key_sources=list(sources.values()),
+            clock=clock,
         )
         app.state.dev_issuer = dev
         watcher = asyncio.create_task(policies.watch(), name="policy-watch")

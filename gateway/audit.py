@@ -78,6 +78,8 @@ class AuditLog:
     is pending, stops the thread and closes the store. ``max_pending`` bounds
     the queue: when it is full, :meth:`append` fails with ``AuditUnavailable``
     instead of growing without limit. ``max_batch`` bounds one transaction.
+    An append not committed within ``timeout`` seconds fails the same way (the
+    record may still land later; the statement it guards never runs).
     """
 
     def __init__(
@@ -88,11 +90,13 @@ class AuditLog:
         redact_literals: bool = False,
         max_pending: int = 10_000,
         max_batch: int = 1_000,
+        timeout: float = 10.0,
     ) -> None:
         self.store = store
         self.redact_literals = redact_literals
         self._clock = clock
         self._max_batch = max_batch
+        self._timeout = timeout
         self._queue: queue.Queue[_Item | None] = queue.Queue(max_pending)
         self._closed = False
         self._logger = structlog.get_logger("audit")
@@ -106,7 +110,7 @@ class AuditLog:
         the clock when missing. Raises ``ValueError``/``TypeError`` for a record
         that cannot be stored, and ``AuditUnavailable`` when the store fails.
         """
-        if self._closed:
+        if self._closed or not self._thread.is_alive():
             raise AuditUnavailable("the audit log is closed")
         entry = self._prepare(record)
         loop = asyncio.get_running_loop()
@@ -115,7 +119,11 @@ class AuditLog:
             self._queue.put_nowait((entry, loop, future))
         except queue.Full:
             raise AuditUnavailable("the audit queue is full") from None
-        return await future
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await future
+        except TimeoutError:
+            raise AuditUnavailable("the audit store did not answer in time") from None
 
     def _prepare(self, record: Mapping[str, object]) -> dict[str, object]:
         for name in ("event", "request_id"):
@@ -165,7 +173,10 @@ class AuditLog:
                 except queue.Empty:
                     break
             if items:
-                self._commit(items)
+                try:
+                    self._commit(items)
+                except Exception as exc:  # noqa: BLE001 - a broken store or logger must not strand callers
+                    _settle(items, [_unavailable(exc) for _ in items])
         try:
             self.store.close()
         except Exception:  # nothing is pending: report and end
@@ -175,9 +186,10 @@ class AuditLog:
         try:
             entries = self.store.append_batch([record for record, _, _ in items])
         except Exception as exc:  # any store failure refuses the statements
-            self._logger.exception("audit_write_failed", logger="audit", records=len(items))
-            errors = [_unavailable(exc) for _ in items]
-            _settle(items, errors)
+            # Logged before callers hear of it, so the failure is on record first.
+            with contextlib.suppress(Exception):
+                self._logger.exception("audit_write_failed", logger="audit", records=len(items))
+            _settle(items, [_unavailable(exc) for _ in items])
             return
         # Copies for the log events, made before callers get (and may change) the entries.
         events = [{_log_key(k): v for k, v in e.items()} | {"logger": "audit"} for e in entries]

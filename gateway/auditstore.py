@@ -158,6 +158,8 @@ class SQLiteAuditStore:
 
         Each batch is its own short query (keyset pagination), so no cursor or
         lock is held while the caller works and writers are never blocked.
+        Entries are decoded from the stored record bytes (``seq`` included),
+        not from the indexed columns, so verification sees what was hashed.
         """
         while True:
             with self._lock:

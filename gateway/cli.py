@@ -90,7 +90,7 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     if not settings.dev_mode:
         print("dev-token works only with dev_mode: true", file=sys.stderr)
         return 2
-    issuer = DevIssuer.from_key_file(settings.dev.key_file, dev_issuer_url(settings))
+    issuer = DevIssuer.from_key_file(dev_issuer_url(settings), settings.dev.key_file)
     lifetime = args.lifetime or settings.dev.token_lifetime
     print(issuer.mint(args.user, groups=args.group, audience=settings.dev.audience, lifetime=lifetime))
     return 0

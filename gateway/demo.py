@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncmy  # type: ignore[import-untyped]
+import asyncmy
 
 from gateway.provision import provision
 

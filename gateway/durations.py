@@ -3,8 +3,9 @@
 ``parse_duration`` turns ``250ms``, ``30s``, ``5m``, ``1h`` or a plain number
 of seconds into float seconds; ``parse_timestamp`` turns an ISO 8601 date and
 time *with a timezone* (a string, or the datetime YAML already made of it) into
-an aware UTC ``datetime``. Both raise ``ValueError`` with a message fit for a
-policy problem report.
+an aware UTC ``datetime``. Both raise ``ValueError`` (a bad value) or
+``TypeError`` (a value of the wrong type) with a message fit for a policy
+problem report.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def parse_duration(value: object) -> float:
     values are refused.
     """
     if isinstance(value, bool):
-        raise ValueError(f"must be {DURATION_HINT}")
+        raise TypeError(f"must be {DURATION_HINT}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -36,7 +37,7 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"must be {DURATION_HINT} (got {value!r})")
         seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"]]
     else:
-        raise ValueError(f"must be {DURATION_HINT}")
+        raise TypeError(f"must be {DURATION_HINT}")
     # `seconds == seconds` is False only for NaN.
     if not (seconds == seconds and 0 < seconds < float("inf")):  # noqa: PLR0124
         raise ValueError(f"must be a positive duration (got {value!r})")
@@ -53,14 +54,14 @@ def parse_timestamp(value: object) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, date):
-        raise ValueError(f"must be {TIMESTAMP_HINT}, not a bare date")
+        raise TypeError(f"must be {TIMESTAMP_HINT}, not a bare date")
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             raise ValueError(f"must be {TIMESTAMP_HINT} (got {value!r})") from None
     else:
-        raise ValueError(f"must be {TIMESTAMP_HINT}")
+        raise TypeError(f"must be {TIMESTAMP_HINT}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"must have a timezone, e.g. Z or +02:00 (got {value!s})")
     # Rebuild as a plain datetime: YAML loaders hand out datetime subclasses.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from asyncmy.constants import FIELD_TYPE  # type: ignore[import-untyped]
+from asyncmy.constants import FIELD_TYPE
 
 JSONValue = None | bool | int | float | str
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asyncmy import errors as db_errors  # type: ignore[import-untyped]
-from asyncmy.cursors import SSCursor  # type: ignore[import-untyped]
+from asyncmy import errors as db_errors
+from asyncmy.cursors import SSCursor
 
 from gateway.encoding import TYPE_NAMES, JSONValue, encode_row
 from gateway.errors import (
@@ -105,8 +105,14 @@ def _translate(exc: Exception, conn: Pooled) -> Exception:
 async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: ANN401
     description = cursor.description
     if description is None:
-        return Result([], [], 0, truncated=False, rows_affected=max(cursor.rowcount, 0),
-                      last_insert_id=cursor.lastrowid or None)
+        return Result(
+            [],
+            [],
+            0,
+            truncated=False,
+            rows_affected=max(cursor.rowcount, 0),
+            last_insert_id=cursor.lastrowid or None,
+        )
     columns = [{"name": d[0], "type": TYPE_NAMES.get(d[1], str(d[1]))} for d in description]
     rows: list[list[JSONValue]] = []
     size = 0
@@ -172,8 +178,7 @@ async def run_transaction(
 ) -> list[Result]:
     """Run statements atomically: all commit or, on any error, none do."""
     bound = [
-        wrap(bind(stmt, params, conn), comment, limits, kind=stmt.kind, in_transaction=True)
-        for stmt, params in batch
+        wrap(bind(stmt, params, conn), comment, limits, kind=stmt.kind, in_transaction=True) for stmt, params in batch
     ]
     begin = "START TRANSACTION READ ONLY" if limits.read_only else "START TRANSACTION"
     results: list[Result] = []

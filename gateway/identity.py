@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import TLRUCache
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import ClaimError, JoseError
 
 from gateway.errors import ConfigError, PayloadTooLarge, Unauthenticated
 from gateway.oidc import MAX_KID_LENGTH, KeyUnavailableError
@@ -206,6 +206,8 @@ class TokenValidator:
         )
         try:
             registry.validate(claims)
+        except ClaimError as error:
+            raise Unauthenticated(f"claim {error.claim!r}: {error.description}") from None
         except JoseError as error:
             raise Unauthenticated(f"claims: {error}") from None
         if claims["exp"] - claims["iat"] > config.max_token_lifetime:

@@ -34,12 +34,32 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "gateway_requests", "HTTP requests by route and outcome code",
-            ["route", "code"], registry=self.registry,
+            "gateway_requests",
+            "HTTP requests by route and outcome code",
+            ["route", "code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "gateway_request_seconds", "Request latency", ["route"], registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            "gateway_request_seconds",
+            "Request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+            ),
         )
 
     def watch_pools(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:

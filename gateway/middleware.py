@@ -22,14 +22,16 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 def _problem_413(request_id: str, cap: int) -> bytes:
-    return orjson.dumps({
-        "type": "https://db-gateway.dev/problems/payload_too_large",
-        "title": "Payload too large",
-        "status": 413,
-        "detail": f"the request body is over the {cap}-byte cap",
-        "code": "payload_too_large",
-        "request_id": request_id,
-    })
+    return orjson.dumps(
+        {
+            "type": "https://db-gateway.dev/problems/payload_too_large",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"the request body is over the {cap}-byte cap",
+            "code": "payload_too_large",
+            "request_id": request_id,
+        }
+    )
 
 
 class GatewayMiddleware:
@@ -88,12 +90,16 @@ class GatewayMiddleware:
 
     async def _too_large(self, request_id: str, send: Send) -> None:
         body = _problem_413(request_id, self.max_body)
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

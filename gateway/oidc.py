@@ -15,6 +15,7 @@ cooldown; a failed refresh keeps the last good keys.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from dataclasses import dataclass
@@ -159,10 +160,23 @@ def _usable_entry(entry: object) -> bool:
     )
 
 
+def _rsa_bits(modulus: object) -> int:
+    """Bit length of a base64url RSA modulus, 0 if unreadable (checked before importing)."""
+    if not isinstance(modulus, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
+    except ValueError:
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
+
+
 def _parse_jwk(entry: object) -> PublicKey | None:
     if not _usable_entry(entry):
         return None
     assert isinstance(entry, dict)  # noqa: S101 - narrowed by _usable_entry
+    if entry["kty"] == "RSA" and _rsa_bits(entry.get("n")) < MIN_RSA_BITS:
+        return None
     members = _PUBLIC_MEMBERS[entry["kty"]]
     # Only the public members: private material published by mistake is never loaded.
     public: dict[str, str | list[str]] = {n: entry[n] for n in members if n in entry}
@@ -177,8 +191,6 @@ def _parse_jwk(entry: object) -> PublicKey | None:
         else:
             key = ECKey.import_key(public, params)
     except (JoseError, ValueError, TypeError):
-        return None
-    if isinstance(key, RSAKey) and key.public_key.key_size < MIN_RSA_BITS:
         return None
     return key
 

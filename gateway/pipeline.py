@@ -92,7 +92,11 @@ class Pipeline:
         try:
             await self.audit.append(record)
         except AuditUnavailable:
-            log.error("audit_write_failed", request_id=record.get("request_id"), event_kind=record["event"])
+            log.error(
+                "audit_write_failed",
+                request_id=record.get("request_id"),
+                event_kind=record["event"],
+            )
             raise
 
     def _base(self, ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, Any]:
@@ -214,15 +218,17 @@ class Pipeline:
                 raise UnknownTarget(f"no target named {target!r}")
             statements = [self._analyze(target, r.sql) for r in requests]
             if transaction and any(s.kind is Kind.DDL for s in statements):
-                raise StatementRejected(
-                    "DDL commits implicitly in MariaDB, so it cannot run inside a transaction"
-                )
+                raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
             record.update(
                 kind=_joined(s.kind.value for s in statements),
                 tables=sorted({t for s in statements for t in s.tables}),
             )
             decision = decide(
-                identity, statements, target, self.policies.current, self._clock(),
+                identity,
+                statements,
+                target,
+                self.policies.current,
+                self._clock(),
                 safe_functions=SAFE_FUNCTIONS,
             )
         except GatewayError as exc:
@@ -248,8 +254,10 @@ class Pipeline:
             caps.append(decision.max_rows)
         if requested_rows is not None:
             caps.append(requested_rows)
-        timeout = min(decision.statement_timeout or limits.default_statement_timeout,
-                      limits.max_statement_timeout)
+        timeout = min(
+            decision.statement_timeout or limits.default_statement_timeout,
+            limits.max_statement_timeout,
+        )
         return execution.Limits(
             timeout=timeout,
             max_rows=min(caps),
@@ -266,9 +274,7 @@ class Pipeline:
         max_rows: int | None,
     ) -> dict[str, Any]:
         """Run one statement and reply per the SPEC's shape."""
-        decision, (statement,), _ = await self._authorize(
-            ctx, identity, target, [request], transaction=False
-        )
+        decision, (statement,), _ = await self._authorize(ctx, identity, target, [request], transaction=False)
         limits = self._limits(decision, max_rows)
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
@@ -280,8 +286,7 @@ class Pipeline:
             raise
         duration = _ms(started)
         rows = result.row_count if result.rows_affected is None else result.rows_affected
-        await self._outcome(ctx, identity, target, started, code="ok", rows=rows,
-                            truncated=result.truncated)
+        await self._outcome(ctx, identity, target, started, code="ok", rows=rows, truncated=result.truncated)
         return {
             "request_id": ctx.request_id,
             "target": target,
@@ -313,12 +318,18 @@ class Pipeline:
             async with self.pools.connection(decision) as conn:
                 results = await execution.run_transaction(conn, batch, limits, comment)
         except GatewayError as exc:
-            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail,
-                                committed=False)
+            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail, committed=False)
             raise
         duration = _ms(started)
-        await self._outcome(ctx, identity, target, started, code="ok", committed=True,
-                            rows=sum(r.rows_affected or r.row_count for r in results))
+        await self._outcome(
+            ctx,
+            identity,
+            target,
+            started,
+            code="ok",
+            committed=True,
+            rows=sum(r.rows_affected or r.row_count for r in results),
+        )
         return {
             "request_id": ctx.request_id,
             "target": target,
@@ -340,7 +351,12 @@ class Pipeline:
         }
 
     async def _outcome(
-        self, ctx: RequestContext, identity: Identity, target: str, started: float, **fields: Any,  # noqa: ANN401
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        started: float,
+        **fields: Any,  # noqa: ANN401
     ) -> None:
         record = self._base(ctx, "outcome", identity)
         record.update(target=target, duration_ms=_ms(started), **fields)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -49,6 +48,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode
 
 from gateway.errors import PolicyFileError, PolicyProblem
 from gateway.policyschema import (
@@ -66,6 +66,7 @@ from gateway.policytypes import KNOWN_ROLES, Access, Grant, PolicySet, Revocatio
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+    from pathlib import Path
 
     from ruamel.yaml.nodes import Node
 
@@ -106,17 +107,22 @@ def check_policies(
 
 
 class _Constructor(RoundTripConstructor):
-    """Round-trip constructor that notes duplicate keys instead of stopping."""
+    """Round-trip constructor that notes problems instead of stopping at the first.
 
-    duplicate_keys: list[tuple[int, str]]
+    Duplicate keys keep their first value; a scalar that cannot be built
+    (``2026-13-01T00:00:00Z``, ``!!int x``) becomes its text, so the rest of
+    the file is still checked. Both are noted in ``problems`` with their line.
+    """
+
+    problems: list[tuple[int, str]]
 
     def check_mapping_key(
         self, node: Node, key_node: Node, mapping: CommentedMap, key: object, value: object
     ) -> bool:
         del node, value
         if key in mapping:
-            self.duplicate_keys.append((key_node.start_mark.line + 1, str(key)))
-            return False  # keep the first value; the file is rejected anyway
+            self.problems.append((key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+            return False
         return True
 
     # The base signature has a positional boolean; keep it for the override.
@@ -124,8 +130,11 @@ class _Constructor(RoundTripConstructor):
         try:
             return super().construct_object(node, deep=deep)
         except ValueError as exc:
-            # e.g. `2026-13-01T00:00:00Z` or `!!int x`: give the error a line.
-            raise ConstructorError(problem=str(exc), problem_mark=node.start_mark) from exc
+            if not isinstance(node, ScalarNode):
+                raise ConstructorError(problem=str(exc), problem_mark=node.start_mark) from exc
+            reason = f"cannot read {node.value!r}: {exc}"
+            self.problems.append((node.start_mark.line + 1, reason))
+            return str(node.value)
 
 
 @dataclass
@@ -153,7 +162,7 @@ def _load(
             document = _parse(data, report)
             if document is not None:
                 _merge_file(document, report, merged, known_targets)
-        merged.problems.extend(report.problems)
+        merged.problems.extend(sorted(report.problems, key=lambda p: p.line))
     policy = PolicySet(
         roles=MappingProxyType({r: frozenset(s) for r, s in sorted(merged.roles.items())}),
         grants=tuple(merged.grants),
@@ -201,7 +210,7 @@ def _parse(data: bytes, report: Report) -> object | None:
     yaml = YAML(typ="rt")
     yaml.Constructor = _Constructor
     constructor: _Constructor = yaml.constructor
-    constructor.duplicate_keys = []
+    constructor.problems = []
     try:
         document: object = yaml.load(text)
     except MarkedYAMLError as exc:
@@ -216,8 +225,8 @@ def _parse(data: bytes, report: Report) -> object | None:
     except RecursionError:
         report.add(1, "invalid YAML: nested too deeply")
         return None
-    for line, key in constructor.duplicate_keys:
-        report.add(line, f"duplicate key {key!r}")
+    for line, reason in constructor.problems:
+        report.add(line, reason)
     if document is None:
         report.add(1, "file is empty: a policy file is a mapping with version: 1")
     return document
@@ -240,6 +249,16 @@ def _merge_file(
         report.add(key_line(document, "version", 1), f"version must be 1 (got {version!r})")
     if document.get("roles") is not None:
         read_roles(document["roles"], key_line(document, "roles", 1), merged.roles, report)
+    _merge_grants(document, report, merged, known_targets)
+    _merge_revocations(document, report, merged, known_targets)
+
+
+def _merge_grants(
+    document: CommentedMap,
+    report: Report,
+    merged: _Merged,
+    known_targets: Collection[str] | None,
+) -> None:
     for item, line in _items(document, "grants", report):
         name, grant = read_grant(item, line, known_targets, report)
         if name is not None:
@@ -249,6 +268,14 @@ def _merge_file(
             merged.grant_names[name] = f"{report.file}:{line}"
         if grant is not None:
             merged.grants.append(grant)
+
+
+def _merge_revocations(
+    document: CommentedMap,
+    report: Report,
+    merged: _Merged,
+    known_targets: Collection[str] | None,
+) -> None:
     for item, line in _items(document, "revocations", report):
         revocation = read_revocation(item, line, known_targets, report)
         if revocation is None:
@@ -265,7 +292,7 @@ def _merge_file(
 
 
 def _items(document: CommentedMap, key: str, report: Report) -> list[tuple[object, int]]:
-    """The items of a top-level list with their lines; a problem if not a list."""
+    """Return a top-level list's items with their lines; a problem if not a list."""
     value = document.get(key)
     if value is None:
         return []

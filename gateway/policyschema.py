@@ -87,7 +87,7 @@ def item_line(seq: CommentedSeq, index: int, default: int) -> int:
 
 
 def is_int(value: object) -> TypeGuard[int]:
-    """True for YAML integers, not booleans (``bool`` and ruamel's are ints)."""
+    """Tell YAML integers from booleans (``bool`` and ruamel's booleans are ints)."""
     return isinstance(value, int) and not isinstance(value, bool | ScalarBoolean)
 
 
@@ -107,7 +107,7 @@ def check_keys(
 def read_subjects(
     value: object, line: int, what: str, report: Report, *, allow_empty: bool
 ) -> tuple[str, ...] | None:
-    """A list of ``user:...`` / ``group:...`` strings; None after a problem."""
+    """Read a list of ``user:...`` / ``group:...`` strings; None after a problem."""
     if not isinstance(value, CommentedSeq):
         report.add(line, f"{what} must be a list of subjects {SUBJECT_RULE}")
         return None
@@ -183,7 +183,7 @@ class _Fields:
         value = self.get(key, required=False)
         try:
             return None if value is None else parse_timestamp(value)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             self.problem(key, str(exc))
             return None
 
@@ -200,7 +200,7 @@ class _Fields:
         value = self.get(key, required=False)
         try:
             return None if value is None else parse_duration(value)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             self.problem(key, str(exc))
             return None
 

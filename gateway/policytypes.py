@@ -58,7 +58,7 @@ class Grant:
     source_line: int  # 1-based line of the grant's list item
 
     def expired(self, now: datetime) -> bool:
-        """True from the ``expires`` instant on (a grant is dead *at* its expiry)."""
+        """Tell whether the grant is dead at ``now``: from its ``expires`` instant on."""
         return self.expires is not None and now >= self.expires
 
 
@@ -74,7 +74,7 @@ class Revocation:
     source_line: int
 
     def active(self, now: datetime) -> bool:
-        """True while the revocation applies: no ``until``, or ``now`` before it."""
+        """Tell whether the revocation applies at ``now``: no ``until``, or before it."""
         return self.until is None or now < self.until
 
 

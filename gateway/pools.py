@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from asyncmy import connection as asyncmy_connection  # type: ignore[import-untyped]
-from asyncmy.constants.CLIENT import MULTI_STATEMENTS  # type: ignore[import-untyped]
+from asyncmy import errors as db_errors
+from asyncmy.connection import Connection
+from asyncmy.constants.CLIENT import MULTI_STATEMENTS
 
 from gateway.credentials import CredentialProvider, provider_for
 from gateway.errors import DatabaseUnavailable, Forbidden, PoolExhausted
@@ -147,9 +148,7 @@ class ConnectionPool:
             if not fut.done():
                 self._waiters.remove(fut)
                 fut.set_exception(
-                    PoolExhausted(
-                        f"no connection to {self.name} within {self._limits.acquire_timeout:g}s"
-                    )
+                    PoolExhausted(f"no connection to {self.name} within {self._limits.acquire_timeout:g}s")
                 )
 
         timer = loop.call_later(self._limits.acquire_timeout, expire)
@@ -242,7 +241,7 @@ def connector(target: TargetSettings, db_user: str, credentials: CredentialProvi
 
     async def connect() -> Any:  # noqa: ANN401 - asyncmy is untyped
         password = await credentials.password()
-        conn = asyncmy_connection.Connection(
+        conn = Connection(  # type: ignore[no-untyped-call]
             host=target.host,
             port=target.port,
             user=db_user,
@@ -258,10 +257,10 @@ def connector(target: TargetSettings, db_user: str, credentials: CredentialProvi
         )
         # asyncmy always asks for multi-statements; take it back so MariaDB itself
         # refuses a second statement (SECURITY rule 8).
-        conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001
+        conn._client_flag &= ~MULTI_STATEMENTS  # type: ignore[attr-defined]  # noqa: SLF001
         try:
             await conn.connect()
-        except asyncmy_connection.errors.MySQLError as exc:
+        except db_errors.MySQLError as exc:
             errno = exc.args[0] if exc.args else 0
             raise DatabaseUnavailable(
                 f"cannot connect to {target.host}:{target.port} as {db_user} "

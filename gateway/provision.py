@@ -104,15 +104,22 @@ async def _seed(cur: Any, db: str) -> None:  # noqa: ANN401
             ("Alan Turing", "alan@example.com", "2024-03-04 05:06:07"),
         ],
     )
-    items = [(f"item {i}", f"{i * 1.25 + 0.99:.2f}", i.to_bytes(4, "big"), f"2024-01-{i % 28 + 1:02d}") for i in range(1, 1001)]
+    items = [
+        (f"item {i}", f"{i * 1.25 + 0.99:.2f}", i.to_bytes(4, "big"), f"2024-01-{i % 28 + 1:02d}")
+        for i in range(1, 1001)
+    ]
     items[0] = ("pen", "1.50", b"\x00\xff\x10\x80", "2024-01-01")
     await cur.executemany(
         f"INSERT INTO `{db}`.items (name, price, sku, added) VALUES (%s, %s, %s, %s)",  # noqa: S608 - checked identifier
         items,
     )
     await cur.executemany(
-        f"INSERT INTO `{db}`.orders (customer_id, item_id, quantity, ordered_at, note) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608, E501
-        [(1, 1, 2, "2024-04-01 10:00:00", None), (2, 3, 1, "2024-04-02 11:30:00", "gift"), (3, 2, 5, "2024-04-03 12:45:00", None)],
+        f"INSERT INTO `{db}`.orders (customer_id, item_id, quantity, ordered_at, note) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608
+        [
+            (1, 1, 2, "2024-04-01 10:00:00", None),
+            (2, 3, 1, "2024-04-02 11:30:00", "gift"),
+            (3, 2, 5, "2024-04-03 12:45:00", None),
+        ],
     )
     await cur.executemany(
         f"INSERT INTO `{db}`.payment_cards (customer_id, card_number) VALUES (%s, %s)",  # noqa: S608 - checked identifier

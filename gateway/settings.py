@@ -24,7 +24,9 @@ from pydantic_settings import (
 from gateway.errors import ConfigError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class IssuerSettings(BaseModel):

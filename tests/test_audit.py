@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 
 import orjson
@@ -61,7 +62,7 @@ def filled_store(path, n=10):
 
 def rows(path, sql, params=()):
     """Run ``sql`` on the file through a separate connection, as an attacker would."""
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -352,6 +353,19 @@ async def test_full_queue_refuses_instead_of_growing(path):
     store.gate.set()
     assert [e["seq"] for e in await asyncio.gather(first, second)] == [1, 2]
     await log.close()
+
+
+@pytest.mark.anyio
+async def test_slow_store_times_out_as_unavailable(path):
+    """An append the store does not commit within the timeout fails; the log carries on."""
+    store = GatedStore(path)
+    log = AuditLog(store, timeout=0.05)
+    with pytest.raises(AuditUnavailable, match="in time"):
+        await log.append(record(1))
+    store.gate.set()
+    assert (await log.append(record(2)))["seq"] == 2
+    await log.close()
+    assert check(path).count == 2
 
 
 @pytest.mark.anyio

@@ -73,6 +73,8 @@ clients.push({
 
 const provider = new Provider(issuer, {
   clients,
+  // Without this a keystore lacking an RSA key (ES256-only tests) fails client validation.
+  clientDefaults: { id_token_signed_response_alg: accessTokenAlg },
   jwks,
   cookies: { keys: ['oidc-test-provider-cookie-key-not-a-secret'] },
   async findAccount(_ctx, sub) {

@@ -1,0 +1,265 @@
+"""Shared fixtures: a real MariaDB database, a real OIDC provider, a real gateway.
+
+Everything the tests touch is made here and removed after: a database
+``gwtest_<time>_<rand>`` with its own least-privilege accounts (leftovers of
+an earlier, interrupted run are dropped after an hour), the node
+``oidc-provider`` on a loopback port, and the gateway served by uvicorn on
+another loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncmy
+import httpx
+import pytest
+import uvicorn
+from oidcfixture import GATEWAY_AUDIENCE, OidcProvider, oidc_provider, running_provider
+
+from gateway.app import create_app
+from gateway.provision import Account, drop, provision
+from gateway.settings import Settings
+
+__all__ = ["oidc_provider"]
+
+DB_HOST = os.environ.get("GATEWAY_TEST_DB_HOST", "127.0.0.1")
+DB_PORT = int(os.environ.get("GATEWAY_TEST_DB_PORT", "3306"))
+LEFTOVER_AGE = 3600
+
+USERS: dict[str, dict[str, Any]] = {
+    "reader": {"email": "reader@example.com", "groups": ["analysts"]},
+    "writer": {"email": "writer@example.com", "groups": ["engineers"]},
+    "admin": {"email": "admin@example.com", "groups": ["db-admins"]},
+    "mallory": {"email": "mallory@example.com", "groups": ["analysts"]},
+    "nobody": {"email": "nobody@example.com", "groups": []},
+}
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine to completion from synchronous test code."""
+    return asyncio.run(coro)
+
+
+async def root_connection() -> Any:
+    """An administrator connection to the test MariaDB (root, as CI's local server has it)."""
+    return await asyncmy.connect(
+        host=DB_HOST,
+        port=DB_PORT,
+        user=os.environ.get("GATEWAY_TEST_DB_ROOT_USER", "root"),
+        password=os.environ.get("GATEWAY_TEST_DB_ROOT_PASSWORD", ""),
+        autocommit=True,
+    )
+
+
+async def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement as the administrator and return its rows."""
+    conn = await root_connection()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    """A throwaway database with reader/writer/ddl accounts."""
+
+    name: str
+    prefix: str
+    accounts: dict[str, Account]
+
+
+async def _drop_leftovers() -> None:
+    conn = await root_connection()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'gwtest\\_%'")
+            for (name,) in await cur.fetchall():
+                parts = name.split("_")
+                if len(parts) == 3 and parts[1].isdigit() and time.time() - int(parts[1]) > LEFTOVER_AGE:
+                    await drop(conn, name, f"gwt{parts[1][-4:]}{parts[2]}")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def test_db() -> Iterator[TestDatabase]:
+    """A fresh demo-shaped database for this test session, dropped at the end."""
+    stamp, rand = str(int(time.time())), secrets.token_hex(3)
+    name, prefix = f"gwtest_{stamp}_{rand}", f"gwt{stamp[-4:]}{rand}"
+
+    async def setup() -> dict[str, Account]:
+        await _drop_leftovers()
+        conn = await root_connection()
+        try:
+            return await provision(conn, name, prefix)
+        finally:
+            conn.close()
+
+    try:
+        accounts = run(setup())
+    except OSError as exc:
+        pytest.fail(
+            f"MariaDB is not reachable at {DB_HOST}:{DB_PORT} ({exc}); run `make test`",
+            pytrace=False,
+        )
+    yield TestDatabase(name, prefix, accounts)
+
+    async def teardown() -> None:
+        conn = await root_connection()
+        try:
+            await drop(conn, name, prefix)
+        finally:
+            conn.close()
+
+    run(teardown())
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[OidcProvider]:
+    """The real OIDC provider with the integration tests' users."""
+    with running_provider(users=USERS) as provider:
+        yield provider
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_policies(directory: Path, db: TestDatabase) -> None:
+    """The integration tests' policies for target ``shop`` (= the test database)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policy.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        roles:
+          admin: ["group:db-admins"]
+          auditor: ["user:admin@example.com"]
+        grants:
+          - name: analysts-read
+            subjects: ["group:analysts"]
+            target: shop
+            access: read
+            db_user: {db.accounts["reader"].user}
+            tables: {{allow: ["{db.name}.*"], deny: ["{db.name}.payment_*"]}}
+            max_rows: 500
+            statement_timeout: 2s
+          - name: engineers-write
+            subjects: ["group:engineers"]
+            target: shop
+            access: write
+            db_user: {db.accounts["writer"].user}
+            tables: {{allow: ["{db.name}.*"]}}
+            max_rows: 100
+            statement_timeout: 5s
+          - name: admins-ddl
+            subjects: ["group:db-admins"]
+            target: shop
+            access: ddl
+            db_user: {db.accounts["ddl"].user}
+            tables: {{allow: ["{db.name}.*"]}}
+        revocations:
+          - subject: "user:mallory@example.com"
+            target: "*"
+            reason: "left the team"
+        """),
+        encoding="utf-8",
+    )
+
+
+@dataclass
+class RunningGateway:
+    """A gateway served on loopback, with what tests need to talk to it."""
+
+    url: str
+    settings: Settings
+    idp: OidcProvider
+    db: TestDatabase
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
+        """An HTTP client carrying a real token of ``user`` from the provider."""
+        headers = {"Authorization": f"Bearer {self.idp.token(user)}"} if user else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+def start_gateway(settings: Settings, idp: OidcProvider, db: TestDatabase, **app_args: Any) -> RunningGateway:
+    """Serve ``create_app(settings)`` with uvicorn in a thread; wait until it listens."""
+    config = uvicorn.Config(
+        create_app(settings, **app_args),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the gateway did not start", pytrace=False)
+        time.sleep(0.02)
+    url = f"http://{settings.listen.host}:{settings.listen.port}"
+    return RunningGateway(url, settings, idp, db, server, thread)
+
+
+def stop_gateway(gateway: RunningGateway) -> None:
+    """Ask uvicorn to exit (running the lifespan shutdown) and wait for it."""
+    gateway.server.should_exit = True
+    gateway.thread.join(timeout=20)
+
+
+def gateway_settings(tmp: Path, idp: OidcProvider, db: TestDatabase, **overrides: Any) -> Settings:
+    """Settings for a test gateway: the provider as issuer, the test database as ``shop``."""
+    env_names = {}
+    for level, account in db.accounts.items():
+        env_name = f"GWTEST_{level.upper()}_PASSWORD"
+        os.environ[env_name] = account.password
+        env_names[account.user] = env_name
+    write_policies(tmp / "policies", db)
+    values: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": free_port()},
+        "issuers": [{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}],
+        "policies_dir": tmp / "policies",
+        "targets": {
+            "shop": {
+                "host": DB_HOST,
+                "port": DB_PORT,
+                "database": db.name,
+                "pool": {"max_size": 4, "acquire_timeout": 3},
+                "secrets": {user: {"env": env} for user, env in env_names.items()},
+            }
+        },
+        "audit": {"path": tmp / "audit.db"},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, test_db: TestDatabase
+) -> Iterator[RunningGateway]:
+    """One gateway for the session, on the real provider and the real database."""
+    settings = gateway_settings(tmp_path_factory.mktemp("gateway"), idp, test_db)
+    running = start_gateway(settings, idp, test_db)
+    yield running
+    stop_gateway(running)

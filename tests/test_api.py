@@ -1,0 +1,224 @@
+"""End to end through HTTP: real provider token -> policy -> MariaDB -> audit."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+from conftest import RunningGateway, root_query
+
+
+def test_health_and_ready(gateway: RunningGateway):
+    """/healthz answers; /readyz reports policies, keys and every pool as usable."""
+    with gateway.client(None) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        body = ready.json()
+        assert ready.status_code == 200, body
+        assert body["ready"] is True
+        assert body["checks"]["policies"]["ok"] is True
+        assert body["checks"]["keys"]["ok"] is True
+        assert any(k.startswith("pool:shop/") for k in body["checks"])
+
+
+def test_point_select_returns_rows_in_spec_shape(gateway: RunningGateway):
+    """A read grant holder gets the SPEC's reply shape, with the deciding grant named."""
+    with gateway.client("reader") as http:
+        reply = http.post(
+            "/v1/query",
+            json={
+                "target": "shop",
+                "sql": "SELECT id, name FROM items WHERE id = ?",
+                "params": [1],
+            },
+        )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["rows"] == [[1, "pen"]]
+    assert body["columns"] == [
+        {"name": "id", "type": "LONG"},
+        {"name": "name", "type": "VAR_STRING"},
+    ]
+    assert body["kind"] == "read"
+    assert body["grant"] == "analysts-read"
+    assert body["row_count"] == 1
+    assert body["truncated"] is False
+    assert body["rows_affected"] is None
+    assert reply.headers["x-request-id"] == body["request_id"]
+
+
+def test_value_encoding(gateway: RunningGateway):
+    """DECIMAL -> string, DATETIME/DATE -> ISO 8601, binary -> base64, NULL -> null."""
+    sql = (
+        "SELECT i.price, c.created_at, i.sku, o.note, i.added "
+        "FROM items i JOIN orders o ON o.item_id = i.id JOIN customers c ON c.id = o.customer_id "
+        "WHERE i.id = 1"
+    )
+    with gateway.client("reader") as http:
+        body = http.post("/v1/query", json={"target": "shop", "sql": sql}).json()
+    price, created, sku, note, added = body["rows"][0]
+    assert price == "1.50"
+    assert created == "2024-01-02T03:04:05.123456"
+    assert base64.b64decode(sku) == b"\x00\xff\x10\x80"
+    assert note is None
+    assert added == "2024-01-01"
+
+
+def test_row_cap_truncates(gateway: RunningGateway):
+    """The smaller of the grant's max_rows and the request's max_rows caps the rows; truncated says so."""
+    with gateway.client("reader") as http:
+        body = http.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items", "max_rows": 7}).json()
+        assert body["row_count"] == 7
+        assert body["truncated"] is True
+        capped = http.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items ORDER BY id"}).json()
+        assert capped["row_count"] == 500  # the grant's cap
+        assert capped["truncated"] is True
+        # The session that was cut short is not reused: the next query works normally.
+        again = http.post("/v1/query", json={"target": "shop", "sql": "SELECT COUNT(*) FROM items"}).json()
+        assert again["rows"] == [[1000]]
+
+
+def test_request_id_taken_when_sane(gateway: RunningGateway):
+    """A sane X-Request-ID is kept; an unsafe one is replaced by a fresh id."""
+    with gateway.client("reader") as http:
+        kept = http.get("/v1/me", headers={"X-Request-ID": "abc-123"})
+        assert kept.headers["x-request-id"] == "abc-123"
+        replaced = http.get("/v1/me", headers={"X-Request-ID": "*/ DROP TABLE x; --"})
+        assert replaced.headers["x-request-id"] != "*/ DROP TABLE x; --"
+        assert len(replaced.headers["x-request-id"]) == 32
+
+
+def test_me_and_targets(gateway: RunningGateway):
+    """/v1/me shows the caller's groups and grants only; /v1/targets the access level."""
+    with gateway.client("writer") as http:
+        me = http.get("/v1/me").json()
+        targets = http.get("/v1/targets").json()
+    assert me["user"] == "writer@example.com"
+    assert me["groups"] == ["engineers"]
+    assert [g["name"] for g in me["grants"]] == ["engineers-write"]
+    assert targets["targets"][0]["name"] == "shop"
+    assert targets["targets"][0]["access"] == "write"
+
+
+def test_forbidden_tables_and_no_grant(gateway: RunningGateway):
+    """A denied table and a user without grants get 403 forbidden as problem+json."""
+    with gateway.client("reader") as http:
+        denied = http.post("/v1/query", json={"target": "shop", "sql": "SELECT * FROM payment_cards"})
+    assert denied.status_code == 403
+    assert denied.headers["content-type"] == "application/problem+json"
+    problem = denied.json()
+    assert problem["code"] == "forbidden"
+    assert set(problem) >= {"type", "title", "status", "detail", "code", "request_id"}
+    with gateway.client("nobody") as http:
+        none = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    assert none.status_code == 403
+    assert none.json()["code"] == "forbidden"
+
+
+def test_revoked_user(gateway: RunningGateway):
+    """A revocation beats the user's group grant: 403 revoked."""
+    with gateway.client("mallory") as http:
+        reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    assert reply.status_code == 403
+    assert reply.json()["code"] == "revoked"
+
+
+def test_error_codes(gateway: RunningGateway):
+    """Unknown target 404, bad body 422, unparseable SQL 400, DB refusal 422, wrong param count 422."""
+    with gateway.client("reader") as http:
+        assert http.post("/v1/query", json={"target": "nope", "sql": "SELECT 1"}).json()["code"] == "unknown_target"
+        bad = http.post("/v1/query", json={"target": "shop"})
+        assert bad.status_code == 422
+        assert bad.json()["code"] == "invalid_request"
+        nested = http.post("/v1/query", json={"target": "shop", "sql": "SELECT ?", "params": [[1]]})
+        assert nested.json()["code"] == "invalid_request"
+        junk = http.post("/v1/query", content=b"{not json", headers={"content-type": "application/json"})
+        assert junk.status_code == 422
+        parse = http.post("/v1/query", json={"target": "shop", "sql": "SELEC 1 FROM"})
+        assert parse.status_code == 400
+        assert parse.json()["code"] == "statement_rejected"
+        missing = http.post("/v1/query", json={"target": "shop", "sql": "SELECT nope FROM items"})
+        assert missing.status_code == 422
+        assert missing.json()["code"] == "database_error"
+        assert "1054" in missing.json()["detail"]
+        count = http.post("/v1/query", json={"target": "shop", "sql": "SELECT ?", "params": [1, 2]})
+        assert count.status_code == 422
+        assert count.json()["code"] == "invalid_request"
+        route = http.get("/v1/nothing-here")
+        assert route.status_code == 404
+        assert route.headers["content-type"] == "application/problem+json"
+
+
+def test_statement_timeout(gateway: RunningGateway):
+    """A statement over the grant's 2 s timeout is stopped by MariaDB: 504 statement_timeout."""
+    heavy = "SELECT COUNT(*) FROM items a, items b, items c, items d"
+    with gateway.client("reader") as http:
+        reply = http.post("/v1/query", json={"target": "shop", "sql": heavy})
+    assert reply.status_code == 504, reply.text
+    assert reply.json()["code"] == "statement_timeout"
+
+
+def test_write_grant_insert_and_params(gateway: RunningGateway):
+    """A write grant inserts with bound params (quotes and backslashes stay data)."""
+    tricky = "O'Brien \\' OR 1=1 -- "
+    with gateway.client("writer") as http:
+        reply = http.post(
+            "/v1/query",
+            json={
+                "target": "shop",
+                "sql": "INSERT INTO customers (name, email, created_at) VALUES (?, ?, NOW())",
+                "params": [tricky, "ob@example.com"],
+            },
+        )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["kind"] == "write"
+    assert body["rows_affected"] == 1
+    new_id = body["last_insert_id"]
+    rows = root_query(f"SELECT name FROM `{gateway.db.name}`.customers WHERE id = %s", (new_id,))
+    assert rows == [(tricky,)]
+
+
+def test_reader_cannot_write(gateway: RunningGateway):
+    """A read grant holder's INSERT is refused by the policy (403), and the row is not there."""
+    with gateway.client("reader") as http:
+        reply = http.post(
+            "/v1/query",
+            json={"target": "shop", "sql": "INSERT INTO items (name, price) VALUES ('x', 1)"},
+        )
+    assert reply.status_code == 403
+    assert root_query(f"SELECT COUNT(*) FROM `{gateway.db.name}`.items WHERE name = 'x'") == [(0,)]
+
+
+def test_body_cap(gateway: RunningGateway):
+    """A body over the cap gets 413 payload_too_large before it is parsed."""
+    with gateway.client("reader") as http:
+        huge = "SELECT 1 -- " + "x" * (300 * 1024)
+        reply = http.post("/v1/query", json={"target": "shop", "sql": huge})
+    assert reply.status_code == 413
+    assert reply.json()["code"] == "payload_too_large"
+
+
+def test_statement_comment_carries_request_id(gateway: RunningGateway):
+    """MariaDB sees the gateway's comment with the request id (checked in the processlist)."""
+    seen: list[str] = []
+
+    def watch() -> None:
+        for _ in range(40):
+            rows = root_query("SELECT info FROM information_schema.processlist WHERE info LIKE '%%trace-me-42%%'")
+            seen.extend(r[0] for r in rows if "processlist" not in r[0])
+            if seen:
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with gateway.client("reader") as http:
+        http.post(
+            "/v1/query",
+            json={"target": "shop", "sql": "SELECT COUNT(*) FROM items a, items b, items c"},
+            headers={"X-Request-ID": "trace-me-42"},
+        )
+    watcher.join()
+    assert any("gw request_id=trace-me-42 user=reader@example.com" in s for s in seen), seen

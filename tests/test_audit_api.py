@@ -1,0 +1,107 @@
+"""The audit trail of real requests: decision before execution, outcome after, fail closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from conftest import RunningGateway, gateway_settings, root_query, start_gateway, stop_gateway
+from oidcfixture import OidcProvider
+
+from gateway.auditstore import Entry, SQLiteAuditStore
+from gateway.auditverify import verify
+
+
+class BrokenStore:
+    """Our own AuditStore interface, failing every write (a disk that went away)."""
+
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        raise OSError("disk gone")
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
+        return iter(())
+
+    def last(self) -> Entry | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
+    store = SQLiteAuditStore(gateway.settings.audit.path)
+    try:
+        return [e for e in store.iter_entries() if e.get("request_id") == request_id]
+    finally:
+        store.close()
+
+
+def test_decision_then_outcome_records(gateway: RunningGateway):
+    """An allowed query leaves a decision record (allow, grant, tables, revision) then an outcome."""
+    with gateway.client("reader") as http:
+        http.post(
+            "/v1/query",
+            json={"target": "shop", "sql": "SELECT id FROM items WHERE id < 4"},
+            headers={"X-Request-ID": "audit-pair"},
+        )
+    decision, outcome = _records(gateway, "audit-pair")
+    assert decision["event"] == "decision"
+    assert decision["decision"] == "allow"
+    assert decision["grant"] == "analysts-read"
+    assert decision["user"] == "reader@example.com"
+    assert decision["tables"] == [f"{gateway.db.name}.items"]
+    assert decision["policy_revision"]
+    assert decision["statement"] == "SELECT id FROM items WHERE id < 4"
+    assert outcome["event"] == "outcome"
+    assert outcome["code"] == "ok"
+    assert outcome["rows"] == 3
+    assert outcome["seq"] > decision["seq"]
+
+
+def test_denial_recorded(gateway: RunningGateway):
+    """A denied statement is recorded with its code and reason, and no outcome follows."""
+    with gateway.client("reader") as http:
+        http.post(
+            "/v1/query",
+            json={"target": "shop", "sql": "DELETE FROM items"},
+            headers={"X-Request-ID": "audit-deny"},
+        )
+    (record,) = _records(gateway, "audit-deny")
+    assert record["decision"] == "deny"
+    assert record["code"] == "forbidden"
+
+
+def test_chain_verifies(gateway: RunningGateway):
+    """After the session's traffic so far, the audit log's hash chain verifies."""
+    with gateway.client("reader") as http:
+        http.get("/v1/me")
+        http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    store = SQLiteAuditStore(gateway.settings.audit.path)
+    try:
+        result = verify(store)
+    finally:
+        store.close()
+    assert result.ok, result.problems
+    assert result.count > 0
+
+
+def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider, test_db):
+    """With an audit store that cannot write, a write is refused with 503 and never reaches MariaDB."""
+    settings = gateway_settings(tmp_path, idp, test_db)
+    running = start_gateway(settings, idp, test_db, audit_store=BrokenStore)
+    try:
+        with running.client("writer") as http:
+            reply = http.post(
+                "/v1/query",
+                json={
+                    "target": "shop",
+                    "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (1,1,1,NOW(),'unaudited')",
+                },
+            )
+    finally:
+        stop_gateway(running)
+    assert reply.status_code == 503
+    assert reply.json()["code"] == "audit_unavailable"
+    assert "retry-after" in reply.headers
+    assert root_query(f"SELECT COUNT(*) FROM `{test_db.name}`.orders WHERE note = 'unaudited'") == [(0,)]
