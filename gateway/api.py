@@ -182,7 +182,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", request_id=_request_id(request), error=type(exc).__name__)
+        log.error("unhandled_error", request_id=_request_id(request), error=type(exc).__name__, exc_info=exc)
         return problem(_request_id(request), GatewayError("an internal error occurred; quote the request id"))
 
 

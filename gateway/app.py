@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -77,6 +78,8 @@ def create_app(
     ``audit_store`` swaps the audit store factory (the settings pick the default).
     """
     metrics = Metrics()
+    # sqlglot logs unparsed statement text (with literals) at WARNING: keep it out of our logs.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -105,9 +105,7 @@ class SQLiteAuditStore:
     verification and export only.
     """
 
-    def __init__(
-        self, path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0
-    ) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.commits = 0
         self._lock = threading.Lock()

@@ -42,10 +42,12 @@ def dev_issuer_url(port: int, host: str = "127.0.0.1") -> str:
 def load_or_create_key(path: Path) -> ECKey | RSAKey:
     """Load the dev signing key (PEM) from ``path``, creating an EC P-256 key there if absent.
 
-    The file is created with mode 0600; an existing file readable by group or
+    The file (and a missing directory, 0700) is created with mode 0600; an existing file readable by group or
     others is refused, as is anything but an EC P-256 or RSA (>= 2048 bits) key.
     """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
+        # O_EXCL: never follow or reuse a file someone else put there in between.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _load_key(path)
@@ -90,15 +92,11 @@ class DevIssuer:
         self._kid = private_key.thumbprint()
         params: KeyParameters = {"kid": self._kid, "alg": self.alg, "use": "sig"}
         self._private = type(private_key).import_key(private_key.as_dict(private=True), params)
-        self._public: PublicKey = type(private_key).import_key(
-            private_key.as_dict(private=False), params
-        )
+        self._public: PublicKey = type(private_key).import_key(private_key.as_dict(private=False), params)
         self._clock = clock
 
     @classmethod
-    def from_key_file(
-        cls, issuer: str, path: Path, *, clock: Callable[[], float] = time.time
-    ) -> DevIssuer:
+    def from_key_file(cls, issuer: str, path: Path, *, clock: Callable[[], float] = time.time) -> DevIssuer:
         """Build the dev issuer with the key in ``path`` (created 0600 if absent)."""
         return cls(issuer, load_or_create_key(path), clock=clock)
 

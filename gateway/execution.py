@@ -12,6 +12,7 @@ error, a timeout, a cancelled request, an unread result) is discarded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,10 +193,8 @@ async def run_transaction(
     except BaseException:
         conn.discard = True
         if conn.raw.connected:
-            try:
+            with contextlib.suppress(db_errors.MySQLError, TimeoutError, OSError):
                 await asyncio.wait_for(conn.raw.rollback(), TIMEOUT_GRACE)
-            except (db_errors.MySQLError, TimeoutError, OSError):
-                pass
         raise
     return results
 

@@ -112,9 +112,7 @@ class TokenValidator:
             raise ConfigError("every issuer needs exactly one config and one key source")
         self._key_sources = dict(key_sources)
         self._clock = clock
-        self._cache: TLRUCache[bytes, Identity] = TLRUCache(
-            maxsize=cache_size, ttu=self._cache_until, timer=clock
-        )
+        self._cache: TLRUCache[bytes, Identity] = TLRUCache(maxsize=cache_size, ttu=self._cache_until, timer=clock)
 
     def _cache_until(self, _key: bytes, identity: Identity, now: float) -> float:
         return min(identity.expires_at, now + MAX_CACHE_SECONDS)
@@ -160,9 +158,7 @@ class TokenValidator:
         claim = config.user_claim if config else "sub"
         return _claim_str(claims, claim) or _claim_str(claims, "sub")
 
-    async def _verify(
-        self, token: str, digest: bytes, header: dict[str, Any], claims: dict[str, Any]
-    ) -> Identity:
+    async def _verify(self, token: str, digest: bytes, header: dict[str, Any], claims: dict[str, Any]) -> Identity:
         for name in FORBIDDEN_HEADERS:
             if name in header:
                 raise Unauthenticated(f"token header {name!r} is not accepted")

@@ -184,12 +184,9 @@ def _parse_jwk(entry: object) -> PublicKey | None:
     for name in ("kid", "alg", "use"):
         if entry.get(name):
             params[name] = entry[name]
-    key: PublicKey
+    key_type: type[PublicKey] = RSAKey if entry["kty"] == "RSA" else ECKey
     try:
-        if entry["kty"] == "RSA":
-            key = RSAKey.import_key(public, params)
-        else:
-            key = ECKey.import_key(public, params)
+        key = key_type.import_key(public, params)
     except (JoseError, ValueError, TypeError):
         return None
     return key
@@ -218,7 +215,7 @@ class JwksCache:
         max_bytes: int = 256 * 1024,
     ) -> None:
         self.config = config
-        self._client = client or httpx.AsyncClient(trust_env=False)
+        self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._clock = clock
         self._timeout = httpx.Timeout(timeout)
@@ -265,10 +262,7 @@ class JwksCache:
         # Single flight: waiters on the lock find the attempt already made and return.
         async with self._lock:
             now = self._clock()
-            if (
-                self._last_attempt is not None
-                and now - self._last_attempt < self.config.jwks_cooldown
-            ):
+            if self._last_attempt is not None and now - self._last_attempt < self.config.jwks_cooldown:
                 return
             self._last_attempt = now
             self.refresh_count += 1

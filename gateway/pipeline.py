@@ -32,6 +32,7 @@ from gateway.identity import Identity, TokenValidator
 from gateway.oidc import KeySource
 from gateway.policy import Decision, decide, effective_grants, roles_of
 from gateway.policystore import PolicyStore
+from gateway.policytypes import Grant
 from gateway.pools import PoolRegistry
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
@@ -140,7 +141,7 @@ class Pipeline:
         }
         for (target, db_user), pool in self.pools.pools().items():
             try:
-                await pool.check(timeout=2.0)
+                await pool.check(within=2.0)
                 checks[f"pool:{target}/{db_user}"] = {"ok": True}
             except GatewayError as exc:
                 checks[f"pool:{target}/{db_user}"] = {"ok": False, "detail": exc.detail}
@@ -182,7 +183,7 @@ class Pipeline:
                     "_level": grant.access,
                     "name": grant.target,
                     "database": self.settings.targets[grant.target].database,
-                    "access": grant.access.name.lower(),
+                    "access": grant.access.label,
                     "grant": grant.name,
                     "expires": grant.expires.isoformat() if grant.expires else None,
                 }
@@ -376,13 +377,16 @@ def _joined(values: Any) -> str:  # noqa: ANN401
     return ",".join(dict.fromkeys(values))
 
 
-def _grant_view(grant: Any) -> dict[str, Any]:  # noqa: ANN401 - a policyfile.Grant
+def _grant_view(grant: Grant) -> dict[str, Any]:
     return {
         "name": grant.name,
         "target": grant.target,
-        "access": grant.access.name.lower(),
+        "access": grant.access.label,
         "db_user": grant.db_user,
-        "tables": {"allow": list(grant.tables_allow), "deny": list(grant.tables_deny)},
+        "tables": {
+            "allow": None if grant.tables_allow is None else list(grant.tables_allow),
+            "deny": list(grant.tables_deny),
+        },
         "max_rows": grant.max_rows,
         "statement_timeout": grant.statement_timeout,
         "expires": grant.expires.isoformat() if grant.expires else None,

@@ -121,9 +121,7 @@ def decide(
             max_rows=grant.max_rows,
             statement_timeout=grant.statement_timeout,
         )
-    if len(statements) > 1 and all(
-        any(_obstacle(g, [s], now, safe) is None for g in mine) for s in statements
-    ):
+    if len(statements) > 1 and all(any(_obstacle(g, [s], now, safe) is None for g in mine) for s in statements):
         reason = "no single grant allows every statement of the transaction"
         return _deny("forbidden", reason, target)
     found = [o for _, o in obstacles if o is not None]
@@ -146,11 +144,7 @@ def effective_grants(identity: Identity, policy: PolicySet, now: datetime) -> li
     revoked = {r.target for r in _active_revocations(subjects, policy, now)}
     if "*" in revoked:
         return []
-    return [
-        g
-        for g in policy.grants
-        if _holds(g, subjects) and not g.expired(now) and g.target not in revoked
-    ]
+    return [g for g in policy.grants if _holds(g, subjects) and not g.expired(now) and g.target not in revoked]
 
 
 def active_revocations(identity: Identity, policy: PolicySet, now: datetime) -> list[Revocation]:
@@ -183,9 +177,7 @@ def _holds(grant: Grant, subjects: frozenset[str]) -> bool:
     return any(subject in subjects for subject in grant.subjects)
 
 
-def _active_revocations(
-    subjects: frozenset[str], policy: PolicySet, now: datetime
-) -> list[Revocation]:
+def _active_revocations(subjects: frozenset[str], policy: PolicySet, now: datetime) -> list[Revocation]:
     folded = {s.casefold() for s in subjects}
     return [r for r in policy.revocations if r.subject.casefold() in folded and r.active(now)]
 

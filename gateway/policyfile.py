@@ -31,8 +31,12 @@ Format decisions beyond the SPEC:
   ``reason`` (text) and ``until`` (ISO 8601 with a timezone) optional; the
   same (subject, target) twice is a problem.
 - A problem's ``file`` is the path as found in the given directory; line 0
-  means the directory itself (missing, or holding no policy file). Files
-  over 1 MiB, unreadable or not UTF-8 are problems.
+  means the directory itself (missing, or holding no policy file). Problems
+  come file by file in name order, sorted by line within a file. Files over
+  1 MiB, unreadable or not UTF-8 are problems. A scalar YAML cannot build
+  (``2026-13-01T00:00:00Z``) is a problem and checking goes on.
+- Subjects match identities exactly in grants and roles; revocations match
+  case-insensitively, so an IdP changing an email's case cannot dodge one.
 - ``PolicySet.revision`` is SHA-256 over, for each file sorted by name,
   ``name NUL len(bytes) NUL bytes``.
 """
@@ -96,9 +100,7 @@ def load_policies(directory: Path, *, known_targets: Collection[str] | None = No
     return policy
 
 
-def check_policies(
-    directory: Path, *, known_targets: Collection[str] | None = None
-) -> list[PolicyProblem]:
+def check_policies(directory: Path, *, known_targets: Collection[str] | None = None) -> list[PolicyProblem]:
     """Every problem in ``directory``'s policy files; empty when they load cleanly.
 
     ``str(problem)`` is ``file:line: reason``, one line each, for a CLI.
@@ -116,9 +118,7 @@ class _Constructor(RoundTripConstructor):
 
     problems: list[tuple[int, str]]
 
-    def check_mapping_key(
-        self, node: Node, key_node: Node, mapping: CommentedMap, key: object, value: object
-    ) -> bool:
+    def check_mapping_key(self, node: Node, key_node: Node, mapping: CommentedMap, key: object, value: object) -> bool:
         del node, value
         if key in mapping:
             self.problems.append((key_node.start_mark.line + 1, f"duplicate key {key!r}"))
@@ -149,9 +149,7 @@ class _Merged:
     problems: list[PolicyProblem] = field(default_factory=list)
 
 
-def _load(
-    directory: Path, known_targets: Collection[str] | None
-) -> tuple[PolicySet, list[PolicyProblem]]:
+def _load(directory: Path, known_targets: Collection[str] | None) -> tuple[PolicySet, list[PolicyProblem]]:
     merged = _Merged()
     digest = hashlib.sha256()
     for path in _policy_files(directory, merged.problems):

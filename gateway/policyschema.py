@@ -91,9 +91,7 @@ def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool | ScalarBoolean)
 
 
-def check_keys(
-    mapping: CommentedMap, known: Iterable[str], what: str, line: int, report: Report
-) -> None:
+def check_keys(mapping: CommentedMap, known: Iterable[str], what: str, line: int, report: Report) -> None:
     """Note every key of ``mapping`` that is not in ``known``."""
     allowed = tuple(known)
     for key in mapping:
@@ -104,9 +102,7 @@ def check_keys(
         report.add(key_line(mapping, key, line), f"{what}: unknown key {key!r}{suggestion}")
 
 
-def read_subjects(
-    value: object, line: int, what: str, report: Report, *, allow_empty: bool
-) -> tuple[str, ...] | None:
+def read_subjects(value: object, line: int, what: str, report: Report, *, allow_empty: bool) -> tuple[str, ...] | None:
     """Read a list of ``user:...`` / ``group:...`` strings; None after a problem."""
     if not isinstance(value, CommentedSeq):
         report.add(line, f"{what} must be a list of subjects {SUBJECT_RULE}")
@@ -161,9 +157,7 @@ class _Fields:
             self.report.add(self.line, f"{self.what}: missing required field {key!r}")
         return value
 
-    def string(
-        self, key: str, pattern: re.Pattern[str] | None, rule: str, *, required: bool
-    ) -> str | None:
+    def string(self, key: str, pattern: re.Pattern[str] | None, rule: str, *, required: bool) -> str | None:
         value = self.get(key, required=required)
         if value is None:
             return None
@@ -227,8 +221,7 @@ class _Fields:
                 continue
             self.report.add(
                 item_line(value, index, where),
-                f"{self.what}: tables.{key} pattern must be DB.TABLE (fnmatch, e.g. shop.*)"
-                f" or * (got {item!r})",
+                f"{self.what}: tables.{key} pattern must be DB.TABLE (fnmatch, e.g. shop.*) or * (got {item!r})",
             )
         return tuple(found)
 
@@ -244,8 +237,7 @@ class _Fields:
         if allow == () and isinstance(tables.get("allow"), CommentedSeq):
             self.report.add(
                 key_line(tables, "allow", self.line),
-                f"{self.what}: tables.allow is empty and would allow no table;"
-                " leave it out to allow every table",
+                f"{self.what}: tables.allow is empty and would allow no table; leave it out to allow every table",
             )
         return allow, self.patterns(tables, "deny") or ()
 

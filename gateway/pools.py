@@ -36,7 +36,8 @@ log = structlog.get_logger("gateway.pools")
 # Pinned so the gateway's lexer and MariaDB agree on quoting: no ANSI_QUOTES,
 # backslash escapes on (SECURITY rules 9 and 17).
 SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
-INIT_COMMAND = "SET time_zone = '+00:00'"
+# One statement (multi-statements are off); asyncmy's own sql_mode option does not quote.
+INIT_COMMAND = f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'"
 
 
 @dataclass(eq=False)
@@ -208,10 +209,10 @@ class ConnectionPool:
             with contextlib.suppress(Exception):
                 await conn.raw.ensure_closed()
 
-    async def check(self, timeout: float) -> None:
+    async def check(self, within: float) -> None:
         """Prove the pool can hand out a working connection (for /readyz)."""
         try:
-            async with asyncio.timeout(timeout), self.connection() as conn:
+            async with asyncio.timeout(within), self.connection() as conn:
                 await conn.raw.ping(reconnect=False)
         except (DatabaseUnavailable, PoolExhausted):
             raise
@@ -248,7 +249,6 @@ def connector(target: TargetSettings, db_user: str, credentials: CredentialProvi
             password=password,
             database=target.database,
             charset="utf8mb4",
-            sql_mode=SQL_MODE,
             init_command=INIT_COMMAND,
             autocommit=True,
             local_infile=False,

@@ -62,8 +62,7 @@ async def root_connection() -> Any:
     )
 
 
-async def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-    """Run one statement as the administrator and return its rows."""
+async def _root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
     conn = await root_connection()
     try:
         async with conn.cursor() as cur:
@@ -71,6 +70,11 @@ async def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
             return list(await cur.fetchall())
     finally:
         conn.close()
+
+
+def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement as the administrator (from synchronous test code) and return its rows."""
+    return run(_root_query(sql, args))
 
 
 @dataclass(frozen=True)

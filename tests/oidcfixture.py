@@ -167,8 +167,7 @@ def _check_installed() -> str:
         pytest.fail("node (v20+) is not on PATH; the OIDC tests need it", pytrace=False)
     if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail(
-            "tests/oidc/node_modules is missing: run `make test` "
-            "(it runs `npm ci --prefix tests/oidc`)",
+            "tests/oidc/node_modules is missing: run `make test` (it runs `npm ci --prefix tests/oidc`)",
             pytrace=False,
         )
     return node
@@ -202,9 +201,7 @@ def running_provider(
     """Run ``provider.mjs`` until the block ends; ``port=0`` picks a free port."""
     node = _check_installed()
     jwks = private_jwks if private_jwks is not None else generate_keys()
-    full_users = {
-        name: {**user, "secret": f"{name}-{os.urandom(8).hex()}"} for name, user in users.items()
-    }
+    full_users = {name: {**user, "secret": f"{name}-{os.urandom(8).hex()}"} for name, user in users.items()}
     with tempfile.TemporaryDirectory(prefix="oidc-provider-") as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(

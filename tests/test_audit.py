@@ -247,9 +247,7 @@ def test_verify_detects_a_missing_first_record(path):
 def test_verify_detects_reordered_records(path):
     """Swapping the contents of two rows is reported at the swapped seqs."""
     filled_store(path)
-    five, six = (
-        rows(path, f"SELECT record, prev_hash, hash FROM audit WHERE seq = {s}")[0] for s in (5, 6)
-    )
+    five, six = (rows(path, f"SELECT record, prev_hash, hash FROM audit WHERE seq = {s}")[0] for s in (5, 6))
     update = "UPDATE audit SET record = ?, prev_hash = ?, hash = ? WHERE seq = ?"
     rows(path, update, (*six, 5))
     rows(path, update, (*five, 6))
@@ -299,9 +297,7 @@ def test_truncated_tail_is_found_only_against_the_shipped_head(path):
     assert check(path).ok
     result = check(path, expected_head=head)
     assert not result.ok
-    assert result.problems == [
-        "seq 9-10: missing, the log ends at seq 8 but seq 10 was shipped (tail truncated)"
-    ]
+    assert result.problems == ["seq 9-10: missing, the log ends at seq 8 but seq 10 was shipped (tail truncated)"]
     wrong = check(path, expected_head=(8, "f" * 64))
     assert wrong.problems == ["seq 8: hash differs from the shipped head (rewritten)"]
 

@@ -96,7 +96,8 @@ def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider,
                 "/v1/query",
                 json={
                     "target": "shop",
-                    "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (1,1,1,NOW(),'unaudited')",
+                    "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) "
+                    "VALUES (1, 1, 1, NOW(), 'unaudited')",
                 },
             )
     finally:

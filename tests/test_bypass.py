@@ -26,7 +26,6 @@ CORPUS: list[tuple[str, set[str]]] = [
     ("SELECT 1 /*M!100000 , (SELECT card_number FROM payment_cards LIMIT 1) */", REJECT),
     ("SELECT /*+ MAX_EXECUTION_TIME(1) */ 1", REJECT),
     ("SELECT '/*' ; DROP TABLE items -- */'", REJECT),
-    ("SELECT 'a\\'; DROP TABLE items; -- '", REJECT | DENY),
     ("SELECT * FROM items INTO OUTFILE '/tmp/gw-bypass-outfile.txt'", REJECT),
     ("SELECT name FROM items INTO DUMPFILE '/tmp/gw-bypass-outfile.txt'", REJECT),
     ("SELECT id INTO @x FROM items LIMIT 1", REJECT),
@@ -82,7 +81,6 @@ CORPUS: list[tuple[str, set[str]]] = [
     ("SELECT NEXTVAL(s)", DENY),
     ("SELECT shop_f()", DENY),
     ("SELECT * FROM `items`; DROP TABLE `items`", REJECT),
-    ("SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (a INT PATH '$')) t", REJECT | DENY),
 ]
 
 
@@ -111,24 +109,24 @@ def test_bypass_corpus_against_read_grant(gateway: RunningGateway):
     """Every corpus statement is refused with a clean error; MariaDB is unchanged after."""
     before = _snapshot(gateway.db.name)
     OUTFILE.unlink(missing_ok=True)
-    results: dict[str, tuple[int, str]] = {}
+    wrong: list[tuple[str, int, str]] = []
     with gateway.client("reader") as http:
         for sql, allowed_codes in CORPUS:
             reply = http.post("/v1/query", json={"target": "shop", "sql": sql})
             code = reply.json().get("code", "?") if reply.status_code != 200 else "OK"
-            results[sql] = (reply.status_code, code)
-            assert reply.status_code in {400, 403, 422}, (sql, reply.status_code, reply.text)
-            assert code in allowed_codes | {"database_error"}, (sql, code)
+            if reply.status_code not in {400, 403, 422} or code not in allowed_codes | {"database_error"}:
+                wrong.append((sql, reply.status_code, code))
+    assert wrong == []
     assert _snapshot(gateway.db.name) == before
     assert not OUTFILE.exists()
-    refused = sum(1 for status, _ in results.values() if status != 200)
-    assert refused == len(CORPUS)
 
 
 @pytest.mark.parametrize(
     "sql",
     [
         "SELECT * FROM items WHERE name = '\\' OR 1=1 -- '",
+        "SELECT 'a\\'; DROP TABLE items; -- '",
+        "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (a INT PATH '$')) t",
         'SELECT id FROM items WHERE name = "a""b"',
         "SELECT `id` FROM `items` WHERE `name` = 'pen'",
     ],

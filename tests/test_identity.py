@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
+import datetime as dt
 import hashlib
 import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -38,7 +38,7 @@ from oidcfixture import (
 
 from gateway.errors import ConfigError, PayloadTooLarge, Unauthenticated
 from gateway.identity import MAX_TOKEN_BYTES, Identity, TokenValidator
-from gateway.oidc import IssuerConfig, JwksCache, parse_jwks
+from gateway.oidc import IssuerConfig, JwksCache, key_fits, parse_jwks
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +47,12 @@ pytestmark = pytest.mark.anyio
 def anyio_backend() -> str:
     """Run the async tests on asyncio only."""
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def attacker() -> RSAKey:
+    """An RSA key the provider has never seen (kid ``attacker``)."""
+    return RSAKey.generate_key(2048, parameters={"kid": "attacker"})
 
 
 class FakeClock:
@@ -83,10 +89,8 @@ async def gateway_for(
     **overrides: Any,
 ) -> AsyncIterator[tuple[TokenValidator, JwksCache]]:
     """A validator trusting ``provider`` through a real ``JwksCache``."""
-    config = IssuerConfig(
-        issuer=issuer or provider.issuer, audience=provider.audience, **overrides
-    )
-    hooks = {"request": [requests]} if requests else {}
+    config = IssuerConfig(issuer=issuer or provider.issuer, audience=provider.audience, **overrides)
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [requests]} if requests else {}
     async with httpx.AsyncClient(event_hooks=hooks) as client:
         cache = JwksCache(config, client=client, clock=clock)
         yield TokenValidator([config], {config.issuer: cache}), cache
@@ -143,9 +147,7 @@ async def test_user_falls_back_to_sub(oidc_provider: OidcProvider) -> None:
 async def test_configured_user_and_groups_claims(oidc_provider: OidcProvider) -> None:
     """``user_claim``/``groups_claim`` pick other claims; a single group string is one group."""
     claims = oidc_provider.claims(preferred_username="al", roles="db-admins")
-    async with gateway_for(
-        oidc_provider, user_claim="preferred_username", groups_claim="roles"
-    ) as (validator, _):
+    async with gateway_for(oidc_provider, user_claim="preferred_username", groups_claim="roles") as (validator, _):
         identity = await validator.validate(oidc_provider.forge(claims))
     assert (identity.user, identity.groups) == ("al", frozenset({"db-admins"}))
 
@@ -154,11 +156,10 @@ async def test_configured_user_and_groups_claims(oidc_provider: OidcProvider) ->
     ("name", "value"),
     [("groups", {"admin": True}), ("groups", ["ok", 7]), ("groups", 1), ("email", ["a@b"])],
 )
-async def test_malformed_user_or_groups_claim_rejected(
-    oidc_provider: OidcProvider, name: str, value: object
-) -> None:
+async def test_malformed_user_or_groups_claim_rejected(oidc_provider: OidcProvider, name: str, value: object) -> None:
     """A groups claim that is not strings, or a non-string user claim, fails closed."""
-    token = oidc_provider.forge(oidc_provider.claims(**{name: value}))
+    change: dict[str, Any] = {name: value}
+    token = oidc_provider.forge(oidc_provider.claims(**change))
     async with gateway_for(oidc_provider) as (validator, _):
         error = await rejected(validator, token)
     assert name in error.reason
@@ -185,7 +186,8 @@ async def test_typ_variants_accepted(oidc_provider: OidcProvider) -> None:
 
 def test_config_refuses_weak_algorithms_and_settings() -> None:
     """Issuer config refuses none, HS*, leeway over 60 s, cooldown under 60 s, http issuers."""
-    good = {"issuer": "https://idp.example", "audience": "gw"}
+    good: dict[str, Any] = {"issuer": "https://idp.example", "audience": "gw"}
+    bad: dict[str, Any]
     for bad in (
         {"algorithms": ("none",)},
         {"algorithms": ("RS256", "HS256")},
@@ -232,20 +234,37 @@ async def test_ec_key_curve_must_fit(oidc_provider: OidcProvider) -> None:
     """An ES384 token naming the P-256 key is rejected (kty/crv/alg must fit)."""
     header = {"alg": "ES384", "typ": "at+jwt", "kid": "ec-1"}
     async with gateway_for(oidc_provider, algorithms=("ES256", "ES384")) as (validator, _):
-        await rejected(validator, oidc_provider.forge(header=header, key=oidc_provider.ec_key))
+        error = await rejected(validator, oidc_provider.forge(header=header, key=oidc_provider.ec_key))
+    assert "fits" in error.reason
+
+
+def test_key_fits_kty_curve_alg_and_use() -> None:
+    """Without an ``alg`` on the key, kty and curve still decide; ``use`` must be sig or absent."""
+    p256 = ECKey.generate_key("P-256")
+    p384 = ECKey.generate_key("P-384")
+    rsa = RSAKey.generate_key(2048)
+    assert key_fits(p256, "ES256")
+    assert not key_fits(p256, "ES384")
+    assert key_fits(p384, "ES384")
+    assert not key_fits(p256, "RS256")
+    assert key_fits(rsa, "PS256")
+    assert not key_fits(rsa, "ES256")
+    assert not key_fits(RSAKey.import_key(rsa.as_dict(), {"use": "enc"}), "RS256")
+    assert not key_fits(RSAKey.import_key(rsa.as_dict(), {"alg": "RS256"}), "PS256")
 
 
 def test_parse_jwks_keeps_only_public_signing_keys() -> None:
     """JWKS parsing drops oct, ``use: enc``, short RSA and long-kid keys, and private parts."""
     rsa = RSAKey.generate_key(2048, parameters={"kid": "good"})
-    short_rsa = rsa_crypto.generate_private_key(public_exponent=65537, key_size=1024)
-    entries: list[dict[str, Any]] = [
+    weak = rsa_crypto.generate_private_key(65537, 1024)  # noqa: S505 - must be refused
+    short_n = weak.public_key().public_numbers().n
+    entries: list[Any] = [
         rsa.as_dict(private=True),
         OctKey.generate_key(256, parameters={"kid": "hmac"}).as_dict(private=True),
         {**rsa.as_dict(private=False), "kid": "enc", "use": "enc"},
         {**rsa.as_dict(private=False), "kid": "k" * 129},
         {**rsa.as_dict(private=False), "kid": "verify-not", "key_ops": ["encrypt"]},
-        {**RSAKey.import_key(short_rsa.public_key()).as_dict(), "kid": "short"},
+        {"kty": "RSA", "kid": "short", "e": "AQAB", "n": b64url(short_n.to_bytes(128, "big"))},
         {"kty": "EC", "crv": "P-256", "x": "bad", "y": "bad", "kid": "broken"},
         "not a key",
     ]
@@ -272,7 +291,8 @@ class TinyServer:
                 time.sleep(delay)
                 self.send_response(status)
                 for name, value in {"Content-Length": str(len(body)), **headers}.items():
-                    self.send_header(name, value)
+                    if value:  # an empty value leaves the header out (body ends at close)
+                        self.send_header(name, value)
                 self.end_headers()
                 with contextlib.suppress(OSError):
                     self.wfile.write(body)
@@ -284,7 +304,7 @@ class TinyServer:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> TinyServer:
+    def __enter__(self) -> Self:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -298,16 +318,16 @@ def self_signed_der(key: RSAKey) -> bytes:
     private = key.private_key
     assert private is not None
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(private.public_key())  # type: ignore[union-attr]
+        .public_key(private.public_key())
         .serial_number(1)
         .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(private, hashes.SHA256())  # type: ignore[arg-type]
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(private, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.DER)
 
@@ -315,7 +335,7 @@ def self_signed_der(key: RSAKey) -> bytes:
 @pytest.mark.parametrize("member", ["jku", "x5u", "x5c", "jwk"])
 @pytest.mark.parametrize("signer", ["attacker", "provider"])
 async def test_key_location_headers_rejected_and_never_fetched(
-    oidc_provider: OidcProvider, member: str, signer: str
+    oidc_provider: OidcProvider, attacker: RSAKey, member: str, signer: str
 ) -> None:
     """Tokens with jku/x5u/x5c/jwk are rejected, even if validly signed; nothing is fetched.
 
@@ -323,7 +343,6 @@ async def test_key_location_headers_rejected_and_never_fetched(
     the provider-signed variant would pass every other check, so only the header
     rule rejects it.
     """
-    attacker = RSAKey.generate_key(2048, parameters={"kid": "attacker"})
     attacker_jwks = json.dumps({"keys": [attacker.as_dict(private=False)]}).encode()
     with TinyServer({"/jwks": (200, {"Content-Type": "application/json"}, attacker_jwks, 0)}) as ev:
         value: Any = {
@@ -350,9 +369,7 @@ async def test_key_location_headers_rejected_and_never_fetched(
     ],
     ids=["crit", "b64-false-crit", "b64-false"],
 )
-async def test_crit_and_b64_headers_rejected(
-    oidc_provider: OidcProvider, header: dict[str, Any]
-) -> None:
+async def test_crit_and_b64_headers_rejected(oidc_provider: OidcProvider, header: dict[str, Any]) -> None:
     """``crit`` and ``b64`` headers are refused before decoding, though validly signed."""
     async with gateway_for(oidc_provider) as (validator, _):
         await rejected(validator, oidc_provider.forge(header=header))
@@ -424,6 +441,13 @@ async def test_malformed_tokens_rejected(oidc_provider: OidcProvider, token: str
         await rejected(validator, token)
 
 
+async def test_non_json_constants_rejected(oidc_provider: OidcProvider) -> None:
+    """A validly signed payload using NaN/Infinity (not JSON) is rejected."""
+    claims = json.dumps(oidc_provider.claims())[:-1] + ', "ratio": NaN}'
+    async with gateway_for(oidc_provider) as (validator, _):
+        assert "JSON" in (await rejected(validator, oidc_provider.forge(claims))).reason
+
+
 async def test_stripped_signature_rejected(oidc_provider: OidcProvider) -> None:
     """A real token without its signature (or with an empty one) is rejected."""
     header, payload, _ = oidc_provider.token().split(".")
@@ -470,9 +494,7 @@ async def test_oversized_token_is_payload_too_large(oidc_provider: OidcProvider)
         ({"exp": "tomorrow"}, "exp"),
     ],
 )
-async def test_bad_claims_rejected(
-    oidc_provider: OidcProvider, change: dict[str, Any], reason: str
-) -> None:
+async def test_bad_claims_rejected(oidc_provider: OidcProvider, change: dict[str, Any], reason: str) -> None:
     """Expired, not yet valid, future iat, too long, wrong iss/aud, bad sub/exp: rejected."""
     now = int(time.time())
     claims = oidc_provider.claims()
@@ -516,10 +538,9 @@ async def test_max_token_lifetime_is_configurable(oidc_provider: OidcProvider) -
         await rejected(validator, oidc_provider.forge(oidc_provider.claims(iat=now, exp=now + 601)))
 
 
-async def test_unknown_issuer_is_not_fetched(oidc_provider: OidcProvider) -> None:
+async def test_unknown_issuer_is_not_fetched(oidc_provider: OidcProvider, attacker: RSAKey) -> None:
     """A token naming an issuer the gateway does not trust causes no request anywhere."""
     requests = RequestLog()
-    attacker = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
     token = oidc_provider.forge(oidc_provider.claims(iss="http://127.0.0.1:1"), key=attacker)
     async with gateway_for(oidc_provider, requests=requests) as (validator, _):
         assert "issuer" in (await rejected(validator, token)).reason
@@ -565,21 +586,18 @@ async def test_repeated_token_is_cached_until_exp(oidc_provider: OidcProvider) -
 # --- JWKS refresh, cooldown and resilience (rule 4) ----------------------------------
 
 
-async def test_unknown_kid_refreshes_once_per_cooldown(oidc_provider: OidcProvider) -> None:
+async def test_unknown_kid_refreshes_once_per_cooldown(oidc_provider: OidcProvider, attacker: RSAKey) -> None:
     """Unknown kids cause one single-flight JWKS refresh per 60 s cooldown, then rejection."""
     clock, requests = FakeClock(), RequestLog()
-    stranger = RSAKey.generate_key(2048, parameters={"kid": "rotated-2"})
     header = {"alg": "RS256", "typ": "at+jwt", "kid": "rotated-2"}
-    unknown = oidc_provider.forge(header=header, key=stranger)
+    unknown = oidc_provider.forge(header=header, key=attacker)
     async with gateway_for(oidc_provider, clock=clock, requests=requests) as (validator, cache):
         await validator.validate(oidc_provider.token())
         assert requests.count("/jwks") == 1
         await rejected(validator, unknown)
         assert requests.count("/jwks") == 1  # keys fetched this instant: no refetch
         clock.now += 61
-        results = await asyncio.gather(
-            *(validator.validate(unknown) for _ in range(20)), return_exceptions=True
-        )
+        results = await asyncio.gather(*(validator.validate(unknown) for _ in range(20)), return_exceptions=True)
         assert all(isinstance(r, Unauthenticated) for r in results)
         assert requests.count("/jwks") == 2  # one refresh for twenty concurrent requests
         clock.now += 59
@@ -639,45 +657,63 @@ async def test_cache_never_empty_after_bad_jwks(oidc_provider: OidcProvider) -> 
             assert cache.refresh_count == 2
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 @pytest.mark.parametrize(
-    ("jwks_route", "reason"),
+    ("jwks_route", "loads"),
     [
-        ((302, {"Location": "JWKS_URL"}, b"", 0.0), "redirect"),
-        ((200, {"Content-Type": "text/html"}, b"{}", 0.0), "content type"),
-        ((200, {"Content-Type": "application/json"}, b" " * 300_000 + b"{}", 0.0), "size"),
-        ((200, {"Content-Type": "application/json"}, b"{}", 2.0), "timeout"),
-        ((200, {"Content-Type": "application/json"}, b"{not json", 0.0), "json"),
+        ((200, JSON, b"JWKS", 0.0), True),
+        ((200, {"Content-Type": "application/jwk-set+json"}, b"JWKS", 0.0), True),
+        ((302, {"Location": "REAL_JWKS_URL"}, b"", 0.0), False),
+        ((200, {"Content-Type": "text/html"}, b"JWKS", 0.0), False),
+        ((200, {"Content-Type": ""}, b"JWKS", 0.0), False),
+        ((200, JSON, b"PADDED", 0.0), False),
+        ((200, {**JSON, "Content-Length": ""}, b"PADDED", 0.0), False),
+        ((200, JSON, b"JWKS", 2.0), False),
+        ((200, JSON, b"{not json", 0.0), False),
+        ((500, JSON, b"JWKS", 0.0), False),
+    ],
+    ids=[
+        "control",
+        "jwk-set-json",
+        "redirect",
+        "html",
+        "no-content-type",
+        "oversized",
+        "oversized-no-length",
+        "slow",
+        "bad-json",
+        "http-500",
     ],
 )
 async def test_jwks_fetch_rules(
     oidc_provider: OidcProvider,
     jwks_route: tuple[int, dict[str, str], bytes, float],
-    reason: str,
+    loads: bool,  # noqa: FBT001 - a parametrized expectation
 ) -> None:
-    """JWKS fetches follow no redirects, take JSON only, cap the size and time out."""
+    """JWKS fetches follow no redirects, take JSON only, cap the size (256 KB) and time out.
+
+    Every refused case serves the provider's real, valid JWKS (or redirects to it),
+    so only the fetch rule under test can refuse it; the control cases load it.
+    """
     status, headers, body, delay = jwks_route
-    real_jwks = f"{oidc_provider.issuer}/jwks"
-    headers = {k: v.replace("JWKS_URL", real_jwks) for k, v in headers.items()}
+    real = json.dumps(oidc_provider.private_jwks.as_dict(private=False)).encode()
+    body = {b"JWKS": real, b"PADDED": real[:-1] + b" " * 300_000 + b"}"}.get(body, body)
+    headers = {k: v.replace("REAL_JWKS_URL", f"{oidc_provider.issuer}/jwks") for k, v in headers.items()}
     routes = {"/jwks": (status, headers, body, delay)}
     with TinyServer(routes) as idp:
         discovery = {"issuer": idp.url, "jwks_uri": f"{idp.url}/jwks"}
-        routes["/.well-known/openid-configuration"] = (
-            200,
-            {"Content-Type": "application/json"},
-            json.dumps(discovery).encode(),
-            0,
-        )
+        routes["/.well-known/openid-configuration"] = (200, JSON, json.dumps(discovery).encode(), 0)
         config = IssuerConfig(issuer=idp.url, audience=GATEWAY_AUDIENCE)
         async with httpx.AsyncClient() as client:
             cache = JwksCache(config, client=client, timeout=0.5)
-            assert not await cache.ready(), reason
-            assert not cache.has_keys
+            assert await cache.ready() is loads
+            assert cache.has_keys is loads
 
 
 @pytest.mark.parametrize("configured", ["http://localhost:{port}", "http://127.0.0.1:{port}/"])
-async def test_discovery_issuer_must_match_exactly(
-    oidc_provider: OidcProvider, configured: str
-) -> None:
+async def test_discovery_issuer_must_match_exactly(oidc_provider: OidcProvider, configured: str) -> None:
     """Discovery whose ``issuer`` differs from the configured one (even by a slash) is refused."""
     requests = RequestLog()
     issuer = configured.format(port=oidc_provider.port)

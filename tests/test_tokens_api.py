@@ -57,8 +57,8 @@ def _hostile(idp: OidcProvider) -> dict[str, str]:
         "tampered_payload": f"{head}.{b64url(json.dumps(tampered_claims).encode())}.{sig}",
         "stripped_signature": f"{head}.{payload}.",
         "duplicate_claims": idp.forge(
-            '{"iss": "%s", "aud": "%s", "sub": "alice", "sub": "admin", "iat": %d, "exp": %d, "email": "a@example.com"}'
-            % (idp.issuer, idp.audience, now, now + 300)
+            f'{{"iss": "{idp.issuer}", "aud": "{idp.audience}", "sub": "alice", "sub": "admin", '
+            f'"iat": {now}, "exp": {now + 300}, "email": "a@example.com"}}'
         ),
         "crit_header": idp.forge(header={"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1", "crit": ["exp"]}),
         "id_token_typ": idp.forge(header={"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from conftest import RunningGateway, root_query
 
+INSERT_ORDER = "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES"
+
 
 def _count(gateway: RunningGateway, where: str) -> int:
     return int(root_query(f"SELECT COUNT(*) FROM `{gateway.db.name}`.orders WHERE {where}")[0][0])
@@ -15,11 +17,11 @@ def test_transaction_commits_all(gateway: RunningGateway):
         "target": "shop",
         "statements": [
             {
-                "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (1, 1, 1, NOW(), ?)",
+                "sql": INSERT_ORDER + " (1, 1, 1, NOW(), ?)",
                 "params": ["tx-all"],
             },
             {
-                "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (2, 2, 2, NOW(), ?)",
+                "sql": INSERT_ORDER + " (2, 2, 2, NOW(), ?)",
                 "params": ["tx-all"],
             },
             {"sql": "SELECT COUNT(*) FROM orders WHERE note = ?", "params": ["tx-all"]},
@@ -40,9 +42,7 @@ def test_transaction_rolls_back_on_database_error(gateway: RunningGateway):
     body = {
         "target": "shop",
         "statements": [
-            {
-                "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (1, 1, 1, NOW(), 'tx-none')"
-            },
+            {"sql": INSERT_ORDER + " (1, 1, 1, NOW(), 'tx-none')"},
             {"sql": "INSERT INTO orders (id, customer_id, item_id, quantity, ordered_at) VALUES (1, 1, 1, 1, NOW())"},
         ],
     }
@@ -58,10 +58,8 @@ def test_transaction_authorizes_everything_before_running(gateway: RunningGatewa
     body = {
         "target": "shop",
         "statements": [
-            {
-                "sql": "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (1, 1, 1, NOW(), 'tx-auth')"
-            },
-            {"sql": "DROP TABLE orders"},
+            {"sql": INSERT_ORDER + " (1, 1, 1, NOW(), 'tx-auth')"},
+            {"sql": "DELETE FROM mysql.user"},
         ],
     }
     with gateway.client("writer") as http:
