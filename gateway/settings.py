@@ -14,12 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+import yaml
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
 
@@ -182,18 +178,14 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - part of the hook's signature
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files on purpose
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - secrets come per db_user
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Init arguments, then the environment, then the YAML file named at load time."""
-        yaml_file = getattr(settings_cls, "_yaml_file", None)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
+        """The environment wins over the values given (the YAML file's contents)."""
+        return (env_settings, init_settings)
 
 
 def _is_loopback(host: str) -> bool:
@@ -207,11 +199,20 @@ def _is_loopback(host: str) -> bool:
 
 def load_settings(path: Path | None, **overrides: Any) -> Settings:  # noqa: ANN401
     """Load settings from ``path`` (YAML) and the environment; raise ``ConfigError``."""
-    if path is not None and not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    bound = type("BoundSettings", (Settings,), {"_yaml_file": path})
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        values.update(loaded or {})
+    values.update(overrides)
     try:
-        return bound(**overrides)  # type: ignore[no-any-return]
+        return Settings(**values)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("invalid gateway configuration:\n  " + "\n  ".join(lines)) from None

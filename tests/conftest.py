@@ -78,7 +78,7 @@ def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
 
 
 @dataclass(frozen=True)
-class TestDatabase:
+class ScratchDatabase:
     """A throwaway database with reader/writer/ddl accounts."""
 
     name: str
@@ -100,7 +100,7 @@ async def _drop_leftovers() -> None:
 
 
 @pytest.fixture(scope="session")
-def test_db() -> Iterator[TestDatabase]:
+def test_db() -> Iterator[ScratchDatabase]:
     """A fresh demo-shaped database for this test session, dropped at the end."""
     stamp, rand = str(int(time.time())), secrets.token_hex(3)
     name, prefix = f"gwtest_{stamp}_{rand}", f"gwt{stamp[-4:]}{rand}"
@@ -120,7 +120,7 @@ def test_db() -> Iterator[TestDatabase]:
             f"MariaDB is not reachable at {DB_HOST}:{DB_PORT} ({exc}); run `make test`",
             pytrace=False,
         )
-    yield TestDatabase(name, prefix, accounts)
+    yield ScratchDatabase(name, prefix, accounts)
 
     async def teardown() -> None:
         conn = await root_connection()
@@ -146,7 +146,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_policies(directory: Path, db: TestDatabase) -> None:
+def write_policies(directory: Path, db: ScratchDatabase) -> None:
     """The integration tests' policies for target ``shop`` (= the test database)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "policy.yaml").write_text(
@@ -194,7 +194,7 @@ class RunningGateway:
     url: str
     settings: Settings
     idp: OidcProvider
-    db: TestDatabase
+    db: ScratchDatabase
     server: uvicorn.Server
     thread: threading.Thread
 
@@ -204,7 +204,7 @@ class RunningGateway:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
 
-def start_gateway(settings: Settings, idp: OidcProvider, db: TestDatabase, **app_args: Any) -> RunningGateway:
+def start_gateway(settings: Settings, idp: OidcProvider, db: ScratchDatabase, **app_args: Any) -> RunningGateway:
     """Serve ``create_app(settings)`` with uvicorn in a thread; wait until it listens."""
     config = uvicorn.Config(
         create_app(settings, **app_args),
@@ -231,7 +231,7 @@ def stop_gateway(gateway: RunningGateway) -> None:
     gateway.thread.join(timeout=20)
 
 
-def gateway_settings(tmp: Path, idp: OidcProvider, db: TestDatabase, **overrides: Any) -> Settings:
+def gateway_settings(tmp: Path, idp: OidcProvider, db: ScratchDatabase, **overrides: Any) -> Settings:
     """Settings for a test gateway: the provider as issuer, the test database as ``shop``."""
     env_names = {}
     for level, account in db.accounts.items():
@@ -260,7 +260,7 @@ def gateway_settings(tmp: Path, idp: OidcProvider, db: TestDatabase, **overrides
 
 @pytest.fixture(scope="session")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, test_db: TestDatabase
+    tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, test_db: ScratchDatabase
 ) -> Iterator[RunningGateway]:
     """One gateway for the session, on the real provider and the real database."""
     settings = gateway_settings(tmp_path_factory.mktemp("gateway"), idp, test_db)

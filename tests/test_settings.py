@@ -1,0 +1,80 @@
+"""Gateway settings refuse insecure or broken configurations, all problems at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+TARGET = "targets:\n  shop: {host: 127.0.0.1, database: shop, secrets: {gw_reader: {env: PW}}}\n"
+ISSUER = "issuers:\n  - {issuer: 'https://idp.example.com', audience: gw}\n"
+
+
+def _load(tmp_path: Path, text: str, **overrides):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_settings(path, **overrides)
+
+
+def test_minimal_config_loads(tmp_path):
+    """An issuer and a target are enough; limits and pools get safe defaults."""
+    settings = _load(tmp_path, ISSUER + TARGET)
+    assert settings.targets["shop"].pool.max_size == 10
+    assert settings.issuers[0].algorithms == ("RS256", "ES256", "PS256")
+    assert settings.dev_mode is False
+
+
+def test_env_overrides_file(tmp_path, monkeypatch):
+    """GATEWAY_* environment variables win over the file (nested with __)."""
+    monkeypatch.setenv("GATEWAY_LISTEN__PORT", "9999")
+    settings = _load(tmp_path, ISSUER + TARGET + "listen: {port: 8080}\n")
+    assert settings.listen.port == 9999
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "HS512"])
+def test_symmetric_or_none_algorithms_refused(tmp_path, alg):
+    """An issuer may never allow none or HS* (SECURITY rule 2)."""
+    text = f"issuers:\n  - {{issuer: 'https://idp.example.com', audience: gw, algorithms: [RS256, {alg}]}}\n"
+    with pytest.raises(ConfigError, match="asymmetric"):
+        _load(tmp_path, text + TARGET)
+
+
+def test_password_in_file_refused(tmp_path):
+    """A target with an inline password is refused: secrets come from env or a file."""
+    text = ISSUER + "targets:\n  shop: {host: h, database: d, password: hunter2}\n"
+    with pytest.raises(ConfigError, match="passwords never sit in the config file") as err:
+        _load(tmp_path, text)
+    assert "hunter2" not in str(err.value)
+
+
+def test_dev_mode_refused_off_loopback(tmp_path):
+    """Dev mode (the built-in issuer) is refused unless the gateway listens on loopback."""
+    with pytest.raises(ConfigError, match="loopback"):
+        _load(tmp_path, TARGET + "dev_mode: true\nlisten: {host: 0.0.0.0}\n")
+    assert _load(tmp_path, TARGET + "dev_mode: true\nlisten: {host: 127.0.0.1}\n").dev_mode
+
+
+def test_no_issuer_outside_dev_mode_refused(tmp_path):
+    """Without dev mode the gateway needs a real issuer."""
+    with pytest.raises(ConfigError, match="no issuers"):
+        _load(tmp_path, TARGET)
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    """Several mistakes are listed together, each with its path."""
+    text = ISSUER + "targets:\n  shop: {host: h, database: d, port: 0, pool: {max_size: 0}}\nlimits: {max_rows: -1}\n"
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    message = str(err.value)
+    assert "targets.shop.port" in message
+    assert "targets.shop.pool.max_size" in message
+    assert "limits.max_rows" in message
+
+
+def test_missing_file(tmp_path):
+    """A config path that does not exist is a clear error."""
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml")
