@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import structlog
-from fastapi import APIRouter, Body, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError, InvalidRequest, Unauthenticated, Unavailable
@@ -19,6 +20,9 @@ from gateway.pipeline import Pipeline, RequestContext, StatementRequest
 log = structlog.get_logger("gateway.api")
 PROBLEM = "application/problem+json"
 Param = None | StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class JSONResponse(Response):
@@ -125,9 +129,34 @@ async def targets(caller: Caller, pipeline: PipelineDep) -> JSONResponse:
     return JSONResponse({"targets": pipeline.targets(caller)})
 
 
+def _errors_text(errors: Sequence[Any]) -> str:
+    parts = []
+    for err in list(errors)[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid body"
+
+
+def _json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
+    """Parse the body as JSON whatever its content type (curl -d sends a form type)."""
+
+    async def parse(request: Request) -> Model:
+        raw = await request.body()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("the body is not valid JSON") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidRequest(_errors_text(exc.errors())) from None
+
+    return parse
+
+
 @router.post("/v1/query")
 async def query(
-    caller: Caller, ctx: Context, pipeline: PipelineDep, body: Annotated[QueryBody, Body()]
+    caller: Caller, ctx: Context, pipeline: PipelineDep, body: Annotated[QueryBody, Depends(_json_body(QueryBody))]
 ) -> JSONResponse:
     """Run one statement."""
     _check_params(pipeline, len(body.params))
@@ -137,7 +166,10 @@ async def query(
 
 @router.post("/v1/transaction")
 async def transaction(
-    caller: Caller, ctx: Context, pipeline: PipelineDep, body: Annotated[TransactionBody, Body()]
+    caller: Caller,
+    ctx: Context,
+    pipeline: PipelineDep,
+    body: Annotated[TransactionBody, Depends(_json_body(TransactionBody))],
 ) -> JSONResponse:
     """Run several statements atomically."""
     limits = pipeline.settings.limits
@@ -164,11 +196,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for err in exc.errors()[:10]:
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{loc or 'body'}: {err.get('msg')}")
-        return problem(_request_id(request), InvalidRequest("; ".join(parts) or "invalid body"))
+        return problem(_request_id(request), InvalidRequest(_errors_text(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -222,3 +222,15 @@ def test_statement_comment_carries_request_id(gateway: RunningGateway):
         )
     watcher.join()
     assert any("gw request_id=trace-me-42 user=reader@example.com" in s for s in seen), seen
+
+
+def test_json_body_whatever_the_content_type(gateway: RunningGateway):
+    """A JSON body sent with curl's default form content type is still read as JSON."""
+    with gateway.client("reader") as http:
+        reply = http.post(
+            "/v1/query",
+            content=b'{"target": "shop", "sql": "SELECT 1"}',
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rows"] == [[1]]
