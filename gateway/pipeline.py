@@ -8,6 +8,7 @@ allowed or denied, is audited before anything runs.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,12 +121,15 @@ class Pipeline:
             return await self.validator.validate(token)
         except Unauthenticated as exc:
             record = self._base(ctx, "auth", None)
-            record.update(user=exc.unverified_subject, decision="deny", code=exc.code, reason=exc.reason)
+            record.update(
+                user=exc.unverified_subject, decision="deny", code=exc.code, reason=exc.reason,
+                token_hash=_token_hash(token),
+            )
             await self._record(record)
             raise
         except GatewayError as exc:  # e.g. an oversized token
             record = self._base(ctx, "auth", None)
-            record.update(decision="deny", code=exc.code, reason=exc.detail)
+            record.update(decision="deny", code=exc.code, reason=exc.detail, token_hash=_token_hash(token))
             await self._record(record)
             raise
 
@@ -367,6 +371,11 @@ class Pipeline:
             # The decision record is already durable; the statement has run, so
             # failing the reply now would only invite a blind retry of a write.
             log.error("audit_outcome_lost", request_id=ctx.request_id)
+
+
+def _token_hash(token: str | None) -> str | None:
+    """A short hash that links log lines about one token without revealing it (SECURITY rule 7)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
 
 
 def _ms(started: float) -> float:
