@@ -122,7 +122,10 @@ class Pipeline:
         except Unauthenticated as exc:
             record = self._base(ctx, "auth", None)
             record.update(
-                user=exc.unverified_subject, decision="deny", code=exc.code, reason=exc.reason,
+                user=exc.unverified_subject,
+                decision="deny",
+                code=exc.code,
+                reason=exc.reason,
                 token_hash=_token_hash(token),
             )
             await self._record(record)

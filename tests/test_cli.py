@@ -19,9 +19,7 @@ GATEWAY = [sys.executable, "-m", "gateway.cli"]
 
 def gateway_cmd(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `gateway ARGS` and capture its output (bounded in time)."""
-    return subprocess.run(
-        [*GATEWAY, *args], capture_output=True, text=True, timeout=60, env=env, cwd=REPO, check=check
-    )
+    return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, timeout=60, env=env, cwd=REPO, check=check)
 
 
 def test_policy_check_example_policies():
@@ -51,20 +49,22 @@ def dev_config(tmp_path: Path, test_db: ScratchDatabase) -> tuple[Path, dict[str
         secrets.append(f"      {account.user}: {{env: GWDEV_{level.upper()}}}")
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        "\n".join([
-            "dev_mode: true",
-            f"listen: {{host: 127.0.0.1, port: {port}}}",
-            f"policies_dir: {tmp_path / 'policies'}",
-            "targets:",
-            "  shop:",
-            f"    host: {DB_HOST}",
-            f"    port: {DB_PORT}",
-            f"    database: {test_db.name}",
-            "    secrets:",
-            *secrets,
-            f"audit: {{path: {tmp_path / 'audit.db'}}}",
-            f"dev: {{key_file: {tmp_path / 'dev-key.json'}}}",
-        ])
+        "\n".join(
+            [
+                "dev_mode: true",
+                f"listen: {{host: 127.0.0.1, port: {port}}}",
+                f"policies_dir: {tmp_path / 'policies'}",
+                "targets:",
+                "  shop:",
+                f"    host: {DB_HOST}",
+                f"    port: {DB_PORT}",
+                f"    database: {test_db.name}",
+                "    secrets:",
+                *secrets,
+                f"audit: {{path: {tmp_path / 'audit.db'}}}",
+                f"dev: {{key_file: {tmp_path / 'dev-key.json'}}}",
+            ]
+        )
         + "\n",
         encoding="utf-8",
     )
@@ -72,11 +72,15 @@ def dev_config(tmp_path: Path, test_db: ScratchDatabase) -> tuple[Path, dict[str
 
 
 def test_dev_mode_newcomer_path(dev_config):
-    """serve + dev-token + query: a dev token from the CLI gets rows; shutdown is clean; audit verifies."""
+    """Serve + dev-token + query: a dev token from the CLI gets rows; shutdown is clean; audit verifies."""
     config, env, port = dev_config
     server = subprocess.Popen(
-        [*GATEWAY, "serve", "--config", str(config)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*GATEWAY, "serve", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -117,8 +121,7 @@ def test_dev_token_refused_outside_dev_mode(tmp_path):
     """dev-token does nothing unless the config is in dev mode."""
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        "issuers: [{issuer: 'https://idp.example.com', audience: gw}]\n"
-        "targets: {shop: {host: h, database: d}}\n",
+        "issuers: [{issuer: 'https://idp.example.com', audience: gw}]\ntargets: {shop: {host: h, database: d}}\n",
         encoding="utf-8",
     )
     result = gateway_cmd("dev-token", "a@example.com", "--config", str(config))

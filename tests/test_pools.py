@@ -18,6 +18,7 @@ from gateway.settings import PoolSettings, TargetSettings
 
 @pytest.fixture
 def anyio_backend():
+    """Run the async tests on asyncio (the gateway's loop)."""
     return "asyncio"
 
 
