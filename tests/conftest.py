@@ -62,7 +62,7 @@ async def root_connection() -> Any:
     )
 
 
-async def _root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+async def aroot_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
     conn = await root_connection()
     try:
         async with conn.cursor() as cur:
@@ -74,7 +74,7 @@ async def _root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
 
 def root_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
     """Run one statement as the administrator (from synchronous test code) and return its rows."""
-    return run(_root_query(sql, args))
+    return run(aroot_query(sql, args))
 
 
 @dataclass(frozen=True)

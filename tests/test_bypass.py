@@ -84,7 +84,7 @@ CORPUS: list[tuple[str, set[str]]] = [
 ]
 
 
-def _snapshot(db: str) -> tuple[object, ...]:
+def _snapshot(db: str, prefix: str) -> tuple[object, ...]:
     tables = root_query(
         "SELECT table_name, table_rows IS NOT NULL FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
         (db,),
@@ -95,9 +95,16 @@ def _snapshot(db: str) -> tuple[object, ...]:
         (db,),
     )
     checksums = root_query("CHECKSUM TABLE " + ", ".join(f"`{db}`.`{t[0]}`" for t in tables) + " EXTENDED")
-    users = root_query("SELECT user, host FROM mysql.user ORDER BY 1, 2")
+    # Only accounts this run owns or the corpus tries to create: other test runs may share the server.
+    users = root_query(
+        "SELECT user, host FROM mysql.user WHERE user LIKE %s OR user IN ('evil', 'x') ORDER BY 1, 2", (f"{prefix}%",)
+    )
+    privileges = root_query(
+        "SELECT grantee, privilege_type FROM information_schema.user_privileges WHERE grantee LIKE %s ORDER BY 1, 2",
+        (f"'{prefix}%",),
+    )
     read_only = root_query("SELECT @@global.read_only")
-    return (tables, columns, checksums, users, read_only)
+    return (tables, columns, checksums, users, privileges, read_only)
 
 
 def test_corpus_is_large_enough():
@@ -107,7 +114,7 @@ def test_corpus_is_large_enough():
 
 def test_bypass_corpus_against_read_grant(gateway: RunningGateway):
     """Every corpus statement is refused with a clean error; MariaDB is unchanged after."""
-    before = _snapshot(gateway.db.name)
+    before = _snapshot(gateway.db.name, gateway.db.prefix)
     OUTFILE.unlink(missing_ok=True)
     wrong: list[tuple[str, int, str]] = []
     with gateway.client("reader") as http:
@@ -117,7 +124,7 @@ def test_bypass_corpus_against_read_grant(gateway: RunningGateway):
             if reply.status_code not in {400, 403, 422} or code not in allowed_codes | {"database_error"}:
                 wrong.append((sql, reply.status_code, code))
     assert wrong == []
-    assert _snapshot(gateway.db.name) == before
+    assert _snapshot(gateway.db.name, gateway.db.prefix) == before
     assert not OUTFILE.exists()
 
 
@@ -133,10 +140,10 @@ def test_bypass_corpus_against_read_grant(gateway: RunningGateway):
 )
 def test_quoting_edge_cases_are_read_only(gateway: RunningGateway, sql: str):
     """Quoting tricks either run as the harmless read they are or are refused; never a write."""
-    before = _snapshot(gateway.db.name)
+    before = _snapshot(gateway.db.name, gateway.db.prefix)
     with gateway.client("reader") as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": sql})
     assert reply.status_code in {200, 400, 403, 422}
     if reply.status_code == 200:
         assert reply.json()["kind"] == "read"
-    assert _snapshot(gateway.db.name) == before
+    assert _snapshot(gateway.db.name, gateway.db.prefix) == before

@@ -1,0 +1,109 @@
+"""Execution's own defences, each proven without the classifier in front of it."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DB_HOST, DB_PORT, ScratchDatabase, aroot_query, root_query
+
+from gateway.credentials import EnvSecret
+from gateway.errors import DatabaseError, PayloadTooLarge, StatementTimeout
+from gateway.execution import Limits, comment_for, run_statement
+from gateway.log import scrub_secrets
+from gateway.pools import ConnectionPool, connector
+from gateway.settings import PoolSettings, TargetSettings
+from gateway.statements import Kind, Statement
+
+
+@pytest.fixture
+def anyio_backend():
+    """Run the async tests on asyncio (the gateway's loop)."""
+    return "asyncio"
+
+
+def _pool(db: ScratchDatabase, level: str, monkeypatch: pytest.MonkeyPatch) -> ConnectionPool:
+    monkeypatch.setenv(f"GWTEST_EXEC_{level}", db.accounts[level].password)
+    target = TargetSettings(host=DB_HOST, port=DB_PORT, database=db.name, pool=PoolSettings(max_size=2))
+    return ConnectionPool(
+        level, connector(target, db.accounts[level].user, EnvSecret(f"GWTEST_EXEC_{level}")), target.pool
+    )
+
+
+def _raw(sql: str, kind: Kind) -> Statement:
+    """A statement as if the classifier had (wrongly) let it through."""
+    return Statement(sql, kind, "X", frozenset(), frozenset(), sql, 0, (sql,))
+
+
+LIMITS = Limits(timeout=5, max_rows=100, max_bytes=1 << 20, read_only=True)
+
+
+@pytest.mark.anyio
+async def test_read_only_session_stops_a_write_the_classifier_missed(test_db, monkeypatch):
+    """A write mislabelled as read, on a write-capable account, is refused by tx_read_only (1792)."""
+    pool = _pool(test_db, "writer", monkeypatch)
+    async with pool.connection() as conn:
+        with pytest.raises(DatabaseError) as err:
+            await run_statement(conn, _raw("DELETE FROM orders", Kind.READ), [], LIMITS, comment_for("r1", "u"))
+    assert err.value.errno == 1792
+    assert await aroot_query(f"SELECT COUNT(*) > 0 FROM `{test_db.name}`.orders") == [(1,)]
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_reader_account_cannot_write_even_without_read_only(test_db, monkeypatch):
+    """The last layer: the SELECT-only account is refused a write by MariaDB's privileges (1142)."""
+    pool = _pool(test_db, "reader", monkeypatch)
+    limits = Limits(timeout=5, max_rows=100, max_bytes=1 << 20, read_only=False)
+    async with pool.connection() as conn:
+        with pytest.raises(DatabaseError) as err:
+            await run_statement(conn, _raw("DELETE FROM orders", Kind.WRITE), [], limits, comment_for("r2", "u"))
+    assert err.value.errno == 1142
+    await pool.close()
+
+
+def test_gateway_accounts_have_no_dangerous_privileges(test_db):
+    """No account the gateway uses holds FILE, PROCESS, SUPER or CREATE ROUTINE."""
+    for account in test_db.accounts.values():
+        grants = " ".join(row[0] for row in root_query(f"SHOW GRANTS FOR '{account.user}'@'%'")).upper()
+        for privilege in ("FILE", "PROCESS", "SUPER", "CREATE ROUTINE", "ALL PRIVILEGES"):
+            assert privilege not in grants, (account.user, privilege)
+
+
+@pytest.mark.anyio
+async def test_max_statement_time_enforced_by_mariadb(test_db, monkeypatch):
+    """SET STATEMENT max_statement_time stops SLEEP even when the classifier allowed it."""
+    pool = _pool(test_db, "reader", monkeypatch)
+    limits = Limits(timeout=0.3, max_rows=100, max_bytes=1 << 20, read_only=True)
+    async with pool.connection() as conn:
+        with pytest.raises(StatementTimeout):
+            await run_statement(conn, _raw("SELECT SLEEP(3)", Kind.READ), [], limits, comment_for("r3", "u"))
+    async with pool.connection() as conn:
+        heavy = _raw("SELECT COUNT(*) FROM items a, items b, items c", Kind.READ)
+        with pytest.raises(StatementTimeout):
+            await run_statement(conn, heavy, [], limits, comment_for("r4", "u"))
+    await pool.close()
+
+
+@pytest.mark.anyio
+async def test_result_bytes_cap(test_db, monkeypatch):
+    """A result over max_bytes is refused with payload_too_large and the session is discarded."""
+    pool = _pool(test_db, "reader", monkeypatch)
+    limits = Limits(timeout=5, max_rows=10_000, max_bytes=2_000, read_only=True)
+    async with pool.connection() as conn:
+        with pytest.raises(PayloadTooLarge):
+            await run_statement(conn, _raw("SELECT name FROM items", Kind.READ), [], limits, comment_for("r5", "u"))
+        assert conn.discard
+    await pool.close()
+
+
+def test_comment_cannot_be_closed_by_user_text():
+    """The statement comment keeps only safe characters: a hostile user claim cannot end it."""
+    comment = comment_for("id-1", "evil */ DROP TABLE x; /*")
+    assert comment.count("*/") == 1
+    assert comment.endswith("*/")
+    assert "DROP TABLE x;" not in comment
+
+
+def test_log_scrubs_secret_keys():
+    """Log events never carry values under secret-looking keys; token hashes stay."""
+    event = scrub_secrets(None, "info", {"password": "p", "access_token": "t", "token_hash": "abc", "user": "u"})
+    assert event == {"password": "[redacted]", "access_token": "[redacted]", "token_hash": "abc", "user": "u"}
