@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import GatewayError, InvalidRequest, Unauthenticated, Unavailable
+from gateway.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext, StatementRequest
 
@@ -97,6 +97,21 @@ async def _identity(request: Request) -> Identity:
 
 
 Caller = Annotated[Identity, Depends(_identity)]
+
+
+def require_role(role: str) -> Callable[[Request, Identity], Awaitable[Identity]]:
+    """A dependency that lets only callers holding ``role`` (admin, auditor) through."""
+
+    async def check(request: Request, caller: Caller) -> Identity:
+        if role not in _pipeline(request).roles(caller):
+            raise Forbidden(f"the {role} role is required")
+        return caller
+
+    return check
+
+
+Admin = Annotated[Identity, Depends(require_role("admin"))]
+Auditor = Annotated[Identity, Depends(require_role("auditor"))]
 Context = Annotated[RequestContext, Depends(_context)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 

@@ -163,6 +163,10 @@ class Pipeline:
                 return False
         return True
 
+    def roles(self, identity: Identity) -> frozenset[str]:
+        """The caller's roles (admin, auditor) under the current policy."""
+        return roles_of(identity, self.policies.current)
+
     def me(self, identity: Identity) -> dict[str, Any]:
         """Describe the caller: user, groups, roles and effective grants."""
         policy = self.policies.current
