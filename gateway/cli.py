@@ -36,6 +36,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        # Longer than the usual load balancer idle timeout (60 s), so the balancer,
+        # not the gateway, closes idle connections and never races a reused one.
+        timeout_keep_alive=75,
     )
     return 0
 

@@ -212,6 +212,7 @@ def start_gateway(settings: Settings, idp: OidcProvider, db: ScratchDatabase, **
         port=settings.listen.port,
         log_level="warning",
         lifespan="on",
+        timeout_keep_alive=75,  # a busy CI machine must not race the server's idle close
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)

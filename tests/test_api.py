@@ -234,3 +234,12 @@ def test_json_body_whatever_the_content_type(gateway: RunningGateway):
         )
     assert reply.status_code == 200, reply.text
     assert reply.json()["rows"] == [[1]]
+
+
+def test_metrics_exposed(gateway: RunningGateway):
+    """/metrics serves Prometheus text with request counters and pool gauges."""
+    with gateway.client("reader") as http:
+        http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+        text = http.get("/metrics").text
+    assert 'gateway_requests_total{code="200",route="/v1/query"}' in text
+    assert "gateway_pool_in_use" in text
