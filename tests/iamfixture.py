@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncmy
-from asyncmy import errors as db_errors
 import pytest
+from asyncmy import errors as db_errors
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,7 +53,7 @@ VERIFIER = Path(__file__).with_name("iamverifier.py")
 # Static test credentials: pam_exec passes at most 512 bytes of password, and a
 # session token would make the IAM token longer than that.
 ACCESS_KEY = "AKIAGWTESTEXAMPLE001"
-SECRET_KEY = "gwtest/secret/key/only/for/the/iam/fixture0"  # noqa: S105 - test data
+SECRET_KEY = "gwtest/secret/key/only/for/the/iam/fixture0"
 REGION = "eu-west-1"
 DATABASE = "gwiam"
 
@@ -132,9 +132,7 @@ def _write_tls(directory: Path) -> Path:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -142,9 +140,7 @@ def _write_tls(directory: Path) -> Path:
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (directory / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     shutil.chown(directory / "server.key", "mysql", "mysql")
     (directory / "server.key").chmod(0o600)
@@ -187,7 +183,7 @@ def running_iam_mariadb() -> Iterator[IamMariaDB]:
         pytest.skip(f"private PAM MariaDB unavailable: {reason}")
     rand = secrets.token_hex(4)
     service = f"gwtest-iam-{rand}"
-    base = Path(tempfile.mkdtemp(prefix=f"gwiam-{rand}-", dir="/tmp"))  # noqa: S108 - must be reachable by mysql
+    base = Path(tempfile.mkdtemp(prefix=f"gwiam-{rand}-", dir="/tmp"))
     base.chmod(0o755)
     data, run, tls, verify = base / "data", base / "run", base / "tls", base / "verify"
     for d in (data, run, tls, verify):

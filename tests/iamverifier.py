@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Check an RDS IAM auth token the way RDS does; run by pam_exec for the test MariaDB.
 
 Usage (PAM): ``auth required pam_exec.so expose_authtok quiet <this> <config.json>``.
@@ -43,9 +42,7 @@ def expected_signature(secret: str, host_port: str, params: dict[str, str]) -> s
     query = "&".join(
         f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()) if k != "X-Amz-Signature"
     )
-    canonical = "\n".join(
-        ["GET", "/", query, f"host:{host_port}", "", "host", hashlib.sha256(b"").hexdigest()]
-    )
+    canonical = "\n".join(["GET", "/", query, f"host:{host_port}", "", "host", hashlib.sha256(b"").hexdigest()])
     _, date, region, service, terminal = params["X-Amz-Credential"].split("/")
     scope = f"{date}/{region}/{service}/{terminal}"
     to_sign = "\n".join(
@@ -57,7 +54,7 @@ def expected_signature(secret: str, host_port: str, params: dict[str, str]) -> s
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def check(token: str, user: str, config: dict[str, str], now: dt.datetime) -> str | None:
+def check(token: str, user: str, config: dict[str, str], now: dt.datetime) -> str | None:  # noqa: PLR0911 - one reason per check
     """Return why ``token`` is refused for ``user``, or None when RDS would accept it."""
     host_port, sep, query = token.partition("/?")
     if not sep or host_port != config["host_port"]:
