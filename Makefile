@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench venv node mariadb seed clean
+.PHONY: run test lint bench venv node mariadb seed clean iamdeps
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ $(NODE_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
 mariadb:
 	bash scripts/ensure-mariadb.sh
 
+iamdeps:
+	bash scripts/ensure-iam-test-deps.sh
+
 seed: venv mariadb
 	$(BIN)/gateway demo seed --state-dir .run
 
@@ -36,7 +39,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv node mariadb lint
+test: venv node mariadb iamdeps lint
 	$(BIN)/pytest -q
 
 clean:
