@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench venv node mariadb seed clean iamdeps
+.PHONY: run test lint bench venv node mariadb seed clean iamdeps bench-credentials
 
 venv: $(STAMP)
 
@@ -41,6 +41,9 @@ lint: venv
 
 test: venv node mariadb iamdeps lint
 	$(BIN)/pytest -q
+
+bench-credentials: venv iamdeps
+	$(BIN)/python scripts/bench_credentials.py
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache
