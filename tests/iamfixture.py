@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -177,6 +178,28 @@ async def _ping(path: Path) -> None:
     conn.close()
 
 
+LEFTOVER_AGE = 3600
+
+
+def _remove_leftovers() -> None:
+    """Clean up after an interrupted run over an hour old: its server, PAM file and directory."""
+    for base in Path("/tmp").glob("gwiam-*-*"):  # noqa: S108 - where running_iam_mariadb puts them
+        try:
+            if time.time() - base.stat().st_mtime < LEFTOVER_AGE:
+                continue
+            pid_file = base / "run" / "mysqld.pid"
+            if pid_file.exists():
+                pid = int(pid_file.read_text(encoding="utf-8").strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+                if str(base).encode() in cmdline:  # only the server this directory belongs to
+                    os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
+        rand = base.name.split("-")[1]
+        (PAM_DIR / f"gwtest-iam-{rand}").unlink(missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_iam_mariadb() -> Iterator[IamMariaDB]:
     """Start the private MariaDB with a token-checking PAM service; remove it all after."""
@@ -184,6 +207,7 @@ def running_iam_mariadb() -> Iterator[IamMariaDB]:
     if reason:
         # In CI the proof must run: a missing prerequisite fails rather than skips.
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"private PAM MariaDB unavailable: {reason}")
+    _remove_leftovers()
     rand = secrets.token_hex(4)
     service = f"gwtest-iam-{rand}"
     base = Path(tempfile.mkdtemp(prefix=f"gwiam-{rand}-", dir="/tmp"))
