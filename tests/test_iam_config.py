@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 from iamfixture import aws_test_credentials
 
+from gateway.app import create_app
 from gateway.cli import main
 from gateway.connectrate import ConnectRate
 from gateway.credentials import provider_for
 from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.iamtokens import IamTokenProvider
-from gateway.settings import TargetSettings, load_settings
+from gateway.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["aws_test_credentials"]
 
@@ -125,3 +127,20 @@ def test_connect_rate_spaces_and_refuses():
     now[0] += 10
     assert rate.reserve(max_wait=0) == 0
     assert (rate.delayed, rate.refused) == (2, 1)
+
+
+def test_botocore_debug_logs_never_carry_a_token(tmp_path, caplog, aws_test_credentials):
+    """Even with DEBUG logging, the app keeps botocore from logging a token's signature."""
+    create_app(
+        Settings(
+            dev_mode=True,
+            dev={"key_file": tmp_path / "dev.json"},
+            targets={"shop": IAM_TARGET},
+            audit={"path": tmp_path / "audit.db"},
+        )
+    )
+    provider = IamTokenProvider("db.example.internal", 3306, "gw_reader", "eu-west-1", ttl=600)
+    with caplog.at_level(logging.DEBUG):
+        token = asyncio.run(provider.password())
+    signature = token.rsplit("=", 1)[1]
+    assert signature not in caplog.text
