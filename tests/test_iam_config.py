@@ -16,6 +16,7 @@ from gateway.connectrate import ConnectRate
 from gateway.credentials import provider_for
 from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.iamtokens import IamTokenProvider
+from gateway.pools import PoolRegistry
 from gateway.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["aws_test_credentials"]
@@ -144,3 +145,20 @@ def test_botocore_debug_logs_never_carry_a_token(tmp_path, caplog, aws_test_cred
         token = asyncio.run(provider.password())
     signature = token.rsplit("=", 1)[1]
     assert signature not in caplog.text
+
+
+def test_pools_of_a_target_share_its_connect_rate():
+    """One new-connection budget per target (RDS throttles per instance), shared by its db_user pools."""
+    target = TargetSettings(**{**IAM_TARGET, "iam": {"region": "eu-west-1", "db_users": ["gw_reader", "gw_writer"]}})
+
+    async def scenario() -> list[object]:
+        registry = PoolRegistry({"shop": target})
+        await registry.open()  # min_size 0: nothing connects
+        try:
+            return [pool._connect.rate for pool in registry.pools().values()]
+        finally:
+            await registry.close()
+
+    reader_rate, writer_rate = asyncio.run(scenario())
+    assert isinstance(reader_rate, ConnectRate)
+    assert reader_rate is writer_rate
