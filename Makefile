@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench venv node mariadb seed clean
+.PHONY: run test lint bench venv node mariadb seed clean iamdeps bench-credentials
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ $(NODE_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
 mariadb:
 	bash scripts/ensure-mariadb.sh
 
+iamdeps:
+	bash scripts/ensure-iam-test-deps.sh
+
 seed: venv mariadb
 	$(BIN)/gateway demo seed --state-dir .run
 
@@ -36,8 +39,11 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv node mariadb lint
+test: venv node mariadb iamdeps lint
 	$(BIN)/pytest -q
+
+bench-credentials: venv iamdeps
+	$(BIN)/python scripts/bench_credentials.py
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache

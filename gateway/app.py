@@ -80,6 +80,9 @@ def create_app(
     metrics = Metrics()
     # sqlglot logs unparsed statement text (with literals) at WARNING: keep it out of our logs.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    # botocore logs request signatures (an IAM token is one) and response bodies
+    # (Secrets Manager values) at DEBUG: never let them through (SECURITY rule 23).
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,8 +2,9 @@
 
 A ``CredentialProvider`` is the swap point between auth modes: the ``secret``
 mode reads an env var or a file each time a connection is opened (so a
-rotated Kubernetes secret is picked up without a restart); the ``iam`` mode
-(short-lived RDS tokens) plugs in behind the same one-method interface.
+rotated Kubernetes secret is picked up without a restart), or AWS Secrets
+Manager with a TTL cache (``awssecrets.py``); the ``iam`` mode mints
+short-lived RDS tokens (``iamtokens.py``).
 Nothing here ever logs or returns a secret inside an error message.
 """
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.awssecrets import AwsSecretsManagerSecret
 from gateway.errors import ConfigError, DatabaseUnavailable
+from gateway.iamtokens import IamTokenProvider
 from gateway.settings import SecretSource, TargetSettings
 
 
@@ -27,6 +30,10 @@ class CredentialProvider(Protocol):
 
     async def password(self) -> str:
         """Return the password, or raise ``DatabaseUnavailable`` naming the cause."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget any cached value: the database refused it (rotated secret, expired token)."""
         ...
 
 
@@ -46,6 +53,9 @@ class EnvSecret:
         if not value:
             raise DatabaseUnavailable(f"credential unavailable: {self.describe()} is not set")
         return value
+
+    def invalidate(self) -> None:
+        """Nothing is cached: the variable is read for every connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +80,26 @@ class FileSecret:
             raise DatabaseUnavailable(f"credential unavailable: {self.describe()} is empty")
         return value
 
+    def invalidate(self) -> None:
+        """Nothing is cached: the file is read for every connection."""
+
 
 def _from_source(source: SecretSource) -> CredentialProvider:
     if source.env is not None:
         return EnvSecret(source.env)
     if source.file is not None:
         return FileSecret(source.file)
+    if source.aws_secret is not None:
+        return AwsSecretsManagerSecret(source.aws_secret)
     raise ConfigError("secret source without env or file")  # settings already refuse this
 
 
 def provider_for(target_name: str, target: TargetSettings, db_user: str) -> CredentialProvider:
     """Build the credential provider for ``(target, db_user)`` from the target's auth mode."""
+    if target.auth_mode == "iam" and target.iam is not None:
+        if db_user not in target.iam.db_users:
+            raise ConfigError(f"target {target_name!r} has no IAM db_user {db_user!r}")
+        return IamTokenProvider(target.host, target.port, db_user, target.iam.region, ttl=target.iam.token_ttl)
     source = target.secrets.get(db_user)
     if source is None:
         raise ConfigError(f"target {target_name!r} has no secret configured for db_user {db_user!r}")

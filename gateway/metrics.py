@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.pools import ConnectionPool
@@ -15,7 +15,7 @@ class _PoolCollector(Collector):
     def __init__(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
         self._pools = pools
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         families = {
             "in_use": GaugeMetricFamily("gateway_pool_in_use", "Connections handed out", labels=["pool"]),
             "idle": GaugeMetricFamily("gateway_pool_idle", "Idle open connections", labels=["pool"]),
@@ -26,6 +26,16 @@ class _PoolCollector(Collector):
             families["idle"].add_metric([pool.name], pool.idle)
             families["waiting"].add_metric([pool.name], pool.waiting)
         yield from families.values()
+        connects = CounterMetricFamily(
+            "gateway_db_connects",
+            "New database connections by result (ok, credential_error, auth_refused, cleartext_refused, ...)",
+            labels=["pool", "result"],
+        )
+        for pool in self._pools().values():
+            stats = pool.connect_stats
+            for result, count in sorted(stats.results.items()) if stats else ():
+                connects.add_metric([pool.name, result], count)
+        yield connects
 
 
 class Metrics:

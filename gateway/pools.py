@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from asyncmy import errors as db_errors
-from asyncmy.connection import Connection
-from asyncmy.constants.CLIENT import MULTI_STATEMENTS
 
+from gateway.connector import Connector, ConnectStats
+from gateway.connectrate import ConnectRate
 from gateway.credentials import CredentialProvider, provider_for
 from gateway.errors import DatabaseUnavailable, Forbidden, PoolExhausted
 from gateway.policy import Decision
@@ -96,6 +94,12 @@ class ConnectionPool:
     def waiting(self) -> int:
         """Tasks waiting for a connection."""
         return len(self._waiters)
+
+    @property
+    def connect_stats(self) -> ConnectStats | None:
+        """Results of opening new connections (when the connector counts them)."""
+        stats = getattr(self._connect, "stats", None)
+        return stats if isinstance(stats, ConnectStats) else None
 
     @property
     def idle(self) -> int:
@@ -232,47 +236,14 @@ class ConnectionPool:
             self.release(conn)
 
 
-def connector(target: TargetSettings, db_user: str, credentials: CredentialProvider) -> Callable[[], Any]:
-    """Return a coroutine factory opening one hardened connection for ``(target, db_user)``."""
-    ssl_context: ssl.SSLContext | None = None
-    if target.tls.enabled:
-        ca = str(target.tls.ca_file) if target.tls.ca_file else None
-        ssl_context = ssl.create_default_context(cafile=ca)
-        ssl_context.check_hostname = target.tls.verify_hostname
-
-    async def connect() -> Any:  # noqa: ANN401 - asyncmy is untyped
-        password = await credentials.password()
-        conn = Connection(  # type: ignore[no-untyped-call]
-            host=target.host,
-            port=target.port,
-            user=db_user,
-            password=password,
-            database=target.database,
-            charset="utf8mb4",
-            init_command=INIT_COMMAND,
-            autocommit=True,
-            local_infile=False,
-            ssl=ssl_context,
-            connect_timeout=target.pool.connect_timeout,
-        )
-        # asyncmy always asks for multi-statements; take it back so MariaDB itself
-        # refuses a second statement (SECURITY rule 8).
-        conn._client_flag &= ~MULTI_STATEMENTS  # type: ignore[attr-defined]  # noqa: SLF001
-        try:
-            await conn.connect()
-        except db_errors.MySQLError as exc:
-            errno = exc.args[0] if exc.args else 0
-            raise DatabaseUnavailable(
-                f"cannot connect to {target.host}:{target.port} as {db_user} "
-                f"(MariaDB error {errno}; credentials from {credentials.describe()})"
-            ) from None
-        except OSError as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {target.host}:{target.port} ({exc.strerror or exc})"
-            ) from None
-        return conn
-
-    return connect
+def connector(
+    target: TargetSettings,
+    db_user: str,
+    credentials: CredentialProvider,
+    rate: ConnectRate | None = None,
+) -> Connector:
+    """Return the connector opening hardened connections for ``(target, db_user)``."""
+    return Connector(target, db_user, credentials, INIT_COMMAND, rate)
 
 
 class PoolRegistry:
@@ -285,9 +256,10 @@ class PoolRegistry:
     async def open(self) -> None:
         """Create one pool per configured ``(target, db_user)`` and warm ``min_size``."""
         for name, target in self._targets.items():
-            for db_user in target.secrets:
+            rate = ConnectRate(name, target.pool.max_connects_per_second)
+            for db_user in target.db_users():
                 creds = provider_for(name, target, db_user)
-                pool = ConnectionPool(f"{name}/{db_user}", connector(target, db_user, creds), target.pool)
+                pool = ConnectionPool(f"{name}/{db_user}", connector(target, db_user, creds, rate), target.pool)
                 self._pools[(name, db_user)] = pool
                 for _ in range(target.pool.min_size):
                     try:

@@ -48,18 +48,44 @@ class IssuerSettings(BaseModel):
         return value
 
 
+class AwsSecretSource(BaseModel):
+    """A password in AWS Secrets Manager, cached for ``ttl`` seconds."""
+
+    model_config = _FROZEN
+    secret_id: str
+    region: str | None = None  # None: boto3's normal chain (AWS_REGION, profile)
+    key: str | None = "password"  # JSON key of the secret string; None: the whole string
+    ttl: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    endpoint_url: str | None = None  # a VPC endpoint, or a local stand-in in tests
+
+
 class SecretSource(BaseModel):
-    """Where a database password comes from: an env var or a file (never inline)."""
+    """Where a database password comes from: an env var, a file or AWS Secrets Manager (never inline)."""
 
     model_config = _FROZEN
     env: str | None = None
     file: Path | None = None
+    aws_secret: AwsSecretSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretSource:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret source names exactly one of env or file")
+        if sum(v is not None for v in (self.env, self.file, self.aws_secret)) != 1:
+            raise ValueError("a secret source names exactly one of env, file or aws_secret")
         return self
+
+
+# RDS IAM auth tokens are valid for 15 minutes; reuse and recycle well before.
+IAM_TOKEN_LIFETIME = 900.0
+IAM_MAX_REUSE = 840.0
+
+
+class IamSettings(BaseModel):
+    """RDS IAM authentication: a short-lived token per new connection, for each ``db_user``."""
+
+    model_config = _FROZEN
+    region: str
+    db_users: Annotated[tuple[str, ...], Field(min_length=1)]
+    token_ttl: Annotated[float, Field(gt=0, le=IAM_MAX_REUSE)] = 600.0  # reuse a minted token this long
 
 
 class TlsSettings(BaseModel):
@@ -81,6 +107,7 @@ class PoolSettings(BaseModel):
     acquire_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     max_lifetime: Annotated[float, Field(gt=0, le=86400)] = 600.0
     max_waiting: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    max_connects_per_second: Annotated[float, Field(gt=0, le=1000)] = 50.0  # per target (RDS throttles IAM logins)
 
 
 class TargetSettings(BaseModel):
@@ -92,8 +119,37 @@ class TargetSettings(BaseModel):
     database: str
     tls: TlsSettings = TlsSettings()
     pool: PoolSettings = PoolSettings()
-    auth_mode: Literal["secret"] = "secret"  # "iam" arrives with the credentials issue
+    auth_mode: Literal["secret", "iam"] = "secret"
     secrets: dict[str, SecretSource] = Field(default_factory=dict)  # db_user -> source
+    iam: IamSettings | None = None
+
+    @model_validator(mode="after")
+    def _auth_mode_fits(self) -> TargetSettings:
+        if self.auth_mode == "secret":
+            if self.iam is not None:
+                raise ValueError("iam settings given but auth_mode is secret")
+            return self
+        problems = []
+        if self.iam is None:
+            problems.append("auth_mode iam needs iam: {region, db_users}")
+        if self.secrets:
+            problems.append("auth_mode iam takes its accounts from iam.db_users, not secrets")
+        if not (self.tls.enabled and self.tls.verify_hostname):
+            problems.append(
+                "auth_mode iam requires TLS with certificate and hostname verification "
+                "(tls.enabled: true, tls.verify_hostname: true): IAM tokens are sent in cleartext inside TLS"
+            )
+        if self.pool.max_lifetime > IAM_MAX_REUSE:
+            problems.append(f"auth_mode iam caps pool.max_lifetime at {IAM_MAX_REUSE:g}s (tokens live 15 minutes)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def db_users(self) -> tuple[str, ...]:
+        """The database accounts the gateway opens pools for on this target."""
+        if self.iam is not None:
+            return self.iam.db_users
+        return tuple(self.secrets)
 
     @model_validator(mode="before")
     @classmethod
