@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ NDJSON = "application/x-ndjson"
 FIRST_BATCH = 256  # rows in the first fetch: the first bytes reach the client early
 MAX_BATCH = 2000  # rows per fetch at most
 CHUNK_BYTES = 256 * 1024  # aim for chunks around this size (wide rows shrink the batch)
+RECEIVE_BUFFER = 256 * 1024  # bytes of kernel receive buffer on a streaming connection
 KILL_TIMEOUT = 5.0  # seconds for the side connection that stops an abandoned statement
 DISCONNECTED = "client_disconnected"
 
@@ -74,6 +76,36 @@ def _translate(exc: db_errors.MySQLError) -> GatewayError:
     if errno >= execution.CLIENT_ERRORS_START or errno == 0:
         return DatabaseUnavailable(f"lost the database connection ({message})")
     return DatabaseError(errno, message)
+
+
+class _ReadGate:
+    """Reads from MariaDB's socket only while a fetch needs bytes, through a small kernel buffer.
+
+    asyncmy 0.2.18's protocol never pauses its transport: it reads the whole
+    result into its buffer (and parses every complete row there) as fast as
+    MariaDB sends it, however slowly rows are taken: 1,000,000 rows held up
+    to ~470 MB when measured. So the socket is paused between fetches and
+    resumed for each one, and its receive buffer is capped: uvloop reads until
+    the kernel buffer is empty, which with Linux's autotuning can be many MB.
+    While the HTTP client is slow, the kernel buffers fill and MariaDB waits.
+    """
+
+    def __init__(self, raw: Any) -> None:  # noqa: ANN401 - asyncmy is untyped
+        self._transport = getattr(raw, "_transport", None)
+        if self._transport is not None:
+            sock = self._transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+    def pause(self) -> None:
+        """Stop reading from the socket."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from the socket again."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
 
 def _line(value: object) -> bytes:
@@ -104,6 +136,8 @@ class RowStream:
         self._started = started
         self._outcome = outcome
         self._thread_id = conn.thread_id
+        self._gate = _ReadGate(conn.raw)
+        self._gate.pause()
         self._done = False
         self.sent = 0  # rows whose chunk the consumer has taken
 
@@ -169,13 +203,16 @@ class RowStream:
             self.close()
 
     async def _fetch(self, batch: int) -> Sequence[Any] | GatewayError:
+        self._gate.resume()
         try:
             async with asyncio.timeout_at(self._deadline):
-                return await self._cursor.fetchmany(batch)  # type: ignore[no-any-return]
+                rows = await self._cursor.fetchmany(batch)
         except TimeoutError:
             return StatementTimeout("the statement ran past its timeout")
         except db_errors.MySQLError as exc:
             return _translate(exc)
+        self._gate.pause()
+        return rows  # type: ignore[no-any-return]
 
     async def _fail(self, error: GatewayError) -> bytes:
         self._release(discard=True)
@@ -213,6 +250,7 @@ class RowStream:
             # Unread rows may remain on the wire: never hand this session to anyone else.
             self._release(discard=True)
             return
+        self._gate.resume()  # the next user of this connection reads normally
         try:
             async with asyncio.timeout_at(self._deadline):
                 await self._cursor.close()
