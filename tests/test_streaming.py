@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import asyncmy
 import orjson
-from conftest import RunningGateway, root_query
+from conftest import DB_HOST, DB_PORT, RunningGateway, root_query
 from streamfixture import audit_records, reader_pool, stream_gateway
 
-from gateway.settings import LimitSettings
-from gateway.streaming import stream_limits
+from gateway import execution, streaming
+from gateway.pools import ConnectionPool
+from gateway.settings import LimitSettings, PoolSettings
+from gateway.statements import analyze
+from gateway.streaming import open_stream, stream_limits
 
 __all__ = ["stream_gateway"]
 
@@ -159,3 +164,50 @@ def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_g
     assert 1000 <= outcome["rows"] < 2_000_000
     reply, lines = stream(stream_gateway, "writer", "SELECT seq FROM seq_1_to_10")
     assert lines[-1]["row_count"] == 10  # the pool still serves
+
+
+def test_slow_reader_makes_mariadb_wait_instead_of_filling_memory(test_db):
+    """While the consumer holds a chunk, the gateway reads no further: asyncmy's buffer stays small.
+
+    asyncmy alone would read the whole 2,000,000-row result into memory while
+    the client dawdles; the stream pauses the socket between batches.
+    """
+    reader = test_db.accounts["reader"]
+
+    async def connect():
+        return await asyncmy.connect(
+            host=DB_HOST, port=DB_PORT, user=reader.user, password=reader.password, db=test_db.name, autocommit=True
+        )
+
+    async def scenario():
+        pool = ConnectionPool("bp", connect, PoolSettings(max_size=1))
+        statement = analyze(
+            "SELECT a.seq, b.seq FROM seq_1_to_2000 a JOIN seq_1_to_1000 b", default_database=test_db.name
+        )
+        outcomes = []
+
+        async def outcome(**fields):
+            outcomes.append(fields)
+
+        limits = execution.Limits(timeout=30, max_rows=5_000_000, max_bytes=1, read_only=True)
+        stream = await open_stream(
+            pool, statement, [], limits, "/* gw test */", header={"request_id": "bp"}, started=0.0, outcome=outcome
+        )
+        chunks = stream.chunks()
+        await anext(chunks)  # header
+        await anext(chunks)  # first batch
+        proto = stream._conn.raw._proto
+        for _ in range(20):  # give a greedy reader every chance to run ahead
+            await asyncio.sleep(0.02)
+        buffered = proto.length - proto.pos
+        held = len(proto.buffer)
+        await chunks.aclose()
+        await asyncio.gather(*streaming._CLEANUPS)  # KILL QUERY and the outcome record
+        return buffered, held, pool.in_use, outcomes
+
+    buffered, held, in_use, outcomes = asyncio.run(scenario())
+    assert buffered <= 1024 * 1024
+    assert held <= 4 * 1024 * 1024
+    assert in_use == 0
+    assert outcomes
+    assert outcomes[-1]["code"] == "client_disconnected"
