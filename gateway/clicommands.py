@@ -108,7 +108,8 @@ def _grants_table(console: Console, grants: list[dict[str, Any]]) -> None:
     table = Table("grant", "target", "access", "max rows", "timeout", "expires", box=None)
     for g in grants:
         table.add_row(
-            g["name"], g["target"], g["access"], str(g["max_rows"] or "-"), str(g["statement_timeout"] or "-"),
+            g["name"], g["target"], g["access"], str(g["max_rows"] or "-"),
+            f"{g['statement_timeout']:g}s" if g["statement_timeout"] else "-",
             g["expires"] or "never",
         )  # fmt: skip
     console.print(table)
