@@ -47,3 +47,8 @@ bench-credentials: venv iamdeps
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache
+
+# Streaming benchmark (issue 5): gateway peak RSS over 1,000,000 streamed rows and rows/s vs the mariadb client.
+.PHONY: bench-stream
+bench-stream: venv mariadb
+	$(BIN)/python bench/stream.py --rows 1000000

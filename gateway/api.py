@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext, StatementRequest
+from gateway.streamresponse import NDJSONResponse, wants_ndjson
 
 log = structlog.get_logger("gateway.api")
 PROBLEM = "application/problem+json"
@@ -171,10 +172,19 @@ def _json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
 
 @router.post("/v1/query")
 async def query(
-    caller: Caller, ctx: Context, pipeline: PipelineDep, body: Annotated[QueryBody, Depends(_json_body(QueryBody))]
-) -> JSONResponse:
-    """Run one statement."""
+    request: Request,
+    caller: Caller,
+    ctx: Context,
+    pipeline: PipelineDep,
+    body: Annotated[QueryBody, Depends(_json_body(QueryBody))],
+) -> Response:
+    """Run one statement; with ``Accept: application/x-ndjson`` the rows stream."""
     _check_params(pipeline, len(body.params))
+    if wants_ndjson(request):
+        stream = await pipeline.query_stream(
+            ctx, caller, body.target, StatementRequest(body.sql, body.params), body.max_rows
+        )
+        return NDJSONResponse(stream)
     reply = await pipeline.query(ctx, caller, body.target, StatementRequest(body.sql, body.params), body.max_rows)
     return JSONResponse(reply)
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway import clicommands
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
@@ -140,12 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--state-dir", type=Path, default=Path(".run"))
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
     seed.set_defaults(func=cmd_demo_seed)
+    clicommands.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway`` command."""
     args = build_parser().parse_args(argv)
+    if args.func.__module__ == clicommands.__name__:
+        return clicommands.handle(args.func, args)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway import execution
+from gateway import execution, streaming
 from gateway.audit import AuditLog
 from gateway.encoding import JSONValue
 from gateway.errors import (
@@ -312,6 +312,40 @@ class Pipeline:
             "last_insert_id": result.last_insert_id,
             "duration_ms": duration,
         }
+
+    async def query_stream(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        request: StatementRequest,
+        max_rows: int | None,
+    ) -> streaming.RowStream:
+        """Authorize and start one statement whose rows stream (NDJSON); the outcome is audited when it ends."""
+        decision, (statement,), _ = await self._authorize(ctx, identity, target, [request], transaction=False)
+        buffered = self._limits(decision, max_rows)
+        cap = streaming.stream_limits(self.settings.limits, decision.max_rows, max_rows)
+        limits = execution.Limits(buffered.timeout, cap, buffered.max_bytes, read_only=buffered.read_only)
+        started = time.perf_counter()
+
+        async def outcome(**fields: Any) -> None:  # noqa: ANN401
+            await self._outcome(ctx, identity, target, started, **fields)
+
+        header = {"request_id": ctx.request_id, "target": target, "kind": statement.kind.value, "grant": decision.grant}
+        try:
+            return await streaming.open_stream(
+                self.pools.pool_for(decision),
+                statement,
+                request.params,
+                limits,
+                execution.comment_for(ctx.request_id, identity.user),
+                header=header,
+                started=started,
+                outcome=outcome,
+            )
+        except GatewayError as exc:
+            await outcome(code=exc.code, error=exc.detail)
+            raise
 
     async def transaction(
         self,

@@ -213,6 +213,18 @@ class ConnectionPool:
             with contextlib.suppress(Exception):
                 await conn.raw.ensure_closed()
 
+    async def kill_query(self, thread_id: int) -> None:
+        """Stop the statement running on connection ``thread_id`` over a short-lived side connection.
+
+        MariaDB lets an account kill its own threads without PROCESS; the side
+        connection is not counted in the pool (it lives for one statement).
+        """
+        raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
+        try:
+            await raw.query(f"KILL QUERY {int(thread_id)}")
+        finally:
+            raw.close()
+
     async def check(self, within: float) -> None:
         """Prove the pool can hand out a working connection (for /readyz)."""
         try:
@@ -272,6 +284,17 @@ class PoolRegistry:
     def pools(self) -> dict[tuple[str, str], ConnectionPool]:
         """All pools by ``(target, db_user)`` (for readiness and metrics)."""
         return dict(self._pools)
+
+    def pool_for(self, decision: Decision) -> ConnectionPool:
+        """The pool of an allowing decision's ``(target, db_user)`` (for streams that hold a connection)."""
+        if not decision.allowed or decision.db_user is None:
+            raise Forbidden("no allowing decision")
+        pool = self._pools.get((decision.target, decision.db_user))
+        if pool is None:
+            raise DatabaseUnavailable(
+                f"no credentials configured for db_user {decision.db_user} on target {decision.target}"
+            )
+        return pool
 
     def connection(self, decision: Decision) -> contextlib.AbstractAsyncContextManager[Pooled]:
         """Hold a connection for an allowing decision's ``(target, db_user)``."""

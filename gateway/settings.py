@@ -182,6 +182,8 @@ class LimitSettings(BaseModel):
     max_result_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     default_statement_timeout: Annotated[float, Field(gt=0)] = 30.0
     max_statement_timeout: Annotated[float, Field(gt=0)] = 300.0
+    # Streamed (NDJSON) results keep memory flat, so they have their own, larger row cap.
+    max_stream_rows: Annotated[int, Field(gt=0)] = 10_000_000
 
 
 class DevSettings(BaseModel):
