@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api
+from gateway import adminapi, api
 from gateway.audit import AuditLog
 from gateway.auditstore import AuditStore, SQLiteAuditStore
 from gateway.devissuer import DevIssuer
@@ -94,6 +94,7 @@ def create_app(
         pools = PoolRegistry(settings.targets)
         await pools.open()
         metrics.watch_pools(pools.pools)
+        metrics.watch_policies(policies)
         validator = TokenValidator(configs, sources)
         app.state.pipeline = Pipeline(
             settings,
@@ -127,6 +128,7 @@ def create_app(
         redoc_url=None,
     )
     api.install(app)
+    app.include_router(adminapi.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

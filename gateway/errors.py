@@ -10,6 +10,11 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     │   └── Revoked              403 revoked
     ├── UnknownTarget            404 unknown_target
     ├── InvalidRequest           422 invalid_request
+    │   └── PolicyInvalid        422 policy_invalid
+    ├── NotFound                 404 not_found
+    ├── Conflict                 409 conflict
+    ├── PreconditionFailed       412 precondition_failed
+    ├── PreconditionRequired     428 precondition_required
     ├── StatementRejected        400 statement_rejected
     ├── DatabaseError            422 database_error
     ├── StatementTimeout         504 statement_timeout
@@ -86,6 +91,45 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
     status = 422
     title = "Invalid request"
+
+
+class PolicyInvalid(InvalidRequest):
+    """An admin edit would make the policy set invalid; nothing was written."""
+
+    code = "policy_invalid"
+    title = "Policy edit rejected"
+
+
+class NotFound(GatewayError):
+    """The named grant, revocation or access request does not exist."""
+
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(GatewayError):
+    """The request clashes with the current state (e.g. an access request already decided)."""
+
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class PreconditionFailed(GatewayError):
+    """``If-Match`` names a policy revision that is no longer current: nothing was written."""
+
+    code = "precondition_failed"
+    status = 412
+    title = "Precondition failed"
+
+
+class PreconditionRequired(GatewayError):
+    """A policy edit came without ``If-Match``: edits must name the revision they start from."""
+
+    code = "precondition_required"
+    status = 428
+    title = "Precondition required"
 
 
 class StatementRejected(GatewayError):

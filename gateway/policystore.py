@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import structlog
@@ -37,6 +37,9 @@ class PolicyStore:
         self._current: PolicySet | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self.last_error: str | None = None
+        self.reload_failures = 0  # since start-up, for the metrics
+        # Called with the new set after each successful load that changed the revision.
+        self.listeners: list[Callable[[PolicySet], None]] = []
 
     @property
     def current(self) -> PolicySet:
@@ -58,13 +61,18 @@ class PolicyStore:
         except PolicyFileError as exc:
             self._fingerprint = fingerprint
             self.last_error = str(exc)
+            self.reload_failures += 1
             log.error("policy_reload_failed", problems=[str(p) for p in exc.problems])
             raise
         self._fingerprint = fingerprint
-        if self._current is None or policy.revision != self._current.revision:
+        changed = self._current is None or policy.revision != self._current.revision
+        if changed:
             log.info("policy_loaded", revision=policy.revision, grants=len(policy.grants))
         self._current = policy
         self.last_error = None
+        if changed:
+            for listener in self.listeners:
+                listener(policy)
         return policy
 
     async def watch(self, interval: float = 1.0) -> None:
