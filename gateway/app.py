@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import adminapi, api
+from gateway import accessapi, adminapi, api
 from gateway.audit import AuditLog
 from gateway.auditstore import AuditStore, SQLiteAuditStore
 from gateway.devissuer import DevIssuer
@@ -129,6 +129,7 @@ def create_app(
     )
     api.install(app)
     app.include_router(adminapi.router)
+    app.include_router(accessapi.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

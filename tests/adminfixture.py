@@ -48,7 +48,7 @@ def replicas(
 ) -> Iterator[Replicas]:
     """Two gateways sharing a policies directory (and nothing else)."""
     tmp = tmp_path_factory.mktemp("replicas")
-    settings = gateway_settings(tmp, idp, test_db)
+    settings = gateway_settings(tmp, idp, test_db, admin={"state_dir": tmp / "state"})
     policy = settings.policies_dir / "policy.yaml"
     text = policy.read_text(encoding="utf-8").replace("statement_timeout: 2s", "statement_timeout: 60s")
     policy.write_text("# Hand-written policy; admins' comments must survive API edits.\n" + text, encoding="utf-8")
