@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway import admincli
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--state-dir", type=Path, default=Path(".run"))
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
     seed.set_defaults(func=cmd_demo_seed)
+    admincli.add_commands(sub)
     return parser
 
 
