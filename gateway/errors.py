@@ -22,7 +22,8 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     └── Unavailable              503 (with Retry-After)
         ├── DatabaseUnavailable  503 database_unavailable
         ├── PoolExhausted        503 pool_exhausted
-        └── AuditUnavailable     503 audit_unavailable
+        ├── AuditUnavailable     503 audit_unavailable
+        └── PolicyWriteFailed    503 policy_write_failed
 
 Errors that never reach a caller (bad configuration, bad policy files) are
 ``ConfigError`` and ``PolicyFileError``; they stop start-up or a reload.
@@ -197,6 +198,13 @@ class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
     title = "Audit log unavailable"
     retry_after = 5
+
+
+class PolicyWriteFailed(Unavailable):
+    """A policy edit could not take the edit lock or write the policies directory; nothing changed."""
+
+    code = "policy_write_failed"
+    title = "Policy files not writable"
 
 
 class ConfigError(Exception):

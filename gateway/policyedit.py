@@ -42,8 +42,8 @@ from gateway.errors import (
     NotFound,
     PolicyFileError,
     PolicyInvalid,
+    PolicyWriteFailed,
     PreconditionFailed,
-    Unavailable,
 )
 from gateway.policyfile import load_policies
 from gateway.policyschema import GRANT_KEYS, REVOCATION_KEYS
@@ -285,7 +285,10 @@ class PolicyEditor:
                 await audit(result)
                 if revision_of(snapshot(self.directory)) != before:
                     raise PreconditionFailed("the policy files changed during the edit; nothing was written")
-                _write_atomically(self.directory / change.file, change.content)
+                try:
+                    _write_atomically(self.directory / change.file, change.content)
+                except OSError as exc:
+                    raise PolicyWriteFailed(f"cannot write {change.file} ({exc.strerror or exc})") from None
                 return result
 
     def _validate(self, files: Snapshot) -> None:
@@ -299,7 +302,10 @@ class PolicyEditor:
                 raise PolicyInvalid(f"the edit would make the policy invalid: {problems}") from None
 
     async def _file_lock(self) -> contextlib.AbstractContextManager[None]:
-        handle = (self.directory / LOCK_NAME).open("a+b")
+        try:
+            handle = (self.directory / LOCK_NAME).open("a+b")
+        except OSError as exc:
+            raise PolicyWriteFailed(f"cannot lock the policies directory ({exc.strerror or exc})") from None
         deadline = time.monotonic() + self._lock_timeout
         while True:
             try:
@@ -308,7 +314,7 @@ class PolicyEditor:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     handle.close()
-                    raise Unavailable("another policy edit holds the lock; retry") from None
+                    raise PolicyWriteFailed("another policy edit holds the lock; retry") from None
                 await asyncio.sleep(0.02)
         return _held(handle)
 
