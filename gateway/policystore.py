@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 import structlog
 
 from gateway.errors import PolicyFileError
-from gateway.policyfile import PolicySet, load_policies
+from gateway.policyfile import MAX_FILE_BYTES, PolicySet, load_policies
 
 log = structlog.get_logger("gateway.policy")
 
 
-def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int, str], ...]:
+    # File timestamps are as coarse as the kernel tick, so two same-size writes in
+    # one tick look alike by (mtime, size): compare a digest of the bytes as well.
     entries = []
     for path in sorted(directory.glob("*.y*ml")):
         with contextlib.suppress(OSError):
             st = path.stat()
-            entries.append((path.name, st.st_mtime_ns, st.st_size))
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size <= MAX_FILE_BYTES else ""
+            entries.append((path.name, st.st_mtime_ns, st.st_size, digest))
     return tuple(entries)
 
 
@@ -35,7 +39,7 @@ class PolicyStore:
         self.directory = directory
         self._known_targets = frozenset(known_targets)
         self._current: PolicySet | None = None
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._fingerprint: tuple[tuple[str, int, int, str], ...] = ()
         self.last_error: str | None = None
         self.reload_failures = 0  # since start-up, for the metrics
         # Called with the new set after each successful load that changed the revision.
@@ -79,6 +83,12 @@ class PolicyStore:
         """Poll the directory and reload on change, until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            if _fingerprint(self.directory) != self._fingerprint:
-                with contextlib.suppress(PolicyFileError):
-                    self.load()
+            self.poll()
+
+    def poll(self) -> bool:
+        """Reload if any policy file changed since the last load; tell whether it did."""
+        if _fingerprint(self.directory) == self._fingerprint:
+            return False
+        with contextlib.suppress(PolicyFileError):
+            self.load()
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,19 @@ def test_lift_revocation_in_another_file(tmp_path: Path):
     assert result.file == "policy.yaml"
     assert "bob" not in path.read_text(encoding="utf-8")
     assert "# trailing comment" in path.read_text(encoding="utf-8")
+
+
+def test_watcher_sees_a_same_size_rewrite_within_one_clock_tick(tmp_path: Path):
+    """A rewrite with the same size and the same mtime (coarse file clocks) is still picked up."""
+    from gateway.policystore import PolicyStore  # noqa: PLC0415
+
+    path = _write(tmp_path)
+    store = PolicyStore(tmp_path, {"shop"})
+    first = store.load().revision
+    stamp = path.stat().st_mtime_ns
+    path.write_text(COMMENTED.replace("shop-read", "shop-reed"), encoding="utf-8")
+    os.utime(path, ns=(stamp, stamp))
+    assert store.poll() is True
+    assert store.current.revision != first
+    assert any(g.name == "shop-reed" for g in store.current.grants)
+    assert store.poll() is False
