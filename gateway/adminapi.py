@@ -119,6 +119,7 @@ IfMatch = Annotated[str, Depends(_if_match)]
 async def get_policy(caller: Admin, pipeline: PipelineDep) -> JSONResponse:
     """The merged policy and its revision (also the ETag)."""
     del caller
+    pipeline.policies.poll()  # a change made through another replica shows here at once, not at the next poll
     policy = pipeline.policies.current
     body = {
         "revision": policy.revision,

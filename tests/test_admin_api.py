@@ -112,6 +112,7 @@ def test_concurrent_edits_one_wins_the_loser_changes_nothing(replicas: Replicas)
     assert f"race-{winner}" in text
     assert text.count("race-") == 1
     with replicas.first.client("admin") as http:
+        # GET /v1/policy re-reads the files, so replica 1 edits on top of replica 2's change at once.
         assert edit(http, "DELETE", f"/v1/grants/race-{winner}").status_code == 200
 
 
