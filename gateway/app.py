@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api
+from gateway import accessapi, adminapi, api
 from gateway.audit import AuditLog
 from gateway.auditstore import AuditStore, SQLiteAuditStore
 from gateway.devissuer import DevIssuer
@@ -97,6 +97,7 @@ def create_app(
         pools = PoolRegistry(settings.targets)
         await pools.open()
         metrics.watch_pools(pools.pools)
+        metrics.watch_policies(policies)
         validator = TokenValidator(configs, sources)
         app.state.pipeline = Pipeline(
             settings,
@@ -130,6 +131,8 @@ def create_app(
         redoc_url=None,
     )
     api.install(app)
+    app.include_router(adminapi.router)
+    app.include_router(accessapi.router)
 
     if settings.metrics_public:
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import clicommands
+from gateway import admincli
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
     seed.set_defaults(func=cmd_demo_seed)
     clicommands.register(sub)
+    admincli.add_commands(sub)
     return parser
 
 

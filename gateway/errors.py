@@ -10,6 +10,11 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     │   └── Revoked              403 revoked
     ├── UnknownTarget            404 unknown_target
     ├── InvalidRequest           422 invalid_request
+    │   └── PolicyInvalid        422 policy_invalid
+    ├── NotFound                 404 not_found
+    ├── Conflict                 409 conflict
+    ├── PreconditionFailed       412 precondition_failed
+    ├── PreconditionRequired     428 precondition_required
     ├── StatementRejected        400 statement_rejected
     ├── DatabaseError            422 database_error
     ├── StatementTimeout         504 statement_timeout
@@ -17,7 +22,8 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     └── Unavailable              503 (with Retry-After)
         ├── DatabaseUnavailable  503 database_unavailable
         ├── PoolExhausted        503 pool_exhausted
-        └── AuditUnavailable     503 audit_unavailable
+        ├── AuditUnavailable     503 audit_unavailable
+        └── PolicyWriteFailed    503 policy_write_failed
 
 Errors that never reach a caller (bad configuration, bad policy files) are
 ``ConfigError`` and ``PolicyFileError``; they stop start-up or a reload.
@@ -88,6 +94,45 @@ class InvalidRequest(GatewayError):
     title = "Invalid request"
 
 
+class PolicyInvalid(InvalidRequest):
+    """An admin edit would make the policy set invalid; nothing was written."""
+
+    code = "policy_invalid"
+    title = "Policy edit rejected"
+
+
+class NotFound(GatewayError):
+    """The named grant, revocation or access request does not exist."""
+
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(GatewayError):
+    """The request clashes with the current state (e.g. an access request already decided)."""
+
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class PreconditionFailed(GatewayError):
+    """``If-Match`` names a policy revision that is no longer current: nothing was written."""
+
+    code = "precondition_failed"
+    status = 412
+    title = "Precondition failed"
+
+
+class PreconditionRequired(GatewayError):
+    """A policy edit came without ``If-Match``: edits must name the revision they start from."""
+
+    code = "precondition_required"
+    status = 428
+    title = "Precondition required"
+
+
 class StatementRejected(GatewayError):
     """The SQL is unparseable, holds several statements or a forbidden construct."""
 
@@ -153,6 +198,13 @@ class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
     title = "Audit log unavailable"
     retry_after = 5
+
+
+class PolicyWriteFailed(Unavailable):
+    """A policy edit could not take the edit lock or write the policies directory; nothing changed."""
+
+    code = "policy_write_failed"
+    title = "Policy files not writable"
 
 
 class ConfigError(Exception):

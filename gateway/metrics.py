@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.policystore import PolicyStore
 from gateway.pools import ConnectionPool
 
 
@@ -36,6 +37,22 @@ class _PoolCollector(Collector):
             for result, count in sorted(stats.results.items()) if stats else ():
                 connects.add_metric([pool.name, result], count)
         yield connects
+
+
+class _PolicyCollector(Collector):
+    def __init__(self, store: PolicyStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        failed = GaugeMetricFamily(
+            "gateway_policy_reload_failed",
+            "1 while the policy files on disk are invalid (the last good policy stays in force)",
+        )
+        failed.add_metric([], 1.0 if self._store.last_error else 0.0)
+        yield failed
+        failures = CounterMetricFamily("gateway_policy_reload_failures", "Policy reloads refused since start-up")
+        failures.add_metric([], float(self._store.reload_failures))
+        yield failures
 
 
 class Metrics:
@@ -75,3 +92,7 @@ class Metrics:
     def watch_pools(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
         """Export pool gauges read from the live pools at scrape time."""
         self.registry.register(_PoolCollector(pools))
+
+    def watch_policies(self, store: PolicyStore) -> None:
+        """Export whether the policy files on disk are invalid, and how often reloads failed."""
+        self.registry.register(_PolicyCollector(store))

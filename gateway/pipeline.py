@@ -8,6 +8,8 @@ allowed or denied, is audited before anything runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -30,10 +32,11 @@ from gateway.errors import (
     UnknownTarget,
 )
 from gateway.identity import Identity, TokenValidator
+from gateway.inflight import InFlight, Running, still_allowed
 from gateway.oidc import KeySource
 from gateway.policy import Decision, decide, effective_grants, roles_of
 from gateway.policystore import PolicyStore
-from gateway.policytypes import Grant
+from gateway.policytypes import Grant, PolicySet
 from gateway.pools import PoolRegistry
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
@@ -89,6 +92,37 @@ class Pipeline:
         self.audit = audit
         self._key_sources = tuple(key_sources)
         self._clock = clock
+        self.inflight = InFlight()
+        self._cancels: set[asyncio.Task[None]] = set()
+        policies.listeners.append(self._policy_changed)
+
+    def _policy_changed(self, policy: PolicySet) -> None:
+        """A new policy is in force: cancel the statements of users it cut off."""
+        victims = self.inflight.lost_access(policy, self._clock())
+        if not victims:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing can be running either
+            task = asyncio.get_running_loop().create_task(self._cancel(victims))
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
+
+    async def _cancel(self, victims: list[Running]) -> None:
+        for running in victims:
+            pool = self.pools.pools().get((running.target, running.db_user))
+            killed = pool is not None and await pool.kill(running.thread_id, connection=running.transaction)
+            log.warning(
+                "revoked_statement_cancelled",
+                user=running.identity.user,
+                target=running.target,
+                thread_id=running.thread_id,
+                killed=killed,
+            )
+
+    def _check_still_allowed(self, running: Running) -> None:
+        # Closes the gap between the decision and the registration: a reload in between is seen here.
+        if not still_allowed(running.identity, running.target, self.policies.current, self._clock()):
+            running.cancelled = True
+            raise Revoked(f"access to {running.target} was revoked")
 
     async def _record(self, record: dict[str, Any]) -> None:
         try:
@@ -290,12 +324,17 @@ class Pipeline:
         limits = self._limits(decision, max_rows)
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
+        running: Running | None = None
         try:
             async with self.pools.connection(decision) as conn:
-                result = await execution.run_statement(conn, statement, request.params, limits, comment)
+                running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=False)
+                with self.inflight.track(running):
+                    self._check_still_allowed(running)
+                    result = await execution.run_statement(conn, statement, request.params, limits, comment)
         except GatewayError as exc:
-            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail)
-            raise
+            err = _cancelled(exc, running)
+            await self._outcome(ctx, identity, target, started, code=err.code, error=err.detail)
+            raise err from None
         duration = _ms(started)
         rows = result.row_count if result.rows_affected is None else result.rows_affected
         await self._outcome(ctx, identity, target, started, code="ok", rows=rows, truncated=result.truncated)
@@ -360,12 +399,17 @@ class Pipeline:
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
         batch = [(s, r.params) for s, r in zip(statements, requests, strict=True)]
+        running: Running | None = None
         try:
             async with self.pools.connection(decision) as conn:
-                results = await execution.run_transaction(conn, batch, limits, comment)
+                running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=True)
+                with self.inflight.track(running):
+                    self._check_still_allowed(running)
+                    results = await execution.run_transaction(conn, batch, limits, comment)
         except GatewayError as exc:
-            await self._outcome(ctx, identity, target, started, code=exc.code, error=exc.detail, committed=False)
-            raise
+            err = _cancelled(exc, running)
+            await self._outcome(ctx, identity, target, started, code=err.code, error=err.detail, committed=False)
+            raise err from None
         duration = _ms(started)
         await self._outcome(
             ctx,
@@ -412,6 +456,13 @@ class Pipeline:
             # The decision record is already durable; the statement has run, so
             # failing the reply now would only invite a blind retry of a write.
             log.error("audit_outcome_lost", request_id=ctx.request_id)
+
+
+def _cancelled(exc: GatewayError, running: Running | None) -> GatewayError:
+    """A statement cancelled because access was revoked fails as ``revoked``, whatever MariaDB said."""
+    if running is not None and running.cancelled and not isinstance(exc, Revoked):
+        return Revoked(f"access to {running.target} was revoked; the running statement was cancelled")
+    return exc
 
 
 def _token_hash(token: str | None) -> str | None:

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+import hashlib
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import structlog
 
 from gateway.errors import PolicyFileError
-from gateway.policyfile import PolicySet, load_policies
+from gateway.policyfile import MAX_FILE_BYTES, PolicySet, load_policies
 
 log = structlog.get_logger("gateway.policy")
 
 
-def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int, str], ...]:
+    # File timestamps are as coarse as the kernel tick, so two same-size writes in
+    # one tick look alike by (mtime, size): compare a digest of the bytes as well.
     entries = []
     for path in sorted(directory.glob("*.y*ml")):
         with contextlib.suppress(OSError):
             st = path.stat()
-            entries.append((path.name, st.st_mtime_ns, st.st_size))
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size <= MAX_FILE_BYTES else ""
+            entries.append((path.name, st.st_mtime_ns, st.st_size, digest))
     return tuple(entries)
 
 
@@ -35,8 +39,11 @@ class PolicyStore:
         self.directory = directory
         self._known_targets = frozenset(known_targets)
         self._current: PolicySet | None = None
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._fingerprint: tuple[tuple[str, int, int, str], ...] = ()
         self.last_error: str | None = None
+        self.reload_failures = 0  # since start-up, for the metrics
+        # Called with the new set after each successful load that changed the revision.
+        self.listeners: list[Callable[[PolicySet], None]] = []
 
     @property
     def current(self) -> PolicySet:
@@ -58,19 +65,30 @@ class PolicyStore:
         except PolicyFileError as exc:
             self._fingerprint = fingerprint
             self.last_error = str(exc)
+            self.reload_failures += 1
             log.error("policy_reload_failed", problems=[str(p) for p in exc.problems])
             raise
         self._fingerprint = fingerprint
-        if self._current is None or policy.revision != self._current.revision:
+        changed = self._current is None or policy.revision != self._current.revision
+        if changed:
             log.info("policy_loaded", revision=policy.revision, grants=len(policy.grants))
         self._current = policy
         self.last_error = None
+        if changed:
+            for listener in self.listeners:
+                listener(policy)
         return policy
 
     async def watch(self, interval: float = 1.0) -> None:
         """Poll the directory and reload on change, until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            if _fingerprint(self.directory) != self._fingerprint:
-                with contextlib.suppress(PolicyFileError):
-                    self.load()
+            self.poll()
+
+    def poll(self) -> bool:
+        """Reload if any policy file changed since the last load; tell whether it did."""
+        if _fingerprint(self.directory) == self._fingerprint:
+            return False
+        with contextlib.suppress(PolicyFileError):
+            self.load()
+        return True

@@ -235,6 +235,28 @@ class ConnectionPool:
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             raise DatabaseUnavailable(f"{self.name} is not usable ({type(exc).__name__})") from None
 
+    async def kill(self, thread_id: int, *, connection: bool) -> bool:
+        """Cancel a statement (``KILL QUERY``) or a whole connection (``KILL CONNECTION``).
+
+        Sent over a new connection of the same account, outside the pool: an
+        account may kill its own threads without the PROCESS privilege.
+        """
+        what = "CONNECTION" if connection else "QUERY"
+        try:
+            raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            log.error("kill_connect_failed", pool=self.name, error=type(exc).__name__)
+            return False
+        try:
+            await raw.query(f"KILL {what} {int(thread_id)}")
+        except db_errors.MySQLError as exc:  # e.g. 1094: the statement has already ended
+            log.info("kill_failed", pool=self.name, thread_id=thread_id, errno=exc.args[0] if exc.args else None)
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await raw.ensure_closed()
+        return True
+
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Pooled]:
         """Hold a connection for the block; mark ``discard`` to have it thrown away."""

@@ -203,6 +203,16 @@ class ListenSettings(BaseModel):
     port: Annotated[int, Field(ge=0, lt=65536)] = 8080
 
 
+class AdminSettings(BaseModel):
+    """Admin edits of the policy files and access requests."""
+
+    model_config = _FROZEN
+    managed_file: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")] = "managed.yaml"
+    state_dir: Path = Path("state")  # access requests (SQLite); never inside the policies directory
+    request_ttl: Annotated[float, Field(gt=0)] = 86400.0  # seconds a pending access request lives
+    max_request_duration: Annotated[float, Field(gt=0)] = 7 * 86400.0  # longest grant a request may ask for
+
+
 class Settings(BaseSettings):
     """The whole gateway configuration (frozen)."""
 
@@ -222,6 +232,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     dev: DevSettings = DevSettings()
     metrics_public: bool = True
+    admin: AdminSettings = AdminSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:

@@ -1,0 +1,69 @@
+"""Two gateways (replicas) sharing one policies directory, for the admin tests.
+
+Each replica is its own app with its own pools, policy store and audit file,
+served by uvicorn on its own loopback port; only the policies directory is
+shared, as with several pods mounting one volume. Analysts get a 60 s
+statement timeout here so a revocation, not the timeout, ends a long query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RunningGateway, ScratchDatabase, free_port, gateway_settings, start_gateway, stop_gateway
+from oidcfixture import OidcProvider
+
+from gateway.settings import AuditSettings, ListenSettings
+
+__all__ = ["Replicas", "etag", "replicas"]
+
+
+@dataclass
+class Replicas:
+    """Two running gateways on one policies directory."""
+
+    first: RunningGateway
+    second: RunningGateway
+
+
+def etag(http: httpx.Client) -> str:
+    """The current policy revision, as the ETag of ``GET /v1/policy`` (admin client)."""
+    reply = http.get("/v1/policy")
+    assert reply.status_code == 200, reply.text
+    return reply.headers["etag"]
+
+
+def edit(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a policy edit with a fresh If-Match."""
+    return http.request(method, url, headers={"If-Match": etag(http)}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, test_db: ScratchDatabase
+) -> Iterator[Replicas]:
+    """Two gateways sharing a policies directory (and nothing else)."""
+    tmp = tmp_path_factory.mktemp("replicas")
+    settings = gateway_settings(tmp, idp, test_db, admin={"state_dir": tmp / "state"})
+    policy = settings.policies_dir / "policy.yaml"
+    text = policy.read_text(encoding="utf-8").replace("statement_timeout: 2s", "statement_timeout: 60s")
+    policy.write_text("# Hand-written policy; admins' comments must survive API edits.\n" + text, encoding="utf-8")
+    second = settings.model_copy(
+        update={
+            "listen": ListenSettings(host="127.0.0.1", port=free_port()),
+            "audit": AuditSettings(path=tmp / "audit-second.db"),
+        }
+    )
+    first_gw = start_gateway(settings, idp, test_db)
+    try:
+        second_gw = start_gateway(second, idp, test_db)
+    except BaseException:
+        stop_gateway(first_gw)
+        raise
+    yield Replicas(first_gw, second_gw)
+    stop_gateway(second_gw)
+    stop_gateway(first_gw)

@@ -1,0 +1,145 @@
+"""Access requests: ask, list, approve (writes a time-boxed grant), deny, expire; every step audited."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from adminfixture import Replicas, edit, replicas
+
+from gateway.accessrequests import AccessRequestStore
+from gateway.auditstore import SQLiteAuditStore
+from gateway.errors import Conflict
+
+__all__ = ["replicas"]
+
+
+def _ask(gateway, user: str = "nobody", **body: object) -> dict:
+    payload = {"target": "shop", "access": "read", "duration": "4h", "reason": "ticket 7: debug an order"} | body
+    with gateway.client(user) as http:
+        reply = http.post("/v1/access-requests", json=payload)
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+@pytest.mark.parametrize("path", ["/approve", "/deny"])
+def test_decisions_need_admin_and_a_token(replicas: Replicas, path: str):
+    """Approve and deny: 401 without a token, 403 for a non-admin (even the requester)."""
+    item = _ask(replicas.first)
+    url = f"/v1/access-requests/{item['id']}{path}"
+    with replicas.first.client(None) as anonymous:
+        assert anonymous.post(url, json={"reason": "x"}).status_code == 401
+        assert anonymous.get("/v1/access-requests").status_code == 401
+        assert anonymous.post("/v1/access-requests", json={}).status_code == 401
+    for user in ("nobody", "reader"):
+        with replicas.first.client(user) as http:
+            reply = http.post(url, json={"reason": "x"})
+        assert (reply.status_code, reply.json()["code"]) == (403, "forbidden")
+
+
+def test_approval_writes_an_attributed_time_boxed_grant(replicas: Replicas):
+    """An admin on replica 2 approves; the grant (expiring after the duration) works on replica 1 too."""
+    item = _ask(replicas.first)
+    assert item["state"] == "pending"
+    with replicas.first.client("nobody") as http:
+        mine = http.get("/v1/access-requests").json()["requests"]
+        assert {r["id"] for r in mine} >= {item["id"]}
+        assert {r["requester"] for r in mine} == {"nobody@example.com"}
+    with replicas.first.client("reader") as http:
+        assert item["id"] not in {r["id"] for r in http.get("/v1/access-requests").json()["requests"]}
+    with replicas.second.client("admin") as http:
+        pending = http.get("/v1/access-requests", params={"state": "pending"}).json()["requests"]
+        assert item["id"] in {r["id"] for r in pending}
+        reply = http.post(f"/v1/access-requests/{item['id']}/approve", json={})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        again = http.post(f"/v1/access-requests/{item['id']}/approve", json={})
+        assert (again.status_code, again.json()["code"]) == (409, "conflict")
+    assert body["request"]["state"] == "approved"
+    assert body["request"]["decided_by"] == "admin@example.com"
+    expires = datetime.fromisoformat(body["grant"]["expires"])
+    assert timedelta(hours=3, minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=4)
+    managed = (replicas.first.settings.policies_dir / "managed.yaml").read_text(encoding="utf-8")
+    assert f"# access request {item['id']} by nobody@example.com, approved by admin@example.com" in managed
+    with replicas.first.client("nobody") as http:
+        deadline = datetime.now(UTC) + timedelta(seconds=3)
+        while True:
+            me = http.get("/v1/me").json()
+            if any(g["name"] == item["id"] for g in me["grants"]) or datetime.now(UTC) > deadline:
+                break
+            time.sleep(0.05)
+        assert any(g["name"] == item["id"] for g in me["grants"])
+        reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["grant"] == item["id"]
+        assert http.get("/v1/access-requests").json()["requests"][0]["state"] == "approved"
+    with replicas.first.client("admin") as http:
+        assert edit(http, "DELETE", f"/v1/grants/{item['id']}").status_code == 200
+    events = _events(replicas.second, item["id"])
+    assert [e["action"] for e in events] == ["grant_add", "approve"]
+    assert _events(replicas.first, item["id"])[0]["action"] == "create"
+
+
+def test_nobody_approves_their_own_request(replicas: Replicas):
+    """An admin's own request cannot be approved (or denied) by that admin."""
+    item = _ask(replicas.first, "admin")
+    with replicas.first.client("admin") as http:
+        reply = http.post(f"/v1/access-requests/{item['id']}/approve", json={})
+    assert (reply.status_code, reply.json()["code"]) == (403, "forbidden")
+    assert "own" in reply.json()["detail"]
+
+
+def test_deny_needs_a_reason_and_ends_the_request(replicas: Replicas):
+    """A denial without a reason is refused; with one, the request is denied and cannot be approved."""
+    item = _ask(replicas.first)
+    url = f"/v1/access-requests/{item['id']}"
+    with replicas.first.client("admin") as http:
+        assert http.post(f"{url}/deny", json={}).status_code == 422
+        denied = http.post(f"{url}/deny", json={"reason": "use the replica"})
+        assert denied.status_code == 200, denied.text
+        assert denied.json()["request"]["state"] == "denied"
+        assert http.post(f"{url}/approve", json={}).status_code == 409
+    with replicas.first.client("nobody") as http:
+        states = {r["id"]: r["state"] for r in http.get("/v1/access-requests").json()["requests"]}
+    assert states[item["id"]] == "denied"
+
+
+def test_bad_requests_are_refused(replicas: Replicas):
+    """Unknown target: 404; bad access level or duration (or over the maximum): 422."""
+    with replicas.first.client("nobody") as http:
+        base = {"target": "shop", "access": "read", "duration": "4h", "reason": "r"}
+        assert http.post("/v1/access-requests", json=base | {"target": "nope"}).status_code == 404
+        for bad in ({"access": "root"}, {"duration": "soon"}, {"duration": "30d"}, {"reason": ""}):
+            reply = http.post("/v1/access-requests", json=base | bad)
+            assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), bad
+
+
+def test_pending_requests_expire(tmp_path: Path):
+    """Past its TTL a pending request shows as expired and can no longer be approved."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = AccessRequestStore(tmp_path / "ar.db", ttl=3600, clock=lambda: now[0])
+    try:
+        item = store.create("eve@example.com", "shop", "read", 3600, "r")
+        now[0] += timedelta(seconds=3599)
+        assert store.get(item["id"])["state"] == "pending"
+        now[0] += timedelta(seconds=1)
+        assert store.get(item["id"])["state"] == "expired"
+        assert [r["id"] for r in store.list(state="expired")] == [item["id"]]
+        with pytest.raises(Conflict, match="expired"):
+            store.decide(item["id"], by="admin@example.com", state="approved", reason=None, grant_name=None)
+    finally:
+        store.close()
+
+
+def _events(gateway, request_id: str) -> list[dict]:
+    store = SQLiteAuditStore(gateway.settings.audit.path)
+    try:
+        return [
+            e
+            for e in store.iter_entries()
+            if e.get("access_request") == request_id and e["event"] in {"access_request", "policy_edit"}
+        ]
+    finally:
+        store.close()
