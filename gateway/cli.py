@@ -9,8 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import clicommands
-from gateway import admincli
+from gateway import admincli, clicommands
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from asyncmy import errors as db_errors
 
 from gateway.connector import Connector, ConnectStats
 from gateway.connectrate import ConnectRate
