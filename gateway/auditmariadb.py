@@ -33,7 +33,7 @@ from typing import Any
 
 import pymysql
 
-from gateway.auditquery import DEFAULT_LIMIT, AuditFilter, Dialect, page
+from gateway.auditquery import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
 from gateway.auditschema import HEAD_TABLE, LATEST, LOG_TABLE, WIDTHS, applied_versions, migrate
 from gateway.auditstore import AuditPage, Entry, canonical, chain_hash, decode_entry, statement_text
 from gateway.errors import AuditUnavailable
@@ -101,6 +101,7 @@ class MariaDBAuditStore:
         self.settings = settings
         self.readonly = readonly
         self.commits = 0
+        self.text_scan_limit = TEXT_SCAN_LIMIT  # records one free-text page may examine
         self._lock = threading.Lock()
         self._conn: pymysql.connections.Connection[Any] | None = None
         self._used = 0.0
@@ -236,7 +237,9 @@ class MariaDBAuditStore:
         oldest_first: bool = False,
     ) -> AuditPage:
         """One page of entries matching ``filters``, newest first; see ``gateway/auditquery.py``."""
-        result = page(self._rows, _DIALECT, filters, cursor, limit, oldest_first=oldest_first)
+        result = page(
+            self._rows, _DIALECT, filters, cursor, limit, oldest_first=oldest_first, scan_limit=self.text_scan_limit
+        )
         return AuditPage([decode_entry(r[1], r[2], r[3]) for r in result.rows], result.next_cursor)
 
     def close(self) -> None:

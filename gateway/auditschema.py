@@ -38,6 +38,7 @@ INDEXES = (
     ("audit_request_id", "request_id"),
     ("audit_user_time", "user, time"),
     ("audit_target_time", "target, time"),
+    ("audit_target_decision_time", "target, decision, time"),
     ("audit_decision_time", "decision, time"),
     ("audit_code_time", "code, time"),
     ("audit_event_time", "event, time"),

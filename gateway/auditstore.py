@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway.auditquery import DEFAULT_LIMIT, AuditFilter, Dialect, page
+from gateway.auditquery import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -109,6 +109,7 @@ _MIGRATION = (
     "DROP INDEX IF EXISTS audit_user_seq",
     "CREATE INDEX IF NOT EXISTS audit_time ON audit (time)",
     "CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id)",
+    "CREATE INDEX IF NOT EXISTS audit_target_decision_time ON audit (target, decision, time)",
     *(
         f"CREATE INDEX IF NOT EXISTS audit_{c}_time ON audit ({c}, time)"
         for c in ("user", "target", "decision", "code", "event")
@@ -170,6 +171,7 @@ class SQLiteAuditStore:
     def __init__(self, path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.commits = 0
+        self.text_scan_limit = TEXT_SCAN_LIMIT  # records one free-text page may examine
         self._lock = threading.Lock()
         if readonly:
             uri = f"file:{path}?mode=ro"
@@ -274,7 +276,9 @@ class SQLiteAuditStore:
             with self._lock:
                 return self._conn.execute(sql, params).fetchall()
 
-        result = page(execute, _DIALECT, filters, cursor, limit, oldest_first=oldest_first)
+        result = page(
+            execute, _DIALECT, filters, cursor, limit, oldest_first=oldest_first, scan_limit=self.text_scan_limit
+        )
         return AuditPage([decode_entry(r[1], r[2], r[3]) for r in result.rows], result.next_cursor)
 
     def close(self) -> None:
