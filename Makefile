@@ -41,3 +41,8 @@ test: venv node mariadb lint
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache
+
+# Times auditor filters over a generated 10,000,000-record shared audit log (scratch database, dropped after).
+.PHONY: bench-audit
+bench-audit: venv mariadb
+	$(BIN)/python bench/audit_query.py

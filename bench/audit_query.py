@@ -1,3 +1,4 @@
+# ruff: noqa: T201, INP001 - a benchmark script prints its report and is not a package
 """How fast the shared audit store answers filters over a big log (`make bench-audit`).
 
 Generates an N-record log (default 10,000,000) in a scratch MariaDB database
@@ -57,8 +58,8 @@ FROM (
          CONCAT('req-', s.seq + {off}) AS rid,
          ELT(1 + ((s.seq + {off}) % 20 > 0) + ((s.seq + {off}) % 20 > 10), 'auth', 'decision', 'outcome') AS ev,
          CONCAT('user', ((s.seq + {off}) * 7919) % 2000, '@example.com') AS usr,
-         ELT(1 + ((s.seq + {off}) DIV 3) % 8, 'shop', 'billing', 'crm', 'hr', 'analytics', 'search', 'ledger', 'inventory')
-           AS tgt,
+         ELT(1 + ((s.seq + {off}) DIV 3) % 8,
+             'shop', 'billing', 'crm', 'hr', 'analytics', 'search', 'ledger', 'inventory') AS tgt,
          IF((s.seq + {off}) % 14 = 0, 'deny', 'allow') AS dcs,
          CASE WHEN (s.seq + {off}) % 14 <> 0 THEN 'ok'
               WHEN (s.seq + {off}) % 1000 = 0 THEN 'revoked'
