@@ -107,11 +107,18 @@ class MariaDBAuditStore:
         self._used = 0.0
         with self._lock:
             conn = self._connection()
-            with conn.cursor() as cur:
-                if not readonly:
-                    migrate(cur, settings.database)
-                elif LATEST not in applied_versions(cur):
-                    raise AuditUnavailable(f"the audit schema in {settings.database!r} is missing or too old")
+            try:
+                with conn.cursor() as cur:
+                    if not readonly:
+                        migrate(cur, settings.database)
+                    elif LATEST not in applied_versions(cur):
+                        raise AuditUnavailable(f"the audit schema in {settings.database!r} is missing or too old")
+            except (pymysql.Error, TimeoutError) as exc:
+                self._discard()
+                raise AuditUnavailable(f"cannot create or migrate the audit schema ({exc})") from None
+            except BaseException:
+                self._discard()
+                raise
 
     def _connect(self) -> pymysql.connections.Connection[Any]:
         cfg = self.settings
@@ -222,6 +229,13 @@ class MariaDBAuditStore:
                 after_seq = int(row_seq)
             if len(rows) < batch:
                 return
+
+    def recorded_head(self) -> tuple[int, str]:
+        """The chain head row (seq, hash): verification checks the log still reaches it (a cut tail)."""
+        rows = self._rows(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1", ())  # noqa: S608 - fixed name
+        if not rows:
+            raise AuditUnavailable("the audit chain head row is missing")
+        return int(rows[0][0]), str(rows[0][1])
 
     def last(self) -> Entry | None:
         """Return the entry with the highest seq, or ``None`` for an empty log."""

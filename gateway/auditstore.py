@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -100,6 +100,15 @@ class AuditStore(Protocol):
 
 # Schema version 1 (``PRAGMA user_version``): the statement column for free text,
 # and one index per filter ending in time (rowid = seq is implied), as in MariaDB.
+@runtime_checkable
+class AnchoredStore(Protocol):
+    """A store that also keeps its chain head apart from the entries (the MariaDB head row)."""
+
+    def recorded_head(self) -> tuple[int, str]:
+        """The head (seq, hash) as recorded by the last commit."""
+        ...
+
+
 _SCHEMA_VERSION = 1
 _MIGRATION = (
     """CREATE TABLE IF NOT EXISTS audit (

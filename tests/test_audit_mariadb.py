@@ -76,10 +76,11 @@ def test_many_writers_make_one_gapless_chain(audit_db):
         ("UPDATE {t} SET record = REPLACE(record, 'r-3', 'r-X') WHERE seq = 3", "seq 3: hash does not match"),
         ("DELETE FROM {t} WHERE seq = 4", "seq 4: missing"),
         ("UPDATE {t} SET seq = 100 WHERE seq = 2", "seq 2: missing"),
+        ("DELETE FROM {t} WHERE seq >= 6", "seq 6-7: missing, the log ends at seq 5"),
     ],
 )
 def test_verification_finds_rows_changed_in_the_database(audit_db, tamper, problem):
-    """Editing, deleting or moving a row directly in MariaDB is found by verification."""
+    """Editing, deleting, moving or cutting off rows directly in MariaDB is found (the tail by the head row)."""
     store = MariaDBAuditStore(audit_db)
     try:
         store.append_batch([record(i) for i in range(1, 8)])
