@@ -121,12 +121,14 @@ def cases(rows: int) -> list[tuple[str, AuditFilter, int]]:
         ("user, 10 pages deep", AuditFilter(user="user42@example.com"), 10),
         ("user + one day", AuditFilter(user="user42@example.com", since=mid, until=mid + day), 1),
         ("target + decision=deny", AuditFilter(target="billing", decision="deny"), 1),
+        ("user + decision=deny", AuditFilter(user="user42@example.com", decision="deny"), 1),
         ("code=revoked (rare)", AuditFilter(code="revoked"), 1),
         ("event=auth + one hour", AuditFilter(event="auth", since=mid, until=mid + timedelta(hours=1)), 1),
         ("request_id", AuditFilter(request_id=f"req-{rows // 3}"), 1),
         ("q: table7 (common)", AuditFilter(q="table7 WHERE"), 1),
         ("q: rare text (bounded scan)", AuditFilter(q="WHERE id = 99999"), 1),
         ("q + user", AuditFilter(user="user42@example.com", q="table7 "), 1),
+        ("q + target", AuditFilter(target="crm", q="WHERE id = 99999"), 1),
     ]
 
 

@@ -32,7 +32,7 @@ from gateway.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-TEXT_SCAN_LIMIT = 50_000
+TEXT_SCAN_LIMIT = 10_000
 MAX_TEXT = 200
 EQUALITY_FILTERS = ("user", "target", "decision", "code", "event", "request_id")
 _CURSOR_PREFIX = "gwa1:"
