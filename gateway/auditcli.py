@@ -17,7 +17,7 @@ from gateway.auditexport import FORMATS, export
 from gateway.auditfactory import open_audit_store
 from gateway.auditquery import EQUALITY_FILTERS, AuditFilter
 from gateway.auditstore import AuditStore, SQLiteAuditStore
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.progress import Progress
 from gateway.settings import load_settings
 
@@ -25,10 +25,19 @@ from gateway.settings import load_settings
 def open_for_reading(args: argparse.Namespace) -> AuditStore:
     """The store named by ``--path`` (an SQLite file) or by the config; MariaDB read-only."""
     if getattr(args, "path", None):
-        return SQLiteAuditStore(args.path)
+        return SQLiteAuditStore(_existing(args.path))
     settings = load_settings(args.config).audit
+    if settings.store == "sqlite":
+        _existing(settings.path)
     # The SQLite store opens read-write so that an old file is migrated like the gateway would.
     return open_audit_store(settings, readonly=settings.store == "mariadb")
+
+
+def _existing(path: Path) -> Path:
+    # Opening a missing file would create an empty log and report it as fine.
+    if not path.is_file():
+        raise ConfigError(f"audit store file not found: {path}")
+    return path
 
 
 def _time(text: str) -> datetime:

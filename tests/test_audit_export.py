@@ -154,3 +154,12 @@ def test_progress_bar_draws_on_a_terminal_only():
     quiet = io.StringIO()
     Progress("verified", stream=quiet, enabled=False)(10)
     assert quiet.getvalue() == ""
+
+
+def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path, capsys):
+    """Verify or export on a file that does not exist fails (exit 2) and creates nothing."""
+    missing = tmp_path / "missing.db"
+    assert main(["audit", "verify", "--path", str(missing)]) == 2
+    assert main(["audit", "export", "--path", str(missing)]) == 2
+    assert "audit store file not found" in capsys.readouterr().err
+    assert not missing.exists()
