@@ -44,5 +44,6 @@ clean:
 
 # Times auditor filters over a generated 10,000,000-record shared audit log (scratch database, dropped after).
 .PHONY: bench-audit
+BENCH_AUDIT_ROWS ?= 10000000
 bench-audit: venv mariadb
-	$(BIN)/python bench/audit_query.py
+	$(BIN)/python bench/audit_query.py --rows $(BENCH_AUDIT_ROWS)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -122,9 +123,13 @@ class MariaDBAuditStore:
 
     def _connect(self) -> pymysql.connections.Connection[Any]:
         cfg = self.settings
-        ssl: dict[str, Any] | None = None
+        tls: dict[str, Any] = {}
         if cfg.tls.enabled:
-            ssl = {"ca": str(cfg.tls.ca_file)} if cfg.tls.ca_file else {}
+            # Our own context, so "enabled" can only mean verified TLS (never a silent fallback).
+            context = ssl.create_default_context(cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
+            context.check_hostname = cfg.tls.verify_hostname
+            context.verify_mode = ssl.CERT_REQUIRED
+            tls["ssl"] = context
         session = [f"innodb_lock_wait_timeout = {_LOCK_WAIT}"]
         if self.readonly:
             session += ["TRANSACTION READ ONLY", f"max_statement_time = {cfg.query_timeout}"]
@@ -139,9 +144,7 @@ class MariaDBAuditStore:
                 connect_timeout=cfg.connect_timeout,
                 read_timeout=cfg.query_timeout + 5,
                 write_timeout=cfg.query_timeout + 5,
-                ssl=ssl,
-                ssl_verify_cert=True if cfg.tls.enabled else None,
-                ssl_verify_identity=cfg.tls.enabled and cfg.tls.verify_hostname,
+                **tls,
             )
         except pymysql.Error as exc:
             raise AuditUnavailable(f"cannot connect to the audit store at {cfg.host}:{cfg.port} ({exc})") from None

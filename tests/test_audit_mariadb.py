@@ -12,7 +12,7 @@ from gateway.auditmariadb import MariaDBAuditStore
 from gateway.auditquery import AuditFilter
 from gateway.auditverify import verify
 from gateway.errors import AuditUnavailable
-from gateway.settings import AuditDatabaseSettings, SecretSource
+from gateway.settings import AuditDatabaseSettings, SecretSource, TlsSettings
 
 __all__ = ["audit_db"]
 
@@ -149,3 +149,10 @@ def test_unreachable_or_missing_store_is_audit_unavailable(audit_db):
     with pytest.raises(AuditUnavailable, match="cannot connect to the audit store") as caught:
         MariaDBAuditStore(denied)
     assert "GWTEST" not in str(caught.value)
+
+
+def test_tls_enabled_never_falls_back_to_plaintext(audit_db):
+    """With audit TLS enabled and a server that cannot do verified TLS, the store refuses to connect."""
+    tls = audit_db.model_copy(update={"tls": TlsSettings(enabled=True)})
+    with pytest.raises(AuditUnavailable, match="cannot connect to the audit store"):
+        MariaDBAuditStore(tls)
