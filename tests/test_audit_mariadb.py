@@ -12,7 +12,7 @@ from gateway.auditmariadb import MariaDBAuditStore
 from gateway.auditquery import AuditFilter
 from gateway.auditverify import verify
 from gateway.errors import AuditUnavailable
-from gateway.settings import AuditDatabaseSettings, SecretSource, TlsSettings
+from gateway.settings import AuditDatabaseSettings, AuditSettings, SecretSource, TlsSettings
 
 __all__ = ["audit_db"]
 
@@ -156,3 +156,17 @@ def test_tls_enabled_never_falls_back_to_plaintext(audit_db):
     tls = audit_db.model_copy(update={"tls": TlsSettings(enabled=True)})
     with pytest.raises(AuditUnavailable, match="cannot connect to the audit store"):
         MariaDBAuditStore(tls)
+
+
+def test_settings_need_a_section_and_refuse_an_inline_password():
+    """audit.store mariadb needs its section; a password key there is refused like a target's."""
+    with pytest.raises(ValueError, match=r"needs an audit\.mariadb section"):
+        AuditSettings(store="mariadb")
+    base = {"host": "db", "database": "gateway_audit", "user": "gw_audit"}
+    with pytest.raises(ValueError, match="passwords never sit in the config file"):
+        AuditSettings(store="mariadb", mariadb={**base, "password": "hunter2"})
+    with pytest.raises(ValueError, match="database"):
+        AuditSettings(store="mariadb", mariadb={**base, "database": "x`; DROP", "secret": {"env": "X"}})
+    ok = AuditSettings(store="mariadb", mariadb={**base, "secret": {"file": "/run/secrets/gw_audit"}})
+    assert ok.mariadb is not None
+    assert ok.mariadb.secret.file is not None
