@@ -124,8 +124,8 @@ def create_app(
             for source in sources.values():
                 if isinstance(source, JwksCache):
                     await source.aclose()
+            await asyncio.to_thread(reader.close)  # first, so the writer's close is the last (SQLite checkpoints)
             await audit.close()
-            await asyncio.to_thread(reader.close)
             log.info("gateway_stopped")
 
     app = FastAPI(
