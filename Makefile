@@ -52,3 +52,8 @@ clean:
 .PHONY: bench-stream
 bench-stream: venv mariadb
 	$(BIN)/python bench/stream.py --rows 1000000
+# Times auditor filters over a generated 10,000,000-record shared audit log (scratch database, dropped after).
+.PHONY: bench-audit
+BENCH_AUDIT_ROWS ?= 10000000
+bench-audit: venv mariadb
+	$(BIN)/python bench/audit_query.py --rows $(BENCH_AUDIT_ROWS)

@@ -13,9 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import accessapi, adminapi, api
+from gateway import accessapi, adminapi, api, auditapi
 from gateway.audit import AuditLog
-from gateway.auditstore import AuditStore, SQLiteAuditStore
+from gateway.auditfactory import open_audit_store
+from gateway.auditstore import AuditStore
 from gateway.devissuer import DevIssuer
 from gateway.identity import TokenValidator
 from gateway.metrics import Metrics
@@ -89,8 +90,14 @@ def create_app(
         configs, sources, dev = build_key_sources(settings)
         policies = PolicyStore(settings.policies_dir, settings.targets.keys())
         policies.load()  # an invalid policy at start-up stops the gateway
+        writer = audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit)
+        # Auditors read through their own connection (read-only for MariaDB): scans never hold up the writer.
+        reader = (
+            audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
+        )
+        app.state.audit_reader = reader
         audit = AuditLog(
-            audit_store() if audit_store else SQLiteAuditStore(settings.audit.path),
+            writer,
             redact_literals=settings.audit.redact_literals,
             max_pending=settings.audit.queue_limit,
         )
@@ -121,6 +128,7 @@ def create_app(
             for source in sources.values():
                 if isinstance(source, JwksCache):
                     await source.aclose()
+            await asyncio.to_thread(reader.close)  # first, so the writer's close is the last (SQLite checkpoints)
             await audit.close()
             log.info("gateway_stopped")
 
@@ -133,6 +141,7 @@ def create_app(
     api.install(app)
     app.include_router(adminapi.router)
     app.include_router(accessapi.router)
+    app.include_router(auditapi.router)
 
     if settings.metrics_public:
 

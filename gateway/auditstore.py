@@ -9,8 +9,10 @@ several writers share one store::
     hash = sha256(prev_hash.encode() + body).hexdigest()
 
 The first entry's ``prev_hash`` is :data:`GENESIS_HASH`. ``AuditStore`` is the
-swap point: the embedded :class:`SQLiteAuditStore` needs no server; a shared
-MariaDB store for several replicas implements the same four methods.
+swap point: the embedded :class:`SQLiteAuditStore` needs no server; the shared
+MariaDB store for several replicas (``gateway/auditmariadb.py``) implements the
+same methods. Both index the same columns and answer :meth:`AuditStore.query`
+through the shared SQL in ``gateway/auditquery.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import contextlib
 import hashlib
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
+
+from gateway.auditquery import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +37,24 @@ Entry = dict[str, Any]
 
 GENESIS_HASH = "0" * 64
 CHAIN_FIELDS = frozenset({"seq", "prev_hash", "hash"})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of :meth:`AuditStore.query`: entries in page order, and the cursor for the next page."""
+
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+def statement_text(record: Mapping[str, object]) -> str | None:
+    """The statement column's text: the statement, or a transaction's statements one per line."""
+    statement = record.get("statement")
+    if isinstance(statement, str):
+        return statement
+    if isinstance(statement, list):
+        return "\n".join(str(s) for s in statement)
+    return None
 
 
 def canonical(record: Mapping[str, object]) -> bytes:
@@ -58,30 +82,78 @@ class AuditStore(Protocol):
         """Return the entry with the highest seq, or ``None`` for an empty log."""
         ...
 
+    def query(
+        self,
+        filters: AuditFilter,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        *,
+        oldest_first: bool = False,
+    ) -> AuditPage:
+        """One page of entries matching ``filters``, newest first; see ``gateway/auditquery.py``."""
+        ...
+
     def close(self) -> None:
         """Release the store's resources."""
         ...
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, time TEXT, request_id TEXT, event TEXT, user TEXT,
-    target TEXT, decision TEXT, code TEXT, record BLOB, prev_hash TEXT, hash TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
-CREATE INDEX IF NOT EXISTS audit_user_seq ON audit (user, seq);
-CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id);
-"""
-_INSERT = "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Schema version 1 (``PRAGMA user_version``): the statement column for free text,
+# and one index per filter ending in time (rowid = seq is implied), as in MariaDB.
+@runtime_checkable
+class AnchoredStore(Protocol):
+    """A store that also keeps its chain head apart from the entries (the MariaDB head row)."""
+
+    def recorded_head(self) -> tuple[int, str]:
+        """The head (seq, hash) as recorded by the last commit."""
+        ...
+
+
+_SCHEMA_VERSION = 1
+_MIGRATION = (
+    """CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY, time TEXT, request_id TEXT, event TEXT, user TEXT,
+        target TEXT, decision TEXT, code TEXT, record BLOB, prev_hash TEXT, hash TEXT, statement TEXT
+    )""",
+    "DROP INDEX IF EXISTS audit_user_seq",
+    "CREATE INDEX IF NOT EXISTS audit_time ON audit (time)",
+    "CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id)",
+    "CREATE INDEX IF NOT EXISTS audit_target_decision_time ON audit (target, decision, time)",
+    *(
+        f"CREATE INDEX IF NOT EXISTS audit_{c}_time ON audit ({c}, time)"
+        for c in ("user", "target", "decision", "code", "event")
+    ),
+)
+# A file written before version 1 has no statement column: add it and fill it in.
+_ADD_STATEMENT = (
+    "ALTER TABLE audit ADD COLUMN statement TEXT",
+    (
+        "UPDATE audit SET statement = CASE WHEN json_valid(CAST(record AS TEXT)) "
+        "THEN json_extract(CAST(record AS TEXT), '$.statement') END"
+    ),
+)
+_INSERT = (
+    "INSERT INTO audit (seq, time, request_id, event, user, target, decision, code, statement, record, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT = "SELECT seq, record, prev_hash, hash FROM audit"
 _COLUMNS = ("time", "request_id", "event", "user", "target", "decision", "code")
+
+
+def _format_time(moment: datetime) -> str:
+    # The stored form (``gateway.audit.format_time``): fixed width, so text order is time order.
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_DIALECT = Dialect(table="audit", param="?", time_value=_format_time)
 
 
 def _text(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _entry(record: bytes, prev_hash: str, digest: str) -> Entry:
+def decode_entry(record: bytes, prev_hash: str, digest: str) -> Entry:
+    """Rebuild an entry from its stored record bytes (``seq`` included) and chain columns."""
     try:
         body = orjson.loads(record)
     except orjson.JSONDecodeError:
@@ -108,6 +180,7 @@ class SQLiteAuditStore:
     def __init__(self, path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.commits = 0
+        self.text_scan_limit = TEXT_SCAN_LIMIT  # records one free-text page may examine
         self._lock = threading.Lock()
         if readonly:
             uri = f"file:{path}?mode=ro"
@@ -121,7 +194,29 @@ class SQLiteAuditStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             # FULL syncs the WAL on every commit: a record is on disk before we answer.
             self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to the current schema; safe to run from several processes at once."""
+        conn = self._conn
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+                if columns and "statement" not in columns:
+                    for sql in _ADD_STATEMENT:
+                        conn.execute(sql)
+                for sql in _MIGRATION:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
 
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
         """Chain and durably commit ``records`` in one transaction; return their entries."""
@@ -138,7 +233,7 @@ class SQLiteAuditStore:
                     body = canonical({**record, "seq": seq})
                     digest = chain_hash(prev, body)
                     columns = [_text(record.get(name)) for name in _COLUMNS]
-                    rows.append((seq, *columns, body, prev, digest))
+                    rows.append((seq, *columns, statement_text(record), body, prev, digest))
                     entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
                     prev = digest
                 conn.executemany(_INSERT, rows)
@@ -165,7 +260,7 @@ class SQLiteAuditStore:
                     f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, batch)
                 ).fetchall()
             for row_seq, record, prev_hash, digest in rows:
-                yield _entry(record, prev_hash, digest)
+                yield decode_entry(record, prev_hash, digest)
                 after_seq = row_seq
             if len(rows) < batch:
                 return
@@ -174,7 +269,26 @@ class SQLiteAuditStore:
         """Return the entry with the highest seq, or ``None`` for an empty log."""
         with self._lock:
             row = self._conn.execute(f"{_SELECT} ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else _entry(row[1], row[2], row[3])
+        return None if row is None else decode_entry(row[1], row[2], row[3])
+
+    def query(
+        self,
+        filters: AuditFilter,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        *,
+        oldest_first: bool = False,
+    ) -> AuditPage:
+        """One page of entries matching ``filters``, newest first; see ``gateway/auditquery.py``."""
+
+        def execute(sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+
+        result = page(
+            execute, _DIALECT, filters, cursor, limit, oldest_first=oldest_first, scan_limit=self.text_scan_limit
+        )
+        return AuditPage([decode_entry(r[1], r[2], r[3]) for r in result.rows], result.next_cursor)
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL on the last close)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.auditstore import GENESIS_HASH, canonical, chain_hash
+from gateway.auditstore import GENESIS_HASH, AnchoredStore, canonical, chain_hash
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +60,14 @@ def _anchor_problem(expected: tuple[int, str], head_seq: int, found_hash: str | 
     return None
 
 
+def _anchor(store: AuditStore, given: tuple[int, str] | None) -> tuple[int, str] | None:
+    """The head to check against: the one given, else the store's own record of it (if it keeps one)."""
+    if given is None and isinstance(store, AnchoredStore):
+        # Read before the walk: whatever commits meanwhile only lengthens the chain.
+        return store.recorded_head()
+    return given
+
+
 def _quiet(_count: int) -> None:
     """Ignore progress when nobody asked for it."""
 
@@ -85,9 +93,11 @@ def verify(
     valid, so truncation is only visible against an external anchor. Every
     ``audit_record`` log event shipped to the SIEM carries ``seq`` and
     ``hash``: pass the SIEM's last seen head as ``expected_head`` and the log
-    must still contain that entry unchanged.
+    must still contain that entry unchanged. A store that keeps its own head
+    (the MariaDB store's head row) is checked against it when no head is given.
     """
     report = progress or _quiet
+    expected_head = _anchor(store, expected_head)
     anchor_seq = -1 if expected_head is None else expected_head[0]
     problems: list[str] = []
     found = count = 0

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import admincli, clicommands
+from gateway import admincli, auditcli, clicommands
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
@@ -59,24 +59,24 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Check the audit log's hash chain; show progress on a terminal."""
-    from gateway.auditstore import SQLiteAuditStore  # noqa: PLC0415
+    """Check the audit log's hash chain (either store); show a progress bar on a terminal."""
+    from gateway.auditcli import open_for_reading  # noqa: PLC0415
     from gateway.auditverify import verify  # noqa: PLC0415
-
-    path = args.path or _settings(args).audit.path
-    store = SQLiteAuditStore(path)
-    show = sys.stderr.isatty()
-
-    def progress(count: int) -> None:
-        if show:
-            print(f"\rverified {count} records", end="", file=sys.stderr, flush=True)
+    from gateway.errors import GatewayError  # noqa: PLC0415
+    from gateway.progress import Progress  # noqa: PLC0415
 
     try:
-        result = verify(store, progress=progress)
+        store = open_for_reading(args)
+    except GatewayError as exc:
+        print(f"audit store: {exc.detail}", file=sys.stderr)
+        return 1
+    try:
+        last = store.last()
+        progress = Progress("verified", total=int(last["seq"]) if last else None)
+        result = verify(store, progress=progress, batch=5000)
     finally:
         store.close()
-    if show:
-        print(file=sys.stderr)
+    progress.finish(result.count)
     if result.ok:
         print(f"ok: {result.count} records, head seq {result.head_seq} hash {result.head_hash}")
         return 0
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = with_config(audit.add_parser("verify", help="verify the audit hash chain"))
     verify.add_argument("--path", type=Path, help="audit store file (default: from the config)")
     verify.set_defaults(func=cmd_audit_verify)
+    auditcli.add_export(audit, DEFAULT_CONFIG)
 
     token = with_config(sub.add_parser("dev-token", help="mint a dev token (dev mode)"))
     token.add_argument("user")

@@ -159,14 +159,42 @@ class TargetSettings(BaseModel):
         return data
 
 
+class AuditDatabaseSettings(BaseModel):
+    """The shared MariaDB audit store (``audit.store: mariadb``); its password comes from ``secret``."""
+
+    model_config = _FROZEN
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 3306
+    database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+    user: str
+    secret: SecretSource
+    tls: TlsSettings = TlsSettings()
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    query_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
+        if isinstance(data, dict) and any("password" in str(k).lower() for k in data):
+            raise ValueError("passwords never sit in the config file: use audit.mariadb.secret.env or .file")
+        return data
+
+
 class AuditSettings(BaseModel):
     """Where the audit log goes."""
 
     model_config = _FROZEN
-    store: Literal["sqlite"] = "sqlite"
+    store: Literal["sqlite", "mariadb"] = "sqlite"
     path: Path = Path("audit.db")
+    mariadb: AuditDatabaseSettings | None = None
     redact_literals: bool = False
     queue_limit: Annotated[int, Field(ge=1)] = 10_000
+
+    @model_validator(mode="after")
+    def _store_configured(self) -> AuditSettings:
+        if self.store == "mariadb" and self.mariadb is None:
+            raise ValueError("audit.store mariadb needs an audit.mariadb section (host, database, user, secret)")
+        return self
 
 
 class LimitSettings(BaseModel):

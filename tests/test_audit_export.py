@@ -1,0 +1,165 @@
+"""`gateway audit export` and `gateway audit verify` on both stores, and the progress bar."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+from auditfixture import audit_db, audit_root_query
+
+from gateway.auditexport import CSV_COLUMNS, csv_value
+from gateway.auditmariadb import MariaDBAuditStore
+from gateway.auditstore import SQLiteAuditStore
+from gateway.auditverify import verify
+from gateway.cli import main
+from gateway.progress import Progress
+
+__all__ = ["audit_db"]
+
+
+def make_record(i: int) -> dict[str, object]:
+    """A record with the awkward parts CSV must survive: commas, quotes, newlines, lists, numbers."""
+    return {
+        "event": "decision" if i % 2 else "outcome",
+        "request_id": f"exp-{i}",
+        "time": f"2026-04-01T10:00:{i:02d}.000000Z",
+        "user": "alice@example.com" if i % 3 else "bob@example.com",
+        "user_verified": True,
+        "groups": ["analysts", "x,y"],
+        "target": "shop",
+        "statement": f"SELECT \"a,b\", 'q'\nFROM items WHERE id = {i}",
+        "decision": "allow",
+        "code": "ok",
+        "rows": i,
+        "duration_ms": 1.5,
+        "custom_field": {"nested": [1, 2]},
+    }
+
+
+class ListStore:
+    """Our own AuditStore reading side over exported entries, to verify an export offline."""
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def iter_entries(self, after_seq=0, batch=1000):
+        return iter(self.entries)
+
+
+def write_config(path: Path, audit: str) -> Path:
+    """A minimal gateway config whose audit section is ``audit`` (YAML flow mapping)."""
+    config = path / "gateway.yaml"
+    config.write_text(
+        "dev_mode: true\n"
+        "listen: {host: 127.0.0.1, port: 1}\n"
+        "targets: {shop: {host: 127.0.0.1, database: shop}}\n"
+        f"audit: {audit}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def sqlite_log(tmp_path):
+    """An embedded audit file with 12 records."""
+    path = tmp_path / "audit.db"
+    store = SQLiteAuditStore(path)
+    store.append_batch([make_record(i) for i in range(1, 13)])
+    store.close()
+    return path
+
+
+def stored(path: Path) -> list[dict]:
+    """The entries as the store holds them, in chain order."""
+    store = SQLiteAuditStore(path)
+    try:
+        return list(store.iter_entries())
+    finally:
+        store.close()
+
+
+def test_jsonl_export_round_trips_and_verifies_offline(sqlite_log, tmp_path, capsys):
+    """The JSON-lines export holds every entry exactly as stored, so the export itself verifies."""
+    out = tmp_path / "audit.jsonl"
+    assert main(["audit", "export", "--path", str(sqlite_log), "--format", "jsonl", "-o", str(out)]) == 0
+    exported = [orjson.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert exported == stored(sqlite_log)
+    assert verify(ListStore(exported)).ok
+    assert "exported 12 records" in capsys.readouterr().err
+
+
+def test_csv_export_round_trips(sqlite_log, capsys):
+    """The CSV export (to standard output) reads back to the stored entries, commas and newlines included."""
+    assert main(["audit", "export", "--path", str(sqlite_log), "--format", "csv"]) == 0
+    reader = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+    back = []
+    for row in reader:
+        entry = {k: csv_value(k, v) for k, v in row.items() if k != "extra"}
+        entry.update(csv_value("extra", row["extra"]) or {})
+        back.append({k: v for k, v in entry.items() if v is not None})
+    assert back == stored(sqlite_log)
+
+
+def test_export_filters_oldest_first(sqlite_log, tmp_path):
+    """Filters narrow the export; filtered entries come oldest first."""
+    out = tmp_path / "bob.jsonl"
+    assert main(["audit", "export", "--path", str(sqlite_log), "--user", "bob@example.com", "-o", str(out)]) == 0
+    exported = [orjson.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [e["request_id"] for e in exported] == ["exp-3", "exp-6", "exp-9", "exp-12"]
+    out2 = tmp_path / "text.jsonl"
+    args = ["--since", "2026-04-01T10:00:05Z", "--until", "2026-04-01T10:00:08Z", "-q", "ID = 6"]
+    assert main(["audit", "export", "--path", str(sqlite_log), *args, "-o", str(out2)]) == 0
+    assert [orjson.loads(line)["request_id"] for line in out2.read_text(encoding="utf-8").splitlines()] == ["exp-6"]
+
+
+def test_export_and_verify_read_the_shared_store_from_the_config(audit_db, tmp_path, capsys):
+    """With audit.store mariadb, export and verify read the shared store; verify exits 1 on a tampered row."""
+    store = MariaDBAuditStore(audit_db)
+    store.append_batch([make_record(i) for i in range(1, 6)])
+    entries = list(store.iter_entries())
+    store.close()
+    config = write_config(
+        tmp_path,
+        f"{{store: mariadb, mariadb: {{host: {audit_db.host}, port: {audit_db.port}, "
+        f"database: {audit_db.database}, user: {audit_db.user}, secret: {{env: {audit_db.secret.env}}}}}}}",
+    )
+    out = tmp_path / "shared.jsonl"
+    assert main(["audit", "export", "--config", str(config), "-o", str(out)]) == 0
+    assert [orjson.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == entries
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("ok: 5 records")
+    audit_root_query(f"DELETE FROM `{audit_db.database}`.audit_log WHERE seq = 2")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "seq 2: missing" in capsys.readouterr().err
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    """With a total the bar shows share and counts; disabled (not a terminal) it writes nothing."""
+    stream = io.StringIO()
+    ticks = iter([0.0, 0.05, 0.5])
+    bar = Progress("exported", total=200, stream=stream, enabled=True, clock=lambda: next(ticks))
+    bar(50)
+    bar(60)  # within the redraw interval: skipped
+    bar(100)
+    bar.finish(200)
+    lines = stream.getvalue().split("\r")[1:]
+    assert lines[0] == "exported [########----------------------]  25%  50/200"
+    assert lines[1].startswith("exported [###############---------------]  50%  100/200")
+    assert lines[2] == "exported [##############################] 100%  200/200\n"
+    quiet = io.StringIO()
+    Progress("verified", stream=quiet, enabled=False)(10)
+    assert quiet.getvalue() == ""
+
+
+def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path, capsys):
+    """Verify or export on a file that does not exist fails (exit 2) and creates nothing."""
+    missing = tmp_path / "missing.db"
+    assert main(["audit", "verify", "--path", str(missing)]) == 2
+    assert main(["audit", "export", "--path", str(missing)]) == 2
+    assert "audit store file not found" in capsys.readouterr().err
+    assert not missing.exists()

@@ -1,0 +1,107 @@
+"""GET /v1/audit and GET /v1/audit/verify on the session gateway (embedded store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from conftest import RunningGateway
+
+ROUTES = ("/v1/audit", "/v1/audit/verify")
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_audit_routes_need_the_auditor_role(gateway: RunningGateway, route):
+    """No token: 401; a valid token without the auditor role: 403; the auditor: 200."""
+    with gateway.client(None) as anonymous:
+        reply = anonymous.get(route)
+        assert reply.status_code == 401
+        assert reply.headers["content-type"] == "application/problem+json"
+    with gateway.client("reader") as reader:
+        reply = reader.get(route)
+        assert reply.status_code == 403
+        assert reply.json()["code"] == "forbidden"
+        assert "auditor" in reply.json()["detail"]
+    with gateway.client("admin") as auditor:
+        assert auditor.get(route).status_code == 200
+
+
+def _run(gateway: RunningGateway, user: str, request_id: str, sql: str) -> None:
+    with gateway.client(user) as http:
+        http.post("/v1/query", json={"target": "shop", "sql": sql}, headers={"X-Request-ID": request_id})
+
+
+def test_filters_and_cursor_pages_return_the_right_records_newest_first(gateway: RunningGateway):
+    """Requests made now come back through filters, newest first, across cursor pages, with nothing lost."""
+    since = datetime.now(UTC).isoformat()  # same clock as the gateway: only this test's records follow
+    ids = [f"routes-{i}" for i in range(5)]
+    for i, request_id in enumerate(ids):
+        _run(gateway, "reader", request_id, f"SELECT id FROM items WHERE id = {i}")
+    _run(gateway, "reader", "routes-denied", "DELETE FROM items")
+    _run(gateway, "writer", "routes-writer", "SELECT id FROM items WHERE id = 1")
+    seen: list[str] = []
+    params: dict[str, object] = {"user": "reader@example.com", "event": "decision", "since": since, "limit": 2}
+    with gateway.client("admin") as auditor:
+        for _ in range(10):
+            reply = auditor.get("/v1/audit", params=params)
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert len(body["entries"]) <= 2
+            seen += [e["request_id"] for e in body["entries"]]
+            if body["next_cursor"] is None:
+                break
+            params["cursor"] = body["next_cursor"]
+        denied = auditor.get("/v1/audit", params={"decision": "deny", "code": "forbidden", "since": since}).json()
+        text = auditor.get("/v1/audit", params={"q": "delete from ITEMS", "since": since}).json()
+        by_id = auditor.get("/v1/audit", params={"request_id": "routes-writer"}).json()
+    assert seen == ["routes-denied", *reversed(ids)]
+    assert [e["request_id"] for e in denied["entries"]] == ["routes-denied"]
+    assert [e["request_id"] for e in text["entries"]] == ["routes-denied"]
+    assert {(e["event"], e["user"]) for e in by_id["entries"]} == {
+        ("decision", "writer@example.com"),
+        ("outcome", "writer@example.com"),
+    }
+    assert all({"seq", "prev_hash", "hash"} <= e.keys() for e in by_id["entries"])
+
+
+def test_bad_filters_are_invalid_requests(gateway: RunningGateway):
+    """A cursor that is not ours, an unreadable time, or since after until: 422 problem+json."""
+    with gateway.client("admin") as auditor:
+        for params in ({"cursor": "bogus"}, {"since": "yesterday"}, {"since": "2026-02-01", "until": "2026-01-01"}):
+            reply = auditor.get("/v1/audit", params=params)
+            assert reply.status_code == 422, params
+            assert reply.json()["code"] == "invalid_request"
+
+
+def test_limit_is_capped(gateway: RunningGateway):
+    """A limit over the cap is served at the cap (500)."""
+    with gateway.client("admin") as auditor:
+        body = auditor.get("/v1/audit", params={"limit": 100_000}).json()
+    assert body["limit"] == 500
+    assert len(body["entries"]) <= 500
+
+
+def test_reading_the_audit_log_is_itself_audited(gateway: RunningGateway):
+    """Each audit read leaves an audit_read record naming the auditor and the filters, before the answer."""
+    with gateway.client("admin") as auditor:
+        auditor.get("/v1/audit", params={"user": "someone@example.com"}, headers={"X-Request-ID": "who-looked"})
+        body = auditor.get("/v1/audit", params={"request_id": "who-looked"}).json()
+    (entry,) = body["entries"]
+    assert entry["event"] == "audit_read"
+    assert entry["user"] == "admin@example.com"
+    assert entry["filters"]["user"] == "someone@example.com"
+
+
+def test_verify_endpoint_reports_a_clean_chain(gateway: RunningGateway):
+    """The verify endpoint walks the whole chain and reports ok, the count and the head."""
+    with gateway.client("admin") as auditor:
+        body = auditor.get("/v1/audit/verify").json()
+        assert body["ok"], body["problems"]
+        assert body["count"] == body["head_seq"] > 0
+        anchored = auditor.get(
+            "/v1/audit/verify", params={"head_seq": body["head_seq"], "head_hash": body["head_hash"]}
+        ).json()
+        assert anchored["ok"]
+        wrong = auditor.get("/v1/audit/verify", params={"head_seq": body["head_seq"], "head_hash": "f" * 64}).json()
+    assert not wrong["ok"]
+    assert "hash differs from the shipped head" in wrong["problems"][-1]
