@@ -1,8 +1,9 @@
-"""Two gateways (replicas) sharing one policies directory, for the admin tests.
+"""Two gateways (replicas) sharing one policies directory and the MariaDB audit store.
 
-Each replica is its own app with its own pools, policy store and audit file,
-served by uvicorn on its own loopback port; only the policies directory is
-shared, as with several pods mounting one volume. Analysts get a 60 s
+Each replica is its own app with its own pools and policy store, served by
+uvicorn on its own loopback port; they share the policies directory (as
+several pods mounting one volume) and the shared audit store, as in
+production. Analysts get a 60 s
 statement timeout here so a revocation, not the timeout, ends a long query.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from auditfixture import scratch_audit_db
 from conftest import RunningGateway, ScratchDatabase, free_port, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
 
-from gateway.settings import AuditSettings, ListenSettings
+from gateway.settings import ListenSettings
 
 __all__ = ["Replicas", "etag", "replicas"]
 
@@ -46,16 +49,20 @@ def edit(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Resp
 def replicas(
     tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, test_db: ScratchDatabase
 ) -> Iterator[Replicas]:
-    """Two gateways sharing a policies directory (and nothing else)."""
+    """Two gateways sharing a policies directory and one MariaDB audit store."""
     tmp = tmp_path_factory.mktemp("replicas")
-    settings = gateway_settings(tmp, idp, test_db, admin={"state_dir": tmp / "state"})
+    with scratch_audit_db() as audit_db:
+        yield from _replicas(tmp, idp, test_db, {"store": "mariadb", "mariadb": audit_db.model_dump()})
+
+
+def _replicas(tmp: Path, idp: OidcProvider, test_db: ScratchDatabase, audit: dict[str, Any]) -> Iterator[Replicas]:
+    settings = gateway_settings(tmp, idp, test_db, admin={"state_dir": tmp / "state"}, audit=audit)
     policy = settings.policies_dir / "policy.yaml"
     text = policy.read_text(encoding="utf-8").replace("statement_timeout: 2s", "statement_timeout: 60s")
     policy.write_text("# Hand-written policy; admins' comments must survive API edits.\n" + text, encoding="utf-8")
     second = settings.model_copy(
         update={
             "listen": ListenSettings(host="127.0.0.1", port=free_port()),
-            "audit": AuditSettings(path=tmp / "audit-second.db"),
         }
     )
     first_gw = start_gateway(settings, idp, test_db)

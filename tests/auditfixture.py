@@ -8,6 +8,7 @@ are dropped first. The gateway creates the schema itself on first open.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -20,7 +21,7 @@ from conftest import DB_HOST, DB_PORT, LEFTOVER_AGE
 
 from gateway.settings import AuditDatabaseSettings, SecretSource
 
-__all__ = ["audit_db", "audit_root_query"]
+__all__ = ["audit_db", "audit_root_query", "module_audit_db", "scratch_audit_db"]
 
 
 def _root() -> Any:
@@ -57,9 +58,9 @@ def _drop_leftovers(cur: Any) -> None:
             _drop(cur, name, f"gwa{parts[1][-4:]}{parts[2]}")
 
 
-@pytest.fixture
-def audit_db() -> Iterator[AuditDatabaseSettings]:
-    """Settings for a fresh, empty shared audit store (database and account dropped after)."""
+@contextlib.contextmanager
+def scratch_audit_db() -> Iterator[AuditDatabaseSettings]:
+    """Make a fresh, empty shared audit store (database and account dropped after the block)."""
     stamp, rand = str(int(time.time())), secrets.token_hex(3)
     database, account = f"gwaudit_{stamp}_{rand}", f"gwa{stamp[-4:]}{rand}"
     password = secrets.token_urlsafe(18)
@@ -80,3 +81,17 @@ def audit_db() -> Iterator[AuditDatabaseSettings]:
             _drop(cur, database, account)
         conn.close()
         os.environ.pop(env_name, None)
+
+
+@pytest.fixture
+def audit_db() -> Iterator[AuditDatabaseSettings]:
+    """Settings for a fresh, empty shared audit store (database and account dropped after)."""
+    with scratch_audit_db() as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def module_audit_db() -> Iterator[AuditDatabaseSettings]:
+    """A shared audit store for a module's long-lived gateways (e.g. two replicas)."""
+    with scratch_audit_db() as settings:
+        yield settings

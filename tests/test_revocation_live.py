@@ -62,7 +62,7 @@ def test_revocation_cancels_in_flight_statements_on_the_other_replica(replicas: 
     def heavy() -> None:
         with replicas.second.client("reader") as http:
             started = time.monotonic()
-            reply = http.post("/v1/query", json={"target": "shop", "sql": HEAVY})
+            reply = http.post("/v1/query", json={"target": "shop", "sql": HEAVY}, headers={"X-Request-ID": "heavy-1"})
             outcome["status"], outcome["body"], outcome["ended"] = reply.status_code, reply.json(), time.monotonic()
             outcome["took"] = outcome["ended"] - started
 
@@ -85,6 +85,19 @@ def test_revocation_cancels_in_flight_statements_on_the_other_replica(replicas: 
             with replicas.second.client("reader") as reader:
                 nxt = reader.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"})
                 assert (nxt.status_code, nxt.json()["code"]) == (403, "revoked")
+            # One shared audit log: the revocation (made on replica 1) and the cancelled query (on
+            # replica 2) are both there when read through either replica, and the chain verifies.
+            for replica in (replicas.first, replicas.second):
+                with replica.client("admin") as auditor:
+                    heavy_records = auditor.get("/v1/audit", params={"request_id": "heavy-1"}).json()["entries"]
+                    assert {(e["event"], e["code"]) for e in heavy_records} == {
+                        ("decision", "allowed"),
+                        ("outcome", "revoked"),
+                    }
+                    edits = auditor.get("/v1/audit", params={"request_id": reply.headers["x-request-id"]}).json()
+                    assert [e["event"] for e in edits["entries"]] == ["policy_edit"]
+                    verified = auditor.get("/v1/audit/verify").json()
+                    assert verified["ok"], verified["problems"]
         finally:
             lifted = edit(http, "DELETE", "/v1/revocations/group:analysts")
             assert lifted.status_code == 200, lifted.text
