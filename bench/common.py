@@ -27,7 +27,7 @@ class QueryBody(BaseModel):
 
 
 def db_args() -> dict[str, Any]:
-    """asyncmy connect arguments from ``BENCH_DB_*`` (TLS with ``BENCH_DB_CA``)."""
+    """The asyncmy connect arguments from ``BENCH_DB_*`` (TLS with ``BENCH_DB_CA``)."""
     args: dict[str, Any] = {
         "host": os.environ.get("BENCH_DB_HOST", "127.0.0.1"),
         "port": int(os.environ["BENCH_DB_PORT"]),

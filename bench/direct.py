@@ -17,14 +17,14 @@ import orjson
 from bench.common import db_args
 
 CASES = {
-    "point": ("SELECT id, name, price, sku, added FROM items WHERE id = %s", lambda: [random.randint(1, 1000)]),  # noqa: S311
+    "point": ("SELECT id, name, price, sku, added FROM items WHERE id = %s", lambda: [random.randint(1, 1000)]),
     "range": (
         "SELECT id, name, price, sku, added FROM items WHERE id > %s ORDER BY id LIMIT 100",
-        lambda: [random.randint(0, 900)],  # noqa: S311
+        lambda: [random.randint(0, 900)],
     ),
     "insert": (
         "INSERT INTO orders (customer_id, item_id, quantity, ordered_at, note) VALUES (%s, %s, %s, %s, %s)",
-        lambda: [random.randint(1, 3), random.randint(1, 1000), random.randint(1, 9), "2024-05-06 07:08:09", "bench"],  # noqa: S311
+        lambda: [random.randint(1, 3), random.randint(1, 1000), random.randint(1, 9), "2024-05-06 07:08:09", "bench"],
     ),
 }
 

@@ -73,20 +73,26 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     """The whole generated section: machine, targets, one table per case."""
     machine = meta["machine"]
     lines = [
-        f"Run {meta['started']}, {meta['minutes']} min, {meta['duration_s']:g} s per cell, wrk closed loop "
-        f"(1 thread), pool of {meta['pool_size']} for the gateway and the baseline.",
+        (
+            f"Run {meta['started']}, {meta['minutes']} min, {meta['duration_s']:g} s per cell, wrk closed loop "
+            f"(1 thread), pool of {meta['pool_size']} for the gateway and the baseline."
+        ),
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, Linux "
-        f"{machine['kernel']}, Python {machine['python']}, MariaDB {machine['mariadb']}, {machine['wrk']}. "
-        f"Load average before {meta['load_before']}, after {meta['load_after']}.",
+        (
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, Linux "
+            f"{machine['kernel']}, Python {machine['python']}, MariaDB {machine['mariadb']}, {machine['wrk']}. "
+            f"Load average before {meta['load_before']}, after {meta['load_after']}."
+        ),
     ]
     if meta.get("note"):
         lines += ["", f"**{meta['note']}**"]
     lines += [
         "",
-        f"Audit records written by the gateway during the run: {meta['audit_records']} "
-        f"(SQLite, WAL, synchronous=FULL). Gateway RSS: {meta['rss_start_kb'].get('gateway', 0) // 1024} MiB "
-        f"before the measured runs, {meta['rss_end_kb'].get('gateway', 0) // 1024} MiB after.",
+        (
+            f"Audit records written by the gateway during the run: {meta['audit_records']} "
+            f"(SQLite, WAL, synchronous=FULL). Gateway RSS: {meta['rss_start_kb'].get('gateway', 0) // 1024} MiB "
+            f"before the measured runs, {meta['rss_end_kb'].get('gateway', 0) // 1024} MiB after."
+        ),
         "",
         "### Targets",
         "",
@@ -98,17 +104,18 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             "",
             f"### {CASE_TITLES.get(case, case)}",
             "",
-            "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | non-200 |",
-            "|---:|---|---:|---:|---:|---:|---|",
+            "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | CPU µs / request | non-200 |",
+            "|---:|---|---:|---:|---:|---:|---:|---|",
         ]
         for r in (r for r in results if r["case"] == case):
             ratio = ""
             base = by.get((case, r["clients"], "baseline"))
             if r["app"] == "gateway" and base and base["rps"]:
                 ratio = f"{r['rps'] / base['rps']:.2f}x"
+            cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else ""
             lines.append(
                 f"| {r['clients']} | {r['app']} | {r['rps']:.0f} | {_ms(r['p50_us'])} | {_ms(r['p99_us'])} | "
-                f"{ratio} | {_errors(r)} |"
+                f"{ratio} | {cpu} | {_errors(r)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -136,7 +136,7 @@ class Apps:
     def start(self, name: str, argv: list[str], env: dict[str, str], url: str) -> None:
         """Start one app; its output goes to ``STATE/NAME.log``."""
         log = (self.state / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        self.processes[name] = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=log, stderr=log
         )
         self.urls[name] = url
@@ -164,6 +164,24 @@ class Apps:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
+
+    def cpu_seconds(self, name: str) -> float:
+        """User + system CPU time of an app's process (all threads) so far."""
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{self.processes[name].pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0
+
+    def thread_cpu(self, name: str) -> dict[str, float]:
+        """CPU seconds (user + system) per thread name of an app's process."""
+        cpu: dict[str, float] = {}
+        for task in Path(f"/proc/{self.processes[name].pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                pid = self.processes[name].pid
+                comm = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()} {task.name}"
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu[comm] = cpu.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu
 
     def stop(self) -> None:
         """SIGTERM each app (graceful: the gateway flushes its audit log), then wait."""
@@ -197,14 +215,14 @@ def run_wrk(url: str, case: str, clients: int, seconds: float, token: str) -> di
     """One closed-loop wrk run; its summary."""
     argv = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s",
             "-s", str(ROOT / "bench" / "wrk" / "query.lua"), url, "--", case, token]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)  # noqa: S603
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     return _parse(done.stdout + done.stderr, f"wrk {case} c={clients} {url}")
 
 
 def run_direct(env: dict[str, str], case: str, clients: int, seconds: float) -> dict[str, Any]:
     """The direct asyncmy loop in a process of its own."""
     argv = [sys.executable, "-m", "bench.direct", case, str(clients), f"{seconds:g}"]
-    done = subprocess.run(  # noqa: S603
+    done = subprocess.run(
         argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True, text=True, timeout=seconds + 120, check=False,
     )  # fmt: skip
@@ -220,15 +238,15 @@ def _profiler(pid: int, out: Path, seconds: float) -> Iterator[None]:
         yield
         return
     argv = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-            "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+            "--format", "raw", "--output", str(out), "--threads", "--gil"]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:
         process.wait(timeout=seconds + 60)
 
 
-def main() -> int:  # noqa: PLR0915 - one linear script
+def main() -> int:
     """Run the whole benchmark and write the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "5")))
@@ -282,9 +300,15 @@ def main() -> int:  # noqa: PLR0915 - one linear script
                 case, count = args.profile.split(":")
                 out = ROOT / "bench" / "results" / f"profile-{case}-{count}.txt"
                 out.parent.mkdir(parents=True, exist_ok=True)
+                cpu = runner.cpu_seconds("gateway")
+                threads = runner.thread_cpu("gateway")
                 with _profiler(runner.processes["gateway"].pid, out, args.duration):
                     result = run_wrk(gw_url, case, int(count), args.duration, token)
-                print(f"{result['rps']:.0f} req/s; profile in {out}", file=sys.stderr)
+                cpu_us = (runner.cpu_seconds("gateway") - cpu) / max(result["requests"], 1) * 1e6
+                print(f"{result['rps']:.0f} req/s, {cpu_us:.0f} us CPU/request; profile in {out}", file=sys.stderr)
+                for thread, seconds in sorted(runner.thread_cpu("gateway").items()):
+                    per_request = (seconds - threads.get(thread, 0.0)) / max(result["requests"], 1) * 1e6
+                    print(f"  thread {thread}: {per_request:.0f} us CPU/request", file=sys.stderr)
                 return 0
             results: list[dict[str, Any]] = []
             rss_start = {name: runner.rss_kb(name) for name in runner.urls}
@@ -294,13 +318,17 @@ def main() -> int:  # noqa: PLR0915 - one linear script
                         if app == "direct":
                             result = run_direct(db_env, case, count, args.duration)
                         else:
+                            cpu = runner.cpu_seconds(app)
                             result = run_wrk(runner.urls[app], case, count, args.duration, token)
                             result["rss_kb"] = runner.rss_kb(app)
+                            result["cpu_us"] = (runner.cpu_seconds(app) - cpu) / max(result["requests"], 1) * 1e6
                         result.update(case=case, clients=count, app=app)
                         results.append(result)
                         print(
-                            f"{case:6} c={count:<3} {app:9} {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:7.2f} ms"
-                            f"  p99 {result['p99_us'] / 1000:7.2f} ms  non-200 {result['non_200'] or '-'}",
+                            f"{case:6} c={count:<3} {app:9} {result['rps']:8.0f} req/s"
+                            f"  p50 {result['p50_us'] / 1000:7.2f} ms  p99 {result['p99_us'] / 1000:7.2f} ms"
+                            f"  cpu/req {result.get('cpu_us', 0):5.0f} us"
+                            f"  non-200 {result['non_200'] or '-'}",
                             file=sys.stderr,
                         )
             rss_end = {name: runner.rss_kb(name) for name in runner.urls}
@@ -348,8 +376,8 @@ def _machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-    version = subprocess.run([mariadbd, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S603
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout  # noqa: S607
+    version = subprocess.run([mariadbd, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

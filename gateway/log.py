@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|credential)", re.IGNORECASE)
@@ -22,9 +24,17 @@ def scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+def dumps(value: Any, **kwargs: Any) -> str:  # noqa: ANN401
+    """JSON for log lines with orjson (every audit record is logged); stdlib json if orjson refuses."""
+    try:
+        return orjson.dumps(value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, **kwargs)
+
+
 def configure(*, json: bool = True, level: int = logging.INFO) -> None:
     """Configure structlog once per process (called by the CLI, not at import)."""
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = structlog.processors.JSONRenderer(serializer=dumps) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
