@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench venv node mariadb seed clean
+.PHONY: run test lint bench bench-tools bench-profile venv node mariadb seed clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,28 @@ lint: venv
 
 test: venv node mariadb lint
 	$(BIN)/pytest -q
+
+# The benchmark (docs/benchmarks.md): wrk from Debian, the bench extra (py-spy,
+# cryptography) and mariadbd binaries; it starts a private mariadbd of its own.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-tools: $(BENCH_STAMP) mariadb
+	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: bench-tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run
+	@for extra in bench-stream bench-audit; do \
+		if $(MAKE) -n $$extra >/dev/null 2>&1; then $(MAKE) $$extra || exit 1; fi; \
+	done
+
+# Profile the gateway alone under load (py-spy, --gil): CASE:CLIENTS, e.g. point:64.
+bench-profile: bench-tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --apps gateway --duration 10 --profile $(or $(PROFILE),point:64)
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ from test_policy import grant, policy, stmt, who
 
 from gateway.api import router
 from gateway.app import create_app
-from gateway.log import dumps
+from gateway.log import dumps, scrub_secrets
 from gateway.metrics import Metrics
 from gateway.middleware import _SANE_ID, GatewayMiddleware
 from gateway.policy import decide
@@ -79,3 +79,10 @@ def test_log_lines_are_json_even_when_orjson_refuses():
     assert json.loads(dumps({"event": "x", "n": 1, 2: "non-str key"})) == {"event": "x", "n": 1, "2": "non-str key"}
     assert json.loads(dumps({"big": 2**80})) == {"big": 2**80}
     assert json.loads(dumps({"obj": object()}, default=repr))["obj"].startswith("<object")
+
+
+def test_secret_scrubbing_is_the_same_on_every_call():
+    """Scrubbing decides per key name once and then from its cache: a secret key is redacted every time."""
+    for _ in range(3):
+        event = scrub_secrets(None, "info", {"Password": "p", "db_secret": "s", "token_hash": "h", "user": "u"})
+        assert event == {"Password": "[redacted]", "db_secret": "[redacted]", "token_hash": "h", "user": "u"}
