@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench venv node mariadb seed clean iamdeps bench-credentials
+.PHONY: run test lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials
 
 venv: $(STAMP)
 
@@ -44,6 +44,27 @@ test: venv node mariadb iamdeps lint
 
 bench-credentials: venv iamdeps
 	$(BIN)/python scripts/bench_credentials.py
+
+# The benchmark (docs/benchmarks.md): wrk from Debian, the bench extra (py-spy,
+# cryptography) and mariadbd binaries; it starts a private mariadbd of its own.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-tools: $(BENCH_STAMP) mariadb
+	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: bench-tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run
+	$(MAKE) bench-stream
+	@echo "(the 10,000,000-record audit filter benchmark takes about 8 minutes on its own: make bench-audit)"
+
+# Profile the gateway alone under load (py-spy, --gil): CASE:CLIENTS, e.g. point:64.
+bench-profile: bench-tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --apps gateway --duration 10 --profile $(or $(PROFILE),point:64)
 
 clean:
 	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-# ruff: noqa: T201, INP001 - a benchmark script prints its report and is not a package
+
 """How fast the shared audit store answers filters over a big log (`make bench-audit`).
 
 Generates an N-record log (default 10,000,000) in a scratch MariaDB database

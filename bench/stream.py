@@ -21,7 +21,7 @@ CPU they are noisy, so compare ratios within one run. Everything it creates
 (database, accounts, gateway process, temp dir) is removed at the end.
 """
 
-# ruff: noqa: T201, S603, INP001 - a script that prints its figures and starts the gateway and mariadb
+
 from __future__ import annotations
 
 import argparse

@@ -113,8 +113,20 @@ def require_role(role: str) -> Callable[[Request, Identity], Awaitable[Identity]
 
 Admin = Annotated[Identity, Depends(require_role("admin"))]
 Auditor = Annotated[Identity, Depends(require_role("auditor"))]
-Context = Annotated[RequestContext, Depends(_context)]
-PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
+
+
+# FastAPI runs a plain ``def`` dependency in a worker thread: a thread hop per
+# request for a dict lookup. These async twins run inline on the event loop.
+async def _context_dep(request: Request) -> RequestContext:
+    return _context(request)
+
+
+async def _pipeline_dep(request: Request) -> Pipeline:
+    return _pipeline(request)
+
+
+Context = Annotated[RequestContext, Depends(_context_dep)]
+PipelineDep = Annotated[Pipeline, Depends(_pipeline_dep)]
 
 router = APIRouter()
 

@@ -6,9 +6,10 @@ streaming bodies pass through untouched.
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -41,6 +42,13 @@ class GatewayMiddleware:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        # A random prefix per process plus a counter: unique across replicas and restarts
+        # without a getrandom() call (and a GIL release) per request.
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -49,7 +57,7 @@ class GatewayMiddleware:
             return
         headers = dict(scope["headers"])
         offered = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = offered if _SANE_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _SANE_ID.match(offered) else self._new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()

@@ -1,0 +1,131 @@
+"""Render benchmark results as Markdown, and put them between the markers of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CASE_TITLES = {
+    "point": "Point SELECT by primary key",
+    "range": "100-row SELECT",
+    "insert": "Single-row INSERT (write grant)",
+}
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def _errors(result: dict[str, Any]) -> str:
+    parts = [f"{k} x{v}" for k, v in sorted(result.get("non_200", {}).items())]
+    if result.get("socket_errors"):
+        parts.append(f"socket x{result['socket_errors']}")
+    return ", ".join(parts) or "-"
+
+
+def _targets(results: list[dict[str, Any]]) -> list[str]:
+    by = {(r["case"], r["clients"], r["app"]): r for r in results}
+    lines = ["| check | case | result | target |", "|---|---|---|---|"]
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    for case in cases:
+        for clients in (16, 64):
+            gw, base = by.get((case, clients, "gateway")), by.get((case, clients, "baseline"))
+            if gw and base and base["rps"]:
+                ratio = gw["rps"] / base["rps"]
+                ok = "ok" if ratio >= 0.8 else "MISSED"  # noqa: PLR2004
+                lines.append(f"| throughput vs baseline, {clients} clients | {case} | {ratio:.2f}x ({ok}) | >= 0.8x |")
+        gw, base = by.get((case, 1, "gateway")), by.get((case, 1, "baseline"))
+        if gw and base:
+            overhead = (gw["p50_us"] - base["p50_us"]) / 1000
+            ok = "ok" if overhead < 0.25 else "MISSED"  # noqa: PLR2004
+            lines.append(f"| p50 overhead, 1 client | {case} | {overhead:+.3f} ms ({ok}) | < 0.25 ms |")
+        naive = [
+            (r["clients"], r["app"], r["rps"])
+            for r in results
+            if r["case"] == case and r["app"] in ("naive", "naive-tls")
+        ]
+        behind = [
+            f"{app}@{c}"
+            for c, app, rps in naive
+            if (gw_r := by.get((case, c, "gateway"))) is not None and gw_r["rps"] <= rps
+        ]
+        if naive:
+            lines.append(
+                f"| ahead of the naive app (plain and TLS), every client count | {case} | "
+                f"{'ok' if not behind else 'behind at ' + ', '.join(behind)} | ahead everywhere |"
+            )
+        gw = by.get((case, 64, "gateway"))
+        if gw and gw["p50_us"]:
+            spread = gw["p99_us"] / gw["p50_us"]
+            ok = "ok" if spread <= 3 else "MISSED"  # noqa: PLR2004
+            lines.append(f"| gateway p99 / p50, 64 clients | {case} | {spread:.2f} ({ok}) | <= 3 |")
+        gw = by.get((case, 256, "gateway"))
+        if gw:
+            bad = {k: v for k, v in gw.get("non_200", {}).items() if not k.endswith(":pool_exhausted")}
+            verdict = "ok" if not bad and not gw.get("socket_errors") else f"unexpected: {_errors(gw)}"
+            lines.append(f"| gateway errors, 256 clients, pool of 10 | {case} | {_errors(gw)} ({verdict}) | "
+                         "only pool_exhausted |")  # fmt: skip
+    return lines
+
+
+def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """The whole generated section: machine, targets, one table per case."""
+    machine = meta["machine"]
+    lines = [
+        (
+            f"Run {meta['started']}, {meta['minutes']} min, {meta['duration_s']:g} s per cell, wrk closed loop "
+            f"(1 thread), pool of {meta['pool_size']} for the gateway and the baseline."
+        ),
+        "",
+        (
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, Linux "
+            f"{machine['kernel']}, Python {machine['python']}, MariaDB {machine['mariadb']}, {machine['wrk']}. "
+            f"Load average before {meta['load_before']}, after {meta['load_after']}."
+        ),
+    ]
+    if meta.get("note"):
+        lines += ["", f"**{meta['note']}**"]
+    lines += [
+        "",
+        (
+            f"Audit records written by the gateway during the run: {meta['audit_records']} "
+            f"(SQLite, WAL, synchronous=FULL). Gateway RSS: {meta['rss_start_kb'].get('gateway', 0) // 1024} MiB "
+            f"before the measured runs, {meta['rss_end_kb'].get('gateway', 0) // 1024} MiB after."
+        ),
+        "",
+        "### Targets",
+        "",
+        *_targets(results),
+    ]
+    by = {(r["case"], r["clients"], r["app"]): r for r in results}
+    for case in dict.fromkeys(r["case"] for r in results):
+        lines += [
+            "",
+            f"### {CASE_TITLES.get(case, case)}",
+            "",
+            "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | CPU µs / request | non-200 |",
+            "|---:|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in (r for r in results if r["case"] == case):
+            ratio = ""
+            base = by.get((case, r["clients"], "baseline"))
+            if r["app"] == "gateway" and base and base["rps"]:
+                ratio = f"{r['rps'] / base['rps']:.2f}x"
+            cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else ""
+            lines.append(
+                f"| {r['clients']} | {r['app']} | {r['rps']:.0f} | {_ms(r['p50_us'])} | {_ms(r['p99_us'])} | "
+                f"{ratio} | {cpu} | {_errors(r)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, table: str) -> None:
+    """Replace the generated section of ``path`` (created with just the markers if absent)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
