@@ -8,8 +8,6 @@ allowed or denied, is audited before anything runs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway import execution, streaming
+from gateway import execution, readiness, streaming, views
 from gateway.audit import AuditLog
 from gateway.encoding import JSONValue
 from gateway.errors import (
@@ -34,10 +32,10 @@ from gateway.errors import (
 from gateway.identity import Identity, TokenValidator
 from gateway.inflight import InFlight, Running, still_allowed
 from gateway.oidc import KeySource
-from gateway.policy import Decision, decide, effective_grants, roles_of
+from gateway.policy import Decision, decide, roles_of
 from gateway.policystore import PolicyStore
-from gateway.policytypes import Grant, PolicySet
 from gateway.pools import PoolRegistry
+from gateway.revoker import Revoker
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
 
@@ -93,30 +91,7 @@ class Pipeline:
         self._key_sources = tuple(key_sources)
         self._clock = clock
         self.inflight = InFlight()
-        self._cancels: set[asyncio.Task[None]] = set()
-        policies.listeners.append(self._policy_changed)
-
-    def _policy_changed(self, policy: PolicySet) -> None:
-        """A new policy is in force: cancel the statements of users it cut off."""
-        victims = self.inflight.lost_access(policy, self._clock())
-        if not victims:
-            return
-        with contextlib.suppress(RuntimeError):  # no running loop: nothing can be running either
-            task = asyncio.get_running_loop().create_task(self._cancel(victims))
-            self._cancels.add(task)
-            task.add_done_callback(self._cancels.discard)
-
-    async def _cancel(self, victims: list[Running]) -> None:
-        for running in victims:
-            pool = self.pools.pools().get((running.target, running.db_user))
-            killed = pool is not None and await pool.kill(running.thread_id, connection=running.transaction)
-            log.warning(
-                "revoked_statement_cancelled",
-                user=running.identity.user,
-                target=running.target,
-                thread_id=running.thread_id,
-                killed=killed,
-            )
+        policies.listeners.append(Revoker(self.inflight, pools, clock).policy_changed)
 
     def _check_still_allowed(self, running: Running) -> None:
         # Closes the gap between the decision and the registration: a reload in between is seen here.
@@ -172,30 +147,7 @@ class Pipeline:
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """Check policies, signing keys and every pool; say what is wrong."""
-        checks: dict[str, dict[str, Any]] = {
-            "policies": {
-                "ok": self.policies.loaded,
-                "revision": self.policies.current.revision if self.policies.loaded else None,
-                "last_reload_error": self.policies.last_error,
-            },
-            "keys": {"ok": await self._keys_ready()},
-        }
-        for (target, db_user), pool in self.pools.pools().items():
-            try:
-                await pool.check(within=2.0)
-                checks[f"pool:{target}/{db_user}"] = {"ok": True}
-            except GatewayError as exc:
-                checks[f"pool:{target}/{db_user}"] = {"ok": False, "detail": exc.detail}
-        return checks
-
-    async def _keys_ready(self) -> bool:
-        for source in self._key_sources:
-            if source.has_keys:
-                continue
-            ready = getattr(source, "ready", None)
-            if ready is None or not await ready():
-                return False
-        return True
+        return await readiness.check(self.policies, self._key_sources, self.pools)
 
     def roles(self, identity: Identity) -> frozenset[str]:
         """The caller's roles (admin, auditor) under the current policy."""
@@ -203,36 +155,11 @@ class Pipeline:
 
     def me(self, identity: Identity) -> dict[str, Any]:
         """Describe the caller: user, groups, roles and effective grants."""
-        policy = self.policies.current
-        now = self._clock()
-        return {
-            "user": identity.user,
-            "subject": identity.subject,
-            "issuer": identity.issuer,
-            "groups": sorted(identity.groups),
-            "roles": sorted(roles_of(identity, policy)),
-            "grants": [_grant_view(g) for g in effective_grants(identity, policy, now)],
-        }
+        return views.me(identity, self.policies.current, self._clock())
 
     def targets(self, identity: Identity) -> list[dict[str, Any]]:
         """The targets the caller can use, with the highest access level and its expiry."""
-        policy = self.policies.current
-        now = self._clock()
-        best: dict[str, dict[str, Any]] = {}
-        for grant in effective_grants(identity, policy, now):
-            if grant.target not in self.settings.targets:
-                continue
-            view = best.get(grant.target)
-            if view is None or grant.access > view["_level"]:
-                best[grant.target] = {
-                    "_level": grant.access,
-                    "name": grant.target,
-                    "database": self.settings.targets[grant.target].database,
-                    "access": grant.access.label,
-                    "grant": grant.name,
-                    "expires": grant.expires.isoformat() if grant.expires else None,
-                }
-        return [{k: v for k, v in view.items() if k != "_level"} for view in best.values()]
+        return views.targets(identity, self.policies.current, self._clock(), self.settings.targets)
 
     def _analyze(self, target: str, sql: str) -> Statement:
         limits = self.settings.limits
@@ -476,19 +403,3 @@ def _ms(started: float) -> float:
 
 def _joined(values: Any) -> str:  # noqa: ANN401
     return ",".join(dict.fromkeys(values))
-
-
-def _grant_view(grant: Grant) -> dict[str, Any]:
-    return {
-        "name": grant.name,
-        "target": grant.target,
-        "access": grant.access.label,
-        "db_user": grant.db_user,
-        "tables": {
-            "allow": None if grant.tables_allow is None else list(grant.tables_allow),
-            "deny": list(grant.tables_deny),
-        },
-        "max_rows": grant.max_rows,
-        "statement_timeout": grant.statement_timeout,
-        "expires": grant.expires.isoformat() if grant.expires else None,
-    }
