@@ -75,23 +75,16 @@ def _seconds(text: str, limit: float) -> float:
 
 
 async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
-    await pipeline.audit.append(
-        {
-            "event": "access_request",
-            "request_id": ctx.request_id,
-            "client": ctx.client,
-            "user_agent": ctx.user_agent,
-            "user": caller.user,
-            "user_verified": True,
-            "groups": sorted(caller.groups),
-            "action": action,
-            "access_request": item["id"],
-            "requester": item["requester"],
-            "target": item["target"],
-            "access": item["access"],
-            "reason": item.get("decision_reason") or item["reason"],
-            "policy_revision": pipeline.policies.current.revision,
-        }
+    await pipeline.record_event(
+        ctx,
+        "access_request",
+        caller,
+        action=action,
+        access_request=item["id"],
+        requester=item["requester"],
+        target=item["target"],
+        access=item["access"],
+        reason=item.get("decision_reason") or item["reason"],
     )
 
 

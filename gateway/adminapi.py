@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from gateway import views
 from gateway.api import Admin, Context, JSONResponse, PipelineDep, _json_body
 from gateway.errors import PreconditionRequired
 from gateway.identity import Identity
@@ -76,23 +77,17 @@ def audit_edit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, **extr
     """An audit callback writing the ``policy_edit`` record (before the file is replaced)."""
 
     async def record(result: EditResult) -> None:
-        await pipeline.audit.append(
-            {
-                "event": "policy_edit",
-                "request_id": ctx.request_id,
-                "client": ctx.client,
-                "user_agent": ctx.user_agent,
-                "user": caller.user,
-                "user_verified": True,
-                "groups": sorted(caller.groups),
-                "action": result.action,
-                "detail": result.detail,
-                "file": result.file,
-                "diff": result.diff,
-                "policy_revision": result.previous_revision,
-                "new_revision": result.revision,
-                **extra,
-            }
+        await pipeline.record_event(
+            ctx,
+            "policy_edit",
+            caller,
+            action=result.action,
+            detail=result.detail,
+            file=result.file,
+            diff=result.diff,
+            policy_revision=result.previous_revision,
+            new_revision=result.revision,
+            **extra,
         )
 
     return record
@@ -185,19 +180,10 @@ async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
 
 
 def _grant(grant: Grant) -> dict[str, Any]:
+    # The admin view: what the caller's own view shows, plus who it is for and where it is written.
     return {
-        "name": grant.name,
+        **views.grant_view(grant),
         "subjects": list(grant.subjects),
-        "target": grant.target,
-        "access": grant.access.label,
-        "db_user": grant.db_user,
-        "tables": {
-            "allow": None if grant.tables_allow is None else list(grant.tables_allow),
-            "deny": list(grant.tables_deny),
-        },
-        "max_rows": grant.max_rows,
-        "statement_timeout": grant.statement_timeout,
-        "expires": grant.expires.isoformat() if grant.expires else None,
         "functions": sorted(grant.functions),
         "file": grant.source_file,
         "line": grant.source_line,

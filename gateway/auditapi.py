@@ -48,22 +48,7 @@ async def _record_read(
     pipeline: Pipeline, ctx: RequestContext, caller: Identity, what: str, details: dict[str, Any]
 ) -> None:
     """Durably record that ``caller`` read the audit log; fail closed like every audit write."""
-    await pipeline.audit.append(
-        {
-            "event": "audit_read",
-            "request_id": ctx.request_id,
-            "client": ctx.client,
-            "user_agent": ctx.user_agent,
-            "user": caller.user,
-            "user_verified": True,
-            "groups": sorted(caller.groups),
-            "policy_revision": pipeline.policies.current.revision,
-            "decision": "allow",
-            "code": "ok",
-            "reason": what,
-            "filters": details,
-        }
-    )
+    await pipeline.record_event(ctx, "audit_read", caller, decision="allow", code="ok", reason=what, filters=details)
 
 
 async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through

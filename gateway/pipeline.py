@@ -122,6 +122,10 @@ class Pipeline:
             "policy_revision": self.policies.current.revision,
         }
 
+    async def record_event(self, ctx: RequestContext, event: str, identity: Identity, **fields: Any) -> None:  # noqa: ANN401
+        """Durably record an event outside the query path (policy edits, access requests, audit reads)."""
+        await self.audit.append({**self._base(ctx, event, identity), **fields})
+
     async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
         """Validate the bearer token; audit a refusal (with the unverified subject)."""
         try:
