@@ -321,14 +321,7 @@ class PoolRegistry:
 
     def connection(self, decision: Decision) -> contextlib.AbstractAsyncContextManager[Pooled]:
         """Hold a connection for an allowing decision's ``(target, db_user)``."""
-        if not decision.allowed or decision.db_user is None:
-            raise Forbidden("no allowing decision")
-        pool = self._pools.get((decision.target, decision.db_user))
-        if pool is None:
-            raise DatabaseUnavailable(
-                f"no credentials configured for db_user {decision.db_user} on target {decision.target}"
-            )
-        return pool.connection()
+        return self.pool_for(decision).connection()
 
     async def close(self) -> None:
         """Close every pool."""
