@@ -8,6 +8,7 @@ allowed or denied, is audited before anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from gateway.inflight import InFlight, Running, still_allowed
 from gateway.oidc import KeySource
 from gateway.policy import Decision, decide, roles_of
 from gateway.policystore import PolicyStore
-from gateway.pools import PoolRegistry
+from gateway.pools import Pooled, PoolRegistry
 from gateway.revoker import Revoker
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
@@ -297,13 +298,26 @@ class Pipeline:
         cap = streaming.stream_limits(self.settings.limits, decision.max_rows, max_rows)
         limits = execution.Limits(buffered.timeout, cap, buffered.max_bytes, read_only=buffered.read_only)
         started = time.perf_counter()
+        tracking = contextlib.ExitStack()
+        running: Running | None = None
 
         async def outcome(**fields: Any) -> None:  # noqa: ANN401
+            tracking.close()
+            if running is not None and running.cancelled:
+                fields["code"] = "revoked"
             await self._outcome(ctx, identity, target, started, **fields)
 
         header = {"request_id": ctx.request_id, "target": target, "kind": statement.kind.value, "grant": decision.grant}
+
+        def in_flight(conn: Pooled) -> None:
+            # A stream is an in-flight statement too: a revocation cancels it like any other.
+            nonlocal running
+            running = Running(identity, target, decision.db_user or "", conn.thread_id, transaction=False)
+            tracking.enter_context(self.inflight.track(running))
+            self._check_still_allowed(running)
+
         try:
-            return await streaming.open_stream(
+            stream = await streaming.open_stream(
                 self.pools.pool_for(decision),
                 statement,
                 request.params,
@@ -312,10 +326,14 @@ class Pipeline:
                 header=header,
                 started=started,
                 outcome=outcome,
+                on_connection=in_flight,
             )
         except GatewayError as exc:
+            exc = _cancelled(exc, running)
             await outcome(code=exc.code, error=exc.detail)
-            raise
+            raise exc from None
+        stream.on_error = lambda exc: _cancelled(exc, running)
+        return stream
 
     async def transaction(
         self,

@@ -140,6 +140,13 @@ class RowStream:
         self._gate.pause()
         self._done = False
         self.sent = 0  # rows whose chunk the consumer has taken
+        # Lets the pipeline say why a statement died (e.g. killed because access was revoked).
+        self.on_error: Callable[[GatewayError], GatewayError] | None = None
+
+    @property
+    def thread_id(self) -> int:
+        """MariaDB's id of the connection running the statement."""
+        return self._thread_id
 
     @property
     def finished(self) -> bool:
@@ -215,6 +222,8 @@ class RowStream:
         return rows  # type: ignore[no-any-return]
 
     async def _fail(self, error: GatewayError) -> bytes:
+        if self.on_error is not None:
+            error = self.on_error(error)
         self._release(discard=True)
         await self._outcome(code=error.code, error=error.detail, rows=self.sent)
         return _line(
@@ -304,16 +313,21 @@ async def open_stream(
     header: dict[str, Any],
     started: float,
     outcome: Outcome,
+    on_connection: Callable[[Pooled], None] | None = None,
 ) -> RowStream:
     """Run ``statement`` on a held connection and return the stream of its rows.
 
-    Errors before the first row (binding, MariaDB refusing the statement, the
-    timeout, the pool) are raised; the connection goes back to the pool.
+    ``on_connection`` sees the connection before the statement starts (to
+    register it as in flight; raising there refuses the stream). Errors before
+    the first row (binding, MariaDB refusing the statement, the timeout, the
+    pool) are raised; the connection goes back to the pool.
     """
     conn = await pool.acquire()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout + execution.TIMEOUT_GRACE
     try:
+        if on_connection is not None:
+            on_connection(conn)
         sql = execution.wrap(
             execution.bind(statement, params, conn), comment, limits, kind=statement.kind, in_transaction=False
         )

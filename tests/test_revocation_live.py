@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -150,3 +151,49 @@ def _busy(http) -> bool:
         if line.startswith("gateway_pool_in_use{") and not line.endswith(" 0.0"):
             return True
     return False
+
+
+def test_revocation_cancels_a_running_stream(replicas: Replicas):
+    """A streamed (NDJSON) statement is in flight too: a revocation ends it as `revoked`.
+
+    MariaDB sends this aggregate's column header only with its row, so the
+    statement is cancelled before the stream starts: the answer is a 403
+    problem (once the header is out it would be an error line instead).
+    """
+    lines: list[dict] = []
+
+    def stream() -> None:
+        with (
+            replicas.second.client("reader") as http,
+            http.stream(
+                "POST",
+                "/v1/query",
+                json={"target": "shop", "sql": HEAVY},
+                headers={"Accept": "application/x-ndjson", "X-Request-ID": "heavy-stream"},
+            ) as reply,
+        ):
+            lines.extend(json.loads(line) for line in reply.iter_lines() if line)
+            lines.append({"status": reply.status_code})
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    with replicas.second.client("admin") as http:
+        assert _wait_for(lambda: _busy(http), 10)
+    with replicas.first.client("admin") as http:
+        reply = edit(http, "POST", "/v1/revocations", json={"subject": "group:analysts", "reason": "stream test"})
+        assert reply.status_code == 201, reply.text
+        try:
+            worker.join(timeout=20)
+            assert not worker.is_alive(), lines
+            *body, status = lines
+            if status["status"] == 200:
+                assert body[0]["type"] == "header"
+                assert (body[-1]["type"], body[-1]["code"]) == ("error", "revoked")
+            else:
+                assert (status["status"], body[0]["code"]) == (403, "revoked")
+            with replicas.first.client("admin") as auditor:
+                records = auditor.get("/v1/audit", params={"request_id": "heavy-stream", "event": "outcome"}).json()
+            assert [e["code"] for e in records["entries"]] == ["revoked"]
+        finally:
+            lifted = edit(http, "DELETE", "/v1/revocations/group:analysts")
+            assert lifted.status_code == 200, lifted.text
