@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 import structlog
@@ -90,11 +91,15 @@ def _context(request: Request) -> RequestContext:
     return RequestContext(_request_id(request), client, request.headers.get("user-agent"))
 
 
-async def _identity(request: Request) -> Identity:
+async def _authenticate(request: Request, pipeline: Pipeline, ctx: RequestContext) -> Identity:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
-    return await _pipeline(request).authenticate(bearer, _context(request))
+    return await pipeline.authenticate(bearer, ctx)
+
+
+async def _identity(request: Request) -> Identity:
+    return await _authenticate(request, _pipeline(request), _context(request))
 
 
 Caller = Annotated[Identity, Depends(_identity)]
@@ -182,15 +187,37 @@ def _json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
     return parse
 
 
+@dataclass(frozen=True, slots=True)
+class Call(Generic[Model]):
+    """Everything a statement route needs, resolved by one dependency."""
+
+    caller: Identity
+    ctx: RequestContext
+    pipeline: Pipeline
+    body: Model
+
+
+def _call(model: type[Model]) -> Callable[[Request], Awaitable[Call[Model]]]:
+    """One async dependency for the hot routes: FastAPI solves one, not four, per request.
+
+    The order is that of the four it replaces: the token first (a 401 is
+    audited whatever the body), then the body.
+    """
+    parse = _json_body(model)
+
+    async def resolve(request: Request) -> Call[Model]:
+        pipeline = _pipeline(request)
+        ctx = _context(request)
+        caller = await _authenticate(request, pipeline, ctx)
+        return Call(caller, ctx, pipeline, await parse(request))
+
+    return resolve
+
+
 @router.post("/v1/query")
-async def query(
-    request: Request,
-    caller: Caller,
-    ctx: Context,
-    pipeline: PipelineDep,
-    body: Annotated[QueryBody, Depends(_json_body(QueryBody))],
-) -> Response:
+async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_call(QueryBody))]) -> Response:
     """Run one statement; with ``Accept: application/x-ndjson`` the rows stream."""
+    caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     _check_params(pipeline, len(body.params))
     if wants_ndjson(request):
         stream = await pipeline.query_stream(
@@ -202,13 +229,9 @@ async def query(
 
 
 @router.post("/v1/transaction")
-async def transaction(
-    caller: Caller,
-    ctx: Context,
-    pipeline: PipelineDep,
-    body: Annotated[TransactionBody, Depends(_json_body(TransactionBody))],
-) -> JSONResponse:
+async def transaction(call: Annotated[Call[TransactionBody], Depends(_call(TransactionBody))]) -> JSONResponse:
     """Run several statements atomically."""
+    caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     limits = pipeline.settings.limits
     if len(body.statements) > limits.max_statements:
         raise InvalidRequest(f"at most {limits.max_statements} statements per transaction")
