@@ -29,6 +29,7 @@ import structlog
 
 from gateway.auditstore import CHAIN_FIELDS, canonical
 from gateway.errors import AuditUnavailable
+from gateway.log import info_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -192,19 +193,25 @@ class AuditLog:
             _settle(items, [_unavailable(exc) for _ in items])
             return
         # Copies for the log events, made before callers get (and may change) the entries.
-        events = [{_log_key(k): v for k, v in e.items()} | {"logger": "audit"} for e in entries]
+        events = [_log_fields(e) for e in entries]
         _settle(items, entries)
-        for fields in events:
-            try:
-                self._logger.info("audit_record", **fields)
-            except Exception:  # the record is committed; shipping it is best effort
-                with contextlib.suppress(Exception):
-                    self._logger.exception("audit_emit_failed", logger="audit", seq=fields["seq"])
+        try:
+            # One write for the whole group (under the JSON set-up), not one flushed write per record.
+            info_batch("audit", "audit_record", events)
+        except Exception:  # the records are committed; shipping them is best effort
+            with contextlib.suppress(Exception):
+                self._logger.exception(
+                    "audit_emit_failed", logger="audit", seq=events[0]["seq"], last_seq=events[-1]["seq"]
+                )
 
 
-def _log_key(key: str) -> str:
+def _log_fields(entry: Entry) -> dict[str, object]:
     # ``event`` names the structlog event and ``logger`` is the logger's name.
-    return f"audit_{key}" if key in ("event", "logger") else key
+    fields = dict(entry)
+    for key in ("event", "logger"):
+        if key in fields:
+            fields[f"audit_{key}"] = fields.pop(key)
+    return fields
 
 
 def _unavailable(cause: Exception) -> AuditUnavailable:
