@@ -44,7 +44,7 @@ def dumps(value: Any, **kwargs: Any) -> str:  # noqa: ANN401
 class _JSONLines:
     """What :func:`configure` set up for JSON lines, so :func:`info_batch` can write many in one go."""
 
-    processors: list[Any]
+    processors: tuple[Any, ...]
     level: int
     stamper: structlog.processors.TimeStamper
     output: structlog.PrintLogger
@@ -72,7 +72,7 @@ def configure(*, json: bool = True, level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    _json_lines = _JSONLines(processors, level, stamper, structlog.PrintLogger(sys.stderr)) if json else None
+    _json_lines = _JSONLines(tuple(processors), level, stamper, structlog.PrintLogger(sys.stderr)) if json else None
 
 
 def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> None:
@@ -86,7 +86,8 @@ def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> 
     structlog call.
     """
     sink = _json_lines
-    if sink is None or structlog.get_config()["processors"] is not sink.processors:
+    # By content: capture_logs() swaps the processors inside the same list.
+    if sink is None or tuple(structlog.get_config()["processors"]) != sink.processors:
         bound = structlog.get_logger(logger)
         for fields in events:
             bound.info(event, **{"logger": logger, **fields})
