@@ -103,7 +103,10 @@ class AuditLog:
         self._clock = clock
         self._max_batch = max_batch
         self._timeout = timeout
-        self._queue: queue.Queue[_Item | None] = queue.Queue(max_pending)
+        # SimpleQueue: a C queue without queue.Queue's Python locks and conditions;
+        # the bound is kept in append (one producer thread per loop; overshoot at most one per loop).
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._max_pending = max_pending
         self._closed = False
         self._logger = structlog.get_logger("audit")
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -121,10 +124,9 @@ class AuditLog:
         entry = self._prepare(record)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
-        try:
-            self._queue.put_nowait((entry, loop, future))
-        except queue.Full:
-            raise AuditUnavailable("the audit queue is full") from None
+        if self._queue.qsize() >= self._max_pending:
+            raise AuditUnavailable("the audit queue is full")
+        self._queue.put((entry, loop, future))
         # A plain timer rather than ``asyncio.timeout()`` (two per request): the
         # same answer, AuditUnavailable, if the store has not answered in time.
         timer = loop.call_later(self._timeout, _expire, future)
@@ -160,7 +162,7 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._queue.put, _STOP)
+        self._queue.put(_STOP)  # never blocks: a SimpleQueue has no bound of its own
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
