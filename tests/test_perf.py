@@ -124,7 +124,7 @@ def test_identity_subjects_are_built_once_and_follow_the_identity():
 
 
 def test_revocations_apply_at_once_whatever_was_cached():
-    """The case-folded subject cache holds no decision: a new revocation bites on the next call, and a lifted one too."""
+    """The case-folded subject cache holds no decision: a new revocation bites on the next call, a lifted one too."""
     alice = who("Alice@Example.com", "analysts")
     open_policy = policy(grant("g", "group:analysts"))
     revoked = policy(grant("g", "group:analysts"), revocations=[revoke("user:alice@example.com")])
@@ -183,7 +183,7 @@ def json_logging(monkeypatch):
 
 
 def test_batched_events_are_the_lines_structlog_would_write(json_logging):
-    """info_batch writes, in one go, the lines one structlog call per event writes: fields, level, scrubbing, context."""
+    """info_batch writes in one go the lines one structlog call per event writes: fields, level, scrubbing, context."""
     events = [{"seq": 1, "user": "a", "password": "p"}, {"seq": 2, "user": "b", "kind": "read", "token_hash": "h"}]
     structlog.contextvars.bind_contextvars(request_id="r1")
     try:
@@ -211,7 +211,10 @@ def test_batched_events_honour_the_level_and_other_set_ups(json_logging):
     """Above INFO nothing is written; under capture_logs each event is an ordinary structlog event."""
     with capture_logs() as logs:
         info_batch("audit", "audit_record", [{"seq": 1}, {"seq": 2}])
-    assert [(e["event"], e["logger"], e["seq"]) for e in logs] == [("audit_record", "audit", 1), ("audit_record", "audit", 2)]
+    assert [(e["event"], e["logger"], e["seq"]) for e in logs] == [
+        ("audit_record", "audit", 1),
+        ("audit_record", "audit", 2),
+    ]
     assert json_logging.getvalue() == ""
     gateway_log.configure(json=True, level=logging.WARNING)
     info_batch("audit", "audit_record", [{"seq": 3}])
