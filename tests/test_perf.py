@@ -10,17 +10,23 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
 
+import fastapi.routing
+import httpx
 import pytest
 import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
-from gateway.api import router
+from gateway.api import StatementRoute, router
 from gateway.app import create_app
 from gateway.audit import format_time
+from gateway.errors import Unauthenticated
 from gateway.inflight import still_allowed
 from gateway.log import dumps, info_batch, scrub_secrets
 from gateway.metrics import Metrics
@@ -219,3 +225,67 @@ def test_batched_events_honour_the_level_and_other_set_ups(json_logging):
     gateway_log.configure(json=True, level=logging.WARNING)
     info_batch("audit", "audit_record", [{"seq": 3}])
     assert json_logging.getvalue() == ""
+
+
+async def _who_calls(request: Request) -> str:
+    if request.headers.get("authorization") != "Bearer ok":
+        raise Unauthenticated("no bearer token")
+    return "caller"
+
+
+async def _endpoint(request: Request, caller: Annotated[str, Depends(_who_calls)]) -> JSONResponse:
+    return JSONResponse({"caller": caller, "path": request.url.path})
+
+
+async def _with_query(caller: Annotated[str, Depends(_who_calls)], limit: int = 1) -> JSONResponse:
+    return JSONResponse({"caller": caller, "limit": limit})
+
+
+def _lean_app(*, query_param: bool = False):
+    """A small app with one StatementRoute, included through a router as the gateway's routes are."""
+    router = APIRouter()
+    router.add_api_route(
+        "/x", _with_query if query_param else _endpoint, methods=["POST"], route_class_override=StatementRoute
+    )
+    app = FastAPI()
+    app.include_router(router)
+
+    @app.exception_handler(Unauthenticated)
+    async def refused(request: Request, exc: Unauthenticated) -> JSONResponse:
+        return JSONResponse({"code": exc.code}, status_code=exc.status)
+
+    return app
+
+
+async def _post(app, **kwargs):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        return await client.post("/x", **kwargs)
+
+
+@pytest.mark.anyio
+async def test_statement_routes_skip_fastapis_dependency_solving(monkeypatch):
+    """An included StatementRoute calls its dependency and endpoint directly; errors still reach the app's handlers."""
+
+    def not_called(**_kwargs):
+        raise AssertionError("FastAPI's dependency solving ran")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", not_called)
+    app = _lean_app()
+    assert (await _post(app, headers={"Authorization": "Bearer ok"})).json() == {"caller": "caller", "path": "/x"}
+    refused = await _post(app)
+    assert (refused.status_code, refused.json()) == (401, {"code": "unauthenticated"})
+
+
+@pytest.mark.anyio
+async def test_statement_routes_fall_back_for_other_shapes_and_overrides():
+    """A route taking more than the request, or an app with dependency overrides, gets FastAPI's own handler."""
+    app = _lean_app(query_param=True)
+    answer = await _post(app, params={"limit": 5}, headers={"Authorization": "Bearer ok"})
+    assert answer.json() == {"caller": "caller", "limit": 5}
+    app = _lean_app()
+
+    async def overridden() -> str:
+        return "override"
+
+    app.dependency_overrides[_who_calls] = overridden
+    assert (await _post(app)).json() == {"caller": "override", "path": "/x"}
