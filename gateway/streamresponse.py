@@ -11,7 +11,9 @@ from gateway.streaming import NDJSON, RowStream
 
 def wants_ndjson(request: Request) -> bool:
     """True when the caller's ``Accept`` names ``application/x-ndjson``."""
-    accept = request.headers.get("accept", "")
+    # getlist()[0], not get(): a missing header costs get() a raised and caught KeyError.
+    values = request.headers.getlist("accept")
+    accept = values[0] if values else ""
     return any(part.split(";", 1)[0].strip().lower() == NDJSON for part in accept.split(","))
 
 
