@@ -89,26 +89,13 @@ def _pipeline(request: Request) -> Pipeline:
     return request.app.state.pipeline  # type: ignore[no-any-return]
 
 
-def _header(request: Request, name: bytes) -> str | None:
-    """The first ``name`` header (lower-case), as ``request.headers.get`` gives it.
-
-    Straight from the ASGI scope: Starlette's ``Headers`` mapping answers a
-    missing header (no User-Agent from many clients) by raising and catching
-    KeyError, on every request.
-    """
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
-    return None
-
-
 def _context(request: Request) -> RequestContext:
     client = request.client.host if request.client else None
-    return RequestContext(_request_id(request), client, _header(request, b"user-agent"))
+    return RequestContext(_request_id(request), client, request.headers.get("user-agent"))
 
 
 async def _authenticate(request: Request, pipeline: Pipeline, ctx: RequestContext) -> Identity:
-    header = _header(request, b"authorization") or ""
+    header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
     return await pipeline.authenticate(bearer, ctx)

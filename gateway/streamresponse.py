@@ -11,9 +11,7 @@ from gateway.streaming import NDJSON, RowStream
 
 def wants_ndjson(request: Request) -> bool:
     """True when the caller's ``Accept`` names ``application/x-ndjson``."""
-    # getlist()[0], not get(): a missing header costs get() a raised and caught KeyError.
-    values = request.headers.getlist("accept")
-    accept = values[0] if values else ""
+    accept = request.headers.get("accept", "")
     return any(part.split(";", 1)[0].strip().lower() == NDJSON for part in accept.split(","))
 
 

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
-from gateway.api import StatementRoute, _context, _header, router
+from gateway.api import StatementRoute, router
 from gateway.app import create_app
 from gateway.audit import format_time
 from gateway.errors import Unauthenticated
@@ -31,12 +31,10 @@ from gateway.inflight import still_allowed
 from gateway.log import dumps, info_batch, scrub_secrets
 from gateway.metrics import Metrics
 from gateway.middleware import _SANE_ID, GatewayMiddleware
-from gateway.pipeline import RequestContext
 from gateway.policy import active_revocations, decide, effective_grants
 from gateway.policytypes import Access
 from gateway.settings import Settings
 from gateway.statements import Kind
-from gateway.streamresponse import wants_ndjson
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -291,19 +289,3 @@ async def test_statement_routes_fall_back_for_other_shapes_and_overrides():
 
     app.dependency_overrides[_who_calls] = overridden
     assert (await _post(app)).json() == {"caller": "override", "path": "/x"}
-
-
-def test_headers_read_from_the_scope_match_starlettes():
-    """The scope-level header lookups give what ``request.headers.get`` gives: first value, latin-1, None if absent."""
-    raw = [(b"authorization", b"Bearer one"), (b"authorization", b"Bearer two"), (b"user-agent", b"caf\xe9/1")]
-    request = Request({"type": "http", "headers": raw, "client": ("127.0.0.1", 5), "state": {"request_id": "r"}})
-    assert _header(request, b"authorization") == request.headers.get("authorization") == "Bearer one"
-    assert _context(request) == RequestContext("r", "127.0.0.1", "café/1")
-    bare = Request({"type": "http", "headers": [], "client": None})
-    assert _header(bare, b"user-agent") is None
-    assert _context(bare).user_agent is None
-    assert not wants_ndjson(bare)
-    asks = Request({"type": "http", "headers": [(b"accept", b"text/plain, application/x-ndjson;q=1")]})
-    assert wants_ndjson(asks)
-    second = Request({"type": "http", "headers": [(b"accept", b"text/plain"), (b"accept", b"application/x-ndjson")]})
-    assert not wants_ndjson(second)  # only the first Accept header counts, as before
