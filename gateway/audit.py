@@ -10,8 +10,10 @@ One writer thread owns the store. It takes whatever is queued and commits it
 as one transaction with one fsync (group commit), so many concurrent requests
 share a disk flush and the event loop never waits on the disk. After each
 commit every entry is also emitted as an ``audit_record`` event on the
-``audit`` structlog logger for SIEM shipping; the event carries ``seq`` and
-``hash``, which is the external anchor that makes a truncated tail visible.
+``audit`` structlog logger for SIEM shipping (under the JSON log set-up, the
+group's lines in one write: ``gateway.log.info_batch``); the event carries
+``seq`` and ``hash``, which is the external anchor that makes a truncated tail
+visible.
 """
 
 from __future__ import annotations
