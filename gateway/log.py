@@ -80,8 +80,8 @@ def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> 
 
     Under :func:`configure`'s JSON set-up the lines go out in one write (the
     audit log emits every committed record): the same fields, context
-    variables, level, timestamp and secret scrubbing as the processor chain,
-    one flush instead of one per line. Under any other set-up (the console
+    variables, level and secret scrubbing as the processor chain, one
+    timestamp per write, one flush instead of one per line. Under any other set-up (the console
     renderer, ``structlog.testing.capture_logs``) each item is an ordinary
     structlog call.
     """
@@ -99,5 +99,5 @@ def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> 
     lines = []
     for fields in events:
         line = {**context, "logger": logger, **fields, "event": event, "level": "info", "timestamp": stamp}
-        lines.append(dumps(scrub_secrets(None, "info", line)))
+        lines.append(dumps(scrub_secrets(None, "info", line), default=repr))  # repr: as structlog's fallback
     sink.output.msg("\n".join(lines))
