@@ -319,16 +319,23 @@ def main() -> int:
                             result = run_direct(db_env, case, count, args.duration)
                         else:
                             cpu = runner.cpu_seconds(app)
+                            threads = runner.thread_cpu(app)
                             result = run_wrk(runner.urls[app], case, count, args.duration, token)
                             result["rss_kb"] = runner.rss_kb(app)
                             result["cpu_us"] = (runner.cpu_seconds(app) - cpu) / max(result["requests"], 1) * 1e6
+                            result["thread_cpu_us"] = {
+                                thread: round((seconds - threads.get(thread, 0.0)) / max(result["requests"], 1) * 1e6)
+                                for thread, seconds in runner.thread_cpu(app).items()
+                                if seconds - threads.get(thread, 0.0) > 0
+                            }
                         result.update(case=case, clients=count, app=app)
                         results.append(result)
                         print(
                             f"{case:6} c={count:<3} {app:9} {result['rps']:8.0f} req/s"
                             f"  p50 {result['p50_us'] / 1000:7.2f} ms  p99 {result['p99_us'] / 1000:7.2f} ms"
                             f"  cpu/req {result.get('cpu_us', 0):5.0f} us"
-                            f"  non-200 {result['non_200'] or '-'}",
+                            f"  non-200 {result['non_200'] or '-'}"
+                            f"  threads {result.get('thread_cpu_us', {})}",
                             file=sys.stderr,
                         )
             rss_end = {name: runner.rss_kb(name) for name in runner.urls}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
+import fastapi.routing
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -90,11 +94,15 @@ def _context(request: Request) -> RequestContext:
     return RequestContext(_request_id(request), client, request.headers.get("user-agent"))
 
 
-async def _identity(request: Request) -> Identity:
+async def _authenticate(request: Request, pipeline: Pipeline, ctx: RequestContext) -> Identity:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
-    return await _pipeline(request).authenticate(bearer, _context(request))
+    return await pipeline.authenticate(bearer, ctx)
+
+
+async def _identity(request: Request) -> Identity:
+    return await _authenticate(request, _pipeline(request), _context(request))
 
 
 Caller = Annotated[Identity, Depends(_identity)]
@@ -182,15 +190,101 @@ def _json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
     return parse
 
 
-@router.post("/v1/query")
-async def query(
-    request: Request,
-    caller: Caller,
-    ctx: Context,
-    pipeline: PipelineDep,
-    body: Annotated[QueryBody, Depends(_json_body(QueryBody))],
-) -> Response:
+@dataclass(frozen=True, slots=True)
+class Call(Generic[Model]):
+    """Everything a statement route needs, resolved by one dependency."""
+
+    caller: Identity
+    ctx: RequestContext
+    pipeline: Pipeline
+    body: Model
+
+
+def _call(model: type[Model]) -> Callable[[Request], Awaitable[Call[Model]]]:
+    """One async dependency for the hot routes: FastAPI solves one, not four, per request.
+
+    The order is that of the four it replaces: the token first (a 401 is
+    audited whatever the body), then the body.
+    """
+    parse = _json_body(model)
+
+    async def resolve(request: Request) -> Call[Model]:
+        pipeline = _pipeline(request)
+        ctx = _context(request)
+        caller = await _authenticate(request, pipeline, ctx)
+        return Call(caller, ctx, pipeline, await parse(request))
+
+    return resolve
+
+
+def _request_only(dependant: Dependant) -> bool:
+    """Whether ``dependant`` takes the request and nothing else FastAPI would have to fill in."""
+    return not (
+        dependant.path_params
+        or dependant.query_params
+        or dependant.header_params
+        or dependant.cookie_params
+        or dependant.body_params
+        or dependant.websocket_param_name
+        or dependant.http_connection_param_name
+        or dependant.response_param_name
+        or dependant.background_tasks_param_name
+        or dependant.security_scopes_param_name
+    )
+
+
+class StatementRoute(fastapi.routing.APIRoute):
+    """A route whose one async dependency takes only the request: called directly, per request.
+
+    FastAPI's generic handler solves dependencies for every request (a scratch
+    ``Response``, query parameters and cookies the route never takes): about a
+    sixth of the event loop's CPU per statement. For a route shaped like
+    ``query`` (the request, plus one async dependency of the request alone)
+    this handler makes the same two calls in the same order and returns the
+    endpoint's response. Any other shape, or dependency overrides, get
+    FastAPI's own handler.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The direct handler when the route's shape allows it, else FastAPI's."""
+        generic = super().get_route_handler()
+        # Included in an app, FastAPI builds the handler with the inclusion's effective route
+        # (merged dependencies, the app's overrides) in a context variable: read it as FastAPI does.
+        context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
+        context = context_var.get() if context_var is not None else None
+        route: Any = context if getattr(context, "original_route", None) is self else self
+        dependant: Dependant = route.dependant
+        if len(dependant.dependencies) != 1 or not _request_only(dependant):
+            return generic
+        (sub,) = dependant.dependencies
+        resolve, endpoint, name = sub.call, dependant.call, sub.name
+        if (
+            sub.dependencies
+            or not _request_only(sub)
+            or sub.request_param_name is None
+            or name is None
+            or not inspect.iscoroutinefunction(resolve)
+            or not inspect.iscoroutinefunction(endpoint)
+        ):
+            return generic
+        request_name, resolve_request = dependant.request_param_name, sub.request_param_name
+        overrides = route.dependency_overrides_provider
+
+        async def handler(request: Request) -> Response:
+            if overrides is not None and getattr(overrides, "dependency_overrides", None):
+                return await generic(request)
+            values = {name: await resolve(**{resolve_request: request})}
+            if request_name is not None:
+                values[request_name] = request
+            response: Response = await endpoint(**values)
+            return response
+
+        return handler
+
+
+async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_call(QueryBody))]) -> Response:
     """Run one statement; with ``Accept: application/x-ndjson`` the rows stream."""
+    caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     _check_params(pipeline, len(body.params))
     if wants_ndjson(request):
         stream = await pipeline.query_stream(
@@ -201,14 +295,9 @@ async def query(
     return JSONResponse(reply)
 
 
-@router.post("/v1/transaction")
-async def transaction(
-    caller: Caller,
-    ctx: Context,
-    pipeline: PipelineDep,
-    body: Annotated[TransactionBody, Depends(_json_body(TransactionBody))],
-) -> JSONResponse:
+async def transaction(call: Annotated[Call[TransactionBody], Depends(_call(TransactionBody))]) -> JSONResponse:
     """Run several statements atomically."""
+    caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     limits = pipeline.settings.limits
     if len(body.statements) > limits.max_statements:
         raise InvalidRequest(f"at most {limits.max_statements} statements per transaction")
@@ -216,6 +305,10 @@ async def transaction(
         _check_params(pipeline, len(stmt.params))
     requests = [StatementRequest(s.sql, s.params) for s in body.statements]
     return JSONResponse(await pipeline.transaction(ctx, caller, body.target, requests))
+
+
+router.add_api_route("/v1/query", query, methods=["POST"], route_class_override=StatementRoute)
+router.add_api_route("/v1/transaction", transaction, methods=["POST"], route_class_override=StatementRoute)
 
 
 def _check_params(pipeline: Pipeline, count: int) -> None:

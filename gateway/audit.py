@@ -10,8 +10,10 @@ One writer thread owns the store. It takes whatever is queued and commits it
 as one transaction with one fsync (group commit), so many concurrent requests
 share a disk flush and the event loop never waits on the disk. After each
 commit every entry is also emitted as an ``audit_record`` event on the
-``audit`` structlog logger for SIEM shipping; the event carries ``seq`` and
-``hash``, which is the external anchor that makes a truncated tail visible.
+``audit`` structlog logger for SIEM shipping (under the JSON log set-up, the
+group's lines in one write: ``gateway.log.info_batch``); the event carries
+``seq`` and ``hash``, which is the external anchor that makes a truncated tail
+visible.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import structlog
 
 from gateway.auditstore import CHAIN_FIELDS, canonical
 from gateway.errors import AuditUnavailable
+from gateway.log import info_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     _Result: TypeAlias = Entry | AuditUnavailable
 
 _STOP = None
+_PADDED_YEARS = 1000
 
 # Quoted identifiers are matched only to be kept as they are; strings may use
 # backslash escapes or doubled quotes and may be unterminated (then they run to
@@ -64,7 +68,11 @@ def format_time(moment: datetime) -> str:
     """Return ``moment`` as ISO 8601 UTC with microseconds, e.g. ``2025-01-02T03:04:05.000006Z``."""
     if moment.tzinfo is None:
         raise ValueError("audit times must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < _PADDED_YEARS:  # strftime leaves such years unpadded: keep that form
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as that strftime() at a fraction of the cost (two records per request).
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _utcnow() -> datetime:
@@ -97,7 +105,10 @@ class AuditLog:
         self._clock = clock
         self._max_batch = max_batch
         self._timeout = timeout
-        self._queue: queue.Queue[_Item | None] = queue.Queue(max_pending)
+        # SimpleQueue: a C queue without queue.Queue's Python locks and conditions;
+        # the bound is kept in append (one producer thread per loop; overshoot at most one per loop).
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._max_pending = max_pending
         self._closed = False
         self._logger = structlog.get_logger("audit")
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -115,15 +126,16 @@ class AuditLog:
         entry = self._prepare(record)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
+        if self._queue.qsize() >= self._max_pending:
+            raise AuditUnavailable("the audit queue is full")
+        self._queue.put((entry, loop, future))
+        # A plain timer rather than ``asyncio.timeout()`` (two per request): the
+        # same answer, AuditUnavailable, if the store has not answered in time.
+        timer = loop.call_later(self._timeout, _expire, future)
         try:
-            self._queue.put_nowait((entry, loop, future))
-        except queue.Full:
-            raise AuditUnavailable("the audit queue is full") from None
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            raise AuditUnavailable("the audit store did not answer in time") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def _prepare(self, record: Mapping[str, object]) -> dict[str, object]:
         for name in ("event", "request_id"):
@@ -152,7 +164,7 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._queue.put, _STOP)
+        self._queue.put(_STOP)  # never blocks: a SimpleQueue has no bound of its own
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
@@ -192,19 +204,30 @@ class AuditLog:
             _settle(items, [_unavailable(exc) for _ in items])
             return
         # Copies for the log events, made before callers get (and may change) the entries.
-        events = [{_log_key(k): v for k, v in e.items()} | {"logger": "audit"} for e in entries]
+        events = [_log_fields(e) for e in entries]
         _settle(items, entries)
-        for fields in events:
-            try:
-                self._logger.info("audit_record", **fields)
-            except Exception:  # the record is committed; shipping it is best effort
-                with contextlib.suppress(Exception):
-                    self._logger.exception("audit_emit_failed", logger="audit", seq=fields["seq"])
+        try:
+            # One write for the whole group (under the JSON set-up), not one flushed write per record.
+            info_batch("audit", "audit_record", events)
+        except Exception:  # the records are committed; shipping them is best effort
+            with contextlib.suppress(Exception):
+                self._logger.exception(
+                    "audit_emit_failed", logger="audit", seq=events[0]["seq"], last_seq=events[-1]["seq"]
+                )
 
 
-def _log_key(key: str) -> str:
+def _log_fields(entry: Entry) -> dict[str, object]:
     # ``event`` names the structlog event and ``logger`` is the logger's name.
-    return f"audit_{key}" if key in ("event", "logger") else key
+    fields = dict(entry)
+    for key in ("event", "logger"):
+        if key in fields:
+            fields[f"audit_{key}"] = fields.pop(key)
+    return fields
+
+
+def _expire(future: asyncio.Future[Entry]) -> None:
+    if not future.done():  # the record may still land later; the statement it guards never runs
+        future.set_exception(AuditUnavailable("the audit store did not answer in time"))
 
 
 def _unavailable(cause: Exception) -> AuditUnavailable:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cachetools import TLRUCache
@@ -59,11 +59,18 @@ class Identity:
     token_id: str | None  # `jti`, for logs
     token_hash: str  # short SHA-256 of the token, for logs (never the token)
     expires_at: float  # `exp`, seconds since the epoch
+    # Built once: the policy checks ask for it several times per request, and a
+    # cached identity (verified-token cache) serves many requests.
+    _subjects: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        subjects = frozenset({f"user:{self.user}"} | {f"group:{g}" for g in self.groups})
+        object.__setattr__(self, "_subjects", subjects)
 
     @property
     def subjects(self) -> frozenset[str]:
         """Policy subjects this identity matches: ``user:...`` and ``group:...``."""
-        return frozenset({f"user:{self.user}"} | {f"group:{g}" for g in self.groups})
+        return self._subjects
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -46,6 +46,10 @@ class GatewayMiddleware:
         # without a getrandom() call (and a GIL release) per request.
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count(1)
+        # ``.labels()`` takes a lock and builds a key on every call; the children
+        # it returns are fixed per label values, so look each up once.
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -78,9 +82,21 @@ class GatewayMiddleware:
             await self.app(scope, self._capped(receive), send_with_id)
         finally:
             route = _route_of(scope)
-            self.metrics.requests.labels(route, str(status["code"])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self._count(route, status["code"])
+            self._time(route, time.perf_counter() - started)
             structlog.contextvars.unbind_contextvars("request_id")
+
+    def _count(self, route: str, code: int) -> None:
+        counter = self._counted.get((route, code))
+        if counter is None:
+            counter = self._counted[(route, code)] = self.metrics.requests.labels(route, str(code))
+        counter.inc()
+
+    def _time(self, route: str, seconds: float) -> None:
+        histogram = self._timed.get(route)
+        if histogram is None:
+            histogram = self._timed[route] = self.metrics.latency.labels(route)
+        histogram.observe(seconds)
 
     def _capped(self, receive: Receive) -> Receive:
         seen = 0

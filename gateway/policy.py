@@ -185,8 +185,16 @@ def _holds(grant: Grant, subjects: frozenset[str]) -> bool:
 
 
 def _active_revocations(subjects: frozenset[str], policy: PolicySet, now: datetime) -> list[Revocation]:
-    folded = {s.casefold() for s in subjects}
+    if not policy.revocations:
+        return []
+    folded = _casefolded(subjects)
     return [r for r in policy.revocations if r.subject.casefold() in folded and r.active(now)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _casefolded(subjects: frozenset[str]) -> frozenset[str]:
+    # Keyed by the subject set itself, so the answer can only be this set's, folded.
+    return frozenset(s.casefold() for s in subjects)
 
 
 def _revoked_reason(revocation: Revocation, target: str) -> str:

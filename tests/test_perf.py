@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import io
 import json
+import logging
 import re
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
 
+import fastapi.routing
+import httpx
+import pytest
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from test_policy import grant, policy, stmt, who
+from structlog.testing import capture_logs
+from test_policy import grant, policy, revoke, stmt, who
 
-from gateway.api import router
+from gateway import log as gateway_log
+from gateway.api import StatementRoute, router
 from gateway.app import create_app
-from gateway.log import dumps, scrub_secrets
+from gateway.audit import format_time
+from gateway.errors import Unauthenticated
+from gateway.inflight import still_allowed
+from gateway.log import dumps, info_batch, scrub_secrets
 from gateway.metrics import Metrics
 from gateway.middleware import _SANE_ID, GatewayMiddleware
-from gateway.policy import decide
+from gateway.policy import active_revocations, decide, effective_grants
 from gateway.policytypes import Access
 from gateway.settings import Settings
 from gateway.statements import Kind
@@ -86,3 +102,190 @@ def test_secret_scrubbing_is_the_same_on_every_call():
     for _ in range(3):
         event = scrub_secrets(None, "info", {"Password": "p", "db_secret": "s", "token_hash": "h", "user": "u"})
         assert event == {"Password": "[redacted]", "db_secret": "[redacted]", "token_hash": "h", "user": "u"}
+
+
+def test_hot_routes_resolve_one_dependency(tmp_path):
+    """/v1/query and /v1/transaction have one dependency (identity, context and body in one), not four."""
+    settings = Settings(
+        dev_mode=True,
+        targets={"shop": {"host": "127.0.0.1", "database": "shop"}},
+        dev={"key_file": tmp_path / "dev-key.pem"},
+        audit={"path": tmp_path / "audit.db"},
+    )
+    create_app(settings)
+    routes = {r.path: r for r in router.routes if isinstance(r, APIRoute)}
+    for path in ("/v1/query", "/v1/transaction"):
+        assert len(list(_dependency_calls(routes[path].dependant))) == 1, path
+
+
+def test_identity_subjects_are_built_once_and_follow_the_identity():
+    """The cached subject set is the identity's own: right for each identity, rebuilt by replace(), not compared."""
+    alice = who("alice@example.com", "analysts")
+    assert alice.subjects == frozenset({"user:alice@example.com", "group:analysts"})
+    assert alice.subjects is alice.subjects
+    bob = dataclasses.replace(alice, user="bob@example.com", groups=frozenset({"dba"}))
+    assert bob.subjects == frozenset({"user:bob@example.com", "group:dba"})
+    assert alice == who("alice@example.com", "analysts")
+    assert "_subjects" not in repr(alice)
+
+
+def test_revocations_apply_at_once_whatever_was_cached():
+    """The case-folded subject cache holds no decision: a new revocation bites on the next call, a lifted one too."""
+    alice = who("Alice@Example.com", "analysts")
+    open_policy = policy(grant("g", "group:analysts"))
+    revoked = policy(grant("g", "group:analysts"), revocations=[revoke("user:alice@example.com")])
+    batch = [stmt(Kind.READ, "shop.items")]
+    for _ in range(2):  # the second round runs on warm caches
+        assert decide(alice, batch, "shop", open_policy, NOW, safe_functions=frozenset()).allowed
+        assert still_allowed(alice, "shop", open_policy, NOW)
+        denied = decide(alice, batch, "shop", revoked, NOW, safe_functions=frozenset())
+        assert (denied.allowed, denied.code) == (False, "revoked")
+        assert not still_allowed(alice, "shop", revoked, NOW)
+        assert effective_grants(alice, revoked, NOW) == []
+        assert [r.subject for r in active_revocations(alice, revoked, NOW)] == ["user:alice@example.com"]
+        assert active_revocations(who("bob@example.com", "analysts"), revoked, NOW) == []
+
+
+def test_request_metrics_count_each_route_and_code_apart():
+    """The cached metric children add up exactly as ``.labels()`` calls would, per route and per code."""
+    metrics = Metrics()
+    middleware = GatewayMiddleware(_app, max_body=1, metrics=metrics)
+    for route, code in [("/v1/query", 200), ("/v1/query", 200), ("/v1/query", 403), ("/v1/me", 200)]:
+        middleware._count(route, code)
+        middleware._time(route, 0.002)
+    value = metrics.registry.get_sample_value
+    assert value("gateway_requests_total", {"route": "/v1/query", "code": "200"}) == 2
+    assert value("gateway_requests_total", {"route": "/v1/query", "code": "403"}) == 1
+    assert value("gateway_requests_total", {"route": "/v1/me", "code": "200"}) == 1
+    assert value("gateway_request_seconds_count", {"route": "/v1/query"}) == 3
+    assert value("gateway_request_seconds_count", {"route": "/v1/me"}) == 1
+
+
+def test_audit_times_keep_their_stored_form():
+    """format_time gives exactly the strftime text it replaces (fixed width, microseconds, Z), any zone."""
+    east = timezone(timedelta(hours=5, minutes=30))
+    moments = [
+        datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 3, 1, 1, 0, 0, 5, tzinfo=east),
+        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime.now(UTC),
+    ]
+    for moment in moments:
+        assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_time(datetime(2025, 1, 2))  # noqa: DTZ001 - the naive time under test
+
+
+@pytest.fixture
+def json_logging(monkeypatch):
+    """The CLI's JSON log set-up writing into a buffer; structlog's defaults again afterwards."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    gateway_log.configure(json=True)
+    yield out
+    structlog.reset_defaults()
+    monkeypatch.setattr(gateway_log, "_json_lines", None)
+
+
+def test_batched_events_are_the_lines_structlog_would_write(json_logging):
+    """info_batch writes in one go the lines one structlog call per event writes: fields, level, scrubbing, context."""
+    events = [{"seq": 1, "user": "a", "password": "p"}, {"seq": 2, "user": "b", "kind": "read", "token_hash": "h"}]
+    structlog.contextvars.bind_contextvars(request_id="r1")
+    try:
+        for fields in events:
+            structlog.get_logger("audit").info("audit_record", **{"logger": "audit", **fields})
+        one_by_one = json_logging.getvalue().splitlines()
+        json_logging.truncate(0)
+        json_logging.seek(0)
+        info_batch("audit", "audit_record", events)
+        batched = json_logging.getvalue().splitlines()
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    assert len(batched) == len(one_by_one) == 2
+    for line, reference in zip(batched, one_by_one, strict=True):
+        got, want = json.loads(line), json.loads(reference)
+        assert got.pop("timestamp").endswith("Z")
+        want.pop("timestamp")
+        assert got == want
+    assert json.loads(batched[0])["password"] == "[redacted]"
+    assert json.loads(batched[1])["event"] == "audit_record"
+    assert json.loads(batched[1])["request_id"] == "r1"
+
+
+def test_batched_events_honour_the_level_and_other_set_ups(json_logging):
+    """Above INFO nothing is written; under capture_logs each event is an ordinary structlog event."""
+    with capture_logs() as logs:
+        info_batch("audit", "audit_record", [{"seq": 1}, {"seq": 2}])
+    assert [(e["event"], e["logger"], e["seq"]) for e in logs] == [
+        ("audit_record", "audit", 1),
+        ("audit_record", "audit", 2),
+    ]
+    assert json_logging.getvalue() == ""
+    gateway_log.configure(json=True, level=logging.WARNING)
+    info_batch("audit", "audit_record", [{"seq": 3}])
+    assert json_logging.getvalue() == ""
+
+
+async def _who_calls(request: Request) -> str:
+    if request.headers.get("authorization") != "Bearer ok":
+        raise Unauthenticated("no bearer token")
+    return "caller"
+
+
+async def _endpoint(request: Request, caller: Annotated[str, Depends(_who_calls)]) -> JSONResponse:
+    return JSONResponse({"caller": caller, "path": request.url.path})
+
+
+async def _with_query(caller: Annotated[str, Depends(_who_calls)], limit: int = 1) -> JSONResponse:
+    return JSONResponse({"caller": caller, "limit": limit})
+
+
+def _lean_app(*, query_param: bool = False):
+    """A small app with one StatementRoute, included through a router as the gateway's routes are."""
+    router = APIRouter()
+    router.add_api_route(
+        "/x", _with_query if query_param else _endpoint, methods=["POST"], route_class_override=StatementRoute
+    )
+    app = FastAPI()
+    app.include_router(router)
+
+    @app.exception_handler(Unauthenticated)
+    async def refused(request: Request, exc: Unauthenticated) -> JSONResponse:
+        return JSONResponse({"code": exc.code}, status_code=exc.status)
+
+    return app
+
+
+async def _post(app, **kwargs):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        return await client.post("/x", **kwargs)
+
+
+@pytest.mark.anyio
+async def test_statement_routes_skip_fastapis_dependency_solving(monkeypatch):
+    """An included StatementRoute calls its dependency and endpoint directly; errors still reach the app's handlers."""
+
+    def not_called(**_kwargs):
+        raise AssertionError("FastAPI's dependency solving ran")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", not_called)
+    app = _lean_app()
+    assert (await _post(app, headers={"Authorization": "Bearer ok"})).json() == {"caller": "caller", "path": "/x"}
+    refused = await _post(app)
+    assert (refused.status_code, refused.json()) == (401, {"code": "unauthenticated"})
+
+
+@pytest.mark.anyio
+async def test_statement_routes_fall_back_for_other_shapes_and_overrides():
+    """A route taking more than the request, or an app with dependency overrides, gets FastAPI's own handler."""
+    app = _lean_app(query_param=True)
+    answer = await _post(app, params={"limit": 5}, headers={"Authorization": "Bearer ok"})
+    assert answer.json() == {"caller": "caller", "limit": 5}
+    app = _lean_app()
+
+    async def overridden() -> str:
+        return "override"
+
+    app.dependency_overrides[_who_calls] = overridden
+    assert (await _post(app)).json() == {"caller": "override", "path": "/x"}
