@@ -8,7 +8,9 @@ allowed or denied, is audited before anything runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +43,7 @@ from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
 
 log = structlog.get_logger("gateway.pipeline")
+INLINE_ANALYSIS_CHARS = 4096  # longer statements are analysed off the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +169,20 @@ class Pipeline:
         """The targets the caller can use, with the highest access level and its expiry."""
         return views.targets(identity, self.policies.current, self._clock(), self.settings.targets)
 
-    def _analyze(self, target: str, sql: str) -> Statement:
+    async def _analyze(self, target: str, sql: str) -> Statement:
         limits = self.settings.limits
-        return analyze(
+        analysis = functools.partial(
+            analyze,
             sql,
             default_database=self.settings.targets[target].database,
             max_sql_bytes=limits.max_sql_bytes,
             max_depth=limits.max_sql_depth,
         )
+        if len(sql) <= INLINE_ANALYSIS_CHARS:
+            return analysis()  # short statements: usually a cache hit, always quick
+        # Parsing is pure Python and a long statement can take a large share of a second:
+        # in a thread, the GIL's switch interval keeps the event loop serving meanwhile.
+        return await asyncio.to_thread(analysis)
 
     async def _authorize(
         self,
@@ -194,7 +203,7 @@ class Pipeline:
         try:
             if target not in self.settings.targets:
                 raise UnknownTarget(f"no target named {target!r}")
-            statements = [self._analyze(target, r.sql) for r in requests]
+            statements = [await self._analyze(target, r.sql) for r in requests]
             if transaction and any(s.kind is Kind.DDL for s in statements):
                 raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
             record.update(

@@ -243,3 +243,24 @@ def test_metrics_exposed(gateway: RunningGateway):
         text = http.get("/metrics").text
     assert 'gateway_requests_total{code="200",route="/v1/query"}' in text
     assert "gateway_pool_in_use" in text
+
+
+def test_long_statements_are_analysed_like_short_ones(gateway: RunningGateway):
+    """A statement past the inline-analysis size (analysed off the event loop) gets the same checks and rows."""
+    ids = list(range(1, 901))
+    padding = "x" * 1500
+    long_sql = (
+        "SELECT id FROM items WHERE id IN (" + ", ".join("?" for _ in ids) + f") AND name <> '{padding}' ORDER BY id"
+    )
+    assert len(long_sql) > 4096
+    with gateway.client("reader") as http:
+        reply = http.post("/v1/query", json={"target": "shop", "sql": long_sql, "params": ids})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["row_count"] == 500  # the grant's cap
+        assert reply.json()["rows"][:3] == [[1], [2], [3]]
+        hostile = "SELECT 1 " + " " * 5000 + "; DROP TABLE items"
+        refused = http.post("/v1/query", json={"target": "shop", "sql": hostile})
+        assert (refused.status_code, refused.json()["code"]) == (400, "statement_rejected")
+        cards = "SELECT card_number FROM payment_cards WHERE id IN (" + ", ".join(str(i) for i in ids) + ")"
+        denied = http.post("/v1/query", json={"target": "shop", "sql": cards})
+        assert (denied.status_code, denied.json()["code"]) == (403, "forbidden")
