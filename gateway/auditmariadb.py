@@ -24,7 +24,6 @@ the store is opened ``readonly``, which also makes the session read-only.
 from __future__ import annotations
 
 import contextlib
-import os
 import ssl
 import threading
 import time
@@ -37,7 +36,8 @@ import pymysql
 from gateway.auditquery import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
 from gateway.auditschema import HEAD_TABLE, LATEST, LOG_TABLE, WIDTHS, applied_versions, migrate
 from gateway.auditstore import AuditPage, Entry, canonical, chain_hash, decode_entry, statement_text
-from gateway.errors import AuditUnavailable
+from gateway.credentials import read_plain_secret
+from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource
 
 _COLUMNS = ("request_id", "event", "user", "target", "decision", "code")
@@ -58,21 +58,10 @@ _DIALECT = Dialect(table=LOG_TABLE, param="%s", time_value=_naive_utc)
 
 def read_secret(source: SecretSource) -> str:
     """Read the audit database password from its env var or file, now."""
-    if source.env is not None:
-        value, where = os.environ.get(source.env, ""), f"env var {source.env}"
-    elif source.file is not None:
-        where = f"file {source.file}"
-        try:
-            value = source.file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AuditUnavailable(
-                f"audit store credential unavailable: cannot read {where} ({exc.strerror})"
-            ) from None
-    else:  # settings refuse this
-        raise AuditUnavailable("audit store credential unavailable: no source")
-    if not value:
-        raise AuditUnavailable(f"audit store credential unavailable: {where} is empty or not set")
-    return value
+    try:
+        return read_plain_secret(source)
+    except DatabaseUnavailable as exc:
+        raise AuditUnavailable(f"audit store {exc.detail}") from None
 
 
 def _record_time(record: Mapping[str, object]) -> datetime:

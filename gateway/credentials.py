@@ -49,6 +49,10 @@ class EnvSecret:
 
     async def password(self) -> str:
         """Read the variable now."""
+        return self.read()
+
+    def read(self) -> str:
+        """Read the variable now (synchronous, for callers outside the event loop)."""
         value = os.environ.get(self.name)
         if not value:
             raise DatabaseUnavailable(f"credential unavailable: {self.describe()} is not set")
@@ -70,6 +74,10 @@ class FileSecret:
 
     async def password(self) -> str:
         """Read the file now; a small file read does not need a thread."""
+        return self.read()
+
+    def read(self) -> str:
+        """Read the file now (synchronous, for callers outside the event loop)."""
         try:
             value = self.path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -82,6 +90,15 @@ class FileSecret:
 
     def invalidate(self) -> None:
         """Nothing is cached: the file is read for every connection."""
+
+
+def read_plain_secret(source: SecretSource) -> str:
+    """Read a secret from its env var or file now; raise ``DatabaseUnavailable`` naming the cause."""
+    if source.env is not None:
+        return EnvSecret(source.env).read()
+    if source.file is not None:
+        return FileSecret(source.file).read()
+    raise DatabaseUnavailable("credential unavailable: only an env var or a file can hold this secret")
 
 
 def _from_source(source: SecretSource) -> CredentialProvider:
