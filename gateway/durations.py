@@ -30,7 +30,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise TypeError(f"must be {DURATION_HINT}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float's range (YAML reads 0x... integers of any size)
+            raise ValueError("must be a positive duration of a sensible size") from None
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value.strip())
         if match is None:
@@ -65,7 +68,7 @@ def parse_timestamp(value: object) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"must have a timezone, e.g. Z or +02:00 (got {value!s})")
     # Rebuild as a plain datetime: YAML loaders hand out datetime subclasses.
-    return datetime(
+    plain = datetime(
         parsed.year,
         parsed.month,
         parsed.day,
@@ -74,4 +77,8 @@ def parse_timestamp(value: object) -> datetime:
         parsed.second,
         parsed.microsecond,
         tzinfo=parsed.tzinfo,
-    ).astimezone(UTC)
+    )
+    try:
+        return plain.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the year 1 in UTC
+        raise ValueError(f"must fall within the years 1-9999 in UTC (got {value!s})") from None
