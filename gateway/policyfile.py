@@ -44,6 +44,7 @@ Format decisions beyond the SPEC:
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -84,7 +85,12 @@ __all__ = [
 ]
 
 MAX_FILE_BYTES = 1024 * 1024
+# ruamel's scanner checks every open flow collection on every token, so time grows with
+# nesting depth times file size (400 levels and 100 KB: 15 s). Policies nest two or three.
+MAX_FLOW_DEPTH = 32
+MAX_SHOWN = 40  # characters of an offending value quoted in a problem
 TOP_KEYS = ("version", "roles", "grants", "revocations")
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def load_policies(directory: Path, *, known_targets: Collection[str] | None = None) -> PolicySet:
@@ -128,13 +134,20 @@ class _Constructor(RoundTripConstructor):
     # The base signature has a positional boolean; keep it for the override.
     def construct_object(self, node: Node, deep: bool = False) -> object:  # noqa: FBT001, FBT002
         try:
-            return super().construct_object(node, deep=deep)
+            value = super().construct_object(node, deep=deep)
         except ValueError as exc:
             if not isinstance(node, ScalarNode):
                 raise ConstructorError(problem=str(exc), problem_mark=node.start_mark) from exc
             reason = f"cannot read {node.value!r}: {exc}"
             self.problems.append((node.start_mark.line + 1, reason))
             return str(node.value)
+        # YAML reads 0x/0o/0b integers of any length; past 64 bits they break float(),
+        # JSON replies and even repr() (Python's int-to-text digit limit).
+        if is_int(value) and not -(2**63) <= value < 2**63 and isinstance(node, ScalarNode):
+            text = node.value if len(node.value) <= MAX_SHOWN else f"{node.value[:MAX_SHOWN]}..."
+            self.problems.append((node.start_mark.line + 1, f"integer {text} is out of range (64 bits at most)"))
+            return text
+        return value
 
 
 @dataclass
@@ -205,29 +218,55 @@ def _parse(data: bytes, report: Report) -> object | None:
     except UnicodeDecodeError as exc:
         report.add(data[: exc.start].count(b"\n") + 1, "file is not valid UTF-8")
         return None
+    deep_line = _flow_too_deep(text)
+    if deep_line is not None:
+        report.add(deep_line, f"invalid YAML: nested deeper than {MAX_FLOW_DEPTH} levels of [ and {{")
+        return None
     yaml = YAML(typ="rt")
     yaml.Constructor = _Constructor
     constructor: _Constructor = yaml.constructor
     constructor.problems = []
     try:
         document: object = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        context = f"{exc.context}: " if exc.context else ""
-        report.add(line, f"invalid YAML: {context}{exc.problem}")
-        return None
-    except YAMLError as exc:
-        report.add(1, f"invalid YAML: {exc}")
-        return None
-    except RecursionError:
-        report.add(1, "invalid YAML: nested too deeply")
+    except Exception as exc:  # noqa: BLE001 - whatever the YAML library raises, the file is unreadable
+        report.add(*_yaml_problem(exc))
         return None
     for line, reason in constructor.problems:
         report.add(line, reason)
     if document is None:
         report.add(1, "file is empty: a policy file is a mapping with version: 1")
     return document
+
+
+def _yaml_problem(exc: Exception) -> tuple[int, str]:
+    """The line and reason for a file the YAML library could not load."""
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        context = f"{exc.context}: " if exc.context else ""
+        return line, f"invalid YAML: {context}{exc.problem}"
+    if isinstance(exc, YAMLError):
+        return 1, f"invalid YAML: {exc}"
+    if isinstance(exc, RecursionError):
+        return 1, "invalid YAML: nested too deeply"
+    # ruamel checks some input with assert (a duplicate key in `!!omap [a: 1, a: 2]`).
+    return 1, f"invalid YAML: the file cannot be read ({str(exc)[:MAX_SHOWN] or type(exc).__name__})"
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """The line where ``[``/``{`` nesting first passes ``MAX_FLOW_DEPTH``, else None.
+
+    Brackets inside quotes and comments count too, so a real policy never
+    comes near the limit, and a stray closer never takes the count below
+    zero. A file that hides real nesting behind a quoted closer per level
+    gets past this check: it is a bound on runaway text, not a parser.
+    """
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_FLOW_DEPTH:
+            return text.count("\n", 0, match.start()) + 1
+    return None
 
 
 def _merge_file(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.durations import parse_duration
 from gateway.errors import PolicyFileError, PolicyProblem
 from gateway.policyfile import Access, check_policies, load_policies
 
@@ -627,3 +628,63 @@ def test_functions_must_be_names(tmp_path):
         (10, "grant g: functions: not a function name: 'x; DROP'"),
         (11, "grant g: functions: not a function name: 5"),
     ]
+
+
+# --- bad input found by tests/test_fuzz_policy.py ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["0001-01-01T00:00:00+01:00", "'9999-12-31T23:59:59-01:00'"],
+)
+def test_timestamps_outside_the_utc_range_are_problems(tmp_path, written):
+    """An instant that falls outside years 1-9999 once moved to UTC is a problem on its line, not an OverflowError."""
+    found = grant_problems(tmp_path, f"expires: {written}\n")
+    instant = written.strip("'")
+    assert found == [(8, f"grant g: expires must fall within the years 1-9999 in UTC (got {instant})")]
+
+
+@pytest.mark.parametrize("field", ["max_rows", "statement_timeout"])
+def test_integers_past_64_bits_are_problems(tmp_path, field):
+    """A hex integer of any length (YAML allows it) is refused on its line, with a short quote of it.
+
+    Unchecked, it broke ``float()`` (statement_timeout), JSON replies (max_rows)
+    and ``repr()`` in problem messages (over Python's 4300-digit limit).
+    """
+    huge = "0x" + "f" * 5000
+    found = grant_problems(tmp_path, f"{field}: {huge}\n")
+    assert found[0] == (8, f"integer {huge[:40]}... is out of range (64 bits at most)")
+    assert all(len(reason) < 200 for _, reason in found)
+
+
+def test_a_huge_version_number_is_a_problem(tmp_path):
+    """``version: 0x<5000 digits>`` is reported, not a ValueError from printing the number."""
+    write(tmp_path, "a.yaml", "version: 0x" + "f" * 5000 + "\n")
+    assert [(line, reason.split(" (")[0]) for _, line, reason in problems(tmp_path)] == [
+        (1, "integer 0xffffffffffffffffffffffffffffffffffffff... is out of range"),
+        (1, "version must be 1"),
+    ]
+
+
+def test_duration_past_float_range_is_a_value_error():
+    """parse_duration keeps its contract (ValueError or TypeError) for ints too large for a float."""
+    with pytest.raises(ValueError, match="sensible size"):
+        parse_duration(10**400)
+
+
+def test_deep_flow_nesting_is_refused_before_parsing(tmp_path):
+    """Thousands of ``[`` are refused at once (ruamel's scanner takes seconds to minutes on them)."""
+    write(tmp_path, "a.yaml", "version: 1\nroles:\n  admin: " + "[" * 100_000 + "\n")
+    assert problems(tmp_path) == [("a.yaml", 3, "invalid YAML: nested deeper than 32 levels of [ and {")]
+
+
+def test_stray_closing_brackets_do_not_hide_deep_nesting(tmp_path):
+    """Closers before the openers (in a comment, say) do not offset them."""
+    write(tmp_path, "a.yaml", "# " + "]" * 100 + "\nversion: 1\nroles: " + "[" * 40 + "\n")
+    assert problems(tmp_path) == [("a.yaml", 3, "invalid YAML: nested deeper than 32 levels of [ and {")]
+
+
+def test_duplicate_keys_in_an_omap_are_a_problem(tmp_path):
+    """The YAML library checks ``!!omap`` keys with ``assert``: the loader reports a problem, not an AssertionError."""
+    write(tmp_path, "a.yaml", "version: !!omap [a: 1, a: 2]\n")
+    assert problems(tmp_path) == [("a.yaml", 1, "invalid YAML: the file cannot be read (AssertionError)")]
