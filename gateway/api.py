@@ -336,7 +336,9 @@ def install(app: FastAPI) -> None:
             _HTTP_CODES.get(exc.status_code, "http_error"),
             "HTTP error",
         )
-        return problem(_request_id(request), err)
+        response = problem(_request_id(request), err)
+        response.headers.update(exc.headers or {})  # a 405 lists the allowed methods in Allow (RFC 9110)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

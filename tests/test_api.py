@@ -89,6 +89,16 @@ def test_request_id_taken_when_sane(gateway: RunningGateway):
         assert len(replaced.headers["x-request-id"]) == 32
 
 
+def test_wrong_method_is_405_with_allow(gateway: RunningGateway):
+    """A method a route does not take is a 405 problem listing the allowed ones in Allow (RFC 9110)."""
+    with gateway.client(None) as http:
+        reply = http.post("/healthz")
+    assert reply.status_code == 405
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["code"] == "method_not_allowed"
+    assert reply.headers["allow"] == "GET"
+
+
 def test_me_and_targets(gateway: RunningGateway):
     """/v1/me shows the caller's groups and grants only; /v1/targets the access level."""
     with gateway.client("writer") as http:
