@@ -12,10 +12,12 @@ filters) before it is answered: who looked at the audit log is part of it.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 
 from gateway.api import Auditor, Context, JSONResponse, PipelineDep
 from gateway.auditquery import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
@@ -27,6 +29,17 @@ from gateway.pipeline import Pipeline, RequestContext
 
 VERIFY_BATCH = 5000
 Short = Annotated[str | None, Query(min_length=1, max_length=255)]
+_NUMBER = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    """Refuse a bare number: pydantic would read it as Unix seconds, the API takes ISO 8601."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("must be an ISO 8601 date and time, e.g. 2026-05-01T00:00:00Z")
+    return value
+
+
+Time = Annotated[datetime | None, Query(), BeforeValidator(_iso_only)]
 
 
 def _reader(request: Request) -> AuditStore:
@@ -74,8 +87,8 @@ async def audit_log(
     code: Short = None,
     event: Short = None,
     request_id: Short = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Time = None,
+    until: Time = None,
     q: Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT)] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1)] = DEFAULT_LIMIT,

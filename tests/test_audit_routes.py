@@ -73,6 +73,16 @@ def test_bad_filters_are_invalid_requests(gateway: RunningGateway):
             assert reply.json()["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("params", [{"until": "0.5"}, {"since": "1700000000"}, {"since": " -1e3 "}])
+def test_times_are_iso_8601_not_unix_seconds(gateway: RunningGateway, params):
+    """A bare number for since/until is refused (422), not read as seconds since 1970 (found by schemathesis)."""
+    with gateway.client("admin") as auditor:
+        reply = auditor.get("/v1/audit", params=params)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["code"] == "invalid_request"
+    assert "ISO 8601" in reply.json()["detail"]
+
+
 def test_limit_is_capped(gateway: RunningGateway):
     """A limit over the cap is served at the cap (500)."""
     with gateway.client("admin") as auditor:
