@@ -88,7 +88,7 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
     )
 
 
-@router.post("/v1/access-requests")
+@router.post("/v1/access-requests", status_code=201)
 async def create_request(
     caller: Caller,
     ctx: Context,

@@ -126,7 +126,7 @@ async def get_policy(caller: Admin, pipeline: PipelineDep) -> JSONResponse:
     return JSONResponse(body, headers={"ETag": f'"{policy.revision}"'})
 
 
-@router.post("/v1/grants")
+@router.post("/v1/grants", status_code=201)
 async def add_grant(
     caller: Admin,
     ctx: Context,
@@ -151,7 +151,7 @@ async def delete_grant(
     return applied(pipeline, result)
 
 
-@router.post("/v1/revocations")
+@router.post("/v1/revocations", status_code=201)
 async def add_revocation(
     caller: Admin,
     ctx: Context,

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import accessapi, adminapi, api, auditapi
+from gateway import accessapi, adminapi, api, auditapi, openapi
 from gateway.audit import AuditLog
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
@@ -142,6 +142,7 @@ def create_app(
     app.include_router(adminapi.router)
     app.include_router(accessapi.router)
     app.include_router(auditapi.router)
+    openapi.install(app)
 
     if settings.metrics_public:
 
