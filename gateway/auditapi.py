@@ -28,6 +28,7 @@ from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext
 
 VERIFY_BATCH = 5000
+MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in both stores (and in the JSON audit record)
 Short = Annotated[str | None, Query(min_length=1, max_length=255)]
 _NUMBER = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*")
 
@@ -50,11 +51,16 @@ Reader = Annotated[AuditStore, Depends(_reader)]
 router = APIRouter()
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """Times without an offset are taken as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _aware(moment: datetime | None, name: str) -> datetime | None:
+    """Times without an offset are taken as UTC; one that leaves years 1-9999 in UTC is refused."""
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        aware.astimezone(UTC)  # what the stores do; an OverflowError there would read as a store failure
+    except OverflowError:
+        raise InvalidRequest(f"{name} must fall within the years 1-9999 in UTC") from None
+    return aware
 
 
 async def _record_read(
@@ -101,8 +107,8 @@ async def audit_log(
         code=code,
         event=event,
         request_id=request_id,
-        since=_aware(since),
-        until=_aware(until),
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
         q=q,
     )
     if filters.since and filters.until and filters.since >= filters.until:
@@ -119,7 +125,7 @@ async def audit_verify(
     ctx: Context,
     pipeline: PipelineDep,
     store: Reader,
-    head_seq: Annotated[int | None, Query(ge=1)] = None,
+    head_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     head_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
 ) -> JSONResponse:
     """Verify the whole hash chain, streaming through it in batches.

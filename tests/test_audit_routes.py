@@ -83,6 +83,23 @@ def test_times_are_iso_8601_not_unix_seconds(gateway: RunningGateway, params):
     assert "ISO 8601" in reply.json()["detail"]
 
 
+@pytest.mark.parametrize("params", [{"since": "0001-01-01T00:00:00+01:00"}, {"until": "9999-12-31T23:59:59-01:00"}])
+def test_times_outside_the_utc_range_are_invalid_requests(gateway: RunningGateway, params):
+    """A time that leaves years 1-9999 once moved to UTC is 422, not 503 audit_unavailable (it is the caller's)."""
+    with gateway.client("admin") as auditor:
+        reply = auditor.get("/v1/audit", params=params)
+    assert reply.status_code == 422, reply.text
+    assert "years 1-9999" in reply.json()["detail"]
+
+
+def test_verify_head_seq_past_64_bits_is_an_invalid_request(gateway: RunningGateway):
+    """head_seq over 2**63 - 1 is 422; it used to reach the audit record of the read and fail as a 500."""
+    with gateway.client("admin") as auditor:
+        reply = auditor.get("/v1/audit/verify", params={"head_seq": str(10**30), "head_hash": "0" * 64})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["code"] == "invalid_request"
+
+
 def test_limit_is_capped(gateway: RunningGateway):
     """A limit over the cap is served at the cap (500)."""
     with gateway.client("admin") as auditor:
