@@ -53,6 +53,17 @@ class Pooled:
         return int(self.raw.thread_id())
 
 
+def _alive(conn: Pooled) -> bool:
+    """False once the link is known dead: closed by us, or by the server or the network while idle.
+
+    A restarted server, ``KILL CONNECTION`` or a cut link leaves an idle
+    connection with its stream at EOF or failed; asyncmy's own pool checks the
+    same ``_stream_broken`` before handing a free connection out.
+    """
+    raw = conn.raw
+    return bool(raw.connected) and not getattr(raw, "_stream_broken", False)
+
+
 class _Slot:
     """Sent to a waiter instead of a connection: 'you may open a new one'."""
 
@@ -125,7 +136,7 @@ class ConnectionPool:
             raise DatabaseUnavailable(f"pool {self.name} is closed")
         while self._idle and not self._waiters:
             conn = self._idle.popleft()
-            if self._expired(conn):
+            if self._expired(conn) or not _alive(conn):
                 self._close_conn(conn)
                 continue
             self._in_use += 1
@@ -190,7 +201,7 @@ class ConnectionPool:
     def release(self, conn: Pooled) -> None:
         """Return a connection; a discarded or expired one is closed, never reused."""
         self._in_use -= 1
-        if conn.discard or self._closed or self._expired(conn) or not conn.raw.connected:
+        if conn.discard or self._closed or self._expired(conn) or not _alive(conn):
             self._close_conn(conn)
             self._wake_one(_SLOT)
             return
