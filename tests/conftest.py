@@ -268,3 +268,10 @@ def gateway(
     running = start_gateway(settings, idp, test_db)
     yield running
     stop_gateway(running)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the run: the fault suite's measurements, one line per test (``tests/faultfixture.py``)."""
+    from faultfixture import summarise  # noqa: PLC0415 - it imports this module
+
+    summarise(terminalreporter)
