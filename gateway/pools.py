@@ -121,9 +121,14 @@ class ConnectionPool:
     async def _open(self) -> Pooled:
         try:
             raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
-        except BaseException:
+        except BaseException as exc:
             self._size -= 1
             self._wake_one(_SLOT)
+            if isinstance(exc, TimeoutError):  # a server that accepts but never answers the handshake
+                detail = f"no connection to {self.name} within the {self._limits.connect_timeout:g}s connect timeout"
+                if self.connect_stats is not None:
+                    self.connect_stats.count("connect_timeout", detail)
+                raise DatabaseUnavailable(detail) from None
             raise
         return Pooled(raw=raw, created=self._clock())
 
