@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import asyncmy
 import pytest
 from conftest import ScratchDatabase, free_port, write_policies
+from faultload import Reply
 from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
 from privatemariadb import MariaDBServer, MariaDBStartError, remove_leftovers, running_mariadb
 
@@ -132,6 +133,31 @@ def audit_by_request(path: Path) -> dict[str, list[tuple[str, str | None, str | 
     for request_id, event, decision, code in rows:
         records[request_id].append((event, decision, code))
     return records
+
+
+DENIED_CODES = frozenset({"forbidden", "revoked", "statement_rejected", "unknown_target", "invalid_request"})
+
+
+def records_lost(path: Path, replies: Sequence[Reply]) -> int:
+    """Count the audit records missing for answered requests.
+
+    Each needs a ``decision`` (``auth`` for a 401), and each allowed one an
+    ``outcome`` too (whatever then happened: ok, timeout, unavailable). A
+    request refused with ``audit_unavailable`` has no records: none is expected.
+    """
+    records = audit_by_request(path)
+    lost = 0
+    for reply in replies:
+        if reply.status is None or reply.code == "audit_unavailable":
+            continue
+        events = {event for event, _, _ in records.get(reply.request_id, [])}
+        if reply.code == "unauthenticated":
+            lost += "auth" not in events
+            continue
+        lost += "decision" not in events
+        if reply.code not in DENIED_CODES:
+            lost += "outcome" not in events
+    return lost
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from conftest import start_gateway, stop_gateway
-from faultfixture import audit_by_request, fault_report, fault_settings, private_db, wait_for
+from faultfixture import audit_by_request, fault_report, fault_settings, private_db, records_lost, wait_for
 from faultload import Reply, drive, malformed, mixed, tally
 
 __all__ = ["fault_report", "private_db"]
@@ -19,30 +19,18 @@ RECOVERY_BOUND = 10.0  # seconds after MariaDB is back by which requests must su
 
 def _written_notes(private_db, prefix: str) -> set[str]:
     rows = private_db.server.query(
-        f"SELECT note FROM {private_db.db.name}.orders WHERE note LIKE %s",  # noqa: S608 - our database
+        f"SELECT note FROM {private_db.db.name}.orders WHERE note LIKE %s",
         (f"{prefix}-%",),
     )
     return {row[0] for row in rows}
 
 
-def _lost(path, replies: list[Reply]) -> int:
-    """Records missing for answered requests: a decision for each, an outcome for each allowed one."""
-    records = audit_by_request(path)
-    lost = 0
-    for reply in replies:
-        events = [event for event, _, _ in records.get(reply.request_id, [])]
-        if reply.status is None:
-            continue
-        lost += "decision" not in events
-        if reply.code not in {"forbidden", "revoked"}:
-            lost += "outcome" not in events
-    return lost
-
-
 def test_mariadb_restart_under_load(tmp_path, idp, private_db, fault_report):
-    """MariaDB stopped and started again under load: requests in flight get a well-formed 503
-    database_unavailable (no hang, no 500), every request started once MariaDB is back succeeds
-    within seconds without any restart of the gateway, nothing runs unaudited and no record is lost.
+    """MariaDB restarted under load: clear 503s while it is down, recovery by itself once it is back.
+
+    Requests in flight get a well-formed 503 database_unavailable (no hang, no
+    500); every request started once MariaDB is back succeeds, within seconds,
+    without a restart of the gateway; nothing runs unaudited, no record is lost.
     """
     gw = start_gateway(fault_settings(tmp_path, idp, private_db), idp, private_db.db)
     tokens = {"reader": idp.token("reader"), "writer": idp.token("writer")}
@@ -73,7 +61,7 @@ def test_mariadb_restart_under_load(tmp_path, idp, private_db, fault_report):
     fault_report.notes["recovered_after_s"] = None if first_ok is None else round(first_ok - marks["back"], 2)
     late_errors = [r for r in after if r.code not in {"ok", "forbidden"}]
     fault_report.notes["errors_after_back"] = tally(late_errors)
-    fault_report.records_lost = _lost(tmp_path / "audit.db", replies)
+    fault_report.records_lost = records_lost(tmp_path / "audit.db", replies)
     assert malformed(replies) == []
     assert {r.label for r in replies} <= {"200 ok", "403 forbidden", "503 database_unavailable"}
     assert {r.label for r in before} <= {"200 ok", "403 forbidden"}
@@ -90,9 +78,10 @@ def test_mariadb_restart_under_load(tmp_path, idp, private_db, fault_report):
 
 
 def test_idle_pool_across_restart(tmp_path, idp, private_db, fault_report):
-    """Idle pooled connections broken by a MariaDB restart are never handed out: the first
-    requests after the server is back succeed (the pool drops dead connections instead of
-    failing a request on each).
+    """Idle pooled connections broken by a MariaDB restart are never handed out.
+
+    The first requests after the server is back all succeed: the pool drops
+    the dead connections instead of failing one request on each.
     """
     gw = start_gateway(fault_settings(tmp_path, idp, private_db), idp, private_db.db)
     tokens = {"reader": idp.token("reader"), "writer": idp.token("writer")}
@@ -107,7 +96,7 @@ def test_idle_pool_across_restart(tmp_path, idp, private_db, fault_report):
         stop_gateway(gw)
     fault_report.requests = len(warm) + len(replies)
     fault_report.replies = tally(warm + replies)
-    fault_report.records_lost = _lost(tmp_path / "audit.db", warm + replies)
+    fault_report.records_lost = records_lost(tmp_path / "audit.db", warm + replies)
     assert tally(warm) == {"200 ok": 20}
     assert tally(replies) == {"200 ok": 12}, [r.detail for r in replies if r.code != "ok"]
     assert fault_report.records_lost == 0
