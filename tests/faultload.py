@@ -93,6 +93,8 @@ def check_reply(reply: Reply, response: httpx.Response) -> None:
         reply.problems.append(f"HTTP {response.status_code}")
     if response.status_code == httpx.codes.SERVICE_UNAVAILABLE and "retry-after" not in response.headers:
         reply.problems.append("503 without Retry-After")
+    if response.status_code == httpx.codes.UNAUTHORIZED and "www-authenticate" not in response.headers:
+        reply.problems.append("401 without WWW-Authenticate")
 
 
 async def send(client: httpx.AsyncClient, job: Job, request_id: str) -> Reply:
