@@ -82,19 +82,27 @@ def check_reply(reply: Reply, response: httpx.Response) -> None:
         return
     reply.code = str(body.get("code"))
     reply.detail = body.get("detail")
-    if not response.headers.get("content-type", "").startswith("application/problem+json"):
-        reply.problems.append("error is not application/problem+json")
+    reply.problems += _problem_shape(response, body)
+
+
+def _problem_shape(response: httpx.Response, body: dict[str, Any]) -> list[str]:
+    """How an error reply differs from problem+json with the gateway's headers."""
+    status, headers = response.status_code, response.headers
+    problems = []
+    if not headers.get("content-type", "").startswith("application/problem+json"):
+        problems.append("error is not application/problem+json")
     missing = [k for k in ("type", "title", "status", "detail", "code", "request_id") if k not in body]
     if missing:
-        reply.problems.append(f"problem without {missing}")
-    if body.get("status") != response.status_code:
-        reply.problems.append("problem status differs from HTTP status")
-    if response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR and response.status_code not in WELL_FORMED_5XX:
-        reply.problems.append(f"HTTP {response.status_code}")
-    if response.status_code == httpx.codes.SERVICE_UNAVAILABLE and "retry-after" not in response.headers:
-        reply.problems.append("503 without Retry-After")
-    if response.status_code == httpx.codes.UNAUTHORIZED and "www-authenticate" not in response.headers:
-        reply.problems.append("401 without WWW-Authenticate")
+        problems.append(f"problem without {missing}")
+    if body.get("status") != status:
+        problems.append("problem status differs from HTTP status")
+    if status >= httpx.codes.INTERNAL_SERVER_ERROR and status not in WELL_FORMED_5XX:
+        problems.append(f"HTTP {status}")
+    if status == httpx.codes.SERVICE_UNAVAILABLE and "retry-after" not in headers:
+        problems.append("503 without Retry-After")
+    if status == httpx.codes.UNAUTHORIZED and "www-authenticate" not in headers:
+        problems.append("401 without WWW-Authenticate")
+    return problems
 
 
 async def send(client: httpx.AsyncClient, job: Job, request_id: str) -> Reply:
