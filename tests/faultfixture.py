@@ -42,6 +42,7 @@ REPORT_PATH = Path(__file__).resolve().parent.parent / ".faults-report.json"
 DATABASE = "gwfault"
 PREFIX = "gwf"
 _REPORT_KEY = pytest.StashKey[list[dict[str, Any]]]()
+Records = dict[str, list[tuple[str, str | None, str | None]]]  # request id -> (event, decision, code)
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,14 @@ def fault_settings(
     return Settings(**values)
 
 
-def audit_by_request(path: Path) -> dict[str, list[tuple[str, str | None, str | None]]]:
+def audit_by_request(path: Path) -> Records:
     """The SQLite audit store's records by request id: ``(event, decision, code)`` in seq order."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         rows = conn.execute("SELECT request_id, event, decision, code FROM audit ORDER BY seq").fetchall()
     finally:
         conn.close()
-    records: dict[str, list[tuple[str, str | None, str | None]]] = defaultdict(list)
+    records: Records = defaultdict(list)
     for request_id, event, decision, code in rows:
         records[request_id].append((event, decision, code))
     return records
@@ -139,13 +140,17 @@ DENIED_CODES = frozenset({"forbidden", "revoked", "statement_rejected", "unknown
 
 
 def records_lost(path: Path, replies: Sequence[Reply]) -> int:
+    """Count the audit records missing for answered requests in the SQLite store at ``path``."""
+    return count_lost(audit_by_request(path), replies)
+
+
+def count_lost(records: Records, replies: Sequence[Reply]) -> int:
     """Count the audit records missing for answered requests.
 
     Each needs a ``decision`` (``auth`` for a 401), and each allowed one an
     ``outcome`` too (whatever then happened: ok, timeout, unavailable). A
     request refused with ``audit_unavailable`` has no records: none is expected.
     """
-    records = audit_by_request(path)
     lost = 0
     for reply in replies:
         if reply.status is None or reply.code == "audit_unavailable":
