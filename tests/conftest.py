@@ -32,6 +32,8 @@ from gateway.provision import Account, drop, provision
 from gateway.settings import Settings
 
 __all__ = ["oidc_provider"]
+# The fault suite's fixtures (private MariaDB, measurements) and its terminal summary, for every module.
+pytest_plugins = ["faultfixture"]
 
 DB_HOST = os.environ.get("GATEWAY_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("GATEWAY_TEST_DB_PORT", "3306"))
@@ -268,10 +270,3 @@ def gateway(
     running = start_gateway(settings, idp, test_db)
     yield running
     stop_gateway(running)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """After the run: the fault suite's measurements, one line per test (``tests/faultfixture.py``)."""
-    from faultfixture import summarise  # noqa: PLC0415 - it imports this module
-
-    summarise(terminalreporter)

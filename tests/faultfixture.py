@@ -203,9 +203,10 @@ def fault_report(request: pytest.FixtureRequest) -> Iterator[Measure]:
     REPORT_PATH.write_text(json.dumps(entries, indent=1, default=str) + "\n", encoding="utf-8")
 
 
-def summarise(terminal: Any) -> None:
-    """Print the fault tests' measurements (call from ``pytest_terminal_summary``)."""
-    entries = terminal.config.stash.get(_REPORT_KEY, [])
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the run: the fault tests' measurements, one line per test."""
+    entries = terminalreporter.config.stash.get(_REPORT_KEY, [])
+    terminal = terminalreporter
     if entries:
         terminal.section("fault suite measurements")
         for entry in entries:

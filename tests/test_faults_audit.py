@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 from auditfixture import audit_root_query, scratch_audit_db
 from conftest import start_gateway, stop_gateway
-from faultfixture import Records, count_lost, fault_report, fault_settings, private_db, records_lost
+from faultfixture import Records, count_lost, fault_settings, records_lost
 from faultload import Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
 
 from gateway.auditmariadb import MariaDBAuditStore
 from gateway.auditstore import SQLiteAuditStore
 from gateway.auditverify import verify
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 
@@ -121,7 +119,7 @@ def test_shared_store_cut_stalled_and_revoked(tmp_path, idp, private_db, fault_r
     and the chain verifies.
     """
     with scratch_audit_db() as direct, FaultProxy(direct.host, direct.port) as proxy:
-        via_proxy = direct.model_copy(update={"port": proxy.port, "connect_timeout": 2.0, "query_timeout": 2.0})
+        via_proxy = direct.model_copy(update={"port": proxy.port, "connect_timeout": 2.0, "query_timeout": 0.5})
         settings = fault_settings(tmp_path, idp, private_db, audit={"store": "mariadb", "mariadb": via_proxy})
         gw = start_gateway(settings, idp, private_db.db)
         pick = mixed({"reader": idp.token("reader"), "writer": idp.token("writer")}, writes=5)

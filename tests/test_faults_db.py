@@ -7,10 +7,8 @@ import time
 
 import pytest
 from conftest import start_gateway, stop_gateway
-from faultfixture import audit_by_request, fault_report, fault_settings, private_db, records_lost, wait_for
+from faultfixture import audit_by_request, fault_settings, records_lost, wait_for
 from faultload import Reply, drive, malformed, mixed, tally
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 

@@ -7,11 +7,9 @@ import time
 
 import pytest
 from conftest import RunningGateway, start_gateway, stop_gateway
-from faultfixture import fault_report, fault_settings, private_db, records_lost
+from faultfixture import fault_settings, records_lost
 from faultload import Job, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 
@@ -103,7 +101,7 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
         nonlocal kills
         stop = asyncio.Event()
         load = asyncio.create_task(drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01))
-        for _ in range(20):
+        for _ in range(10):
             await asyncio.sleep(0.15)
             for thread_id, _info in await asyncio.to_thread(_gateway_threads, private_db):
                 try:
@@ -124,7 +122,7 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
     fault_report.replies = tally(during + after)
     fault_report.records_lost = records_lost(tmp_path / "audit.db", during + after)
     fault_report.notes["kills"] = kills
-    assert kills > 10
+    assert kills >= 5
     assert malformed(during + after) == []
     assert {r.label for r in during} <= {"200 ok", "403 forbidden", "503 database_unavailable"}
     assert max(r.seconds for r in during) < NO_HANG
@@ -148,7 +146,7 @@ def test_stall_then_resume(tmp_path, idp, private_db, fault_report):
         try:
             warm = asyncio.run(drive(gw.url, pick, clients=4, prefix="stall-warm", per_client=3))
             proxy.stall()
-            stalled = asyncio.run(drive(gw.url, pick, clients=8, prefix="stall", duration=6))
+            stalled = asyncio.run(drive(gw.url, pick, clients=8, prefix="stall", duration=5))
             proxy.resume()
             started = time.monotonic()
             healed = asyncio.run(drive(gw.url, pick, clients=4, prefix="stall-healed", per_client=5))

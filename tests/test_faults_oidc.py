@@ -14,13 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import USERS, gateway_settings, start_gateway, stop_gateway
-from faultfixture import fault_report, records_lost
+from faultfixture import records_lost
 from faultload import READ_SQL, Job, drive, malformed, tally
 from faultproxy import FaultProxy
 from joserfc.jwk import RSAKey
 from oidcfixture import OidcProvider, running_provider
-
-__all__ = ["fault_report"]
 
 pytestmark = pytest.mark.faults
 

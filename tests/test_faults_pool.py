@@ -7,11 +7,9 @@ from collections import Counter
 
 import pytest
 from conftest import start_gateway, stop_gateway
-from faultfixture import fault_report, fault_settings, private_db, records_lost
+from faultfixture import fault_settings, records_lost
 from faultload import drive, malformed, mixed, tally
 from faultproxy import FaultProxy
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 

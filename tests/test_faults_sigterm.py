@@ -8,12 +8,10 @@ import time
 
 import httpx
 import pytest
-from faultfixture import audit_by_request, fault_report, fault_settings, private_db, records_lost
+from faultfixture import audit_by_request, fault_settings, records_lost
 from faultload import Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
 from faultserve import ServedGateway, audit_verify, served_gateway
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 

@@ -9,12 +9,10 @@ import time
 
 import pytest
 from conftest import USERS
-from faultfixture import audit_by_request, fault_report, fault_settings, private_db, records_lost
+from faultfixture import audit_by_request, fault_settings, records_lost
 from faultload import Reply, drive, malformed, mixed, tally
 from faultserve import ServedGateway, served_gateway
 from oidcfixture import running_provider
-
-__all__ = ["fault_report", "private_db"]
 
 pytestmark = pytest.mark.faults
 
