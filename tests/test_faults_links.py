@@ -37,11 +37,12 @@ def _tokens(idp) -> dict[str, str]:
 
 
 def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
-    """KILL CONNECTION from the server, on idle connections and on one running a statement.
+    """KILL from the server, on idle connections and on ones running a statement.
 
     A killed idle connection is never handed out (the next requests all
     succeed); a statement whose connection is killed mid-flight gets a
-    well-formed 503 database_unavailable at once, and the pool heals.
+    well-formed 503 database_unavailable at once, one whose query is killed
+    a 504 statement_timeout at once; the pool heals.
     """
     gw = start_gateway(fault_settings(tmp_path, idp, private_db), idp, private_db.db)
     tokens = _tokens(idp)
@@ -55,9 +56,9 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
             killed += 1
         after_idle = asyncio.run(drive(gw.url, pick, clients=1, prefix="kill-idle", per_client=8))
 
-        async def kill_in_flight() -> list:
+        async def kill_in_flight(what: str) -> list:
             load = asyncio.create_task(
-                drive(gw.url, lambda _n, _rid: long_read, clients=1, prefix="kill-long", per_client=1)
+                drive(gw.url, lambda _n, _rid: long_read, clients=1, prefix=f"kill-{what.lower()}", per_client=1)
             )
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:  # until the statement shows in the processlist
@@ -65,24 +66,29 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
                     break
                 await asyncio.sleep(0.05)
             for thread_id, _ in _gateway_threads(private_db, command="COUNT(*)"):
-                private_db.server.query(f"KILL CONNECTION {thread_id}")
+                private_db.server.query(f"KILL {what} {thread_id}")
             return await load
 
-        in_flight = asyncio.run(kill_in_flight())
+        in_flight = asyncio.run(kill_in_flight("CONNECTION"))
+        query_killed = asyncio.run(kill_in_flight("QUERY"))
         healed = asyncio.run(drive(gw.url, pick, clients=2, prefix="kill-healed", per_client=5))
     finally:
         stop_gateway(gw)
-    everything = warm + after_idle + in_flight + healed
+    everything = warm + after_idle + in_flight + query_killed + healed
     fault_report.requests = len(everything)
     fault_report.replies = tally(everything)
     fault_report.records_lost = records_lost(tmp_path / "audit.db", everything)
     fault_report.notes["killed_idle"] = killed
-    fault_report.notes["killed_in_flight"] = tally(in_flight)
+    fault_report.notes["connection_killed_in_flight"] = tally(in_flight)
+    fault_report.notes["query_killed_in_flight"] = tally(query_killed)
     assert killed >= 2
     assert malformed(everything) == []
     assert tally(after_idle) == {"200 ok": 8}
     assert tally(in_flight) == {"503 database_unavailable": 1}
-    assert in_flight[0].seconds < NO_HANG
+    # MariaDB answers KILL QUERY with 1317 "interrupted", which the gateway reports as a statement timeout.
+    assert tally(query_killed) == {"504 statement_timeout": 1}
+    assert "interrupted" in (query_killed[0].detail or "")  # killed, not timed out (max_statement_time)
+    assert max(r.seconds for r in in_flight + query_killed) < NO_HANG
     assert tally(healed) == {"200 ok": 10}
     assert fault_report.records_lost == 0
 
