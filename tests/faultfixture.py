@@ -1,5 +1,8 @@
 """Fixtures of the fault suite: a private MariaDB, gateway settings for it, audit counts, the report.
 
+A pytest plugin (``pytest_plugins`` in ``conftest.py``), so its fixtures and
+its terminal summary exist once per session whichever modules run.
+
 - ``private_db`` (session): a ``mariadbd`` of the suite's own (own datadir and
   port, ``tests/privatemariadb.py``) seeded with the demo schema and
   least-privilege accounts by ``gateway.provision``; tests stop, kill and
@@ -19,7 +22,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -163,16 +165,6 @@ def count_lost(records: Records, replies: Sequence[Reply]) -> int:
         if reply.code not in DENIED_CODES:
             lost += "outcome" not in events
     return lost
-
-
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = bool(predicate())
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 @dataclass
