@@ -408,12 +408,22 @@ class Pipeline:
     ) -> None:
         record = self._base(ctx, "outcome", identity)
         record.update(target=target, duration_ms=_ms(started), **fields)
+        # The decision record is already durable; the statement has run, so
+        # failing the reply now would only invite a blind retry of a write.
         try:
-            await self.audit.append(record)
+            written = self.audit.submit(record)
         except AuditUnavailable:
-            # The decision record is already durable; the statement has run, so
-            # failing the reply now would only invite a blind retry of a write.
             log.error("audit_outcome_lost", request_id=ctx.request_id)
+            return
+        if self.settings.audit.await_outcome:
+            with contextlib.suppress(AuditUnavailable):
+                await self.audit.settled(written)
+        written.add_done_callback(functools.partial(_outcome_written, ctx.request_id))
+
+
+def _outcome_written(request_id: str, written: asyncio.Future[Any]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error("audit_outcome_lost", request_id=request_id)
 
 
 def _cancelled(exc: GatewayError, running: Running | None) -> GatewayError:

@@ -189,6 +189,10 @@ class AuditSettings(BaseModel):
     mariadb: AuditDatabaseSettings | None = None
     redact_literals: bool = False
     queue_limit: Annotated[int, Field(ge=1)] = 10_000
+    # The decision record is always durable before a statement runs. The outcome
+    # record is queued and committed with the next group (milliseconds later, and
+    # always before shutdown ends); true makes each reply wait for it as well.
+    await_outcome: bool = False
 
     @model_validator(mode="after")
     def _store_configured(self) -> AuditSettings:
