@@ -18,6 +18,7 @@ from gateway.audit import AuditLog
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
 from gateway.devissuer import DevIssuer
+from gateway.front import GatewayApp, StatementEndpoints
 from gateway.identity import TokenValidator
 from gateway.metrics import Metrics
 from gateway.middleware import GatewayMiddleware
@@ -132,7 +133,7 @@ def create_app(
             await audit.close()
             log.info("gateway_stopped")
 
-    app = FastAPI(
+    app = GatewayApp(
         title="db-gateway",
         lifespan=lifespan,
         docs_url="/docs" if settings.dev_mode else None,
@@ -159,5 +160,11 @@ def create_app(
         async def dev_jwks(request: Request) -> api.JSONResponse:
             return api.JSONResponse(request.app.state.dev_issuer.jwks())
 
-    app.add_middleware(GatewayMiddleware, max_body=settings.limits.max_body_bytes, metrics=metrics)
+    # Outermost, for every request: the request id, the body cap and metrics, then the
+    # statement routes served directly (gateway.front) or FastAPI's own stack.
+    app.front = GatewayMiddleware(
+        StatementEndpoints(app, api.DIRECT_ROUTES, fallback=app.stack()),
+        max_body=settings.limits.max_body_bytes,
+        metrics=metrics,
+    )
     return app
