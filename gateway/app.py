@@ -7,13 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import accessapi, adminapi, api, auditapi
+from gateway import accessapi, adminapi, api, auditapi, tracing
 from gateway.audit import AuditLog
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
@@ -27,6 +28,9 @@ from gateway.pipeline import Pipeline
 from gateway.policystore import PolicyStore
 from gateway.pools import PoolRegistry
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = structlog.get_logger("gateway.app")
 DEV_ISSUER_PATH = "/dev-issuer"
@@ -74,12 +78,16 @@ def create_app(
     *,
     clock: Callable[[], datetime] = _utcnow,
     audit_store: Callable[[], AuditStore] | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts.
 
-    ``audit_store`` swaps the audit store factory (the settings pick the default).
+    ``audit_store`` swaps the audit store factory (the settings pick the default);
+    ``span_exporter`` where spans go when tracing is on (default: OTLP/HTTP to
+    ``tracing.endpoint``).
     """
     metrics = Metrics()
+    spans = tracing.build(settings.tracing, span_exporter)
     # sqlglot logs unparsed statement text (with literals) at WARNING: keep it out of our logs.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
     # botocore logs request signatures (an IAM token is one) and response bodies
@@ -115,6 +123,7 @@ def create_app(
             audit,
             key_sources=list(sources.values()),
             clock=clock,
+            tracing=spans,
         )
         app.state.dev_issuer = dev
         watcher = asyncio.create_task(policies.watch(), name="policy-watch")
@@ -131,6 +140,7 @@ def create_app(
                     await source.aclose()
             await asyncio.to_thread(reader.close)  # first, so the writer's close is the last (SQLite checkpoints)
             await audit.close()
+            await asyncio.to_thread(spans.shutdown)
             log.info("gateway_stopped")
 
     app = GatewayApp(
@@ -166,5 +176,6 @@ def create_app(
         StatementEndpoints(app, api.DIRECT_ROUTES, fallback=app.stack()),
         max_body=settings.limits.max_body_bytes,
         metrics=metrics,
+        tracing=spans,
     )
     return app

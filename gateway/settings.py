@@ -218,6 +218,17 @@ class LimitSettings(BaseModel):
     max_stream_rows: Annotated[int, Field(gt=0)] = 10_000_000
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (off by default): spans exported with OTLP over HTTP."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    service_name: str = "db-gateway"
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of new traces; a caller's sampled flag is kept
+    export_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
 class DevSettings(BaseModel):
     """The built-in dev issuer (dev mode only)."""
 
@@ -265,6 +276,7 @@ class Settings(BaseSettings):
     dev: DevSettings = DevSettings()
     metrics_public: bool = True
     admin: AdminSettings = AdminSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:
