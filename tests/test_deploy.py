@@ -578,12 +578,13 @@ def test_scrape_job_keeps_the_gateway_pods_http_port(tmp_path, clean_env):
     meta = {f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v for k, v in labels.items()}
     keeps = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
     assert keeps
-    for port in container(objects)["ports"]:
+    # The real ports, plus one the job must leave alone (a sidecar's, say).
+    for port in [*container(objects)["ports"], {"name": "admin"}]:
         target = meta | {
             "__meta_kubernetes_pod_container_name": container(objects)["name"],
             "__meta_kubernetes_pod_container_port_name": port["name"],
         }
-        assert all(_prometheus_keep(r, target) for r in keeps) == (port["name"] == "http")
+        assert all(_prometheus_keep(r, target) for r in keeps) == (port["name"] == "http"), port["name"]
     other = meta | {"__meta_kubernetes_pod_label_app_kubernetes_io_name": "something-else"}
     assert not all(_prometheus_keep(r, other) for r in keeps), "the job would scrape other pods"
     settings = settings_of(objects, tmp_path, clean_env)
