@@ -48,6 +48,7 @@ from deployfixture import (
 )
 from starlette.routing import Match
 
+from gateway import errors
 from gateway.app import create_app
 from gateway.policyfile import load_policies
 from gateway.settings import Settings, load_settings
@@ -669,3 +670,19 @@ def test_docs_name_only_metrics_the_gateway_exports(tmp_path, clean_env):
     for path in texts:
         for name in set(re.findall(r"\bgateway_[a-z_]+[a-z]\b", path.read_text(encoding="utf-8"))):
             assert name in families or name.rstrip("_") in families, f"{path.name}: {name} is not exported"
+
+
+def test_docs_quote_the_real_status_code_and_retry_after():
+    """Each `STATUS code` (and `Retry-After: N`) the operations docs quote is what gateway/errors.py answers."""
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.GatewayError)]
+    by_code = {c.code: c for c in classes}
+    quoted = 0
+    for path in (ROOT / "docs" / "operations.md", DEPLOY / "README.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for status, code, retry in re.findall(r"`(\d{3}) ([a-z_]+)`(?:, `Retry-After: (\d+)`)?", text):
+            assert code in by_code, f"{path.name}: no error has code {code}"
+            assert by_code[code].status == int(status), f"{path.name}: {code} is {by_code[code].status}, not {status}"
+            if retry:
+                assert getattr(by_code[code], "retry_after", None) == int(retry), f"{path.name}: {code} Retry-After"
+            quoted += 1
+    assert quoted >= 8
