@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import readiness
 from gateway.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext, StatementRequest
@@ -144,9 +145,9 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(pipeline: PipelineDep) -> Response:
-    """Policies loaded, signing keys fetched, pools usable."""
+    """Ready when policies are loaded and signing keys fetched; pools and the audit store are reported too."""
     checks = await pipeline.readiness()
-    ready = all(c["ok"] for c in checks.values())
+    ready = readiness.is_ready(checks)
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 

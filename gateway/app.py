@@ -109,6 +109,7 @@ def create_app(
             writer,
             redact_literals=settings.audit.redact_literals,
             max_pending=settings.audit.queue_limit,
+            observe_commit=metrics.audit_write.observe,
         )
         pools = PoolRegistry(settings.targets)
         await pools.open()
@@ -126,6 +127,7 @@ def create_app(
             tracing=spans,
         )
         app.state.dev_issuer = dev
+        metrics.watch_audit(audit, app.state.pipeline.decisions)
         watcher = asyncio.create_task(policies.watch(), name="policy-watch")
         log.info("gateway_started", targets=sorted(settings.targets), dev_mode=settings.dev_mode)
         try:

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -84,6 +86,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclasses.dataclass(slots=True)
+class AuditStats:
+    """What the writer thread has done (plain ints: read at scrape time, written by one thread)."""
+
+    records: int = 0
+    failed: int = 0
+    commits: int = 0
+
+
 class AuditLog:
     """Append-only audit log in front of an :class:`~gateway.auditstore.AuditStore`.
 
@@ -104,8 +115,12 @@ class AuditLog:
         max_pending: int = 10_000,
         max_batch: int = 1_000,
         timeout: float = 10.0,
+        observe_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
+        self.stats = AuditStats()
+        self.last_error: str | None = None  # the last commit's failure, cleared by the next success
+        self._observe_commit = observe_commit
         self.redact_literals = redact_literals
         self._clock = clock
         self._max_batch = max_batch
@@ -232,15 +247,28 @@ class AuditLog:
             except queue.Empty:
                 return items, barriers, stopping
 
+    @property
+    def pending(self) -> int:
+        """Records (and barriers) queued and not yet taken by the writer."""
+        return self._queue.qsize()
+
     def _commit(self, items: list[_Item]) -> None:
+        started = time.perf_counter()
         try:
             entries = self.store.append_batch([record for record, _, _ in items])
         except Exception as exc:  # any store failure refuses the statements
+            self.stats.failed += len(items)
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             # Logged before callers hear of it, so the failure is on record first.
             with contextlib.suppress(Exception):
                 self._logger.exception("audit_write_failed", logger="audit", records=len(items))
             _settle(items, [_unavailable(exc) for _ in items])
             return
+        self.stats.records += len(entries)
+        self.last_error = None
+        self.stats.commits += 1
+        if self._observe_commit is not None:
+            self._observe_commit(time.perf_counter() - started)
         # Copies for the log events, made before callers get (and may change) the entries.
         events = [_log_fields(e) for e in entries]
         _settle(items, entries)

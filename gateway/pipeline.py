@@ -9,6 +9,7 @@ allowed or denied, is audited before anything runs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -97,6 +98,7 @@ class Pipeline:
         self._key_sources = tuple(key_sources)
         self._clock = clock
         self.tracing = tracing or Tracing()
+        self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()  # (decision, code), for metrics
         self.inflight = InFlight()
         policies.listeners.append(Revoker(self.inflight, pools, clock).policy_changed)
 
@@ -107,6 +109,7 @@ class Pipeline:
             raise Revoked(f"access to {running.target} was revoked")
 
     async def _record(self, record: dict[str, Any]) -> None:
+        self.decisions[(record["decision"], record["code"])] += 1
         if self.tracing.enabled:
             tracing.annotate(
                 **{f"gateway.{k}": record.get(k) for k in ("request_id", "target", "decision", "code", "grant")}
@@ -163,8 +166,8 @@ class Pipeline:
             raise
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        """Check policies, signing keys and every pool; say what is wrong."""
-        return await readiness.check(self.policies, self._key_sources, self.pools)
+        """Check policies and signing keys; report every pool and the audit store; say what is wrong."""
+        return await readiness.check(self.policies, self._key_sources, self.pools, self.audit)
 
     def roles(self, identity: Identity) -> frozenset[str]:
         """The caller's roles (admin, auditor) under the current policy."""

@@ -8,10 +8,12 @@ gateway's own ``Metrics`` registry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.audit import AuditLog
+from gateway.auditstore import SQLiteAuditStore
 from gateway.connector import ConnectStats
 from gateway.metrics import Metrics
 from gateway.policystore import PolicyStore
@@ -229,10 +233,17 @@ def exported_series(policies_dir: Path, targets: list[str]) -> dict[str, set[str
     pool = ConnectionPool("shop/gw_reader", _CountingConnector(), PoolSettings(), clock=lambda: 0.0)
     metrics.watch_pools(lambda: {("shop", "gw_reader"): pool})
     metrics.watch_policies(PolicyStore(policies_dir, targets))
-    series: dict[str, set[str]] = {}
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            series.setdefault(sample.name, set()).update(sample.labels)
+    metrics.audit_write.observe(0.001)
+    with tempfile.TemporaryDirectory() as scratch:
+        audit = AuditLog(SQLiteAuditStore(Path(scratch) / "audit.db"))
+        try:
+            metrics.watch_audit(audit, {("allow", "allowed"): 1})
+            series: dict[str, set[str]] = {}
+            for family in metrics.registry.collect():
+                for sample in family.samples:
+                    series.setdefault(sample.name, set()).update(sample.labels)
+        finally:
+            asyncio.run(audit.close())
     return series
 
 

@@ -128,8 +128,12 @@ def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider,
                     "VALUES (1, 1, 1, NOW(), 'unaudited')",
                 },
             )
+            ready = http.get("/readyz")
     finally:
         stop_gateway(running)
+    # Reported, not gating: the store is shared, so pulling this replica would help nobody.
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["audit"] == {"ok": False, "required": False, "last_error": "OSError: disk gone"}
     assert reply.status_code == 503
     assert reply.json()["code"] == "audit_unavailable"
     assert "retry-after" in reply.headers

@@ -644,8 +644,8 @@ def test_series_check_catches_an_invented_metric_and_label(tmp_path):
     series = exported_series(tmp_path, ["shop"])
     assert "gateway_requests_total" in series
     assert series["gateway_pool_waiting"] == {"pool"}
-    assert _unknown_series("rate(gateway_audit_write_seconds_count[5m]) > 1", series, set()) == [
-        "unknown series gateway_audit_write_seconds_count"
+    assert _unknown_series("rate(gateway_invented_seconds_count[5m]) > 1", series, set()) == [
+        "unknown series gateway_invented_seconds_count"
     ]
     assert _unknown_series('sum by (tenant) (gateway_requests_total{code="503"})', series, set()) == [
         "unknown label tenant"
