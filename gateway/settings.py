@@ -179,6 +179,14 @@ class AuditDatabaseSettings(BaseModel):
             raise ValueError("passwords never sit in the config file: use audit.mariadb.secret.env or .file")
         return data
 
+    @model_validator(mode="after")
+    def _readable_secret(self) -> AuditDatabaseSettings:
+        # The audit writer reads its password in its own thread, without the async
+        # Secrets Manager client the pools use: only env and file sources work here.
+        if self.secret.aws_secret is not None:
+            raise ValueError("audit.mariadb.secret takes env or file (mount a Secrets Manager value as a file)")
+        return self
+
 
 class AuditSettings(BaseModel):
     """Where the audit log goes."""
