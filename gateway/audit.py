@@ -4,7 +4,11 @@
 ``prev_hash`` and ``hash``) only once it is committed to the store, so a caller
 that gets an answer may run the statement (SECURITY rule 21). If the store
 cannot be written the caller gets :class:`~gateway.errors.AuditUnavailable`
-and the statement must not run.
+and the statement must not run. ``log.submit(record)`` queues a record without
+waiting (outcome records: the reply need not wait for them); its future settles
+when the record is committed. Records commit in the order they were queued, so
+once an awaited ``append`` returns, everything queued before it is stored too;
+:meth:`AuditLog.wait_committed` is that barrier for a thread.
 
 One writer thread owns the store. It takes whatever is queued and commits it
 as one transaction with one fsync (group commit), so many concurrent requests
@@ -20,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.auditstore import AuditStore, Entry
 
     _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry]]
+    _Queued: TypeAlias = _Item | threading.Event | None
     _Result: TypeAlias = Entry | AuditUnavailable
 
 _STOP = None
@@ -79,6 +86,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclasses.dataclass(slots=True)
+class AuditStats:
+    """What the writer thread has done (plain ints: read at scrape time, written by one thread)."""
+
+    records: int = 0
+    failed: int = 0
+    commits: int = 0
+
+
 class AuditLog:
     """Append-only audit log in front of an :class:`~gateway.auditstore.AuditStore`.
 
@@ -99,15 +115,19 @@ class AuditLog:
         max_pending: int = 10_000,
         max_batch: int = 1_000,
         timeout: float = 10.0,
+        observe_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
+        self.stats = AuditStats()
+        self.last_error: str | None = None  # the last commit's failure, cleared by the next success
+        self._observe_commit = observe_commit
         self.redact_literals = redact_literals
         self._clock = clock
         self._max_batch = max_batch
         self._timeout = timeout
         # SimpleQueue: a C queue without queue.Queue's Python locks and conditions;
         # the bound is kept in append (one producer thread per loop; overshoot at most one per loop).
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self._max_pending = max_pending
         self._closed = False
         self._logger = structlog.get_logger("audit")
@@ -121,6 +141,24 @@ class AuditLog:
         the clock when missing. Raises ``ValueError``/``TypeError`` for a record
         that cannot be stored, and ``AuditUnavailable`` when the store fails.
         """
+        return await self.settled(self.submit(record))
+
+    async def settled(self, future: asyncio.Future[Entry]) -> Entry:
+        """Wait for a :meth:`submit` future; ``AuditUnavailable`` if the store has not answered in time."""
+        # A plain timer rather than ``asyncio.timeout()`` (two per request): the
+        # same answer, AuditUnavailable, if the store has not answered in time.
+        timer = future.get_loop().call_later(self._timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def submit(self, record: Mapping[str, object]) -> asyncio.Future[Entry]:
+        """Queue ``record`` without waiting; the future settles once it is committed (or failed).
+
+        Raises at once, as :meth:`append` does, for a record that cannot be
+        stored, a closed log or a full queue.
+        """
         if self._closed or not self._thread.is_alive():
             raise AuditUnavailable("the audit log is closed")
         entry = self._prepare(record)
@@ -129,13 +167,20 @@ class AuditLog:
         if self._queue.qsize() >= self._max_pending:
             raise AuditUnavailable("the audit queue is full")
         self._queue.put((entry, loop, future))
-        # A plain timer rather than ``asyncio.timeout()`` (two per request): the
-        # same answer, AuditUnavailable, if the store has not answered in time.
-        timer = loop.call_later(self._timeout, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return future
+
+    def wait_committed(self, timeout: float) -> bool:
+        """Block until everything queued before this call is committed or failed; False on timeout.
+
+        For threads other than the event loop's (tests, tools); callers on the
+        loop await :meth:`append`, which gives the same ordering.
+        """
+        if self._closed:  # close() commits everything pending, then the thread ends
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
 
     def _prepare(self, record: Mapping[str, object]) -> dict[str, object]:
         for name in ("event", "request_id"):
@@ -170,39 +215,60 @@ class AuditLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            items: list[_Item] = []
-            item = self._queue.get()
-            # Take whatever else is already queued: one transaction for all of it.
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    items.append(item)
-                if len(items) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            items, barriers, stopping = self._take(self._queue.get())
             if items:
                 try:
                     self._commit(items)
                 except Exception as exc:  # noqa: BLE001 - a broken store or logger must not strand callers
                     _settle(items, [_unavailable(exc) for _ in items])
+            for barrier in barriers:
+                barrier.set()
         try:
             self.store.close()
         except Exception:  # nothing is pending: report and end
             self._logger.exception("audit_close_failed", logger="audit")
 
+    def _take(self, item: _Queued) -> tuple[list[_Item], list[threading.Event], bool]:
+        """Take ``item`` and whatever else is already queued: one transaction for all of it."""
+        items: list[_Item] = []
+        barriers: list[threading.Event] = []
+        stopping = False
+        while True:
+            if item is _STOP:
+                stopping = True
+            elif isinstance(item, threading.Event):
+                barriers.append(item)
+            else:
+                items.append(item)
+            if len(items) >= self._max_batch:
+                return items, barriers, stopping
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items, barriers, stopping
+
+    @property
+    def pending(self) -> int:
+        """Records (and barriers) queued and not yet taken by the writer."""
+        return self._queue.qsize()
+
     def _commit(self, items: list[_Item]) -> None:
+        started = time.perf_counter()
         try:
             entries = self.store.append_batch([record for record, _, _ in items])
         except Exception as exc:  # any store failure refuses the statements
+            self.stats.failed += len(items)
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             # Logged before callers hear of it, so the failure is on record first.
             with contextlib.suppress(Exception):
                 self._logger.exception("audit_write_failed", logger="audit", records=len(items))
             _settle(items, [_unavailable(exc) for _ in items])
             return
+        self.stats.records += len(entries)
+        self.last_error = None
+        self.stats.commits += 1
+        if self._observe_commit is not None:
+            self._observe_commit(time.perf_counter() - started)
         # Copies for the log events, made before callers get (and may change) the entries.
         events = [_log_fields(e) for e in entries]
         _settle(items, entries)

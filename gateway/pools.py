@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class _Slot:
 
 
 _SLOT = _Slot()
+_NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 class ConnectionPool:
@@ -275,9 +277,13 @@ class ConnectionPool:
         return True
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Pooled]:
-        """Hold a connection for the block; mark ``discard`` to have it thrown away."""
-        conn = await self.acquire()
+    async def connection(self, waiting: AbstractContextManager[Any] = _NOTHING) -> AsyncIterator[Pooled]:
+        """Hold a connection for the block; mark ``discard`` to have it thrown away.
+
+        ``waiting`` is entered for the wait for a connection (a tracing span).
+        """
+        with waiting:
+            conn = await self.acquire()
         try:
             yield conn
         except BaseException:
@@ -335,9 +341,11 @@ class PoolRegistry:
             )
         return pool
 
-    def connection(self, decision: Decision) -> contextlib.AbstractAsyncContextManager[Pooled]:
+    def connection(
+        self, decision: Decision, waiting: AbstractContextManager[Any] = _NOTHING
+    ) -> contextlib.AbstractAsyncContextManager[Pooled]:
         """Hold a connection for an allowing decision's ``(target, db_user)``."""
-        return self.pool_for(decision).connection()
+        return self.pool_for(decision).connection(waiting)
 
     async def close(self) -> None:
         """Close every pool."""

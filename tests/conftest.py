@@ -200,6 +200,14 @@ class RunningGateway:
     server: uvicorn.Server
     thread: threading.Thread
 
+    def audit_settled(self) -> None:
+        """Wait until the audit writer has committed everything queued so far.
+
+        Outcome records are queued, not awaited, before the reply; a test that
+        reads the store straight after a reply calls this first.
+        """
+        assert self.server.config.app.state.pipeline.audit.wait_committed(10)
+
     def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
         """An HTTP client carrying a real token of ``user`` from the provider."""
         headers = {"Authorization": f"Bearer {self.idp.token(user)}"} if user else {}
