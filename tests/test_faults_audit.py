@@ -77,6 +77,7 @@ def test_sqlite_store_full(tmp_path, idp, private_db, fault_report):
 
     try:
         before = asyncio.run(drive(gw.url, pick, clients=4, prefix="full-before", per_client=5))
+        gw.audit_settled()  # the last outcome records are queued, not awaited: let them land first
         set_cap(None)
         full = asyncio.run(drive(gw.url, pick, clients=4, prefix="full", per_client=10))
         set_cap(1_073_741_823)
@@ -127,6 +128,7 @@ def test_shared_store_cut_stalled_and_revoked(tmp_path, idp, private_db, fault_r
         account = f"'{direct.user}'@'%'"
         try:
             phases["before"] = asyncio.run(drive(gw.url, pick, clients=4, prefix="shared-before", per_client=4))
+            gw.audit_settled()  # the last outcome records are queued, not awaited: let them land first
             proxy.down()
             phases["down"] = asyncio.run(drive(gw.url, pick, clients=4, prefix="shared-down", per_client=4))
             proxy.stall()
@@ -161,6 +163,41 @@ def test_shared_store_cut_stalled_and_revoked(tmp_path, idp, private_db, fault_r
     assert ran_refused == []
     assert lost == 0
     assert verified.ok, verified.problems
+
+
+@pytest.mark.parametrize("await_outcome", [False, True], ids=["queued-outcomes", "awaited-outcomes"])
+def test_store_fails_as_replies_go_out(tmp_path, idp, private_db, fault_report, await_outcome):
+    """The shared store goes down the moment replies go out: decisions are durable, queued outcomes may be lost.
+
+    Outcome records are queued, not awaited, by default: those still queued
+    when the store fails are lost (logged ``audit_outcome_lost``; counted
+    here, not hidden). With ``audit.await_outcome: true`` each reply waits for
+    its outcome record, and none is lost. Either way every answered request
+    has its decision record: nothing ran unrecorded.
+    """
+    with scratch_audit_db() as direct, FaultProxy(direct.host, direct.port) as proxy:
+        via_proxy = direct.model_copy(update={"port": proxy.port, "connect_timeout": 2.0})
+        audit = {"store": "mariadb", "mariadb": via_proxy, "await_outcome": await_outcome}
+        gw = start_gateway(fault_settings(tmp_path, idp, private_db, audit=audit), idp, private_db.db)
+        pick = mixed({"reader": idp.token("reader"), "writer": idp.token("writer")}, writes=5)
+        try:
+            asyncio.run(drive(gw.url, pick, clients=4, prefix="onset-warm", per_client=2))
+            gw.audit_settled()
+            replies = asyncio.run(drive(gw.url, pick, clients=8, prefix="onset", per_client=2))
+            proxy.down()
+        finally:
+            stop_gateway(gw)
+        records = _mariadb_records(direct.database)
+    lost = count_lost(records, replies)
+    fault_report.requests = len(replies)
+    fault_report.replies = tally(replies)
+    fault_report.records_lost = lost
+    fault_report.notes["await_outcome"] = await_outcome
+    assert malformed(replies) == []
+    assert set(tally(replies)) == {"200 ok", "403 forbidden"}
+    assert all(any(e == "decision" for e, _, _ in records[r.request_id]) for r in replies)
+    if await_outcome:
+        assert lost == 0
 
 
 def _report(measure, before: list[Reply], faulty: list[Reply], after: list[Reply], lost: int) -> None:
