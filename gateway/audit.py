@@ -45,11 +45,15 @@ if TYPE_CHECKING:
 
     from gateway.auditstore import AuditStore, Entry
 
-    _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry]]
+    # (record, its caller's loop, the caller's future, retried until committed?)
+    _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
     _Queued: TypeAlias = _Item | threading.Event | None
     _Result: TypeAlias = Entry | AuditUnavailable
 
 _STOP = None
+RETRY_FIRST = 0.05  # seconds before the first retry of queued records after a failed commit
+RETRY_MAX = 2.0  # the longest wait between retries
+CLOSE_RETRY_SECONDS = 5.0  # how long close() keeps retrying before it logs what it could not store
 _PADDED_YEARS = 1000
 
 # Quoted identifiers are matched only to be kept as they are; strings may use
@@ -116,11 +120,14 @@ class AuditLog:
         max_batch: int = 1_000,
         timeout: float = 10.0,
         observe_commit: Callable[[float], None] | None = None,
+        close_retry: float = CLOSE_RETRY_SECONDS,
     ) -> None:
         self.store = store
         self.stats = AuditStats()
         self.last_error: str | None = None  # the last commit's failure, cleared by the next success
+        self._retrying = 0  # records the writer keeps for a retry (read by metrics)
         self._observe_commit = observe_commit
+        self._close_retry = close_retry
         self.redact_literals = redact_literals
         self._clock = clock
         self._max_batch = max_batch
@@ -153,11 +160,16 @@ class AuditLog:
         finally:
             timer.cancel()
 
-    def submit(self, record: Mapping[str, object]) -> asyncio.Future[Entry]:
+    def submit(self, record: Mapping[str, object], *, retry: bool = False) -> asyncio.Future[Entry]:
         """Queue ``record`` without waiting; the future settles once it is committed (or failed).
 
         Raises at once, as :meth:`append` does, for a record that cannot be
-        stored, a closed log or a full queue.
+        stored, a closed log or a full queue. A ``retry`` record (an outcome:
+        its statement has already run, nobody is refused if it is late) is
+        not failed by a failed commit: the writer retries it, with backoff,
+        until the store takes it; :meth:`close` retries for
+        ``close_retry`` seconds and then logs every record it could not store,
+        whole, as ``audit_record_unsaved``.
         """
         if self._closed or not self._thread.is_alive():
             raise AuditUnavailable("the audit log is closed")
@@ -166,7 +178,7 @@ class AuditLog:
         future: asyncio.Future[Entry] = loop.create_future()
         if self._queue.qsize() >= self._max_pending:
             raise AuditUnavailable("the audit queue is full")
-        self._queue.put((entry, loop, future))
+        self._queue.put((entry, loop, future, retry))
         return future
 
     def wait_committed(self, timeout: float) -> bool:
@@ -214,19 +226,62 @@ class AuditLog:
 
     def _run(self) -> None:
         stopping = False
+        retry: list[_Item] = []  # records kept across failed commits, oldest first
+        barriers: list[threading.Event] = []
+        backoff = RETRY_FIRST
         while not stopping:
-            items, barriers, stopping = self._take(self._queue.get())
-            if items:
-                try:
-                    self._commit(items)
-                except Exception as exc:  # noqa: BLE001 - a broken store or logger must not strand callers
-                    _settle(items, [_unavailable(exc) for _ in items])
-            for barrier in barriers:
-                barrier.set()
+            try:
+                first = self._queue.get(timeout=backoff if retry else None)
+            except queue.Empty:  # time to retry
+                items: list[_Item] = []
+            else:
+                items, new_barriers, stopping = self._take(first)
+                barriers += new_barriers
+            if retry or items:
+                retry = self._commit_or_keep(retry + items)
+                backoff = min(backoff * 2, RETRY_MAX) if retry else RETRY_FIRST
+            if not retry:  # everything queued before each barrier is committed or failed
+                _release(barriers)
+        deadline = time.monotonic() + self._close_retry
+        while retry and time.monotonic() < deadline:
+            time.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+            backoff = min(backoff * 2, RETRY_MAX)
+            retry = self._commit_or_keep(retry)
+        self._give_up(retry, "the audit store was still failing when the gateway stopped")
+        _release(barriers)
         try:
             self.store.close()
         except Exception:  # nothing is pending: report and end
             self._logger.exception("audit_close_failed", logger="audit")
+
+    def _commit_or_keep(self, items: list[_Item]) -> list[_Item]:
+        """Commit ``items``; on failure fail the awaited ones and return the ones to retry."""
+        try:
+            self._commit(items)
+        except _StoreFailed as failed:
+            exc = failed.cause
+            waiting = [item for item in items if not item[3]]
+            _settle(waiting, [_unavailable(exc) for _ in waiting])
+            kept = [item for item in items if item[3]]
+            overflow = len(kept) - self._max_pending
+            if overflow > 0:  # bounded: the oldest are logged whole and dropped
+                self._give_up(kept[:overflow], "too many records waiting for the audit store")
+                kept = kept[overflow:]
+            self._retrying = len(kept)
+            return kept
+        except Exception as exc:  # after the store took them: never retried, never stranded
+            with contextlib.suppress(Exception):
+                self._logger.exception("audit_settle_failed", logger="audit", records=len(items))
+            _settle(items, [_unavailable(exc) for _ in items])
+        self._retrying = 0
+        return []
+
+    def _give_up(self, items: list[_Item], why: str) -> None:
+        """Fail ``items`` for good; log each record whole, so the log stream still carries it."""
+        for record, _, _, _ in items:
+            with contextlib.suppress(Exception):
+                self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=record)
+        _settle(items, [AuditUnavailable(why) for _ in items])
 
     def _take(self, item: _Queued) -> tuple[list[_Item], list[threading.Event], bool]:
         """Take ``item`` and whatever else is already queued: one transaction for all of it."""
@@ -249,21 +304,20 @@ class AuditLog:
 
     @property
     def pending(self) -> int:
-        """Records (and barriers) queued and not yet taken by the writer."""
-        return self._queue.qsize()
+        """Records queued and not yet committed: new ones, and ones kept for a retry."""
+        return self._queue.qsize() + self._retrying
 
     def _commit(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         try:
-            entries = self.store.append_batch([record for record, _, _ in items])
-        except Exception as exc:  # any store failure refuses the statements
+            entries = self.store.append_batch([record for record, _, _, _ in items])
+        except Exception as exc:  # any store failure refuses the statements (the caller settles them)
             self.stats.failed += len(items)
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             # Logged before callers hear of it, so the failure is on record first.
             with contextlib.suppress(Exception):
                 self._logger.exception("audit_write_failed", logger="audit", records=len(items))
-            _settle(items, [_unavailable(exc) for _ in items])
-            return
+            raise _StoreFailed(exc) from exc
         self.stats.records += len(entries)
         self.last_error = None
         self.stats.commits += 1
@@ -291,6 +345,20 @@ def _log_fields(entry: Entry) -> dict[str, object]:
     return fields
 
 
+class _StoreFailed(Exception):
+    """The store refused a batch; ``cause`` is the store's own error."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _release(barriers: list[threading.Event]) -> None:
+    for barrier in barriers:
+        barrier.set()
+    barriers.clear()
+
+
 def _expire(future: asyncio.Future[Entry]) -> None:
     if not future.done():  # the record may still land later; the statement it guards never runs
         future.set_exception(AuditUnavailable("the audit store did not answer in time"))
@@ -305,7 +373,7 @@ def _unavailable(cause: Exception) -> AuditUnavailable:
 def _settle(items: list[_Item], results: Sequence[Entry | AuditUnavailable]) -> None:
     """Hand each caller its result on its own event loop: one wake-up per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], _Result]]] = {}
-    for (_, loop, future), result in zip(items, results, strict=True):
+    for (_, loop, future, _), result in zip(items, results, strict=True):
         by_loop.setdefault(loop, []).append((future, result))
     for loop, pairs in by_loop.items():
         # A closed loop has nobody left waiting for these answers.

@@ -74,10 +74,15 @@ class _AuditCollector(Collector):
         records = CounterMetricFamily("gateway_audit_records", "Audit records committed")
         records.add_metric([], stats.records)
         yield records
-        failures = CounterMetricFamily("gateway_audit_write_failures", "Audit records the store refused")
+        failures = CounterMetricFamily(
+            "gateway_audit_write_failures",
+            "Audit record writes the store refused (a queued outcome record retried counts per attempt)",
+        )
         failures.add_metric([], stats.failed)
         yield failures
-        pending = GaugeMetricFamily("gateway_audit_pending", "Audit records queued, not yet committed")
+        pending = GaugeMetricFamily(
+            "gateway_audit_pending", "Audit records queued or kept for a retry, not yet committed"
+        )
         pending.add_metric([], self._audit.pending)
         yield pending
 

@@ -437,7 +437,7 @@ class Pipeline:
         # failing the reply now would only invite a blind retry of a write.
         try:
             with self.tracing.span("audit.outcome"):
-                written = self.audit.submit(record)
+                written = self.audit.submit(record, retry=True)
         except AuditUnavailable:
             log.error("audit_outcome_lost", request_id=ctx.request_id)
             return

@@ -206,7 +206,11 @@ class RunningGateway:
         Outcome records are queued, not awaited, before the reply; a test that
         reads the store straight after a reply calls this first.
         """
-        assert self.server.config.app.state.pipeline.audit.wait_committed(10)
+        assert self.audit_settled_within(10)
+
+    def audit_settled_within(self, seconds: float) -> bool:
+        """Whether the audit writer committed everything queued so far within ``seconds``."""
+        return bool(self.server.config.app.state.pipeline.audit.wait_committed(seconds))
 
     def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
         """An HTTP client carrying a real token of ``user`` from the provider."""
