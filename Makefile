@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials
+.PHONY: run test test-faults test-fuzz soak lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials
 
 venv: $(STAMP)
 
@@ -42,6 +42,21 @@ lint: venv
 test: venv node mariadb iamdeps lint
 	$(BIN)/pytest -q
 
+# The fault suite alone (MariaDB restarts, cut/stalled links, IdP and audit store outages,
+# SIGTERM, a 60 s soak): tests marked `faults`, all included in `make test` too.
+test-faults: venv node mariadb
+	$(BIN)/pytest -q -m faults
+
+# Bad input at volume (hypothesis on the statement analyser and policy loader, schemathesis
+# against a running gateway): tests marked `fuzz`, derandomized, all included in `make test` too.
+# HYPOTHESIS_PROFILE=deep tries ten times as many examples, random, saved under .hypothesis/.
+test-fuzz: venv node mariadb
+	$(BIN)/pytest -q -m fuzz
+
+# The issue's five-minute soak at 64 clients (RSS, open files, MariaDB connections, audit counts).
+soak: venv node mariadb
+	GATEWAY_SOAK_SECONDS=300 $(BIN)/pytest -q -m faults -k soak
+
 bench-credentials: venv iamdeps
 	$(BIN)/python scripts/bench_credentials.py
 
@@ -67,7 +82,7 @@ bench-profile: bench-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --apps gateway --duration 10 --profile $(or $(PROFILE),point:64)
 
 clean:
-	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache .faults-report.json .hypothesis
 
 # Streaming benchmark (issue 5): gateway peak RSS over 1,000,000 streamed rows and rows/s vs the mariadb client.
 .PHONY: bench-stream

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-import fastapi.routing
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import readiness
 from gateway.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext, StatementRequest
@@ -147,9 +145,9 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(pipeline: PipelineDep) -> Response:
-    """Policies loaded, signing keys fetched, pools usable."""
+    """Ready when policies are loaded and signing keys fetched; pools and the audit store are reported too."""
     checks = await pipeline.readiness()
-    ready = all(c["ok"] for c in checks.values())
+    ready = readiness.is_ready(checks)
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
@@ -217,72 +215,11 @@ def _call(model: type[Model]) -> Callable[[Request], Awaitable[Call[Model]]]:
     return resolve
 
 
-def _request_only(dependant: Dependant) -> bool:
-    """Whether ``dependant`` takes the request and nothing else FastAPI would have to fill in."""
-    return not (
-        dependant.path_params
-        or dependant.query_params
-        or dependant.header_params
-        or dependant.cookie_params
-        or dependant.body_params
-        or dependant.websocket_param_name
-        or dependant.http_connection_param_name
-        or dependant.response_param_name
-        or dependant.background_tasks_param_name
-        or dependant.security_scopes_param_name
-    )
+_query_call = _call(QueryBody)
+_transaction_call = _call(TransactionBody)
 
 
-class StatementRoute(fastapi.routing.APIRoute):
-    """A route whose one async dependency takes only the request: called directly, per request.
-
-    FastAPI's generic handler solves dependencies for every request (a scratch
-    ``Response``, query parameters and cookies the route never takes): about a
-    sixth of the event loop's CPU per statement. For a route shaped like
-    ``query`` (the request, plus one async dependency of the request alone)
-    this handler makes the same two calls in the same order and returns the
-    endpoint's response. Any other shape, or dependency overrides, get
-    FastAPI's own handler.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The direct handler when the route's shape allows it, else FastAPI's."""
-        generic = super().get_route_handler()
-        # Included in an app, FastAPI builds the handler with the inclusion's effective route
-        # (merged dependencies, the app's overrides) in a context variable: read it as FastAPI does.
-        context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
-        context = context_var.get() if context_var is not None else None
-        route: Any = context if getattr(context, "original_route", None) is self else self
-        dependant: Dependant = route.dependant
-        if len(dependant.dependencies) != 1 or not _request_only(dependant):
-            return generic
-        (sub,) = dependant.dependencies
-        resolve, endpoint, name = sub.call, dependant.call, sub.name
-        if (
-            sub.dependencies
-            or not _request_only(sub)
-            or sub.request_param_name is None
-            or name is None
-            or not inspect.iscoroutinefunction(resolve)
-            or not inspect.iscoroutinefunction(endpoint)
-        ):
-            return generic
-        request_name, resolve_request = dependant.request_param_name, sub.request_param_name
-        overrides = route.dependency_overrides_provider
-
-        async def handler(request: Request) -> Response:
-            if overrides is not None and getattr(overrides, "dependency_overrides", None):
-                return await generic(request)
-            values = {name: await resolve(**{resolve_request: request})}
-            if request_name is not None:
-                values[request_name] = request
-            response: Response = await endpoint(**values)
-            return response
-
-        return handler
-
-
-async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_call(QueryBody))]) -> Response:
+async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_query_call)]) -> Response:
     """Run one statement; with ``Accept: application/x-ndjson`` the rows stream."""
     caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     _check_params(pipeline, len(body.params))
@@ -295,7 +232,7 @@ async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_call
     return JSONResponse(reply)
 
 
-async def transaction(call: Annotated[Call[TransactionBody], Depends(_call(TransactionBody))]) -> JSONResponse:
+async def transaction(call: Annotated[Call[TransactionBody], Depends(_transaction_call)]) -> JSONResponse:
     """Run several statements atomically."""
     caller, ctx, pipeline, body = call.caller, call.ctx, call.pipeline, call.body
     limits = pipeline.settings.limits
@@ -307,8 +244,24 @@ async def transaction(call: Annotated[Call[TransactionBody], Depends(_call(Trans
     return JSONResponse(await pipeline.transaction(ctx, caller, body.target, requests))
 
 
-router.add_api_route("/v1/query", query, methods=["POST"], route_class_override=StatementRoute)
-router.add_api_route("/v1/transaction", transaction, methods=["POST"], route_class_override=StatementRoute)
+router.add_api_route("/v1/query", query, methods=["POST"])
+router.add_api_route("/v1/transaction", transaction, methods=["POST"])
+
+
+async def _serve_query(request: Request) -> Response:
+    return await query(request, await _query_call(request))
+
+
+async def _serve_transaction(request: Request) -> Response:
+    return await transaction(await _transaction_call(request))
+
+
+# The hot routes as plain ``request -> response`` functions, for gateway.front to serve
+# without FastAPI's stack: the same dependency, then the same endpoint, as declared above.
+DIRECT_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    "/v1/query": _serve_query,
+    "/v1/transaction": _serve_transaction,
+}
 
 
 def _check_params(pipeline: Pipeline, count: int) -> None:
@@ -342,8 +295,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled_error", request_id=_request_id(request), error=type(exc).__name__, exc_info=exc)
-        return problem(_request_id(request), GatewayError("an internal error occurred; quote the request id"))
+        return internal_error(_request_id(request), exc)
+
+
+def internal_error(request_id: str, exc: Exception) -> Response:
+    """Log an unexpected error with its traceback; answer a generic 500 problem naming the request id."""
+    log.error("unhandled_error", request_id=request_id, error=type(exc).__name__, exc_info=exc)
+    return problem(request_id, GatewayError("an internal error occurred; quote the request id"))
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}

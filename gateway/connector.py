@@ -160,4 +160,8 @@ class Connector:
             raise _Failed(
                 "connect_error", f"cannot connect to {target.host}:{target.port} ({exc.strerror or exc})"
             ) from None
+        except (RuntimeError, EOFError) as exc:
+            # asyncmy's words for a link that dropped mid-handshake ("Transport does not expose
+            # socket instance", an incomplete read): the server is unreachable, not a gateway bug.
+            raise _Failed("connect_error", f"cannot connect to {target.host}:{target.port} ({exc})") from None
         return conn

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from asyncmy import errors as db_errors
 from asyncmy.cursors import SSCursor
 
-from gateway.encoding import TYPE_NAMES, JSONValue, encode_row
+from gateway.encoding import TYPE_NAMES, JSONValue, dump_rows
 from gateway.errors import (
     DatabaseError,
     DatabaseUnavailable,
@@ -54,7 +55,7 @@ class Result:
     """One statement's result, JSON-ready."""
 
     columns: list[dict[str, str]]
-    rows: list[list[JSONValue]]
+    rows: orjson.Fragment  # the rows as one serialised JSON array, spliced into the reply as is
     row_count: int
     truncated: bool
     rows_affected: int | None
@@ -108,14 +109,17 @@ async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: 
     if description is None:
         return Result(
             [],
-            [],
+            orjson.Fragment(b"[]"),
             0,
             truncated=False,
             rows_affected=max(cursor.rowcount, 0),
             last_insert_id=cursor.lastrowid or None,
         )
     columns = [{"name": d[0], "type": TYPE_NAMES.get(d[1], str(d[1]))} for d in description]
-    rows: list[list[JSONValue]] = []
+    # Each batch is serialised once, in C, as it arrives: the byte cap counts the
+    # reply's real JSON, and no per-value Python work is done for native types.
+    pieces: list[bytes] = []
+    count = 0
     size = 0
     batch = min(limits.max_rows + 1, 1000)
     truncated = False
@@ -123,21 +127,30 @@ async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: 
         chunk = await cursor.fetchmany(batch)
         if not chunk:
             break
-        for raw in chunk:
-            if len(rows) >= limits.max_rows:
-                truncated = True
-                break
-            row = encode_row(raw)
-            size += sum(len(v) if isinstance(v, str) else 8 for v in row)
+        room = limits.max_rows - count
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            truncated = True
+        if chunk:
+            piece = dump_rows(chunk)
+            size += len(piece)
             if size > limits.max_bytes:
                 conn.discard = True
                 raise PayloadTooLarge(f"the result is over the {limits.max_bytes}-byte cap")
-            rows.append(row)
+            pieces.append(piece)
+            count += len(chunk)
         if truncated:
             # Unread rows remain on the wire: never hand this session to anyone else.
             conn.discard = True
             break
-    return Result(columns, rows, len(rows), truncated=truncated, rows_affected=None, last_insert_id=None)
+    return Result(columns, _join(pieces), count, truncated=truncated, rows_affected=None, last_insert_id=None)
+
+
+def _join(pieces: list[bytes]) -> orjson.Fragment:
+    """One JSON array from several serialised arrays (``[a,b]`` + ``[c]`` -> ``[a,b,c]``)."""
+    if len(pieces) == 1:
+        return orjson.Fragment(pieces[0])
+    return orjson.Fragment(b"[" + b",".join(piece[1:-1] for piece in pieces) + b"]")
 
 
 async def _execute(conn: Pooled, sql: str, limits: Limits) -> Result:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.audit import AuditLog
 from gateway.policystore import PolicyStore
 from gateway.pools import ConnectionPool
 
@@ -55,6 +56,37 @@ class _PolicyCollector(Collector):
         yield failures
 
 
+class _AuditCollector(Collector):
+    def __init__(self, audit: AuditLog, decisions: Mapping[tuple[str, str], int]) -> None:
+        self._audit = audit
+        self._decisions = decisions
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        decisions = CounterMetricFamily(
+            "gateway_decisions",
+            "Authorization decisions by result and code (401s included)",
+            labels=["decision", "code"],
+        )
+        for (decision, code), count in sorted(self._decisions.items()):
+            decisions.add_metric([decision, code], count)
+        yield decisions
+        stats = self._audit.stats
+        records = CounterMetricFamily("gateway_audit_records", "Audit records committed")
+        records.add_metric([], stats.records)
+        yield records
+        failures = CounterMetricFamily(
+            "gateway_audit_write_failures",
+            "Audit record writes the store refused (a queued outcome record retried counts per attempt)",
+        )
+        failures.add_metric([], stats.failed)
+        yield failures
+        pending = GaugeMetricFamily(
+            "gateway_audit_pending", "Audit records queued or kept for a retry, not yet committed"
+        )
+        pending.add_metric([], self._audit.pending)
+        yield pending
+
+
 class Metrics:
     """The gateway's metrics."""
 
@@ -65,6 +97,13 @@ class Metrics:
             "HTTP requests by route and outcome code",
             ["route", "code"],
             registry=self.registry,
+        )
+        # Observed by the audit writer thread once per group commit (not per record).
+        self.audit_write = Histogram(
+            "gateway_audit_write_seconds",
+            "Time to durably commit one group of audit records",
+            registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
         )
         self.latency = Histogram(
             "gateway_request_seconds",
@@ -88,6 +127,10 @@ class Metrics:
                 10,
             ),
         )
+
+    def watch_audit(self, audit: AuditLog, decisions: Mapping[tuple[str, str], int]) -> None:
+        """Export decision counts and the audit log's records, failures and queue at scrape time."""
+        self.registry.register(_AuditCollector(audit, decisions))
 
     def watch_pools(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
         """Export pool gauges read from the live pools at scrape time."""

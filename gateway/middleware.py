@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
 from gateway.metrics import Metrics
+from gateway.tracing import Tracing
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -38,8 +39,9 @@ def _problem_413(request_id: str, cap: int) -> bytes:
 class GatewayMiddleware:
     """Sets ``X-Request-ID``, caps the body, binds log context, counts requests."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing or Tracing()
         self.max_body = max_body
         self.metrics = metrics
         # A random prefix per process plus a counter: unique across replicas and restarts
@@ -74,17 +76,22 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        try:
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await self._too_large(request_id, send_with_id)
-                return
-            await self.app(scope, self._capped(receive), send_with_id)
-        finally:
-            route = _route_of(scope)
-            self._count(route, status["code"])
-            self._time(route, time.perf_counter() - started)
-            structlog.contextvars.unbind_contextvars("request_id")
+        attributes = {"http.request.method": scope["method"], "gateway.request_id": request_id}
+        with self.tracing.request(scope["method"], headers, attributes) as span:
+            try:
+                length = headers.get(b"content-length")
+                if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                    await self._too_large(request_id, send_with_id)
+                    return
+                await self.app(scope, self._capped(receive), send_with_id)
+            finally:
+                route = _route_of(scope)
+                self._count(route, status["code"])
+                self._time(route, time.perf_counter() - started)
+                structlog.contextvars.unbind_contextvars("request_id")
+                if span is not None:  # tracing on: name the span by its route, not the raw path
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attributes({"http.route": route, "http.response.status_code": status["code"]})
 
     def _count(self, route: str, code: int) -> None:
         counter = self._counted.get((route, code))

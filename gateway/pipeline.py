@@ -9,6 +9,7 @@ allowed or denied, is audited before anything runs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from gateway import execution, readiness, streaming, views
+from gateway import execution, readiness, streaming, tracing, views
 from gateway.audit import AuditLog
 from gateway.encoding import JSONValue
 from gateway.errors import (
@@ -41,6 +42,7 @@ from gateway.pools import Pooled, PoolRegistry
 from gateway.revoker import Revoker
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
+from gateway.tracing import Tracing
 
 log = structlog.get_logger("gateway.pipeline")
 INLINE_ANALYSIS_CHARS = 4096  # longer statements are analysed off the event loop
@@ -86,6 +88,7 @@ class Pipeline:
         *,
         key_sources: Sequence[KeySource] = (),
         clock: Callable[[], datetime] = _utcnow,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.validator = validator
@@ -94,6 +97,8 @@ class Pipeline:
         self.audit = audit
         self._key_sources = tuple(key_sources)
         self._clock = clock
+        self.tracing = tracing or Tracing()
+        self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()  # (decision, code), for metrics
         self.inflight = InFlight()
         policies.listeners.append(Revoker(self.inflight, pools, clock).policy_changed)
 
@@ -104,8 +109,14 @@ class Pipeline:
             raise Revoked(f"access to {running.target} was revoked")
 
     async def _record(self, record: dict[str, Any]) -> None:
+        self.decisions[(record["decision"], record["code"])] += 1
+        if self.tracing.enabled:
+            tracing.annotate(
+                **{f"gateway.{k}": record.get(k) for k in ("request_id", "target", "decision", "code", "grant")}
+            )
         try:
-            await self.audit.append(record)
+            with self.tracing.span("audit.decision"):
+                await self.audit.append(record)
         except AuditUnavailable:
             log.error(
                 "audit_write_failed",
@@ -135,7 +146,8 @@ class Pipeline:
         try:
             if not token:
                 raise Unauthenticated("no bearer token")
-            return await self.validator.validate(token)
+            with self.tracing.span("authn"):
+                return await self.validator.validate(token)
         except Unauthenticated as exc:
             record = self._base(ctx, "auth", None)
             record.update(
@@ -154,8 +166,8 @@ class Pipeline:
             raise
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        """Check policies, signing keys and every pool; say what is wrong."""
-        return await readiness.check(self.policies, self._key_sources, self.pools)
+        """Check policies and signing keys; report every pool and the audit store; say what is wrong."""
+        return await readiness.check(self.policies, self._key_sources, self.pools, self.audit)
 
     def roles(self, identity: Identity) -> frozenset[str]:
         """The caller's roles (admin, auditor) under the current policy."""
@@ -201,23 +213,8 @@ class Pipeline:
             transaction=transaction,
         )
         try:
-            if target not in self.settings.targets:
-                raise UnknownTarget(f"no target named {target!r}")
-            statements = [await self._analyze(target, r.sql) for r in requests]
-            if transaction and any(s.kind is Kind.DDL for s in statements):
-                raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
-            record.update(
-                kind=_joined(s.kind.value for s in statements),
-                tables=sorted({t for s in statements for t in s.tables}),
-            )
-            decision = decide(
-                identity,
-                statements,
-                target,
-                self.policies.current,
-                self._clock(),
-                safe_functions=SAFE_FUNCTIONS,
-            )
+            with self.tracing.span("policy"):
+                statements, decision = await self._decide(identity, target, requests, record, transaction=transaction)
         except GatewayError as exc:
             record.update(decision="deny", code=exc.code, reason=exc.detail)
             await self._record(record)
@@ -233,6 +230,34 @@ class Pipeline:
         if not decision.allowed:
             raise _DENIALS.get(decision.code, Forbidden)(decision.reason)
         return decision, statements, record
+
+    async def _decide(
+        self,
+        identity: Identity,
+        target: str,
+        requests: Sequence[StatementRequest],
+        record: dict[str, Any],
+        *,
+        transaction: bool,
+    ) -> tuple[list[Statement], Decision]:
+        if target not in self.settings.targets:
+            raise UnknownTarget(f"no target named {target!r}")
+        statements = [await self._analyze(target, r.sql) for r in requests]
+        if transaction and any(s.kind is Kind.DDL for s in statements):
+            raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
+        record.update(
+            kind=_joined(s.kind.value for s in statements),
+            tables=sorted({t for s in statements for t in s.tables}),
+        )
+        decision = decide(
+            identity,
+            statements,
+            target,
+            self.policies.current,
+            self._clock(),
+            safe_functions=SAFE_FUNCTIONS,
+        )
+        return statements, decision
 
     def _limits(self, decision: Decision, requested_rows: int | None) -> execution.Limits:
         limits = self.settings.limits
@@ -267,9 +292,9 @@ class Pipeline:
         started = time.perf_counter()
         running: Running | None = None
         try:
-            async with self.pools.connection(decision) as conn:
+            async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
                 running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=False)
-                with self.inflight.track(running):
+                with self.inflight.track(running), self.tracing.span("execute"):
                     self._check_still_allowed(running)
                     result = await execution.run_statement(conn, statement, request.params, limits, comment)
         except GatewayError as exc:
@@ -359,9 +384,9 @@ class Pipeline:
         batch = [(s, r.params) for s, r in zip(statements, requests, strict=True)]
         running: Running | None = None
         try:
-            async with self.pools.connection(decision) as conn:
+            async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
                 running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=True)
-                with self.inflight.track(running):
+                with self.inflight.track(running), self.tracing.span("execute"):
                     self._check_still_allowed(running)
                     results = await execution.run_transaction(conn, batch, limits, comment)
         except GatewayError as exc:
@@ -408,12 +433,23 @@ class Pipeline:
     ) -> None:
         record = self._base(ctx, "outcome", identity)
         record.update(target=target, duration_ms=_ms(started), **fields)
+        # The decision record is already durable; the statement has run, so
+        # failing the reply now would only invite a blind retry of a write.
         try:
-            await self.audit.append(record)
+            with self.tracing.span("audit.outcome"):
+                written = self.audit.submit(record, retry=True)
         except AuditUnavailable:
-            # The decision record is already durable; the statement has run, so
-            # failing the reply now would only invite a blind retry of a write.
             log.error("audit_outcome_lost", request_id=ctx.request_id)
+            return
+        if self.settings.audit.await_outcome:
+            with contextlib.suppress(AuditUnavailable):
+                await self.audit.settled(written)
+        written.add_done_callback(functools.partial(_outcome_written, ctx.request_id))
+
+
+def _outcome_written(request_id: str, written: asyncio.Future[Any]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error("audit_outcome_lost", request_id=request_id)
 
 
 def _cancelled(exc: GatewayError, running: Running | None) -> GatewayError:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,23 @@ class Pooled:
         return int(self.raw.thread_id())
 
 
+def _alive(conn: Pooled) -> bool:
+    """False once the link is known dead: closed by us, or by the server or the network while idle.
+
+    A restarted server, ``KILL CONNECTION`` or a cut link leaves an idle
+    connection with its stream at EOF or failed; asyncmy's own pool checks the
+    same ``_stream_broken`` before handing a free connection out.
+    """
+    raw = conn.raw
+    return bool(raw.connected) and not getattr(raw, "_stream_broken", False)
+
+
 class _Slot:
     """Sent to a waiter instead of a connection: 'you may open a new one'."""
 
 
 _SLOT = _Slot()
+_NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 class ConnectionPool:
@@ -110,9 +123,14 @@ class ConnectionPool:
     async def _open(self) -> Pooled:
         try:
             raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
-        except BaseException:
+        except BaseException as exc:
             self._size -= 1
             self._wake_one(_SLOT)
+            if isinstance(exc, TimeoutError):  # a server that accepts but never answers the handshake
+                detail = f"no connection to {self.name} within the {self._limits.connect_timeout:g}s connect timeout"
+                if self.connect_stats is not None:
+                    self.connect_stats.count("connect_timeout", detail)
+                raise DatabaseUnavailable(detail) from None
             raise
         return Pooled(raw=raw, created=self._clock())
 
@@ -125,7 +143,7 @@ class ConnectionPool:
             raise DatabaseUnavailable(f"pool {self.name} is closed")
         while self._idle and not self._waiters:
             conn = self._idle.popleft()
-            if self._expired(conn):
+            if self._expired(conn) or not _alive(conn):
                 self._close_conn(conn)
                 continue
             self._in_use += 1
@@ -190,7 +208,7 @@ class ConnectionPool:
     def release(self, conn: Pooled) -> None:
         """Return a connection; a discarded or expired one is closed, never reused."""
         self._in_use -= 1
-        if conn.discard or self._closed or self._expired(conn) or not conn.raw.connected:
+        if conn.discard or self._closed or self._expired(conn) or not _alive(conn):
             self._close_conn(conn)
             self._wake_one(_SLOT)
             return
@@ -259,9 +277,13 @@ class ConnectionPool:
         return True
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Pooled]:
-        """Hold a connection for the block; mark ``discard`` to have it thrown away."""
-        conn = await self.acquire()
+    async def connection(self, waiting: AbstractContextManager[Any] = _NOTHING) -> AsyncIterator[Pooled]:
+        """Hold a connection for the block; mark ``discard`` to have it thrown away.
+
+        ``waiting`` is entered for the wait for a connection (a tracing span).
+        """
+        with waiting:
+            conn = await self.acquire()
         try:
             yield conn
         except BaseException:
@@ -319,9 +341,11 @@ class PoolRegistry:
             )
         return pool
 
-    def connection(self, decision: Decision) -> contextlib.AbstractAsyncContextManager[Pooled]:
+    def connection(
+        self, decision: Decision, waiting: AbstractContextManager[Any] = _NOTHING
+    ) -> contextlib.AbstractAsyncContextManager[Pooled]:
         """Hold a connection for an allowing decision's ``(target, db_user)``."""
-        return self.pool_for(decision).connection()
+        return self.pool_for(decision).connection(waiting)
 
     async def close(self) -> None:
         """Close every pool."""

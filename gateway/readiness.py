@@ -1,10 +1,19 @@
-"""``/readyz``: policies loaded, signing keys fetched, every pool usable."""
+"""``/readyz``: policies loaded and signing keys fetched; pools and the audit store reported.
+
+Ready means this process can decide: its policies are loaded and its
+issuers' keys fetched. The databases and the audit store are shared by every
+replica, so their state is reported (``"required": false``) but does not make
+a replica unready: taking every replica out of its Service because one target's
+database is down would turn clear ``503 database_unavailable`` answers (for
+that target) into refused connections for every target.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.audit import AuditLog
 from gateway.errors import GatewayError
 from gateway.oidc import KeySource
 from gateway.policystore import PolicyStore
@@ -24,8 +33,15 @@ async def keys_ready(sources: Sequence[KeySource]) -> bool:
     return True
 
 
-async def check(policies: PolicyStore, sources: Sequence[KeySource], pools: PoolRegistry) -> dict[str, dict[str, Any]]:
-    """Every readiness check with its detail; the gateway is ready when all are ``ok``."""
+def is_ready(checks: dict[str, dict[str, Any]]) -> bool:
+    """Whether every required check is ``ok``."""
+    return all(c["ok"] for c in checks.values() if c.get("required", True))
+
+
+async def check(
+    policies: PolicyStore, sources: Sequence[KeySource], pools: PoolRegistry, audit: AuditLog
+) -> dict[str, dict[str, Any]]:
+    """Every readiness check with its detail (see :func:`is_ready`)."""
     checks: dict[str, dict[str, Any]] = {
         "policies": {
             "ok": policies.loaded,
@@ -33,11 +49,12 @@ async def check(policies: PolicyStore, sources: Sequence[KeySource], pools: Pool
             "last_reload_error": policies.last_error,
         },
         "keys": {"ok": await keys_ready(sources)},
+        "audit": {"ok": audit.last_error is None, "required": False, "last_error": audit.last_error},
     }
     for (target, db_user), pool in pools.pools().items():
         try:
             await pool.check(within=POOL_CHECK_SECONDS)
-            checks[f"pool:{target}/{db_user}"] = {"ok": True}
+            checks[f"pool:{target}/{db_user}"] = {"ok": True, "required": False}
         except GatewayError as exc:
-            checks[f"pool:{target}/{db_user}"] = {"ok": False, "detail": exc.detail}
+            checks[f"pool:{target}/{db_user}"] = {"ok": False, "required": False, "detail": exc.detail}
     return checks

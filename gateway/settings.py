@@ -179,6 +179,14 @@ class AuditDatabaseSettings(BaseModel):
             raise ValueError("passwords never sit in the config file: use audit.mariadb.secret.env or .file")
         return data
 
+    @model_validator(mode="after")
+    def _readable_secret(self) -> AuditDatabaseSettings:
+        # The audit writer reads its password in its own thread, without the async
+        # Secrets Manager client the pools use: only env and file sources work here.
+        if self.secret.aws_secret is not None:
+            raise ValueError("audit.mariadb.secret takes env or file (mount a Secrets Manager value as a file)")
+        return self
+
 
 class AuditSettings(BaseModel):
     """Where the audit log goes."""
@@ -189,6 +197,10 @@ class AuditSettings(BaseModel):
     mariadb: AuditDatabaseSettings | None = None
     redact_literals: bool = False
     queue_limit: Annotated[int, Field(ge=1)] = 10_000
+    # The decision record is always durable before a statement runs. The outcome
+    # record is queued and committed with the next group (milliseconds later, and
+    # always before shutdown ends); true makes each reply wait for it as well.
+    await_outcome: bool = False
 
     @model_validator(mode="after")
     def _store_configured(self) -> AuditSettings:
@@ -212,6 +224,17 @@ class LimitSettings(BaseModel):
     max_statement_timeout: Annotated[float, Field(gt=0)] = 300.0
     # Streamed (NDJSON) results keep memory flat, so they have their own, larger row cap.
     max_stream_rows: Annotated[int, Field(gt=0)] = 10_000_000
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (off by default): spans exported with OTLP over HTTP."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    service_name: str = "db-gateway"
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of new traces; a caller's sampled flag is kept
+    export_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
 
 
 class DevSettings(BaseModel):
@@ -261,6 +284,7 @@ class Settings(BaseSettings):
     dev: DevSettings = DevSettings()
     metrics_public: bool = True
     admin: AdminSettings = AdminSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:

@@ -38,7 +38,7 @@ from asyncmy import errors as db_errors
 from asyncmy.cursors import SSCursor
 
 from gateway import execution
-from gateway.encoding import TYPE_NAMES, JSONValue, encode_row
+from gateway.encoding import TYPE_NAMES, JSONValue, dump_row_line
 from gateway.errors import DatabaseError, DatabaseUnavailable, GatewayError, InvalidRequest, StatementTimeout
 from gateway.pools import ConnectionPool, Pooled
 from gateway.settings import LimitSettings
@@ -185,7 +185,7 @@ class RowStream:
                 room = self._max_rows - self.sent
                 if len(rows) > room:
                     rows, truncated = rows[:room], True
-                chunk = b"".join([orjson.dumps(encode_row(raw)) + b"\n" for raw in rows])
+                chunk = b"".join([dump_row_line(raw) for raw in rows])
                 if chunk:
                     yield chunk
                 self.sent += len(rows)

@@ -32,6 +32,8 @@ from gateway.provision import Account, drop, provision
 from gateway.settings import Settings
 
 __all__ = ["oidc_provider"]
+# The fault suite's fixtures (private MariaDB, measurements) and its terminal summary, for every module.
+pytest_plugins = ["faultfixture"]
 
 DB_HOST = os.environ.get("GATEWAY_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("GATEWAY_TEST_DB_PORT", "3306"))
@@ -197,6 +199,18 @@ class RunningGateway:
     db: ScratchDatabase
     server: uvicorn.Server
     thread: threading.Thread
+
+    def audit_settled(self) -> None:
+        """Wait until the audit writer has committed everything queued so far.
+
+        Outcome records are queued, not awaited, before the reply; a test that
+        reads the store straight after a reply calls this first.
+        """
+        assert self.audit_settled_within(10)
+
+    def audit_settled_within(self, seconds: float) -> bool:
+        """Whether the audit writer committed everything queued so far within ``seconds``."""
+        return bool(self.server.config.app.state.pipeline.audit.wait_committed(seconds))
 
     def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
         """An HTTP client carrying a real token of ``user`` from the provider."""

@@ -21,17 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +32,7 @@ from typing import Any
 
 import asyncmy
 import pytest
-from asyncmy import errors as db_errors
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from privatemariadb import MariaDBServer, MariaDBStartError, remove_leftovers, running_mariadb
 
 PLUGIN_DIR = Path("/usr/lib/mysql/plugin")
 PAM_EXEC_GLOBS = ("*/security/pam_exec.so", "security/pam_exec.so")  # under /lib or /usr/lib
@@ -105,99 +94,42 @@ def missing_prerequisites() -> str | None:
     return None
 
 
-def _write_tls(directory: Path) -> Path:
-    """A test CA and a server certificate for 127.0.0.1/localhost; return the CA file."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway iam test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),  # noqa: FBT003
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    shutil.chown(directory / "server.key", "mysql", "mysql")
-    (directory / "server.key").chmod(0o600)
-    return directory / "ca.pem"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], error_log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = error_log.read_text(encoding="utf-8", errors="replace")[-2000:] if error_log.exists() else ""
-            pytest.fail(f"private MariaDB exited ({proc.returncode}):\n{log}", pytrace=False)
-        if path.exists():
-            try:
-                asyncio.run(_ping(path))
-            except (OSError, db_errors.MySQLError):
-                pass
-            else:
-                return
-        time.sleep(0.1)
-    pytest.fail("private MariaDB did not start within 60 s", pytrace=False)
-
-
-async def _ping(path: Path) -> None:
-    conn = await asyncmy.connect(unix_socket=str(path), user="root", password="")
-    conn.close()
-
-
-LEFTOVER_AGE = 3600
-
-
 def _remove_leftovers() -> None:
     """Clean up after an interrupted run over an hour old: its server, PAM file and directory."""
-    for base in Path("/tmp").glob("gwiam-*-*"):  # noqa: S108 - where running_iam_mariadb puts them
-        try:
-            if time.time() - base.stat().st_mtime < LEFTOVER_AGE:
-                continue
-            pid_file = base / "run" / "mysqld.pid"
-            if pid_file.exists():
-                pid = int(pid_file.read_text(encoding="utf-8").strip())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
-                if str(base).encode() in cmdline:  # only the server this directory belongs to
-                    os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            continue
+
+    def pam_file(base: Path) -> None:
         rand = base.name.split("-")[1]
         (PAM_DIR / f"gwtest-iam-{rand}").unlink(missing_ok=True)
-        shutil.rmtree(base, ignore_errors=True)
+
+    remove_leftovers("gwiam-", also=pam_file)
+
+
+def _add_verifier(server: MariaDBServer, service: str, verifier_log: Path) -> None:
+    """The PAM service running the token verifier; root-owned, not writable by others."""
+    verify = server.directory / "verify"
+    verify.mkdir(mode=0o755)
+    shutil.copy(VERIFIER, verify / "iamverifier.py")
+    (verify / "iamverifier.py").chmod(0o644)
+    config = verify / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "host_port": f"127.0.0.1:{server.port}",
+                "access_key": ACCESS_KEY,
+                "secret_key": SECRET_KEY,
+                "region": REGION,
+                "log": str(verifier_log),
+            }
+        ),
+        encoding="utf-8",
+    )
+    shutil.chown(config, "root", "mysql")
+    config.chmod(0o640)
+    (PAM_DIR / service).write_text(
+        f"auth required pam_exec.so expose_authtok quiet {SYSTEM_PYTHON} {verify / 'iamverifier.py'} {config}\n"
+        "account required pam_permit.so\n",
+        encoding="utf-8",
+    )
 
 
 @contextlib.contextmanager
@@ -210,106 +142,43 @@ def running_iam_mariadb() -> Iterator[IamMariaDB]:
     _remove_leftovers()
     rand = secrets.token_hex(4)
     service = f"gwtest-iam-{rand}"
-    base = Path(tempfile.mkdtemp(prefix=f"gwiam-{rand}-", dir="/tmp"))
-    base.chmod(0o755)
-    data, run, tls, verify = base / "data", base / "run", base / "tls", base / "verify"
-    for d in (data, run, tls, verify):
-        d.mkdir(mode=0o755)
-    for d in (data, run):
-        shutil.chown(d, "mysql", "mysql")
-        d.chmod(0o700)
-    ca_file = _write_tls(tls)
-    port = _free_port()
-    verifier_log = run / "verifier.log"
-    # The verifier and its config are root-owned and not writable by others:
-    # PAM runs them with the server's privileges for every login.
-    shutil.copy(VERIFIER, verify / "iamverifier.py")
-    (verify / "iamverifier.py").chmod(0o644)
-    config = verify / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "host_port": f"127.0.0.1:{port}",
-                "access_key": ACCESS_KEY,
-                "secret_key": SECRET_KEY,
-                "region": REGION,
-                "log": str(verifier_log),
-            }
-        ),
-        encoding="utf-8",
-    )
-    shutil.chown(config, "root", "mysql")
-    config.chmod(0o640)
-    pam_file = PAM_DIR / service
-    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = []
+
+    def before_start(server: MariaDBServer) -> None:
+        logs.append(server.directory / "run" / "verifier.log")
+        _add_verifier(server, service, logs[0])
+
     try:
-        pam_file.write_text(
-            f"auth required pam_exec.so expose_authtok quiet {SYSTEM_PYTHON} {verify / 'iamverifier.py'} {config}\n"
-            "account required pam_permit.so\n",
-            encoding="utf-8",
-        )
-        subprocess.run(
-            [
-                "mariadb-install-db",
-                "--no-defaults",
-                f"--datadir={data}",
-                "--user=mysql",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        error_log = run / "error.log"
-        sock = run / "mysqld.sock"
-        proc = subprocess.Popen(
-            [
-                "mariadbd",
-                "--no-defaults",
-                f"--datadir={data}",
-                "--user=mysql",
-                "--bind-address=127.0.0.1",
-                f"--port={port}",
-                f"--socket={sock}",
-                f"--pid-file={run / 'mysqld.pid'}",
-                f"--log-error={error_log}",
-                "--skip-log-bin",
+        with running_mariadb(
+            f"gwiam-{rand}-",
+            user="mysql",  # PAM (v1, inside the server) runs the verifier as the server's user
+            tls="ec",
+            args=(
                 "--innodb-buffer-pool-size=16M",
                 "--max-connections=100",
                 "--plugin-load-add=auth_pam_v1",
                 "--pam-use-cleartext-plugin=ON",
-                f"--ssl-ca={ca_file}",
-                f"--ssl-cert={tls / 'server.pem'}",
-                f"--ssl-key={tls / 'server.key'}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for_socket(sock, proc, error_log)
-        db = IamMariaDB(
-            host="127.0.0.1",
-            port=port,
-            socket=sock,
-            ca_file=ca_file,
-            service=service,
-            verifier_log=verifier_log,
-            database=DATABASE,
-            reader="gwiam_reader",
-            writer="gwiam_writer",
-        )
-        asyncio.run(_provision(db))
-        yield db
+            ),
+            before_start=before_start,
+        ) as server:
+            assert server.ca_file is not None
+            db = IamMariaDB(
+                host=server.host,
+                port=server.port,
+                socket=server.socket,
+                ca_file=server.ca_file,
+                service=service,
+                verifier_log=logs[0],
+                database=DATABASE,
+                reader="gwiam_reader",
+                writer="gwiam_writer",
+            )
+            asyncio.run(_provision(db))
+            yield db
+    except MariaDBStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        pam_file.unlink(missing_ok=True)
-        shutil.rmtree(base, ignore_errors=True)
+        (PAM_DIR / service).unlink(missing_ok=True)
 
 
 async def _provision(db: IamMariaDB) -> None:

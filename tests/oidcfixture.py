@@ -197,8 +197,13 @@ def running_provider(
     audience: str = GATEWAY_AUDIENCE,
     port: int = 0,
     access_token_alg: str = "RS256",
+    access_token_ttl: int = 300,
+    issuer: str | None = None,
 ) -> Iterator[OidcProvider]:
-    """Run ``provider.mjs`` until the block ends; ``port=0`` picks a free port."""
+    """Run ``provider.mjs`` until the block ends; ``port=0`` picks a free port.
+
+    ``issuer`` replaces ``http://127.0.0.1:<port>`` (a test's proxy in front of the provider).
+    """
     node = _check_installed()
     jwks = private_jwks if private_jwks is not None else generate_keys()
     full_users = {name: {**user, "secret": f"{name}-{os.urandom(8).hex()}"} for name, user in users.items()}
@@ -212,7 +217,8 @@ def running_provider(
                     "jwks": jwks.as_dict(private=True),
                     "users": full_users,
                     "accessTokenAlg": access_token_alg,
-                    "accessTokenTTL": 300,
+                    "accessTokenTTL": access_token_ttl,
+                    **({"issuer": issuer} if issuer else {}),
                 }
             )
         )

@@ -64,6 +64,7 @@ def reader_pool(gateway: RunningGateway) -> ConnectionPool:
 
 def audit_records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
     """The audit records of one request, in order (read straight from the SQLite store)."""
+    gateway.audit_settled()
     conn = sqlite3.connect(f"file:{gateway.settings.audit.path}?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()

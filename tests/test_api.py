@@ -6,7 +6,7 @@ import base64
 import threading
 import time
 
-from conftest import RunningGateway, root_query
+from conftest import RunningGateway, free_port, gateway_settings, root_query, start_gateway, stop_gateway
 
 
 def test_health_and_ready(gateway: RunningGateway):
@@ -20,6 +20,26 @@ def test_health_and_ready(gateway: RunningGateway):
         assert body["checks"]["policies"]["ok"] is True
         assert body["checks"]["keys"]["ok"] is True
         assert any(k.startswith("pool:shop/") for k in body["checks"])
+        assert body["checks"]["audit"]["ok"] is True
+
+
+def test_a_database_outage_is_reported_but_keeps_the_replica_ready(tmp_path, idp, test_db):
+    """A target whose database is unreachable: /readyz stays 200 and names the pool; queries get 503 + Retry-After."""
+    settings = gateway_settings(tmp_path, idp, test_db)
+    shop = settings.targets["shop"].model_copy(update={"port": free_port()})  # nothing listens there
+    running = start_gateway(settings.model_copy(update={"targets": {"shop": shop}}), idp, test_db)
+    try:
+        with running.client("reader") as http:
+            ready = http.get("/readyz")
+            reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    finally:
+        stop_gateway(running)
+    assert ready.status_code == 200
+    pools = {k: v for k, v in ready.json()["checks"].items() if k.startswith("pool:shop/")}
+    assert pools
+    assert all(v["ok"] is False and v["required"] is False and v["detail"] for v in pools.values())
+    assert (reply.status_code, reply.json()["code"]) == (503, "database_unavailable")
+    assert "retry-after" in reply.headers
 
 
 def test_point_select_returns_rows_in_spec_shape(gateway: RunningGateway):
@@ -274,3 +294,36 @@ def test_long_statements_are_analysed_like_short_ones(gateway: RunningGateway):
         cards = "SELECT card_number FROM payment_cards WHERE id IN (" + ", ".join(str(i) for i in ids) + ")"
         denied = http.post("/v1/query", json={"target": "shop", "sql": cards})
         assert (denied.status_code, denied.json()["code"]) == (403, "forbidden")
+
+
+def _samples(text: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    return {
+        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_decision_and_audit_metrics_count_what_happened(gateway: RunningGateway):
+    """Decisions by result and code, committed audit records and the commit-latency histogram move with traffic."""
+    with gateway.client("reader") as http:
+        before = _samples(http.get("/metrics").text)
+        http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+        http.post("/v1/query", json={"target": "shop", "sql": "DELETE FROM items"})
+        with gateway.client(None) as anonymous:
+            anonymous.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+        gateway.audit_settled()
+        after = _samples(http.get("/metrics").text)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta("gateway_decisions_total{code=allowed,decision=allow}") == 1
+    assert delta("gateway_decisions_total{code=forbidden,decision=deny}") == 1
+    assert delta("gateway_decisions_total{code=unauthenticated,decision=deny}") == 1
+    assert delta("gateway_audit_records_total{}") >= 4  # 3 decisions, 1 outcome, the /metrics reads are not audited
+    assert delta("gateway_audit_write_seconds_count{}") >= 1
+    assert after["gateway_audit_write_failures_total{}"] == 0
+    assert "gateway_audit_pending{}" in after

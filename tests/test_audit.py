@@ -455,3 +455,46 @@ async def test_verify_reads_while_the_log_writes(path):
     assert verify(reader).count == 100
     reader.close()
     await log.close()
+
+
+@pytest.mark.anyio
+async def test_queued_outcomes_outlive_a_store_outage(path):
+    """A failed commit fails the awaited records at once but keeps retry records until the store takes them."""
+    store = FlakyStore(path)
+    log = AuditLog(store, clock=clock)
+    await log.append(record(1))
+    store.failing = True
+    outcome = log.submit(record(2, event="outcome"), retry=True)
+    with pytest.raises(AuditUnavailable):
+        await log.append(record(3))  # a decision: refused while the store fails
+    assert not outcome.done()
+    barrier = asyncio.create_task(asyncio.to_thread(log.wait_committed, 10))
+    await asyncio.sleep(0.3)  # several retries fail meanwhile
+    assert not barrier.done(), "a barrier waits for the records kept for a retry"
+    assert log.pending == 1
+    store.failing = False
+    entry = await asyncio.wait_for(outcome, 10)
+    assert await barrier
+    await log.close()
+    assert entry["request_id"] == "req-2"
+    reader = SQLiteAuditStore(path, readonly=True)
+    try:
+        assert [e["request_id"] for e in reader.iter_entries()] == ["req-1", "req-2"]
+    finally:
+        reader.close()
+    assert check(path).ok
+
+
+@pytest.mark.anyio
+async def test_close_logs_whole_the_records_it_cannot_store(path):
+    """Closing while the store still fails: after the retry window each kept record is logged in full, then failed."""
+    store = FlakyStore(path)
+    log = AuditLog(store, clock=clock, close_retry=0.3)
+    store.failing = True
+    outcome = log.submit(record(7, event="outcome", statement="SELECT 7"), retry=True)
+    with capture_logs() as logs:
+        await log.close()
+    unsaved = [e for e in logs if e["event"] == "audit_record_unsaved"]
+    assert [(e["record"]["request_id"], e["record"]["statement"]) for e in unsaved] == [("req-7", "SELECT 7")]
+    with pytest.raises(AuditUnavailable):
+        outcome.result()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,32 @@ class BrokenStore:
         return None
 
 
+class HeldOutcomes:
+    """Our own AuditStore interface over a real SQLite store; outcome writes wait for ``release``."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = SQLiteAuditStore(path)
+        self.release = threading.Event()
+        self.holding = threading.Event()
+
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        if any(r["event"] == "outcome" for r in records):
+            self.holding.set()
+            assert self.release.wait(20)
+        return self.inner.append_batch(records)
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
+        return self.inner.iter_entries(after_seq, batch)
+
+    def last(self) -> Entry | None:
+        return self.inner.last()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def _records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
+    gateway.audit_settled()
     store = SQLiteAuditStore(gateway.settings.audit.path)
     try:
         return [e for e in store.iter_entries() if e.get("request_id") == request_id]
@@ -77,6 +104,7 @@ def test_chain_verifies(gateway: RunningGateway):
     with gateway.client("reader") as http:
         http.get("/v1/me")
         http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    gateway.audit_settled()
     store = SQLiteAuditStore(gateway.settings.audit.path)
     try:
         result = verify(store)
@@ -100,9 +128,52 @@ def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider,
                     "VALUES (1, 1, 1, NOW(), 'unaudited')",
                 },
             )
+            ready = http.get("/readyz")
     finally:
         stop_gateway(running)
+    # Reported, not gating: the store is shared, so pulling this replica would help nobody.
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["audit"] == {"ok": False, "required": False, "last_error": "OSError: disk gone"}
     assert reply.status_code == 503
     assert reply.json()["code"] == "audit_unavailable"
     assert "retry-after" in reply.headers
     assert root_query(f"SELECT COUNT(*) FROM `{test_db.name}`.orders WHERE note = 'unaudited'") == [(0,)]
+
+
+def _held_query(tmp_path: Path, idp: OidcProvider, test_db: Any, *, await_outcome: bool) -> tuple[bool, int]:
+    """Send a query while the store holds outcome writes; say whether the reply came while held."""
+    settings = gateway_settings(
+        tmp_path, idp, test_db, audit={"path": tmp_path / "audit.db", "await_outcome": await_outcome}
+    )
+    store = HeldOutcomes(tmp_path / "audit.db")
+    running = start_gateway(settings, idp, test_db, audit_store=lambda: store)
+    try:
+        with running.client("reader") as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(http.post, "/v1/query", json={"target": "shop", "sql": "SELECT id FROM items"})
+            assert store.holding.wait(20)
+            try:
+                answered_while_held = reply.result(timeout=2).status_code == 200
+            except concurrent.futures.TimeoutError:
+                answered_while_held = False
+            store.release.set()
+            assert reply.result(timeout=20).status_code == 200
+        running.audit_settled()
+        outcomes = [e for e in store.inner.iter_entries() if e["event"] == "outcome"]
+    finally:
+        store.release.set()
+        stop_gateway(running)
+    return answered_while_held, len(outcomes)
+
+
+def test_reply_does_not_wait_for_the_outcome_record(tmp_path: Path, idp: OidcProvider, test_db):
+    """By default the reply leaves while the outcome record is still being written; the record lands after."""
+    answered_while_held, outcomes = _held_query(tmp_path, idp, test_db, await_outcome=False)
+    assert answered_while_held
+    assert outcomes == 1
+
+
+def test_await_outcome_makes_the_reply_wait(tmp_path: Path, idp: OidcProvider, test_db):
+    """With audit.await_outcome the reply waits until the outcome record is committed."""
+    answered_while_held, outcomes = _held_query(tmp_path, idp, test_db, await_outcome=True)
+    assert not answered_while_held
+    assert outcomes == 1

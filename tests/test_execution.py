@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from conftest import DB_HOST, DB_PORT, ScratchDatabase, aroot_query, root_query
 
@@ -107,3 +108,49 @@ def test_log_scrubs_secret_keys():
     """Log events never carry values under secret-looking keys; token hashes stay."""
     event = scrub_secrets(None, "info", {"password": "p", "access_token": "t", "token_hash": "abc", "user": "u"})
     assert event == {"password": "[redacted]", "access_token": "[redacted]", "token_hash": "abc", "user": "u"}
+
+
+@pytest.mark.anyio
+async def test_every_value_type_encodes_as_the_spec_says(test_db, monkeypatch):
+    """TIME (negative, fractional), DATETIME(6), DATE, DECIMAL, binary, NULL and 64-bit ints as the SPEC fixes."""
+    pool = _pool(test_db, "reader", monkeypatch)
+    sql = (
+        "SELECT CAST('-01:02:03.5' AS TIME(6)), CAST('838:59:59' AS TIME), "
+        "CAST('2024-01-02 03:04:05.000006' AS DATETIME(6)), CAST('2024-01-02 03:04:05' AS DATETIME), "
+        "CAST('0001-01-01' AS DATE), CAST('12.30' AS DECIMAL(10,2)), X'00FF', NULL, "
+        "CAST(18446744073709551615 AS UNSIGNED), -9223372036854775808, 1.5e0, _utf8mb4'h\u00e9'"
+    )
+    async with pool.connection() as conn:
+        result = await run_statement(conn, _raw(sql, Kind.READ), [], LIMITS, comment_for("r6", "u"))
+    await pool.close()
+    assert orjson.loads(orjson.dumps(result.rows)) == [
+        [
+            "-01:02:03.500000",
+            "838:59:59",
+            "2024-01-02T03:04:05.000006",
+            "2024-01-02T03:04:05",
+            "0001-01-01",
+            "12.30",
+            "AP8=",
+            None,
+            18446744073709551615,
+            -9223372036854775808,
+            1.5,
+            "h\u00e9",
+        ]
+    ]
+
+
+@pytest.mark.parametrize(("max_rows", "expected", "truncated"), [(2500, 2500, False), (1500, 1500, True), (1, 1, True)])
+@pytest.mark.anyio
+async def test_rows_over_several_batches_join_into_one_array(test_db, monkeypatch, max_rows, expected, truncated):
+    """Rows fetched in several batches form one JSON array in order; the cap truncates exactly."""
+    pool = _pool(test_db, "reader", monkeypatch)
+    limits = Limits(timeout=5, max_rows=max_rows, max_bytes=1 << 24, read_only=True)
+    sql = "SELECT seq FROM seq_1_to_2500"
+    async with pool.connection() as conn:
+        result = await run_statement(conn, _raw(sql, Kind.READ), [], limits, comment_for("r7", "u"))
+    await pool.close()
+    rows = orjson.loads(orjson.dumps(result.rows))
+    assert rows == [[n] for n in range(1, expected + 1)]
+    assert (result.row_count, result.truncated) == (expected, truncated)

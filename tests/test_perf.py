@@ -16,17 +16,18 @@ import fastapi.routing
 import httpx
 import pytest
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
-from gateway.api import StatementRoute, router
+from gateway.api import router
 from gateway.app import create_app
 from gateway.audit import format_time
 from gateway.errors import Unauthenticated
+from gateway.front import GatewayApp, StatementEndpoints
 from gateway.inflight import still_allowed
 from gateway.log import dumps, info_batch, scrub_secrets
 from gateway.metrics import Metrics
@@ -233,27 +234,22 @@ async def _who_calls(request: Request) -> str:
     return "caller"
 
 
-async def _endpoint(request: Request, caller: Annotated[str, Depends(_who_calls)]) -> JSONResponse:
-    return JSONResponse({"caller": caller, "path": request.url.path})
+async def _declared(request: Request, caller: Annotated[str, Depends(_who_calls)]) -> JSONResponse:
+    return JSONResponse({"caller": caller, "served_by": "fastapi"})
 
 
-async def _with_query(caller: Annotated[str, Depends(_who_calls)], limit: int = 1) -> JSONResponse:
-    return JSONResponse({"caller": caller, "limit": limit})
+async def _direct(request: Request) -> JSONResponse:
+    caller = await _who_calls(request)
+    if request.headers.get("x-fail") == "crash":
+        raise RuntimeError("boom")
+    return JSONResponse({"caller": caller, "served_by": "front", "route": request.scope["route"].path})
 
 
-def _lean_app(*, query_param: bool = False):
-    """A small app with one StatementRoute, included through a router as the gateway's routes are."""
-    router = APIRouter()
-    router.add_api_route(
-        "/x", _with_query if query_param else _endpoint, methods=["POST"], route_class_override=StatementRoute
-    )
-    app = FastAPI()
-    app.include_router(router)
-
-    @app.exception_handler(Unauthenticated)
-    async def refused(request: Request, exc: Unauthenticated) -> JSONResponse:
-        return JSONResponse({"code": exc.code}, status_code=exc.status)
-
+def _front_app() -> GatewayApp:
+    """A small app shaped like the gateway's: /x declared in FastAPI and served directly by the front."""
+    app = GatewayApp()
+    app.add_api_route("/x", _declared, methods=["POST"])
+    app.front = StatementEndpoints(app, {"/x": _direct}, fallback=app.stack())
     return app
 
 
@@ -263,29 +259,37 @@ async def _post(app, **kwargs):
 
 
 @pytest.mark.anyio
-async def test_statement_routes_skip_fastapis_dependency_solving(monkeypatch):
-    """An included StatementRoute calls its dependency and endpoint directly; errors still reach the app's handlers."""
+async def test_statement_routes_skip_fastapis_stack(monkeypatch):
+    """The front serves its paths without FastAPI's stack; errors still become problem+json (401, logged 500)."""
 
-    def not_called(**_kwargs):
-        raise AssertionError("FastAPI's dependency solving ran")
+    def not_called(*_args, **_kwargs):
+        raise AssertionError("FastAPI's stack ran")
 
+    app = _front_app()
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", not_called)
-    app = _lean_app()
-    assert (await _post(app, headers={"Authorization": "Bearer ok"})).json() == {"caller": "caller", "path": "/x"}
+    monkeypatch.setattr(FastAPI, "build_middleware_stack", not_called)
+    answer = await _post(app, headers={"Authorization": "Bearer ok"})
+    assert answer.json() == {"caller": "caller", "served_by": "front", "route": "/x"}
     refused = await _post(app)
-    assert (refused.status_code, refused.json()) == (401, {"code": "unauthenticated"})
+    assert (refused.status_code, refused.headers["content-type"]) == (401, "application/problem+json")
+    assert refused.json()["code"] == "unauthenticated"
+    with capture_logs() as logs:
+        crashed = await _post(app, headers={"Authorization": "Bearer ok", "X-Fail": "crash"})
+    assert (crashed.status_code, crashed.json()["code"]) == (500, "internal_error")
+    assert "boom" not in crashed.text
+    assert [e["error"] for e in logs if e["event"] == "unhandled_error"] == ["RuntimeError"]
 
 
 @pytest.mark.anyio
-async def test_statement_routes_fall_back_for_other_shapes_and_overrides():
-    """A route taking more than the request, or an app with dependency overrides, gets FastAPI's own handler."""
-    app = _lean_app(query_param=True)
-    answer = await _post(app, params={"limit": 5}, headers={"Authorization": "Bearer ok"})
-    assert answer.json() == {"caller": "caller", "limit": 5}
-    app = _lean_app()
+async def test_statement_routes_fall_back_to_fastapi():
+    """Other methods and paths, and any request while dependency overrides are set, go to FastAPI's stack."""
+    app = _front_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        assert (await client.get("/x")).status_code == 405
+        assert (await client.post("/x/other")).status_code == 404
 
     async def overridden() -> str:
         return "override"
 
     app.dependency_overrides[_who_calls] = overridden
-    assert (await _post(app)).json() == {"caller": "override", "path": "/x"}
+    assert (await _post(app)).json() == {"caller": "override", "served_by": "fastapi"}

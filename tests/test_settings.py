@@ -78,3 +78,23 @@ def test_missing_file(tmp_path):
     """A config path that does not exist is a clear error."""
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("secret", "loads"),
+    [("{env: AUDIT_PW}", True), ("{file: /run/secrets/audit}", True), ("{aws_secret: {secret_id: prod/audit}}", False)],
+)
+def test_audit_store_secret_sources(tmp_path, secret, loads):
+    """The shared audit store reads its password from env or a file; Secrets Manager is refused when loading."""
+    text = (
+        ISSUER
+        + TARGET
+        + "audit:\n  store: mariadb\n  mariadb: {host: 127.0.0.1, database: gw_audit, user: gw_audit, secret: "
+        + secret
+        + "}\n"
+    )
+    if loads:
+        assert _load(tmp_path, text).audit.mariadb is not None
+    else:
+        with pytest.raises(ConfigError, match=r"audit\.mariadb\.secret takes env or file"):
+            _load(tmp_path, text)

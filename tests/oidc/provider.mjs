@@ -8,6 +8,7 @@
 //   jwks            {"keys": [...]} private signing keys (the tests forge tokens with them too)
 //   accessTokenAlg  JWS alg for access tokens (default RS256)
 //   accessTokenTTL  seconds (default 300)
+//   issuer          optional public issuer URL (default http://127.0.0.1:<port>)
 //   users           {"alice": {"email": ..., "groups": [...], "secret": ...}, ...}
 //                   one confidential client per user for the client_credentials grant
 //                   (client_id = user key, sub = client_id) and an account of the same
@@ -46,7 +47,8 @@ await new Promise((resolve, reject) => {
   server.listen(port, '127.0.0.1', resolve);
 });
 const actualPort = server.address().port;
-const issuer = `http://127.0.0.1:${actualPort}`;
+// `issuer` lets a test put a proxy of its own in front (the issuer is then the proxy's URL).
+const issuer = config.issuer ?? `http://127.0.0.1:${actualPort}`;
 
 function userClaims(id) {
   const user = Object.hasOwn(users, id) ? users[id] : undefined;

@@ -1,0 +1,205 @@
+"""Fixtures of the fault suite: a private MariaDB, gateway settings for it, audit counts, the report.
+
+A pytest plugin (``pytest_plugins`` in ``conftest.py``), so its fixtures and
+its terminal summary exist once per session whichever modules run.
+
+- ``private_db`` (session): a ``mariadbd`` of the suite's own (own datadir and
+  port, ``tests/privatemariadb.py``) seeded with the demo schema and
+  least-privilege accounts by ``gateway.provision``; tests stop, kill and
+  restart it. The shared server on 3306 is never stopped or reconfigured.
+- ``fault_settings``: gateway settings whose target ``shop`` is that server,
+  directly or through a ``FaultProxy``.
+- ``audit_by_request``: the audit store's records grouped by request id, to
+  count them against the replies.
+- ``fault_report``: what each test measured (requests, replies by code,
+  records lost), printed in the terminal summary and kept in
+  ``.faults-report.json`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncmy
+import pytest
+from conftest import ScratchDatabase, free_port, write_policies
+from faultload import Reply
+from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
+from privatemariadb import MariaDBServer, MariaDBStartError, remove_leftovers, running_mariadb
+
+from gateway.provision import provision
+from gateway.settings import Settings
+
+__all__ = ["fault_report", "private_db"]
+
+REPORT_PATH = Path(__file__).resolve().parent.parent / ".faults-report.json"
+DATABASE = "gwfault"
+PREFIX = "gwf"
+_REPORT_KEY = pytest.StashKey[list[dict[str, Any]]]()
+Records = dict[str, list[tuple[str, str | None, str | None]]]  # request id -> (event, decision, code)
+
+
+@dataclass(frozen=True)
+class PrivateDatabase:
+    """The private server and the demo database on it (accounts' passwords in ``GWFAULT_*`` env vars)."""
+
+    server: MariaDBServer
+    db: ScratchDatabase
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Env var names and passwords of the accounts (for a subprocess gateway)."""
+        return {_env_name(level): a.password for level, a in self.db.accounts.items()}
+
+    def gateway_threads(self) -> int:
+        """Connections the gateway's accounts hold on the server now (from its processlist)."""
+        users = [a.user for a in self.db.accounts.values()]
+        marks = ", ".join(["%s"] * len(users))
+        rows = self.server.query(f"SELECT COUNT(*) FROM information_schema.processlist WHERE user IN ({marks})", users)
+        return int(rows[0][0])
+
+
+def _env_name(level: str) -> str:
+    # Not the GWTEST_* names conftest uses: those belong to the shared server's accounts.
+    return f"GWFAULT_{level.upper()}_PASSWORD"
+
+
+async def _seed(server: MariaDBServer) -> ScratchDatabase:
+    root = await asyncmy.connect(unix_socket=str(server.socket), user="root", password="", autocommit=True)
+    try:
+        accounts = await provision(root, DATABASE, PREFIX)
+    finally:
+        root.close()
+    return ScratchDatabase(DATABASE, PREFIX, accounts)
+
+
+@pytest.fixture(scope="session")
+def private_db() -> Iterator[PrivateDatabase]:
+    """A private MariaDB with the demo database, for the whole session (tests may restart it)."""
+    remove_leftovers("gwfault-")
+    try:
+        with running_mariadb("gwfault-", args=("--max-connections=300", "--innodb-buffer-pool-size=32M")) as server:
+            db = asyncio.run(_seed(server))
+            for level, account in db.accounts.items():
+                os.environ[_env_name(level)] = account.password
+            yield PrivateDatabase(server, db)
+    except MariaDBStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def fault_settings(
+    tmp: Path,
+    idp: OidcProvider,
+    private: PrivateDatabase,
+    *,
+    port: int | None = None,
+    pool: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings for a gateway on ``private`` (``port``: a proxy's port instead of the server's)."""
+    write_policies(tmp / "policies", private.db)
+    values: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": free_port()},
+        "issuers": [{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}],
+        "policies_dir": tmp / "policies",
+        "targets": {
+            "shop": {
+                "host": "127.0.0.1",
+                "port": port or private.server.port,
+                "database": private.db.name,
+                "pool": {"max_size": 4, "acquire_timeout": 3, "connect_timeout": 2, **(pool or {})},
+                "secrets": {a.user: {"env": _env_name(level)} for level, a in private.db.accounts.items()},
+            }
+        },
+        "audit": {"path": tmp / "audit.db"},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def audit_by_request(path: Path) -> Records:
+    """The SQLite audit store's records by request id: ``(event, decision, code)`` in seq order."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT request_id, event, decision, code FROM audit ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    records: Records = defaultdict(list)
+    for request_id, event, decision, code in rows:
+        records[request_id].append((event, decision, code))
+    return records
+
+
+DENIED_CODES = frozenset({"forbidden", "revoked", "statement_rejected", "unknown_target", "invalid_request"})
+
+
+def records_lost(path: Path, replies: Sequence[Reply]) -> int:
+    """Count the audit records missing for answered requests in the SQLite store at ``path``."""
+    return count_lost(audit_by_request(path), replies)
+
+
+def count_lost(records: Records, replies: Sequence[Reply]) -> int:
+    """Count the audit records missing for answered requests.
+
+    Each needs a ``decision`` (``auth`` for a 401), and each allowed one an
+    ``outcome`` too (whatever then happened: ok, timeout, unavailable). A
+    request refused with ``audit_unavailable`` has no records: none is expected.
+    """
+    lost = 0
+    for reply in replies:
+        if reply.status is None or reply.code == "audit_unavailable":
+            continue
+        events = {event for event, _, _ in records.get(reply.request_id, [])}
+        if reply.code == "unauthenticated":
+            lost += "auth" not in events
+            continue
+        lost += "decision" not in events
+        if reply.code not in DENIED_CODES:
+            lost += "outcome" not in events
+    return lost
+
+
+@dataclass
+class Measure:
+    """What one fault test measured; printed as one line in the terminal summary."""
+
+    test: str
+    requests: int = 0
+    replies: dict[str, int] = field(default_factory=dict)
+    records_lost: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """``test: N requests; 200 ok=..., 503 ...; records lost 0; notes``."""
+        replies = ", ".join(f"{k}={v}" for k, v in self.replies.items()) or "-"
+        lost = "" if self.records_lost is None else f"; records lost {self.records_lost}"
+        notes = "".join(f"; {k} {v}" for k, v in self.notes.items())
+        return f"{self.test}: {self.requests} requests; {replies}{lost}{notes}"
+
+
+@pytest.fixture
+def fault_report(request: pytest.FixtureRequest) -> Iterator[Measure]:
+    """A ``Measure`` for the test to fill; kept for the terminal summary and ``.faults-report.json``."""
+    measure = Measure(request.node.name)
+    yield measure
+    entries = request.config.stash.setdefault(_REPORT_KEY, [])
+    entries.append({"test": measure.test, "line": measure.line(), **measure.__dict__})
+    REPORT_PATH.write_text(json.dumps(entries, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the run: the fault tests' measurements, one line per test."""
+    entries = terminalreporter.config.stash.get(_REPORT_KEY, [])
+    terminal = terminalreporter
+    if entries:
+        terminal.section("fault suite measurements")
+        for entry in entries:
+            terminal.write_line(entry["line"])
