@@ -64,6 +64,11 @@ class AuditFilter:
                 raise ValueError("audit filter times must be timezone-aware")
         if self.q is not None and len(self.q) > MAX_TEXT:
             raise InvalidRequest(f"q is at most {MAX_TEXT} characters")
+        # SQLite's LIKE stops at a NUL: "a\0b" would match every statement.
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidRequest(f"{field.name} cannot contain a NUL character")
 
     def describe(self) -> dict[str, str]:
         """The filters that are set, as text (for logs and the audit of audit reads)."""

@@ -194,3 +194,10 @@ def test_sqlite_file_from_before_the_statement_column_is_migrated(tmp_path):
         assert verify(migrated).ok
     finally:
         migrated.close()
+
+
+@pytest.mark.parametrize("name", ["q", "user", "target", "request_id"])
+def test_a_nul_in_a_text_filter_is_refused(name):
+    """A NUL would end SQLite's LIKE pattern early (``a<NUL>b`` matching everything): refused as invalid_request."""
+    with pytest.raises(InvalidRequest, match="cannot contain a NUL"):
+        AuditFilter(**{name: "a\x00b"})
