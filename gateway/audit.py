@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import queue
-import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 import orjson
 import structlog
 
+from gateway.auditformat import format_time, redact_literals
 from gateway.auditstore import CHAIN_FIELDS, canonical
 from gateway.errors import AuditUnavailable
 from gateway.log import info_batch
@@ -54,36 +54,10 @@ _STOP = None
 RETRY_FIRST = 0.05  # seconds before the first retry of queued records after a failed commit
 RETRY_MAX = 2.0  # the longest wait between retries
 CLOSE_RETRY_SECONDS = 5.0  # how long close() keeps retrying before it logs what it could not store
-_PADDED_YEARS = 1000
-
-# Quoted identifiers are matched only to be kept as they are; strings may use
-# backslash escapes or doubled quotes and may be unterminated (then they run to
-# the end, so nothing after a stray quote leaks); numbers are whole tokens.
-_LITERALS = re.compile(
-    r"""
-    (?P<ident>`(?:[^`]|``)*`?)
-    | (?:(?<![\w$])[xXbBnN])?'(?:[^'\\]|\\.?|'')*(?:'|\Z)
-    | "(?:[^"\\]|\\.?|"")*(?:"|\Z)
-    | (?<![\w$.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$.])
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-def redact_literals(sql: str) -> str:
-    """Replace every string and number literal in ``sql`` with ``?``."""
-    return _LITERALS.sub(lambda m: m.group("ident") or "?", sql)
-
-
-def format_time(moment: datetime) -> str:
-    """Return ``moment`` as ISO 8601 UTC with microseconds, e.g. ``2025-01-02T03:04:05.000006Z``."""
-    if moment.tzinfo is None:
-        raise ValueError("audit times must be timezone-aware")
-    utc = moment.astimezone(UTC)
-    if utc.year < _PADDED_YEARS:  # strftime leaves such years unpadded: keep that form
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as that strftime() at a fraction of the cost (two records per request).
-    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
+# How long a batch of queued records only (nobody waits on them) waits for an
+# awaited record to share its commit: at low concurrency a request's outcome
+# record then rides with the next request's decision record, one fsync not two.
+QUEUED_LINGER_SECONDS = 0.02
 
 
 def _utcnow() -> datetime:
@@ -121,6 +95,7 @@ class AuditLog:
         timeout: float = 10.0,
         observe_commit: Callable[[float], None] | None = None,
         close_retry: float = CLOSE_RETRY_SECONDS,
+        linger: float = QUEUED_LINGER_SECONDS,
     ) -> None:
         self.store = store
         self.stats = AuditStats()
@@ -128,6 +103,7 @@ class AuditLog:
         self._retrying = 0  # records the writer keeps for a retry (read by metrics)
         self._observe_commit = observe_commit
         self._close_retry = close_retry
+        self._linger = linger
         self.redact_literals = redact_literals
         self._clock = clock
         self._max_batch = max_batch
@@ -237,6 +213,8 @@ class AuditLog:
             else:
                 items, new_barriers, stopping = self._take(first)
                 barriers += new_barriers
+                if not retry:
+                    stopping = self._wait_for_company(items, barriers, stopping=stopping)
             if retry or items:
                 retry = self._commit_or_keep(retry + items)
                 backoff = min(backoff * 2, RETRY_MAX) if retry else RETRY_FIRST
@@ -282,6 +260,25 @@ class AuditLog:
             with contextlib.suppress(Exception):
                 self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=record)
         _settle(items, [AuditUnavailable(why) for _ in items])
+
+    def _wait_for_company(self, items: list[_Item], barriers: list[threading.Event], *, stopping: bool) -> bool:
+        """While nobody waits on ``items`` (queued records only), wait up to ``linger`` for more to commit with.
+
+        Ends at once when an awaited record, a barrier or the stop arrives;
+        returns whether the stop did.
+        """
+        deadline = time.monotonic() + self._linger
+        while items and not stopping and not barriers and len(items) < self._max_batch and all(i[3] for i in items):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                more, new_barriers, stopping = self._take(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+            items += more
+            barriers += new_barriers
+        return stopping
 
     def _take(self, item: _Queued) -> tuple[list[_Item], list[threading.Event], bool]:
         """Take ``item`` and whatever else is already queued: one transaction for all of it."""

@@ -141,7 +141,7 @@ _COLUMNS = ("time", "request_id", "event", "user", "target", "decision", "code")
 
 
 def _format_time(moment: datetime) -> str:
-    # The stored form (``gateway.audit.format_time``): fixed width, so text order is time order.
+    # The stored form (``gateway.auditformat.format_time``): fixed width, so text order is time order.
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

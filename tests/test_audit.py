@@ -10,7 +10,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.audit import AuditLog, redact_literals
+from gateway.audit import AuditLog
+from gateway.auditformat import redact_literals
 from gateway.auditstore import GENESIS_HASH, SQLiteAuditStore, canonical, chain_hash
 from gateway.auditverify import verify
 from gateway.errors import AuditUnavailable
@@ -498,3 +499,30 @@ async def test_close_logs_whole_the_records_it_cannot_store(path):
     assert [(e["record"]["request_id"], e["record"]["statement"]) for e in unsaved] == [("req-7", "SELECT 7")]
     with pytest.raises(AuditUnavailable):
         outcome.result()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("linger", "commits"), [(5.0, 1), (0.0, 2)])
+async def test_a_queued_record_waits_to_share_the_next_commit(path, linger, commits):
+    """A queued record nobody awaits lingers so the next awaited record commits with it: one commit, not two."""
+    store = SQLiteAuditStore(path)
+    log = AuditLog(store, clock=clock, linger=linger)
+    queued = log.submit(record(1, event="outcome"), retry=True)
+    await asyncio.sleep(0.05)
+    decision = await log.append(record(2))  # ends the linger at once: someone waits on this one
+    assert (await queued)["seq"] == 1
+    assert decision["seq"] == 2
+    assert store.commits == commits
+    await log.close()
+
+
+@pytest.mark.anyio
+async def test_a_lone_queued_record_commits_after_the_linger(path):
+    """With nothing else coming, a queued record is committed once the linger ends (and a barrier ends it early)."""
+    log = AuditLog(SQLiteAuditStore(path), clock=clock, linger=0.05)
+    entry = await asyncio.wait_for(log.submit(record(1, event="outcome"), retry=True), 5)
+    assert entry["seq"] == 1
+    slow = AuditLog(SQLiteAuditStore(path.with_name("slow.db")), clock=clock, linger=30)
+    slow.submit(record(2, event="outcome"), retry=True)
+    assert await asyncio.to_thread(slow.wait_committed, 5)
+    await asyncio.gather(log.close(), slow.close())

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from auditfixture import audit_db
 
-from gateway.audit import format_time
+from gateway.auditformat import format_time
 from gateway.auditmariadb import MariaDBAuditStore
 from gateway.auditquery import AuditFilter, encode_cursor
 from gateway.auditstore import SQLiteAuditStore

@@ -25,7 +25,7 @@ from test_policy import grant, policy, revoke, stmt, who
 from gateway import log as gateway_log
 from gateway.api import router
 from gateway.app import create_app
-from gateway.audit import format_time
+from gateway.auditformat import format_time
 from gateway.errors import Unauthenticated
 from gateway.front import GatewayApp, StatementEndpoints
 from gateway.inflight import still_allowed
