@@ -12,7 +12,10 @@ once an awaited ``append`` returns, everything queued before it is stored too;
 
 One writer thread owns the store. It takes whatever is queued and commits it
 as one transaction with one fsync (group commit), so many concurrent requests
-share a disk flush and the event loop never waits on the disk. After each
+share a disk flush and the event loop never waits on the disk. A batch of
+queued records only waits up to ``linger`` for an awaited one to share its
+commit, and a failed commit fails the awaited records in it but keeps the
+queued ones for a retry (see :meth:`AuditLog.submit`). After each
 commit every entry is also emitted as an ``audit_record`` event on the
 ``audit`` structlog logger for SIEM shipping (under the JSON log set-up, the
 group's lines in one write: ``gateway.log.info_batch``); the event carries
