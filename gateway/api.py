@@ -110,7 +110,10 @@ def require_role(role: str) -> Callable[[Request, Identity], Awaitable[Identity]
     """A dependency that lets only callers holding ``role`` (admin, auditor) through."""
 
     async def check(request: Request, caller: Caller) -> Identity:
-        if role not in _pipeline(request).roles(caller):
+        pipeline = _pipeline(request)
+        if role not in pipeline.roles(caller):
+            # A refused admin or auditor call is a decision too: recorded before the 403.
+            await pipeline.deny_role(_context(request), caller, role, f"{request.method} {request.url.path}")
             raise Forbidden(f"the {role} role is required")
         return caller
 

@@ -141,6 +141,12 @@ class Pipeline:
         """Durably record an event outside the query path (policy edits, access requests, audit reads)."""
         await self.audit.append({**self._base(ctx, event, identity), **fields})
 
+    async def deny_role(self, ctx: RequestContext, identity: Identity, role: str, route: str) -> None:
+        """Durably record a call refused for want of ``role`` (admin, auditor) before it is answered."""
+        record = self._base(ctx, "decision", identity)
+        record.update(decision="deny", code="forbidden", reason=f"the {role} role is required", route=route)
+        await self._record(record)
+
     async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
         """Validate the bearer token; audit a refusal (with the unverified subject)."""
         try:

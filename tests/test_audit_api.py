@@ -99,6 +99,23 @@ def test_denial_recorded(gateway: RunningGateway):
     assert record["code"] == "forbidden"
 
 
+def test_role_refusals_recorded(gateway: RunningGateway):
+    """A call refused for want of the admin or auditor role leaves a deny decision naming the role and the route."""
+    with gateway.client("reader") as http:
+        policy = http.get("/v1/policy", headers={"X-Request-ID": "audit-role-admin"})
+        audit = http.get("/v1/audit", headers={"X-Request-ID": "audit-role-auditor"})
+    assert (policy.status_code, audit.status_code) == (403, 403)
+    (admin,) = _records(gateway, "audit-role-admin")
+    (auditor,) = _records(gateway, "audit-role-auditor")
+    assert (admin["event"], admin["decision"], admin["code"]) == ("decision", "deny", "forbidden")
+    assert (admin["reason"], admin["route"], admin["user"]) == (
+        "the admin role is required",
+        "GET /v1/policy",
+        "reader@example.com",
+    )
+    assert (auditor["reason"], auditor["route"]) == ("the auditor role is required", "GET /v1/audit")
+
+
 def test_chain_verifies(gateway: RunningGateway):
     """After the session's traffic so far, the audit log's hash chain verifies."""
     with gateway.client("reader") as http:
