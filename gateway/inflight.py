@@ -30,6 +30,7 @@ class Running:
     db_user: str
     thread_id: int
     transaction: bool
+    request_id: str = "-"  # the request it serves, for the cancellation's audit record
     cancelled: bool = field(default=False)
 
 

@@ -100,7 +100,7 @@ class Pipeline:
         self.tracing = tracing or Tracing()
         self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()  # (decision, code), for metrics
         self.inflight = InFlight()
-        policies.listeners.append(Revoker(self.inflight, pools, clock).policy_changed)
+        policies.listeners.append(Revoker(self.inflight, pools, clock, on_cancel=self._record_cancel).policy_changed)
 
     def _check_still_allowed(self, running: Running) -> None:
         # Closes the gap between the decision and the registration: a reload in between is seen here.
@@ -140,6 +140,23 @@ class Pipeline:
     async def record_event(self, ctx: RequestContext, event: str, identity: Identity, **fields: Any) -> None:  # noqa: ANN401
         """Durably record an event outside the query path (policy edits, access requests, audit reads)."""
         await self.audit.append({**self._base(ctx, event, identity), **fields})
+
+    async def _record_cancel(self, running: Running, *, killed: bool) -> None:
+        """Record that a revocation cancelled a running statement (the kill is a decision of its own)."""
+        record = self._base(RequestContext(running.request_id, None, None), "revocation_cancel", running.identity)
+        record.update(
+            target=running.target,
+            db_user=running.db_user,
+            thread_id=running.thread_id,
+            action="KILL CONNECTION" if running.transaction else "KILL QUERY",
+            killed=killed,
+            decision="deny",
+            code="revoked",
+        )
+        try:
+            await self.audit.append(record)
+        except AuditUnavailable:
+            log.error("audit_write_failed", request_id=running.request_id, event_kind="revocation_cancel")
 
     async def deny_role(self, ctx: RequestContext, identity: Identity, role: str, route: str) -> None:
         """Durably record a call refused for want of ``role`` (admin, auditor) before it is answered."""
@@ -299,7 +316,14 @@ class Pipeline:
         running: Running | None = None
         try:
             async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
-                running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=False)
+                running = Running(
+                    identity,
+                    target,
+                    str(decision.db_user),
+                    conn.thread_id,
+                    transaction=False,
+                    request_id=ctx.request_id,
+                )
                 with self.inflight.track(running), self.tracing.span("execute"):
                     self._check_still_allowed(running)
                     result = await execution.run_statement(conn, statement, request.params, limits, comment)
@@ -352,7 +376,9 @@ class Pipeline:
         def in_flight(conn: Pooled) -> None:
             # A stream is an in-flight statement too: a revocation cancels it like any other.
             nonlocal running
-            running = Running(identity, target, decision.db_user or "", conn.thread_id, transaction=False)
+            running = Running(
+                identity, target, decision.db_user or "", conn.thread_id, transaction=False, request_id=ctx.request_id
+            )
             tracking.enter_context(self.inflight.track(running))
             self._check_still_allowed(running)
 
@@ -391,7 +417,9 @@ class Pipeline:
         running: Running | None = None
         try:
             async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
-                running = Running(identity, target, str(decision.db_user), conn.thread_id, transaction=True)
+                running = Running(
+                    identity, target, str(decision.db_user), conn.thread_id, transaction=True, request_id=ctx.request_id
+                )
                 with self.inflight.track(running), self.tracing.span("execute"):
                     self._check_still_allowed(running)
                     results = await execution.run_transaction(conn, batch, limits, comment)

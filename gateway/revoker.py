@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -25,8 +25,16 @@ log = structlog.get_logger("gateway.revoker")
 class Revoker:
     """Listens to policy reloads and kills what lost its access."""
 
-    def __init__(self, inflight: InFlight, pools: PoolRegistry, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        inflight: InFlight,
+        pools: PoolRegistry,
+        clock: Callable[[], datetime],
+        *,
+        on_cancel: Callable[..., Awaitable[None]] | None = None,
+    ) -> None:
         self._inflight = inflight
+        self._on_cancel = on_cancel  # awaited with (running, killed=...) after each kill: the audit record
         self._pools = pools
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,3 +60,5 @@ class Revoker:
                 thread_id=running.thread_id,
                 killed=killed,
             )
+            if self._on_cancel is not None:
+                await self._on_cancel(running, killed=killed)

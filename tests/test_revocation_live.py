@@ -90,11 +90,24 @@ def test_revocation_cancels_in_flight_statements_on_the_other_replica(replicas: 
             # replica 2) are both there when read through either replica, and the chain verifies.
             for replica in (replicas.first, replicas.second):
                 with replica.client("admin") as auditor:
-                    heavy_records = auditor.get("/v1/audit", params={"request_id": "heavy-1"}).json()["entries"]
+
+                    def heavy() -> list[dict[str, object]]:
+                        return auditor.get("/v1/audit", params={"request_id": "heavy-1"}).json()["entries"]
+
+                    # The kill's own record is written once KILL returns, which may be after the reply.
+                    assert _wait_for(lambda: len(heavy()) == 3, 5)
+                    heavy_records = heavy()
                     assert {(e["event"], e["code"]) for e in heavy_records} == {
                         ("decision", "allowed"),
+                        ("revocation_cancel", "revoked"),
                         ("outcome", "revoked"),
                     }
+                    (cancel,) = [e for e in heavy_records if e["event"] == "revocation_cancel"]
+                    assert (cancel["action"], cancel["killed"], cancel["user"]) == (
+                        "KILL QUERY",
+                        True,
+                        "reader@example.com",
+                    )
                     edits = auditor.get("/v1/audit", params={"request_id": reply.headers["x-request-id"]}).json()
                     assert [e["event"] for e in edits["entries"]] == ["policy_edit"]
                     verified = auditor.get("/v1/audit/verify").json()
