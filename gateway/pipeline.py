@@ -14,10 +14,10 @@ import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -45,6 +45,7 @@ from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
 from gateway.tracing import Tracing
 
 log = structlog.get_logger("gateway.pipeline")
+_T = TypeVar("_T")
 INLINE_ANALYSIS_CHARS = 4096  # longer statements are analysed off the event loop
 
 
@@ -313,24 +314,14 @@ class Pipeline:
         limits = self._limits(decision, max_rows)
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
-        running: Running | None = None
-        try:
-            async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
-                running = Running(
-                    identity,
-                    target,
-                    str(decision.db_user),
-                    conn.thread_id,
-                    transaction=False,
-                    request_id=ctx.request_id,
-                )
-                with self.inflight.track(running), self.tracing.span("execute"):
-                    self._check_still_allowed(running)
-                    result = await execution.run_statement(conn, statement, request.params, limits, comment)
-        except GatewayError as exc:
-            err = _cancelled(exc, running)
-            await self._outcome(ctx, identity, target, started, code=err.code, error=err.detail)
-            raise err from None
+        result = await self._on_connection(
+            ctx,
+            identity,
+            decision,
+            started,
+            lambda conn: execution.run_statement(conn, statement, request.params, limits, comment),
+            transaction=False,
+        )
         duration = _ms(started)
         rows = result.row_count if result.rows_affected is None else result.rows_affected
         await self._outcome(ctx, identity, target, started, code="ok", rows=rows, truncated=result.truncated)
@@ -347,6 +338,34 @@ class Pipeline:
             "last_insert_id": result.last_insert_id,
             "duration_ms": duration,
         }
+
+    async def _on_connection(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        decision: Decision,
+        started: float,
+        work: Callable[[Pooled], Awaitable[_T]],
+        *,
+        transaction: bool,
+    ) -> _T:
+        """Run ``work`` on a pooled connection as an in-flight statement a revocation can cancel.
+
+        A failure is audited as the outcome (``revoked`` when a revocation
+        cancelled it) and raised; success is the caller's to audit.
+        """
+        running: Running | None = None
+        try:
+            async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
+                running = _running(ctx, identity, decision, conn, transaction=transaction)
+                with self.inflight.track(running), self.tracing.span("execute"):
+                    self._check_still_allowed(running)
+                    return await work(conn)
+        except GatewayError as exc:
+            err = _cancelled(exc, running)
+            failed: dict[str, Any] = {"committed": False} if transaction else {}
+            await self._outcome(ctx, identity, decision.target, started, code=err.code, error=err.detail, **failed)
+            raise err from None
 
     async def query_stream(
         self,
@@ -376,9 +395,7 @@ class Pipeline:
         def in_flight(conn: Pooled) -> None:
             # A stream is an in-flight statement too: a revocation cancels it like any other.
             nonlocal running
-            running = Running(
-                identity, target, decision.db_user or "", conn.thread_id, transaction=False, request_id=ctx.request_id
-            )
+            running = _running(ctx, identity, decision, conn, transaction=False)
             tracking.enter_context(self.inflight.track(running))
             self._check_still_allowed(running)
 
@@ -414,19 +431,14 @@ class Pipeline:
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
         batch = [(s, r.params) for s, r in zip(statements, requests, strict=True)]
-        running: Running | None = None
-        try:
-            async with self.pools.connection(decision, waiting=self.tracing.span("pool.wait")) as conn:
-                running = Running(
-                    identity, target, str(decision.db_user), conn.thread_id, transaction=True, request_id=ctx.request_id
-                )
-                with self.inflight.track(running), self.tracing.span("execute"):
-                    self._check_still_allowed(running)
-                    results = await execution.run_transaction(conn, batch, limits, comment)
-        except GatewayError as exc:
-            err = _cancelled(exc, running)
-            await self._outcome(ctx, identity, target, started, code=err.code, error=err.detail, committed=False)
-            raise err from None
+        results = await self._on_connection(
+            ctx,
+            identity,
+            decision,
+            started,
+            lambda conn: execution.run_transaction(conn, batch, limits, comment),
+            transaction=True,
+        )
         duration = _ms(started)
         await self._outcome(
             ctx,
@@ -484,6 +496,19 @@ class Pipeline:
 def _outcome_written(request_id: str, written: asyncio.Future[Any]) -> None:
     if not written.cancelled() and written.exception() is not None:
         log.error("audit_outcome_lost", request_id=request_id)
+
+
+def _running(
+    ctx: RequestContext, identity: Identity, decision: Decision, conn: Pooled, *, transaction: bool
+) -> Running:
+    return Running(
+        identity,
+        decision.target,
+        decision.db_user or "",
+        conn.thread_id,
+        transaction=transaction,
+        request_id=ctx.request_id,
+    )
 
 
 def _cancelled(exc: GatewayError, running: Running | None) -> GatewayError:
