@@ -246,11 +246,25 @@ def stop_gateway(gateway: RunningGateway) -> None:
     gateway.thread.join(timeout=20)
 
 
-def gateway_settings(tmp: Path, idp: OidcProvider, db: ScratchDatabase, **overrides: Any) -> Settings:
-    """Settings for a test gateway: the provider as issuer, the test database as ``shop``."""
+def gateway_settings(
+    tmp: Path,
+    idp: OidcProvider,
+    db: ScratchDatabase,
+    *,
+    host: str = DB_HOST,
+    port: int = DB_PORT,
+    pool: dict[str, Any] | None = None,
+    env_prefix: str = "GWTEST",
+    **overrides: Any,
+) -> Settings:
+    """Settings for a test gateway: the provider as issuer, the test database as ``shop``.
+
+    ``host``/``port`` point ``shop`` elsewhere (a private server, a proxy);
+    the passwords go to ``<env_prefix>_<LEVEL>_PASSWORD`` variables.
+    """
     env_names = {}
     for level, account in db.accounts.items():
-        env_name = f"GWTEST_{level.upper()}_PASSWORD"
+        env_name = f"{env_prefix}_{level.upper()}_PASSWORD"
         os.environ[env_name] = account.password
         env_names[account.user] = env_name
     write_policies(tmp / "policies", db)
@@ -260,10 +274,10 @@ def gateway_settings(tmp: Path, idp: OidcProvider, db: ScratchDatabase, **overri
         "policies_dir": tmp / "policies",
         "targets": {
             "shop": {
-                "host": DB_HOST,
-                "port": DB_PORT,
+                "host": host,
+                "port": port,
                 "database": db.name,
-                "pool": {"max_size": 4, "acquire_timeout": 3},
+                "pool": pool or {"max_size": 4, "acquire_timeout": 3},
                 "secrets": {user: {"env": env} for user, env in env_names.items()},
             }
         },

@@ -30,9 +30,9 @@ from typing import Any
 
 import asyncmy
 import pytest
-from conftest import ScratchDatabase, free_port, write_policies
+from conftest import ScratchDatabase, gateway_settings
 from faultload import Reply
-from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
+from oidcfixture import OidcProvider
 from privatemariadb import MariaDBServer, MariaDBStartError, remove_leftovers, running_mariadb
 
 from gateway.provision import provision
@@ -68,7 +68,8 @@ class PrivateDatabase:
 
 
 def _env_name(level: str) -> str:
-    # Not the GWTEST_* names conftest uses: those belong to the shared server's accounts.
+    # Not the GWTEST_* names conftest uses: those belong to the shared server's accounts
+    # (fault_settings passes the same prefix to gateway_settings).
     return f"GWFAULT_{level.upper()}_PASSWORD"
 
 
@@ -105,24 +106,16 @@ def fault_settings(
     **overrides: Any,
 ) -> Settings:
     """Settings for a gateway on ``private`` (``port``: a proxy's port instead of the server's)."""
-    write_policies(tmp / "policies", private.db)
-    values: dict[str, Any] = {
-        "listen": {"host": "127.0.0.1", "port": free_port()},
-        "issuers": [{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}],
-        "policies_dir": tmp / "policies",
-        "targets": {
-            "shop": {
-                "host": "127.0.0.1",
-                "port": port or private.server.port,
-                "database": private.db.name,
-                "pool": {"max_size": 4, "acquire_timeout": 3, "connect_timeout": 2, **(pool or {})},
-                "secrets": {a.user: {"env": _env_name(level)} for level, a in private.db.accounts.items()},
-            }
-        },
-        "audit": {"path": tmp / "audit.db"},
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return gateway_settings(
+        tmp,
+        idp,
+        private.db,
+        host="127.0.0.1",
+        port=port or private.server.port,
+        pool={"max_size": 4, "acquire_timeout": 3, "connect_timeout": 2, **(pool or {})},
+        env_prefix="GWFAULT",  # not conftest's GWTEST_*: those belong to the shared server's accounts
+        **overrides,
+    )
 
 
 def audit_by_request(path: Path) -> Records:
