@@ -76,8 +76,7 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        attributes = {"http.request.method": scope["method"], "gateway.request_id": request_id}
-        with self.tracing.request(scope["method"], headers, attributes) as span:
+        with self.tracing.request(scope["method"], headers, request_id) as span:
             try:
                 length = headers.get(b"content-length")
                 if length is not None and (not length.isdigit() or int(length) > self.max_body):

@@ -50,11 +50,12 @@ class Tracing:
             return _NOTHING
         return self._tracer.start_as_current_span(name, attributes=attributes)
 
-    def request(self, name: str, headers: Mapping[bytes, bytes], attributes: Attributes) -> AbstractContextManager[Any]:
+    def request(self, method: str, headers: Mapping[bytes, bytes], request_id: str) -> AbstractContextManager[Any]:
         """The root span of one HTTP request, continuing the caller's ``traceparent`` if sent."""
         if self._tracer is None:
             return _NOTHING
-        return self._request(self._tracer, name, headers, attributes)
+        attributes = {"http.request.method": method, "gateway.request_id": request_id}
+        return self._request(self._tracer, method, headers, attributes)
 
     @staticmethod
     @contextlib.contextmanager

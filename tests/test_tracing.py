@@ -24,7 +24,7 @@ def test_tracing_off_is_one_shared_no_op():
     """With tracing off (the default) every span is the same no-op object: nothing is recorded or exported."""
     tracing = build(TracingSettings())
     assert not tracing.enabled
-    assert tracing.span("execute") is tracing.span("policy") is Tracing().request("POST", {}, {})
+    assert tracing.span("execute") is tracing.span("policy") is Tracing().request("POST", {}, "-")
     with tracing.span("execute") as span:
         assert span is None
 
