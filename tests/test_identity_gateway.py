@@ -131,6 +131,27 @@ def test_lifting_finds_a_revocation_under_any_spelling(strict: RunningGateway) -
     assert "user:nina@example.com" not in {r["subject"] for r in dave_policy(strict)["revocations"]}
 
 
+def test_a_revocation_of_an_old_email_follows_the_person(strict: RunningGateway) -> None:
+    """Seen once as ren.old, renamed at the IdP, then ren.old is revoked: the token saying ren.new is revoked too."""
+    idp = strict.idp
+    with client(strict, "renamed") as before:
+        assert before.get("/v1/me").json()["user"] == "ren.old@example.com"
+    idp.update_user("renamed", email="ren.new@example.com", groups=["analysts"])
+    try:
+        with client(strict, "renamed") as after:
+            assert after.post("/v1/query", json=QUERY).status_code == 200  # the control: not revoked yet
+            with client(strict, "dave") as admin:
+                revoke = {"subject": "user:ren.old@example.com", "target": "shop", "reason": "left"}
+                assert edit(admin, "POST", "/v1/revocations", json=revoke).status_code == 201
+            reply = after.post("/v1/query", json=QUERY)
+            assert after.get("/v1/me").json()["user"] == "ren.new@example.com"
+    finally:
+        idp.update_user("renamed", email="ren.old@example.com", groups=["analysts"])
+    assert (reply.status_code, reply.json()["code"]) == (403, "revoked")
+    (decision,) = records(strict, reply.json()["request_id"])
+    assert (decision["user"], decision["sub"], decision["code"]) == ("ren.new@example.com", "renamed", "revoked")
+
+
 def dave_policy(gateway: RunningGateway) -> dict[str, Any]:
     """The merged policy, read by the admin dave."""
     with client(gateway, "dave") as admin:

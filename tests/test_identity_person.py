@@ -81,6 +81,15 @@ async def test_spellings_of_one_email_are_one_name(person_idp: OidcProvider) -> 
     assert all(p.subjects == {"user:bob@example.com", "group:analysts"} for p in people)
 
 
+async def test_group_names_are_canonical(person_idp: OidcProvider) -> None:
+    """Groups from the token meet policy subjects in canonical form: ' DB Admins' is group:db admins."""
+    claims = person_idp.claims(groups=[" DB Admins", "Analysts", "analysts"])
+    async with validator_for(person_idp) as validator:
+        identity = await validator.validate(person_idp.forge(claims))
+    assert identity.groups == {"db admins", "analysts"}
+    assert {"group:db admins", "group:analysts"} <= identity.subjects
+
+
 async def test_token_without_email_is_refused(person_idp: OidcProvider) -> None:
     """A real token lacking the user claim is refused by the validator; its sub never becomes the name."""
     async with validator_for(person_idp) as validator:
