@@ -183,6 +183,7 @@ class TokenValidator:
             raise
         # Once per token validation (not per request): record the name, learn the person's others.
         names = await self.aliases.observe(identity.issuer, identity.subject, identity.user)
+        names |= self._names.get(identity.person, frozenset())  # names only grow, whatever order answers come in
         self._names[identity.person] = names
         identity = replace(identity, aliases=names - {identity.user})
         self._cache[digest] = identity
