@@ -40,6 +40,8 @@ def _config(state: Path, port: int, host: str, db_port: int, secrets: dict[str, 
         f"  path: {state / 'audit.db'}",
         "dev:",
         f"  key_file: {state / 'dev-issuer-key.json'}",
+        "admin:",
+        f"  state_dir: {state / 'state'}",  # access requests and the alias registry
     ]
     return "\n".join(lines) + "\n"
 
