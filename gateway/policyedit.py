@@ -159,7 +159,7 @@ class PolicyEditor:
         match = _revocation_of(str(checked.get("subject", "")), checked.get("target"))
 
         def change(files: Snapshot) -> Change:
-            existing = [file for file, data in files.items() if matching_items(data, "revocations", match)]
+            existing = [file for file, data in files.items() if matching_items(data, "revocations", match, file)]
             if existing:
                 raise PolicyInvalid(
                     f"{checked.get('subject')} is already revoked on {checked.get('target')!r} "
@@ -281,7 +281,7 @@ def _revocation_of(subject: str, target: object) -> Callable[[Any], bool]:
 
 def _only_one(files: Snapshot, key: str, match: Callable[[Any], bool], what: str, hint: str = "") -> tuple[str, int]:
     """The (file, index) of the one item of list ``key`` that ``match``: ``NotFound`` for none, refused for more."""
-    found = [(file, index) for file, data in files.items() for index in matching_items(data, key, match)]
+    found = [(file, index) for file, data in files.items() for index in matching_items(data, key, match, file)]
     if not found:
         raise NotFound(f"no {what}")
     if len(found) > 1:

@@ -82,10 +82,21 @@ def _comment(line: str) -> bool:
 def load_document(text: str) -> CommentedMap | None:
     """The round-trip document of a policy file, or None if it is not a YAML mapping."""
     try:
-        document = YAML(typ="rt").load(text)
-    except Exception:  # noqa: BLE001 - whatever ruamel raises, the file cannot be edited
+        return read_document(text, "the file")
+    except PolicyInvalid:
         return None
-    return document if isinstance(document, CommentedMap) else None
+
+
+def read_document(text: str, file: str) -> CommentedMap:
+    """The round-trip document of a policy file; ``PolicyInvalid`` saying why when there is none."""
+    try:
+        document = YAML(typ="rt").load(text)
+    except Exception as exc:  # noqa: BLE001 - whatever ruamel raises, the file cannot be edited
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise PolicyInvalid(f"{file} cannot be read as YAML ({reason}); fix it by hand first") from None
+    if not isinstance(document, CommentedMap):
+        raise PolicyInvalid(f"{file} is not a YAML mapping; fix it by hand first")
+    return document
 
 
 def decode(data: bytes) -> str:
@@ -184,13 +195,9 @@ def append_entry(data: bytes, key: str, entry: dict[str, Any], comment: str | No
     return "".join(lines).encode("utf-8")
 
 
-def matching_items(data: bytes, key: str, match: Callable[[Any], bool]) -> list[int]:
-    """Indexes of the items of top-level list ``key`` that ``match`` (none if the file cannot be read)."""
-    try:
-        document = load_document(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return []
-    value = document.get(key) if document is not None else None
+def matching_items(data: bytes, key: str, match: Callable[[Any], bool], file: str = "the file") -> list[int]:
+    """Indexes of the items of top-level list ``key`` that ``match``; ``PolicyInvalid`` if the file cannot be read."""
+    value = read_document(decode(data), file).get(key)
     if not isinstance(value, CommentedSeq):
         return []
     return [i for i, item in enumerate(value) if match(item)]

@@ -1,10 +1,10 @@
-"""Hypothesis strategies: valid policy files laid out in every way the editor may meet.
+r"""Hypothesis strategies: valid policy files laid out in every way the editor may meet.
 
 A generated file has one line ending (LF, CRLF or CR) or a mix, maybe a BOM,
 maybe no final line break; comments and quoted values hold every Unicode
-line break YAML loads (NEL, U+2028, U+2029: raw, or escaped as ``\\N``,
-``\\L``, ``\\P``), blank lines hold them too; values are plain, single- or
-double-quoted (with ``\\u`` / ``\\U`` escapes); grants are block mappings
+line break YAML loads (NEL, U+2028, U+2029: raw, or escaped as ``\N``,
+``\L``, ``\P``), blank lines hold them too; values are plain, single- or
+double-quoted (with ``\u`` / ``\U`` escapes); grants are block mappings
 (first key on the dash line, or the dash alone on its line, with or without
 a comment) or flow mappings; subject lists are flow or block; lists sit at
 column 0 or indented; top-level keys come in any order. ``PolicyFile``
@@ -14,6 +14,7 @@ records what was generated, so a test knows which edits are possible.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from hypothesis import strategies as st
 
 from gateway.subjects import canonical_subject
@@ -59,8 +60,8 @@ def _dq(draw: st.DrawFn, text: str) -> str:
             out.append(draw(st.sampled_from(["\u2029", "\\P"])))
         elif char == "\x85":
             out.append(draw(st.sampled_from(["\\N", "\\x85"])))  # a raw NEL folds to a space
-        elif ord(char) > 0x7F and draw(st.booleans()):  # noqa: PLR2004 - beyond ASCII
-            out.append(f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}")  # noqa: PLR2004
+        elif ord(char) > 0x7F and draw(st.booleans()):
+            out.append(f"\\U{ord(char):08x}" if ord(char) > 0xFFFF else f"\\u{ord(char):04x}")
         else:
             out.append(char)
     return "".join(out) + '"'
@@ -203,7 +204,9 @@ def policy_files(draw: st.DrawFn, name_prefix: str = "g", subject_pool: tuple[st
     revocations: list[list[tuple[str, str]]] = []
     for _ in range(draw(st.integers(0, 4))):
         subject, target = draw(st.sampled_from(pool)), draw(st.sampled_from(["*", "shop"]))
-        variant = draw(st.sampled_from([subject, subject.upper().replace("USER:", "user:").replace("GROUP:", "group:")]))
+        variant = draw(
+            st.sampled_from([subject, subject.upper().replace("USER:", "user:").replace("GROUP:", "group:")])
+        )
         if (canonical_subject(variant), target) in {(canonical_subject(s), t) for s, t in policy.revoked}:
             continue  # one revocation per person and target: two spellings of one would be a duplicate
         policy.revoked.append((variant, target))

@@ -118,35 +118,52 @@ def _run(directory: Path, managed: str, edit: Edit) -> GatewayError | None:
 
 def _expected(edit: Edit, policy: PolicyFile, managed: str) -> type[GatewayError] | None:
     """The refusal the inputs call for (None: the edit must succeed)."""
-    if edit.op == "add_grant":
-        entry = edit.args["entry"]
-        if any(_canonical(s) is None for s in entry["subjects"]):
-            return InvalidRequest
-        if entry["name"] in policy.grant_names or entry["name"] == "bad name":
-            return PolicyInvalid
-        return PolicyInvalid if managed == FILE and "grants" in policy.flow_lists else None
-    if edit.op == "delete_grant":
-        if edit.args["name"] not in policy.grant_names:
-            return NotFound
-        return PolicyInvalid if "grants" in policy.flow_lists else None
-    if edit.op == "add_revocation":
-        entry = edit.args["entry"]
-        wanted = _canonical(entry["subject"])
-        if wanted is None or any(unicodedata.category(c) in _UNSAFE for c in entry.get("reason", "")):
-            return InvalidRequest
-        if (wanted, entry["target"]) in {(_canonical(s), t) for s, t in policy.revoked}:
-            return PolicyInvalid
-        return PolicyInvalid if managed == FILE and "revocations" in policy.flow_lists else None
-    wanted = _canonical(edit.args["subject"])
+    return _EXPECTED[edit.op](edit.args, policy, managed)
+
+
+def _expect_add_grant(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
+    entry = args["entry"]
+    if any(_canonical(s) is None for s in entry["subjects"]):
+        return InvalidRequest
+    if entry["name"] in policy.grant_names or entry["name"] == "bad name":
+        return PolicyInvalid
+    return PolicyInvalid if managed == FILE and "grants" in policy.flow_lists else None
+
+
+def _expect_delete_grant(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
+    del managed
+    if args["name"] not in policy.grant_names:
+        return NotFound
+    return PolicyInvalid if "grants" in policy.flow_lists else None
+
+
+def _expect_add_revocation(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
+    entry = args["entry"]
+    wanted = _canonical(entry["subject"])
+    if wanted is None or any(unicodedata.category(c) in _UNSAFE for c in entry.get("reason", "")):
+        return InvalidRequest
+    if (wanted, entry["target"]) in {(_canonical(s), t) for s, t in policy.revoked}:
+        return PolicyInvalid
+    return PolicyInvalid if managed == FILE and "revocations" in policy.flow_lists else None
+
+
+def _expect_lift(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
+    del managed
+    wanted = _canonical(args["subject"])
     if wanted is None:
         return InvalidRequest
-    target = edit.args["target"]
-    found = [t for s, t in policy.revoked if _canonical(s) == wanted and target in {None, t}]
+    found = [t for s, t in policy.revoked if _canonical(s) == wanted and args["target"] in {None, t}]
     if not found:
         return NotFound
-    if len(found) > 1 or "revocations" in policy.flow_lists:
-        return PolicyInvalid
-    return None
+    return PolicyInvalid if len(found) > 1 or "revocations" in policy.flow_lists else None
+
+
+_EXPECTED = {
+    "add_grant": _expect_add_grant,
+    "delete_grant": _expect_delete_grant,
+    "add_revocation": _expect_add_revocation,
+    "lift_revocation": _expect_lift,
+}
 
 
 def _unplaced(entries: tuple[Grant, ...] | tuple[Revocation, ...]) -> Counter[Grant | Revocation]:
@@ -220,7 +237,7 @@ def _check_bytes(old: bytes, new: bytes, op: str) -> None:
         assert set(re.findall(rb"\r\n|\r|\n", block)) <= endings, "an added line does not use the file's line ending"
 
 
-@settings(max_examples=budget(400))
+@settings(max_examples=budget(250))
 @given(data=st.data(), policy=policy_files(), managed=st.sampled_from([FILE, "managed.yaml"]))
 def test_every_edit_is_exactly_the_intended_change_or_nothing(data: st.DataObject, policy: PolicyFile, managed: str):
     """On any valid file, an edit changes exactly the intended entry (typed and bytes) or is refused as it should be."""
