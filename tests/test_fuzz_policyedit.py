@@ -5,8 +5,8 @@ break in comments, quoted values and blank lines; LF, CRLF, CR and mixed
 files; BOMs; plain, single- and double-quoted values with escapes; block
 and flow items and lists) and random edits: add or delete a grant, revoke or
 lift (subjects in other spellings, invalid subjects, reasons and comments
-holding line breaks and controls). The oracle is written here, apart from
-the editor's own check: after a successful edit the loaded policy is the
+holding line breaks and controls). The oracle (``policyoracle``) is apart
+from the editor's own check: after a successful edit the loaded policy is the
 policy before plus or minus exactly the intended typed entry, and the file
 is the file before with one contiguous block of lines inserted or removed
 (in the file's own line ending); after a refusal every file is unchanged
@@ -16,82 +16,23 @@ byte for byte, and the refusal is the one the inputs call for.
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
-import unicodedata
-from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fuzzprofile import budget
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
-from policygen import SCANNER_BREAKS, PolicyFile, policy_files, subject_names
+from policygen import PolicyFile, policy_files
+from policyoracle import Edit, check_bytes, check_typed, edits, expected_refusal
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyInvalid
+from gateway.errors import GatewayError
 from gateway.policyedit import EditResult, PolicyEditor, snapshot
 from gateway.policyfile import load_policies
-from gateway.policytypes import Access, Grant, PolicySet, Revocation
-from gateway.subjects import canonical_subject
 
 pytestmark = pytest.mark.fuzz
 
 FILE = "a.yaml"
-_UNSAFE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
-_ODD_TEXT = "ab #:é😀\t\r\n\x0b\x0c\x1c\x1d\x1e\ufeff\u200b" + SCANNER_BREAKS
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One editor call: ``op`` is add_grant, delete_grant, add_revocation or lift_revocation."""
-
-    op: str
-    args: dict[str, Any]
-
-
-def _canonical(subject: str) -> str | None:
-    try:
-        return canonical_subject(subject)
-    except ValueError:
-        return None
-
-
-def _subjects() -> st.SearchStrategy[str]:
-    """Subjects from requests: valid ones in odd spellings, and ones that must be refused."""
-    valid = st.builds(lambda k, n: f"{k}:{n}", st.sampled_from(["user", "group"]), subject_names())
-    spaced = st.builds(lambda n: f"user: {n} ", subject_names())
-    broken = st.sampled_from(["user:a\u2028b", "user:a\nb", "user:a\x85b", "bob@example.com", "user:", "user:a\u200bb"])
-    return st.one_of(valid, valid, spaced, broken)
-
-
-@st.composite
-def _edits(draw: st.DrawFn, policy: PolicyFile) -> Edit:
-    kind = draw(st.sampled_from(["add_grant", "delete_grant", "add_revocation", "lift_revocation"]))
-    if kind == "add_grant":
-        name = draw(st.sampled_from([f"new{draw(st.integers(0, 99))}", "bad name", *policy.grant_names[:1]]))
-        entry = {
-            "name": name,
-            "subjects": draw(st.lists(_subjects(), min_size=1, max_size=3)),
-            "target": "shop",
-            "access": draw(st.sampled_from(["read", "write"])),
-            "db_user": "gw_reader",
-        }
-        comment = draw(st.one_of(st.none(), st.text(_ODD_TEXT, max_size=30)))
-        return Edit(kind, {"entry": entry, "comment": comment})
-    if kind == "delete_grant":
-        return Edit(kind, {"name": draw(st.sampled_from([*policy.grant_names, "absent"]))})
-    if kind == "add_revocation":
-        entry = {"subject": draw(_subjects()), "target": draw(st.sampled_from(["*", "shop"]))}
-        if draw(st.booleans()):
-            clean = st.text("ab #:'\"é😀", min_size=1, max_size=20)
-            entry["reason"] = draw(st.one_of(clean, st.text(_ODD_TEXT, min_size=1, max_size=20)))
-        return Edit(kind, {"entry": entry})
-    known = [subject for subject, _ in policy.revoked]
-    subject = draw(st.sampled_from(known) | st.just("user:nobody")) if known else draw(_subjects())
-    subject = draw(st.sampled_from([subject, subject.upper().replace("USER:", "user:").replace("GROUP:", "group:")]))
-    return Edit(kind, {"subject": subject, "target": draw(st.sampled_from([None, None, "*", "shop"]))})
 
 
 async def _no_audit(result: EditResult) -> None:
@@ -116,132 +57,11 @@ def _run(directory: Path, managed: str, edit: Edit) -> GatewayError | None:
     return None
 
 
-def _expected(edit: Edit, policy: PolicyFile, managed: str) -> type[GatewayError] | None:
-    """The refusal the inputs call for (None: the edit must succeed)."""
-    return _EXPECTED[edit.op](edit.args, policy, managed)
-
-
-def _expect_add_grant(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
-    entry = args["entry"]
-    if any(_canonical(s) is None for s in entry["subjects"]):
-        return InvalidRequest
-    if entry["name"] in policy.grant_names or entry["name"] == "bad name":
-        return PolicyInvalid
-    return PolicyInvalid if managed == FILE and "grants" in policy.flow_lists else None
-
-
-def _expect_delete_grant(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
-    del managed
-    if args["name"] not in policy.grant_names:
-        return NotFound
-    return PolicyInvalid if "grants" in policy.flow_lists else None
-
-
-def _expect_add_revocation(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
-    entry = args["entry"]
-    wanted = _canonical(entry["subject"])
-    if wanted is None or any(unicodedata.category(c) in _UNSAFE for c in entry.get("reason", "")):
-        return InvalidRequest
-    if (wanted, entry["target"]) in {(_canonical(s), t) for s, t in policy.revoked}:
-        return PolicyInvalid
-    return PolicyInvalid if managed == FILE and "revocations" in policy.flow_lists else None
-
-
-def _expect_lift(args: dict[str, Any], policy: PolicyFile, managed: str) -> type[GatewayError] | None:
-    del managed
-    wanted = _canonical(args["subject"])
-    if wanted is None:
-        return InvalidRequest
-    found = [t for s, t in policy.revoked if _canonical(s) == wanted and args["target"] in {None, t}]
-    if not found:
-        return NotFound
-    return PolicyInvalid if len(found) > 1 or "revocations" in policy.flow_lists else None
-
-
-_EXPECTED = {
-    "add_grant": _expect_add_grant,
-    "delete_grant": _expect_delete_grant,
-    "add_revocation": _expect_add_revocation,
-    "lift_revocation": _expect_lift,
-}
-
-
-def _unplaced(entries: tuple[Grant, ...] | tuple[Revocation, ...]) -> Counter[Grant | Revocation]:
-    return Counter(replace(entry, source_line=0) for entry in entries)
-
-
-def _check_typed(before: PolicySet, after: PolicySet, edit: Edit, managed: str) -> None:
-    """The typed policy changed by exactly the entry the edit names."""
-    assert dict(after.roles) == dict(before.roles)
-    grants_plus = _unplaced(after.grants) - _unplaced(before.grants)
-    grants_minus = _unplaced(before.grants) - _unplaced(after.grants)
-    revs_plus = _unplaced(after.revocations) - _unplaced(before.revocations)
-    revs_minus = _unplaced(before.revocations) - _unplaced(after.revocations)
-    if edit.op == "add_grant":
-        entry = edit.args["entry"]
-        subjects = tuple(dict.fromkeys(canonical_subject(s) for s in entry["subjects"]))
-        grant = Grant(
-            name=entry["name"],
-            subjects=subjects,
-            target="shop",
-            access=Access.from_label(entry["access"]),
-            db_user="gw_reader",
-            tables_allow=None,
-            tables_deny=(),
-            max_rows=None,
-            statement_timeout=None,
-            expires=None,
-            functions=frozenset(),
-            source_file=managed,
-            source_line=0,
-        )
-        assert (list(grants_plus.elements()), grants_minus, revs_plus, revs_minus) == ([grant], {}, {}, {})
-    elif edit.op == "delete_grant":
-        (gone,) = grants_minus.elements()
-        assert isinstance(gone, Grant)
-        assert (gone.name, grants_plus, revs_plus, revs_minus) == (edit.args["name"], {}, {}, {})
-    elif edit.op == "add_revocation":
-        entry = edit.args["entry"]
-        revocation = Revocation(
-            subject=canonical_subject(entry["subject"]),
-            target=entry["target"],
-            reason=entry.get("reason", ""),
-            until=None,
-            source_file=managed,
-            source_line=0,
-        )
-        assert (list(revs_plus.elements()), revs_minus, grants_plus, grants_minus) == ([revocation], {}, {}, {})
-    else:
-        (gone,) = revs_minus.elements()
-        assert isinstance(gone, Revocation)
-        assert canonical_subject(gone.subject) == canonical_subject(edit.args["subject"])
-        assert edit.args["target"] in {None, gone.target}
-        assert (revs_plus, grants_plus, grants_minus) == ({}, {}, {})
-
-
-def _check_bytes(old: bytes, new: bytes, op: str) -> None:
-    """``new`` is ``old`` with one contiguous block inserted (add) or removed, in the file's own line ending."""
-    if op.startswith("add") and old and not old.endswith((b"\n", b"\r")):
-        old += re.findall(rb"\r\n|\r|\n", old)[-1] if re.search(rb"\r|\n", old) else b"\n"
-    shorter, longer = (new, old) if op in {"delete_grant", "lift_revocation"} else (old, new)
-    prefix = 0
-    while prefix < len(shorter) and shorter[prefix] == longer[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < len(shorter) - prefix and shorter[-1 - suffix] == longer[-1 - suffix]:
-        suffix += 1
-    assert prefix + suffix == len(shorter), "not a single contiguous block"
-    block = longer[prefix : len(longer) - suffix]
-    endings = set(re.findall(rb"\r\n|\r|\n", old))
-    if len(endings) == 1 and op.startswith("add"):
-        assert set(re.findall(rb"\r\n|\r|\n", block)) <= endings, "an added line does not use the file's line ending"
-
-
 @settings(max_examples=budget(250))
 @given(data=st.data(), policy=policy_files(), managed=st.sampled_from([FILE, "managed.yaml"]))
 def test_every_edit_is_exactly_the_intended_change_or_nothing(data: st.DataObject, policy: PolicyFile, managed: str):
     """On any valid file, an edit changes exactly the intended entry (typed and bytes) or is refused as it should be."""
-    edit = data.draw(_edits(policy))
+    edit = data.draw(edits(policy))
     note(f"file: {policy.text!a}\nedit: {edit!a}\nmanaged: {managed}")
     with tempfile.TemporaryDirectory(prefix="policyedit-fuzz-") as scratch:
         directory = Path(scratch)
@@ -250,7 +70,7 @@ def test_every_edit_is_exactly_the_intended_change_or_nothing(data: st.DataObjec
         before = load_policies(directory, known_targets={"shop"})
         outcome = _run(directory, managed, edit)
         after_files = snapshot(directory)
-        expected = _expected(edit, policy, managed)
+        expected = expected_refusal(edit, policy, appends_here=managed == FILE)
         note(f"outcome: {outcome!r}")
         event(f"{edit.op}: {expected.__name__ if expected else 'applied'}")
         if expected is not None:
@@ -259,7 +79,7 @@ def test_every_edit_is_exactly_the_intended_change_or_nothing(data: st.DataObjec
             return
         assert outcome is None
         after = load_policies(directory, known_targets={"shop"})
-        _check_typed(before, after, edit, managed)
+        check_typed(before, after, edit, managed)
         (changed,) = [name for name in after_files if after_files[name] != before_files.get(name)]
         if changed in before_files:
-            _check_bytes(before_files[changed], after_files[changed], edit.op)
+            check_bytes(before_files[changed], after_files[changed], edit.op)
