@@ -1,16 +1,18 @@
-"""Property test of the policy editor (SECURITY rule 27): every edit is exactly the intended change, or none.
+"""Property tests of the policy editor (SECURITY rule 27): every edit is exactly the intended change, or none.
 
-Inputs: valid policy files in odd layouts (``policygen``: every Unicode line
-break in comments, quoted values and blank lines; LF, CRLF, CR and mixed
-files; BOMs; plain, single- and double-quoted values with escapes; block
-and flow items and lists) and random edits: add or delete a grant, revoke or
-lift (subjects in other spellings, invalid subjects, reasons and comments
-holding line breaks and controls). The oracle (``policyoracle``) is apart
-from the editor's own check: after a successful edit the loaded policy is the
-policy before plus or minus exactly the intended typed entry, and the file
-is the file before with one contiguous block of lines inserted or removed
-(in the file's own line ending); after a refusal every file is unchanged
-byte for byte, and the refusal is the one the inputs call for.
+First ``split_lines`` against ruamel's own line counter (``Reader.line``) on
+random text of every line break. Then the editor. Inputs: valid policy
+files in odd layouts (``policygen``: every Unicode line break in comments,
+quoted values and blank lines; LF, CRLF, CR and mixed files; BOMs; plain,
+single- and double-quoted values with escapes; block and flow items and
+lists) and random edits: add or delete a grant, revoke or lift (subjects in
+other spellings, invalid subjects, reasons and comments holding line breaks
+and controls). The oracle (``policyoracle``) is apart from the editor's own
+check: after a successful edit the loaded policy is the policy before plus
+or minus exactly the intended typed entry, and the file is the file before
+with one contiguous block of lines inserted or removed (in the file's own
+line ending); after a refusal every file is unchanged byte for byte, and the
+refusal is the one the inputs call for.
 """
 
 from __future__ import annotations
@@ -25,14 +27,33 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from policygen import PolicyFile, policy_files
 from policyoracle import Edit, check_bytes, check_typed, edits, expected_refusal
+from ruamel.yaml.reader import Reader, ReaderError
 
 from gateway.errors import GatewayError
 from gateway.policyedit import EditResult, PolicyEditor, snapshot
 from gateway.policyfile import load_policies
+from gateway.policysplice import split_lines
 
 pytestmark = pytest.mark.fuzz
 
 FILE = "a.yaml"
+UNPRINTABLE_BREAKS = "\x0b\x0c\x1c\x1d\x1e"  # str.splitlines() breaks on them; YAML refuses them
+
+
+@settings(max_examples=budget(300))
+@given(st.text(alphabet="ab #'\"\r\n\x85\u2028\u2029\ufeff" + UNPRINTABLE_BREAKS, max_size=40))
+def test_split_lines_puts_every_character_on_the_line_ruamel_counts(text: str):
+    """At every character, split_lines' line number is ruamel's Reader.line (or ruamel refuses the text outright)."""
+    try:
+        reader = Reader(text)
+    except ReaderError:
+        assert any(char in UNPRINTABLE_BREAKS for char in text)
+        return
+    counted = []
+    for _ in text:
+        counted.append(reader.line)
+        reader.forward()
+    assert [number for number, line in enumerate(split_lines(text)) for _ in line] == counted
 
 
 async def _no_audit(result: EditResult) -> None:
