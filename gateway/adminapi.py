@@ -3,8 +3,12 @@
 Every route needs the ``admin`` role. Edits need ``If-Match: <revision>``
 (the ``ETag`` of ``GET /v1/policy``): missing -> 428 ``precondition_required``,
 stale -> 412 ``precondition_failed``; so an admin never overwrites a change
-they have not seen. The edit is validated, audited (``policy_edit`` with a
-unified diff), written atomically, and the policy reloaded before the reply.
+they have not seen. Request values are checked (``gateway.policyvalues``:
+422 ``invalid_request``), the edit is checked to change exactly the intended
+entry (``gateway.policycheck``: 422 ``policy_invalid``), audited
+(``policy_edit`` with a unified diff), written atomically, and the policy
+reloaded before the reply. Subjects are compared and written in canonical
+form (``gateway.subjects``).
 """
 
 from __future__ import annotations

@@ -1,21 +1,30 @@
 """Admin edits of the policy files: add/remove grants and revocations, safely.
 
-Edits splice text: the lines of the edited entry (with the comment lines right
-above it) are removed, or a new entry is appended after the last entry of the
-list, so every other byte of the file (admins' comments, key order, quoting)
-stays as it was. ruamel.yaml's round-trip loader only finds where entries are.
+Edits splice text (``gateway.policysplice``): the lines of the edited entry
+(with the comment lines right above it) are removed, or a new entry is
+appended after the last entry of the list, so every other byte of the file
+(admins' comments, key order, quoting, line endings) stays as it was.
+ruamel.yaml's round-trip loader only finds where entries are. Values from
+requests are checked and escaped first (``gateway.policyvalues``), and every
+edit is checked semantically before it is written (``gateway.policycheck``):
+the policy after it is the policy before plus or minus exactly the intended
+entry, or nothing is written (SECURITY rule 27).
 
 An edit, under an in-process lock and an ``flock`` on ``.policy-edit.lock`` in
 the policies directory (so replicas on one host or a shared volume take
 turns): read every policy file -> check the revision against ``If-Match``
-(stale: ``PreconditionFailed``) -> build the new file -> validate the whole
-would-be set with ``load_policies`` in a scratch directory (invalid:
-``PolicyInvalid``, nothing written) -> audit (fails closed: nothing written)
--> re-read the directory and check the revision once more -> write a temp
-file in the same directory, fsync, ``os.replace``, fsync the directory.
+(stale: ``PreconditionFailed``) -> build the new file -> load the whole
+would-be set in a scratch directory and compare it with the set before
+(invalid or not exactly the intended change: ``PolicyInvalid``, nothing
+written) -> audit (fails closed: nothing written) -> re-read the directory
+and check the revision once more -> write a temp file in the same
+directory, fsync, ``os.replace``, fsync the directory. The file work runs in
+a thread, off the event loop.
 New grants and revocations go to the managed file (``managed.yaml`` by
 default, created with ``version: 1``); removals edit whichever file holds
-the entry.
+the entry. A removal names exactly one entry: a grant by its name, a
+revocation by its subject's canonical form (``gateway.subjects``) and,
+when there are several, its target.
 """
 
 from __future__ import annotations
@@ -33,34 +42,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.comments import CommentedMap
 
-from gateway.errors import (
-    NotFound,
-    PolicyFileError,
-    PolicyInvalid,
-    PolicyWriteFailed,
-    PreconditionFailed,
-)
-from gateway.policyfile import load_policies
-from gateway.policyschema import GRANT_KEYS, REVOCATION_KEYS
-from gateway.subjects import same_subject
+from gateway.errors import NotFound, PolicyInvalid, PolicyWriteFailed, PreconditionFailed
+from gateway.policycheck import Entry, Intent, Snapshot, check_edit
+from gateway.policysplice import append_entry, matching_items, remove_entries, remove_items, split_lines
+from gateway.policytypes import Grant, Revocation
+from gateway.policyvalues import checked_subject, checked_text, grant_entry, revocation_entry
+from gateway.subjects import canonical_subject
+
+__all__ = [
+    "Audit",
+    "EditResult",
+    "PolicyEditor",
+    "append_entry",
+    "remove_entries",
+    "revision_of",
+    "snapshot",
+]
 
 LOCK_NAME = ".policy-edit.lock"
-Snapshot = dict[str, bytes]  # file name -> bytes, every policy file of the directory
+EMPTY_MANAGED = b"version: 1\n"
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One file's new content, and what the edit was (for the audit record)."""
+    """One file's new content, what the edit was (for the audit record) and what it must do."""
 
-    file: str
     content: bytes
     action: str
     detail: dict[str, Any]
+    intent: Intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,98 +108,6 @@ def revision_of(files: Snapshot) -> str:
     return digest.hexdigest()
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _blank(line: str) -> bool:
-    return not line.strip()
-
-
-def _load(data: bytes) -> CommentedMap | None:
-    try:
-        document = YAML(typ="rt").load(data.decode("utf-8-sig"))
-    except (YAMLError, UnicodeDecodeError):
-        return None
-    return document if isinstance(document, CommentedMap) else None
-
-
-def _item_span(lines: list[str], seq: CommentedSeq, index: int) -> tuple[int, int, int, int]:
-    """Lines ``[start, end)`` of a block list item with its leading comments; dash and content columns."""
-    first = seq.lc.item(index)[0]
-    dash = first
-    while dash >= 0 and not lines[dash].lstrip(" ").startswith("-"):
-        dash -= 1
-    if dash < 0 or dash < first - 1:
-        raise PolicyInvalid("cannot edit this entry: its list item is laid out unusually; edit the file by hand")
-    dash_col = _indent(lines[dash])
-    after = lines[dash][dash_col + 1 :]
-    content_col = dash_col + 1 + (len(after) - len(after.lstrip(" ")))
-    end = dash + 1
-    while end < len(lines) and (_blank(lines[end]) or _indent(lines[end]) > dash_col):
-        end += 1
-    while end - 1 > dash and _blank(lines[end - 1]):
-        end -= 1
-    start = dash
-    while start - 1 >= 0 and lines[start - 1].strip().startswith("#"):
-        start -= 1
-    return start, end, dash_col, content_col
-
-
-def _render(entry: dict[str, Any], keys: tuple[str, ...], dash_col: int, content_col: int, comment: str | None) -> str:
-    """A block list item; every value in JSON form (valid YAML flow style)."""
-    out: list[str] = []
-    if comment:
-        out.extend(f"{' ' * dash_col}# {line}\n" for line in comment.splitlines())
-    first = True
-    for key in keys:
-        if entry.get(key) is None:
-            continue
-        prefix = " " * dash_col + "-" + " " * (content_col - dash_col - 1) if first else " " * content_col
-        out.append(f"{prefix}{key}: {orjson.dumps(entry[key]).decode()}\n")
-        first = False
-    return "".join(out)
-
-
-def append_entry(data: bytes, key: str, entry: dict[str, Any], comment: str | None) -> bytes:
-    """Append ``entry`` to the top-level list ``key``, leaving every other byte alone."""
-    keys = GRANT_KEYS if key == "grants" else REVOCATION_KEYS
-    text = data.decode("utf-8")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    document = _load(data)
-    if document is None:
-        raise PolicyInvalid("the managed policy file is not a YAML mapping; fix it by hand first")
-    value = document.get(key)
-    if isinstance(value, CommentedSeq) and len(value) > 0:
-        if value.fa.flow_style():
-            raise PolicyInvalid(f"{key} is a flow-style list in this file; edit it by hand")
-        _, end, dash_col, content_col = _item_span(lines, value, len(value) - 1)
-        lines.insert(end, _render(entry, keys, dash_col, content_col, comment))
-    elif key in document and value is None:
-        at = document.lc.key(key)[0] + 1
-        lines.insert(at, _render(entry, keys, 2, 4, comment))
-    elif key not in document:
-        lines.append(f"{key}:\n" + _render(entry, keys, 2, 4, comment))
-    else:
-        raise PolicyInvalid(f"{key} in the managed file is not a block list; edit it by hand")
-    return "".join(lines).encode("utf-8")
-
-
-def remove_entries(data: bytes, key: str, match: Callable[[Any], bool]) -> tuple[bytes, int]:
-    """Remove the items of list ``key`` that ``match``; return the new bytes and how many went."""
-    document = _load(data)
-    value = document.get(key) if document is not None else None
-    if not isinstance(value, CommentedSeq) or value.fa.flow_style():
-        return data, 0
-    lines = data.decode("utf-8").splitlines(keepends=True)
-    spans = [_item_span(lines, value, i)[:2] for i, item in enumerate(value) if match(item)]
-    for start, end in reversed(spans):
-        del lines[start:end]
-    return "".join(lines).encode("utf-8"), len(spans)
-
-
 class PolicyEditor:
     """Applies admin edits to a policy directory, one at a time across replicas."""
 
@@ -208,99 +128,108 @@ class PolicyEditor:
     async def add_grant(
         self, entry: dict[str, Any], if_match: str | None, audit: Audit, comment: str | None = None
     ) -> EditResult:
-        """Append a grant to the managed file."""
+        """Append a grant to the managed file (``comment`` above it, made safe for one comment line each)."""
+        checked = grant_entry(entry)
 
         def change(files: Snapshot) -> Change:
-            data = files.get(self.managed_file, b"version: 1\n")
-            new = append_entry(data, "grants", entry, comment)
-            return Change(self.managed_file, new, "grant_add", {"grant": entry})
+            data = files.get(self.managed_file, EMPTY_MANAGED)
+            new = append_entry(data, "grants", checked, comment)
+            intent = Intent(self.managed_file, "grants", added=checked)
+            return Change(new, "grant_add", {"grant": checked}, intent)
 
         return await self._edit(if_match, change, audit)
 
     async def delete_grant(self, name: str, if_match: str | None, audit: Audit) -> EditResult:
         """Remove the grant called ``name`` from whichever file holds it."""
+        checked_text(name, "the grant name", 128)
+
+        def named(entry: Entry) -> bool:
+            return isinstance(entry, Grant) and entry.name == name
 
         def change(files: Snapshot) -> Change:
-            for file, data in files.items():
-                new, count = remove_entries(data, "grants", lambda item: _get(item, "name") == name)
-                if count:
-                    return Change(file, new, "grant_delete", {"grant": name})
-            raise NotFound(f"no grant named {name!r}")
+            file, index = _only_one(files, "grants", lambda item: _get(item, "name") == name, f"grant named {name!r}")
+            new = remove_items(files[file], "grants", [index])
+            return Change(new, "grant_delete", {"grant": name}, Intent(file, "grants", removed=index, names=named))
 
         return await self._edit(if_match, change, audit)
 
     async def add_revocation(self, entry: dict[str, Any], if_match: str | None, audit: Audit) -> EditResult:
-        """Append a revocation to the managed file."""
+        """Append a revocation to the managed file (refused if that subject is already revoked on that target)."""
+        checked = revocation_entry(entry)
+        match = _revocation_of(str(checked.get("subject", "")), checked.get("target"))
 
         def change(files: Snapshot) -> Change:
-            data = files.get(self.managed_file, b"version: 1\n")
-            new = append_entry(data, "revocations", entry, None)
-            return Change(self.managed_file, new, "revocation_add", {"revocation": entry})
+            existing = [file for file, data in files.items() if matching_items(data, "revocations", match, file)]
+            if existing:
+                raise PolicyInvalid(
+                    f"{checked.get('subject')} is already revoked on {checked.get('target')!r} "
+                    f"(in {', '.join(existing)}); lift that revocation first to change it"
+                )
+            data = files.get(self.managed_file, EMPTY_MANAGED)
+            new = append_entry(data, "revocations", checked, None)
+            intent = Intent(self.managed_file, "revocations", added=checked)
+            return Change(new, "revocation_add", {"revocation": checked}, intent)
 
         return await self._edit(if_match, change, audit)
 
     async def lift_revocation(self, subject: str, target: str | None, if_match: str | None, audit: Audit) -> EditResult:
-        """Remove the revocation of ``subject`` (on ``target``; any target when it is the only one)."""
+        """Remove the one revocation of ``subject`` (canonical form) on ``target`` (any, when it has only one)."""
+        wanted = checked_subject(subject)
+        if target is not None:
+            checked_text(target, "target", 128)
+        match = _revocation_of(wanted, target)
 
-        def matches(item: Any) -> bool:  # noqa: ANN401 - a YAML node
-            same = same_subject(str(_get(item, "subject") or ""), subject)  # canonical forms (SECURITY rule 26)
-            return same and (target is None or _get(item, "target") == target)
+        def named(entry: Entry) -> bool:  # the typed entry that went must be this person's, on this target
+            same = isinstance(entry, Revocation) and _canonical(entry.subject) == wanted
+            return same and (target is None or entry.target == target)
 
         def change(files: Snapshot) -> Change:
-            found = [(f, d) for f, d in files.items() if remove_entries(d, "revocations", matches)[1]]
-            total = sum(remove_entries(d, "revocations", matches)[1] for _, d in found)
-            if total == 0:
-                raise NotFound(f"no revocation of {subject!r}" + (f" on {target!r}" if target else ""))
-            if total > 1:
-                raise PolicyInvalid(f"{subject!r} has several revocations: name the target (?target=...)")
-            file, data = found[0]
-            new, _ = remove_entries(data, "revocations", matches)
-            return Change(file, new, "revocation_lift", {"subject": subject, "target": target})
+            what = f"revocation of {wanted!r}" + (f" on {target!r}" if target else "")
+            hint = "" if target else ": name the target (?target=...)"
+            file, index = _only_one(files, "revocations", match, what, hint)
+            new = remove_items(files[file], "revocations", [index])
+            detail = {"subject": wanted, "target": target}
+            return Change(new, "revocation_lift", detail, Intent(file, "revocations", removed=index, names=named))
 
         return await self._edit(if_match, change, audit)
 
     async def _edit(self, if_match: str | None, make: Callable[[Snapshot], Change], audit: Audit) -> EditResult:
         async with self._lock:
             with await self._file_lock():
-                files = snapshot(self.directory)
-                before = revision_of(files)
-                if if_match is not None and if_match != before:
-                    raise PreconditionFailed(
-                        "the policy changed since revision "
-                        f"{if_match[:12]} (now {before[:12]}): fetch GET /v1/policy and retry"
-                    )
-                change = make(files)
-                candidate = dict(files)
-                candidate[change.file] = change.content
-                self._validate(candidate)
-                old = files.get(change.file, b"").decode("utf-8")
-                diff = "".join(
-                    difflib.unified_diff(
-                        old.splitlines(keepends=True),
-                        change.content.decode("utf-8").splitlines(keepends=True),
-                        f"a/{change.file}",
-                        f"b/{change.file}",
-                    )
-                )
-                result = EditResult(change.action, change.detail, change.file, before, revision_of(candidate), diff)
+                change, result = await asyncio.to_thread(self._prepare, if_match, make)
                 await audit(result)
-                if revision_of(snapshot(self.directory)) != before:
-                    raise PreconditionFailed("the policy files changed during the edit; nothing was written")
-                try:
-                    _write_atomically(self.directory / change.file, change.content)
-                except OSError as exc:
-                    raise PolicyWriteFailed(f"cannot write {change.file} ({exc.strerror or exc})") from None
+                await asyncio.to_thread(self._commit, change, result.previous_revision)
                 return result
 
-    def _validate(self, files: Snapshot) -> None:
-        with tempfile.TemporaryDirectory(prefix="policy-check-") as scratch:
-            for name, data in files.items():
-                (Path(scratch) / name).write_bytes(data)
-            try:
-                load_policies(Path(scratch), known_targets=self._known_targets)
-            except PolicyFileError as exc:
-                problems = "; ".join(f"{Path(p.file).name}:{p.line}: {p.reason}" for p in exc.problems[:10])
-                raise PolicyInvalid(f"the edit would make the policy invalid: {problems}") from None
+    def _prepare(self, if_match: str | None, make: Callable[[Snapshot], Change]) -> tuple[Change, EditResult]:
+        """Read, build and check the edit (nothing written); in a thread."""
+        files = snapshot(self.directory)
+        before = revision_of(files)
+        if if_match is not None and if_match != before:
+            raise PreconditionFailed(
+                f"the policy changed since revision {if_match[:12]} (now {before[:12]}): fetch GET /v1/policy and retry"
+            )
+        change = make(files)
+        file = change.intent.file
+        candidate = dict(files)
+        candidate[file] = change.content
+        check_edit(files, candidate, change.intent, self._known_targets)
+        old = files.get(file, b"").decode("utf-8", errors="replace")
+        diff = "".join(
+            difflib.unified_diff(
+                split_lines(old), split_lines(change.content.decode("utf-8")), f"a/{file}", f"b/{file}"
+            )
+        )
+        return change, EditResult(change.action, change.detail, file, before, revision_of(candidate), diff)
+
+    def _commit(self, change: Change, before: str) -> None:
+        """Write the checked file if nothing changed meanwhile; in a thread."""
+        if revision_of(snapshot(self.directory)) != before:
+            raise PreconditionFailed("the policy files changed during the edit; nothing was written")
+        try:
+            _write_atomically(self.directory / change.intent.file, change.content)
+        except OSError as exc:
+            raise PolicyWriteFailed(f"cannot write {change.intent.file} ({exc.strerror or exc})") from None
 
     async def _file_lock(self) -> contextlib.AbstractContextManager[None]:
         try:
@@ -331,6 +260,34 @@ def _held(handle: Any) -> Iterator[None]:  # noqa: ANN401 - a binary file object
 
 def _get(item: Any, key: str) -> Any:  # noqa: ANN401 - YAML nodes are untyped
     return item.get(key) if isinstance(item, CommentedMap) else None
+
+
+def _canonical(subject: object) -> str | None:
+    """A subject's canonical form, or None when it has none (it then matches no request)."""
+    try:
+        return canonical_subject(subject) if isinstance(subject, str) else None
+    except ValueError:
+        return None
+
+
+def _revocation_of(subject: str, target: object) -> Callable[[Any], bool]:
+    """A test: does a revocation item name ``subject`` (canonical) on ``target`` (any target when None)."""
+
+    def match(item: Any) -> bool:  # noqa: ANN401 - a YAML node
+        return _canonical(_get(item, "subject")) == subject and (target is None or _get(item, "target") == target)
+
+    return match
+
+
+def _only_one(files: Snapshot, key: str, match: Callable[[Any], bool], what: str, hint: str = "") -> tuple[str, int]:
+    """The (file, index) of the one item of list ``key`` that ``match``: ``NotFound`` for none, refused for more."""
+    found = [(file, index) for file, data in files.items() for index in matching_items(data, key, match, file)]
+    if not found:
+        raise NotFound(f"no {what}")
+    if len(found) > 1:
+        places = ", ".join(f"{file} item {index + 1}" for file, index in found[:5])
+        raise PolicyInvalid(f"several entries match the {what} ({places}){hint or '; edit the files by hand'}")
+    return found[0]
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
