@@ -30,6 +30,7 @@ from gateway.pipeline import Pipeline
 from gateway.policystore import PolicyStore
 from gateway.pools import PoolRegistry
 from gateway.settings import Settings
+from gateway.viewcatalog import ViewCatalog
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -142,6 +143,7 @@ def create_app(
             key_sources=list(sources.values()),
             clock=clock,
             tracing=spans,
+            views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
         )
         app.state.dev_issuer = dev
         metrics.watch_audit(audit, app.state.pipeline.decisions)

@@ -228,6 +228,9 @@ class LimitSettings(BaseModel):
     max_statement_timeout: Annotated[float, Field(gt=0)] = 300.0
     # Streamed (NDJSON) results keep memory flat, so they have their own, larger row cap.
     max_stream_rows: Annotated[int, Field(gt=0)] = 10_000_000
+    # How long what the catalogue says of a view (its base tables) is trusted: a view redefined outside
+    # the gateway is seen within this time; DDL run through the gateway is seen at once.
+    view_cache_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
 class TracingSettings(BaseModel):

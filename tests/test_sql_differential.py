@@ -463,3 +463,14 @@ def test_the_differential_mostly_compares_rather_than_refuses():
     total = SEEN["accepted"] + SEEN["refused"]
     assert total >= budget(600) // 2, SEEN
     assert SEEN["accepted"] >= total * 0.6, SEEN
+
+
+def test_every_safe_function_is_a_mariadb_builtin(scratch):
+    """Each allow-listed name is native to MariaDB, so no stored function can stand behind it (rule 13).
+
+    A name MariaDB does not know as a built-in answers 1305 ("FUNCTION db.name does not exist"): such a
+    name, called unqualified, would run a stored function of the current database if one existed.
+    """
+    unknown = [n for n in sorted(SAFE_FUNCTIONS) if scratch.outcome(f"SELECT {n}()", write=False) == ("error", 1305)]
+    assert unknown == []
+    assert scratch.outcome("SELECT no_such_builtin()", write=False) == ("error", 1305)  # the probe can fail
