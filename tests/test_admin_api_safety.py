@@ -80,7 +80,9 @@ def test_approving_a_name_with_a_line_separator_is_refused_and_lifting_bob_lifts
         # The identity layer may refuse such a name outright (401); if it lets it through, the approval must not.
         requests = AccessRequestStore(gateway.settings.admin.state_dir / "access-requests.db", ttl=3600)
         try:
-            stored = requests.create(EVIL, "shop", "read", 3600, f"ticket\u2028# {EVIL}")
+            stored = requests.create(
+                EVIL, "shop", "read", 3600, f"ticket\u2028# {EVIL}", person=(idp.issuer, "eve-sub")
+            )
         finally:
             requests.close()
         ids = [stored["id"]] + ([asked.json()["id"]] if asked.status_code == 201 else [])
