@@ -143,9 +143,17 @@ async def survey(
     targets: Mapping[str, TargetSettings],
     names: Sequence[str],
     now: datetime,
+    *,
+    extra_tables: Sequence[tuple[str, str]] = (),
 ) -> ServerReport:
-    """Plan and check every account of the targets ``names`` (all on ``conn``'s server)."""
+    """Plan and check every account of the targets ``names`` (all on ``conn``'s server).
+
+    ``extra_tables`` are planned as if they existed: tables MariaDB makes on
+    demand, which ``information_schema`` never lists (the Sequence engine's
+    ``seq_1_to_100``), can be granted one by one but not found.
+    """
     catalog = await read_catalog(conn)
+    catalog = Catalog(catalog.databases, (*catalog.tables, *extra_tables))
     public = await public_lines(conn)
     reports: list[AccountReport] = []
     for db_user in db_users_on(policy, targets, names):

@@ -64,9 +64,17 @@ def _inputs(args: argparse.Namespace) -> tuple[Settings, PolicySet, list[str]]:
     return settings, policy, names
 
 
+def _table(text: str) -> tuple[str, str]:
+    db, dot, table = text.partition(".")
+    if not (db and dot and table):
+        raise argparse.ArgumentTypeError(f"not DB.TABLE: {text!r}")
+    return db, table
+
+
 async def _survey_all(
-    settings: Settings, policy: PolicySet, names: list[str], user: str, password: str
+    settings: Settings, policy: PolicySet, names: list[str], *, admin: tuple[str, str], extra: list[tuple[str, str]]
 ) -> list[ServerReport]:
+    user, password = admin
     reports = []
     now = datetime.now(UTC)
     for (host, port), on_server in servers(settings.targets, names).items():
@@ -75,7 +83,7 @@ async def _survey_all(
         except (db_errors.MySQLError, OSError, CleartextRefused) as exc:
             raise ConfigError(f"cannot connect to {host}:{port} as {user}: {_why(exc)}") from None
         try:
-            reports.append(await survey(conn, policy, settings.targets, on_server, now))
+            reports.append(await survey(conn, policy, settings.targets, on_server, now, extra_tables=extra))
         except db_errors.MySQLError as exc:
             raise ConfigError(f"cannot read privileges on {host}:{port} as {user}: {_why(exc)}") from None
         finally:
@@ -92,8 +100,8 @@ def _why(exc: BaseException) -> str:
 
 def _run(args: argparse.Namespace) -> tuple[PolicySet, list[ServerReport]]:
     settings, policy, names = _inputs(args)
-    user, password = admin_credentials(args)
-    return policy, asyncio.run(_survey_all(settings, policy, names, user, password))
+    admin = admin_credentials(args)
+    return policy, asyncio.run(_survey_all(settings, policy, names, admin=admin, extra=args.extra_table))
 
 
 def plan_lines(report: ServerReport, revision: str, *, revoke_excess: bool) -> list[str]:
@@ -154,6 +162,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], defau
         parser.add_argument("--config", type=Path, default=default_config, help="gateway YAML config")
         parser.add_argument("--policies", type=Path, help="policy directory (default: policies_dir of the config)")
         parser.add_argument("--target", action="append", default=[], help="only this target (repeatable)")
+        parser.add_argument(
+            "--extra-table",
+            type=_table,
+            action="append",
+            default=[],
+            metavar="DB.TABLE",
+            help="plan for this table too, though information_schema does not list it (Sequence engine seq_1_to_N)",
+        )
         parser.add_argument("--admin-user", help="administrator account (default: $GATEWAY_DB_ADMIN_USER or root)")
         parser.add_argument(
             "--admin-password-file",

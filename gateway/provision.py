@@ -113,11 +113,14 @@ async def provision(
     policy: PolicyFor | None = None,
     target: str = "shop",
     now: datetime | None = None,
+    sequence_tables: Sequence[str] = (),
 ) -> dict[str, Account]:
     """(Re)create ``database`` and its accounts with ``root``; grant what ``policy``'s plan says.
 
     ``target`` is the policy's name for the database; ``now`` decides which
-    grants have expired (default: the current time).
+    grants have expired (default: the current time); ``sequence_tables`` are
+    Sequence engine tables (``seq_1_to_100``) of ``database`` to plan for too:
+    MariaDB makes them on demand, so no catalog lists them.
     """
     db = _check(database)
     with warnings.catch_warnings():
@@ -126,7 +129,9 @@ async def provision(
         await _create(root, db, demo_data=demo_data)
         accounts = await _accounts(root, prefix)
     chosen = policy(db, accounts) if policy is not None else level_policy(db, accounts, target)
-    applied = await apply_plan(root, chosen, {target: TargetSettings(host="localhost", database=db)}, now=now)
+    targets = {target: TargetSettings(host="localhost", database=db)}
+    extra = [(db, _check(table)) for table in sequence_tables]
+    applied = await apply_plan(root, chosen, targets, now=now, extra_tables=extra)
     return {level: replace(a, grants=tuple(applied.get(a.user, ()))) for level, a in accounts.items()}
 
 
@@ -136,9 +141,11 @@ async def apply_plan(
     targets: dict[str, TargetSettings],
     *,
     now: datetime | None = None,
+    extra_tables: Sequence[tuple[str, str]] = (),
 ) -> dict[str, list[str]]:
     """Run ``gateway db plan``'s GRANT statements for ``targets`` (all on ``root``'s server); return them by user."""
-    report = await survey(root, policy, targets, list(targets), now or datetime.now(UTC))
+    moment = now or datetime.now(UTC)
+    report = await survey(root, policy, targets, list(targets), moment, extra_tables=extra_tables)
     applied: dict[str, list[str]] = {}
     async with root.cursor() as cur:
         for account in report.accounts:

@@ -104,6 +104,20 @@ async def _drop_leftovers() -> None:
         conn.close()
 
 
+# Sequence engine tables the tests read. MariaDB makes them on demand, so no catalog lists them and the
+# plan grants a table-level right (the reader's) only on these names: add one here when a test reads another.
+SEQUENCE_TABLES = (
+    "seq_1_to_3",
+    "seq_1_to_10",
+    "seq_1_to_1000",
+    "seq_1_to_2000",
+    "seq_1_to_2500",
+    "seq_1_to_5000",
+    "seq_1_to_50000",
+    "seq_1_to_100000",
+)
+
+
 def integration_policy(database: str, accounts: dict[str, Account]) -> PolicySet:
     """The integration tests' policies (``write_policies``) for ``database`` and its accounts, loaded."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +139,7 @@ def test_db() -> Iterator[ScratchDatabase]:
         await _drop_leftovers()
         conn = await root_connection()
         try:
-            return await provision(conn, name, prefix, policy=integration_policy)
+            return await provision(conn, name, prefix, policy=integration_policy, sequence_tables=SEQUENCE_TABLES)
         finally:
             conn.close()
 
