@@ -162,19 +162,19 @@ class Needs:
         return False  # routines, proxies, roles, unparsed lines
 
     def excess(self, lines: Iterable[GrantLine]) -> tuple[Excess, ...]:
-        """Every held right beyond the need, from ``SHOW GRANTS`` lines (sorted, no repeats).
+        """Every held right beyond the need, from ``SHOW GRANTS`` lines (in their order, no repeats).
 
         Lines listing a role's own rights are skipped: they appear only while a
         role is active, and the role grant itself already counts as excess.
         """
         found = {
-            Excess(item, public=line.grantee == "PUBLIC")
+            Excess(item, public=line.grantee == "PUBLIC"): None
             for line in lines
             if not line.role_grantee
             for item in line.privileges
             if not self.covers(item)
         }
-        return tuple(sorted(found))
+        return tuple(found)
 
 
 def plan(needs: Needs, catalog: Catalog) -> tuple[Privilege, ...]:
