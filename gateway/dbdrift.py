@@ -85,7 +85,6 @@ class PrivilegeMonitor:
         self._settings = settings
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.checks = 0  # completed rounds, for tests that wait for one
         policies.listeners.append(self.policy_changed)
 
     def policy_changed(self, _policy: PolicySet) -> None:
@@ -106,7 +105,6 @@ class PrivilegeMonitor:
         policy = self._policies.current
         pools = self._pools.pools()
         states = await asyncio.gather(*(self._check(t, u, pool, policy) for (t, u), pool in pools.items()))
-        self.checks += 1
         return all(s.status != "error" for s in states)
 
     async def _check(self, target: str, db_user: str, pool: ConnectionPool, policy: PolicySet) -> AccountState:

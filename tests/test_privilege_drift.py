@@ -8,6 +8,7 @@ provider and MariaDB.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +30,12 @@ from conftest import (
 from structlog.testing import capture_logs
 from test_dbcheck import scratch_names
 
+from gateway.driftstate import AccountState, DriftState
+from gateway.errors import GatewayError
+from gateway.policy import Decision
+from gateway.pools import PoolRegistry
 from gateway.provision import drop, grant_extra, provision
+from gateway.settings import TargetSettings
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +210,32 @@ def test_a_policy_reload_rechecks_every_account(tmp_path, idp, drift_db):
     assert events[:1] == ["db_privileges_clean"]
     assert "db_privilege_drift" in events
     assert events[-1] == "db_privileges_clean"
+
+
+def test_refuse_mode_serves_only_accounts_checked_clean():
+    """The pool registry's hook: pending or failed checks are database_unavailable, drift is privilege_drift."""
+    target = TargetSettings(host="127.0.0.1", database="shop", secrets={"u": {"env": "UNUSED"}})
+    state = DriftState({"shop": "refuse"})
+    decision = Decision(allowed=True, code="allowed", reason="allowed by grant g", target="shop", db_user="u")
+
+    async def outcome() -> str:
+        registry = PoolRegistry({"shop": target}, drift=state)
+        await registry.open()
+        try:
+            registry.pool_for(decision)
+        except GatewayError as exc:
+            return f"{exc.status} {exc.code}: {exc.detail}"
+        finally:
+            await registry.close()
+        return "served"
+
+    assert asyncio.run(outcome()).startswith("503 database_unavailable: the privileges of db_user u")
+    state.record("shop", "u", AccountState("error", detail="no answer within 10s"))
+    assert asyncio.run(outcome()).endswith("are not verified: no answer within 10s (privileges.drift: refuse)")
+    state.record("shop", "u", AccountState("drift", excess=("FILE ON *.*",)))
+    assert asyncio.run(outcome()).startswith("503 privilege_drift: db_user u on target shop holds 1 privileges")
+    state.record("shop", "u", AccountState("clean"))
+    assert asyncio.run(outcome()) == "served"
+    warned = DriftState()  # warn (the default) never refuses
+    warned.record("shop", "u", AccountState("drift", excess=("FILE ON *.*",)))
+    assert warned.refusal("shop", "u") is None
