@@ -268,8 +268,9 @@ class ConnectionPool:
                 await cur.execute("SHOW GRANTS")
                 return [str(row[0]) for row in await cur.fetchall()]
         finally:
+            # Closed at once, without a goodbye: a polite close could wait forever on a stalled link.
             with contextlib.suppress(Exception):
-                await raw.ensure_closed()
+                raw.close()
 
     async def kill(self, thread_id: int, *, connection: bool) -> bool:
         """Cancel a statement (``KILL QUERY``) or a whole connection (``KILL CONNECTION``).
