@@ -35,6 +35,11 @@ from gateway.settings import Settings, load_settings
 from gateway.tlsguard import CleartextRefused
 
 EXIT_DRIFT = 1
+EXIT_CANNOT_CHECK = 2
+
+
+class CannotCheck(Exception):
+    """The server could not be read (connection refused, no rights to read grants): nothing was checked."""
 
 
 def admin_credentials(args: argparse.Namespace) -> tuple[str, str]:
@@ -81,11 +86,11 @@ async def _survey_all(
         try:
             conn = await admin_connect(settings.targets[on_server[0]], user, password)
         except (db_errors.MySQLError, OSError, CleartextRefused) as exc:
-            raise ConfigError(f"cannot connect to {host}:{port} as {user}: {_why(exc)}") from None
+            raise CannotCheck(f"cannot connect to {host}:{port} as {user}: {_why(exc)}") from None
         try:
             reports.append(await survey(conn, policy, settings.targets, on_server, now, extra_tables=extra))
         except db_errors.MySQLError as exc:
-            raise ConfigError(f"cannot read privileges on {host}:{port} as {user}: {_why(exc)}") from None
+            raise CannotCheck(f"cannot read privileges on {host}:{port} as {user}: {_why(exc)}") from None
         finally:
             with contextlib.suppress(Exception):
                 await conn.ensure_closed()
@@ -98,10 +103,14 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _run(args: argparse.Namespace) -> tuple[PolicySet, list[ServerReport]]:
+def _run(args: argparse.Namespace) -> tuple[PolicySet, list[ServerReport]] | None:
     settings, policy, names = _inputs(args)
     admin = admin_credentials(args)
-    return policy, asyncio.run(_survey_all(settings, policy, names, admin=admin, extra=args.extra_table))
+    try:
+        return policy, asyncio.run(_survey_all(settings, policy, names, admin=admin, extra=args.extra_table))
+    except CannotCheck as exc:
+        print(f"gateway db {args.db_command}: {exc}", file=sys.stderr)
+        return None
 
 
 def plan_lines(report: ServerReport, revision: str, *, revoke_excess: bool) -> list[str]:
@@ -126,7 +135,10 @@ def _needed_by(account: AccountReport) -> str:
 
 def cmd_db_plan(args: argparse.Namespace) -> int:
     """Print the GRANT statements each account needs (and REVOKE for its excess with --revoke-excess)."""
-    policy, reports = _run(args)
+    found = _run(args)
+    if found is None:
+        return EXIT_CANNOT_CHECK
+    policy, reports = found
     for report in reports:
         print("\n".join(plan_lines(report, policy.revision, revoke_excess=args.revoke_excess)))
     return 0
@@ -134,7 +146,10 @@ def cmd_db_plan(args: argparse.Namespace) -> int:
 
 def cmd_db_check(args: argparse.Namespace) -> int:
     """List privileges beyond the plan (exit 1 if any) and privileges the plan needs but are missing."""
-    _, reports = _run(args)
+    found = _run(args)
+    if found is None:
+        return EXIT_CANNOT_CHECK
+    reports = found[1]
     accounts = [a for r in reports for a in r.accounts]
     for account in accounts:
         for item in account.excess:
