@@ -109,6 +109,7 @@ def _gateway_config(state: Path, server: PrivateServer, database: str, accounts:
                 *lines,
                 f"audit: {{path: {state / 'audit.db'}}}",
                 f"dev: {{key_file: {state / 'dev-key.pem'}}}",
+                f"admin: {{state_dir: {state / 'state'}}}",
                 "",
             ]
         ),

@@ -117,7 +117,8 @@ def write_config(tmp: Path, name: str, reader: Account, port: int, rows: int) ->
         f"    pool: {{max_size: 4, min_size: 1}}\n    secrets:\n      {reader.user}: {{file: {secret}}}\n"
         f"audit: {{path: {tmp / 'audit.db'}}}\n"
         f"limits: {{max_stream_rows: {rows * 2}, max_statement_timeout: 600}}\n"
-        f"dev: {{key_file: {tmp / 'dev-key.json'}}}\n",
+        f"dev: {{key_file: {tmp / 'dev-key.json'}}}\n"
+        f"admin: {{state_dir: {tmp / 'state'}}}\n",
         encoding="utf-8",
     )
     return config

@@ -2,7 +2,11 @@
 
 ``POST /v1/access-requests`` and ``GET /v1/access-requests`` take any valid
 token (callers see their own requests; admins see all). Approve and deny need
-the admin role and are refused to the requester. An approval writes a grant
+the admin role and are refused to the requester: the same person (issuer,
+``sub``) or anyone sharing one of the person's names (the name on the request,
+the names the alias registry saw the requester's person with, the caller's
+name and aliases), so a second token, a second issuer or a changed email
+cannot approve one's own request (SECURITY rule 26). An approval writes a grant
 named after the request into the managed policy file, expiring ``duration``
 after the approval, with a YAML comment naming the approver and the request;
 the policy edit is audited like any other. Every step is audited.
@@ -25,6 +29,7 @@ from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.policytypes import Access
+from gateway.subjects import canonical_name
 
 router = APIRouter()
 _DAYS = re.compile(r"^([0-9]+)d$")
@@ -82,6 +87,8 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
         action=action,
         access_request=item["id"],
         requester=item["requester"],
+        requester_issuer=item["requester_issuer"],
+        requester_sub=item["requester_sub"],
         target=item["target"],
         access=item["access"],
         reason=item.get("decision_reason") or item["reason"],
@@ -103,7 +110,7 @@ async def create_request(
     except ValueError:
         raise InvalidRequest("access must be read, write or ddl") from None
     seconds = _seconds(body.duration, pipeline.settings.admin.max_request_duration)
-    item = store(pipeline).create(caller.user, body.target, access.label, seconds, body.reason)
+    item = store(pipeline).create(caller.user, body.target, access.label, seconds, body.reason, person=caller.person)
     await _audit(pipeline, ctx, caller, "create", item)
     return JSONResponse(item, status_code=201)
 
@@ -117,13 +124,29 @@ async def list_requests(
     """The caller's requests (admins: everyone's), newest first, optionally by state."""
     if state is not None and state not in STATES:
         raise InvalidRequest(f"state must be one of {', '.join(STATES)}")
-    mine = None if "admin" in pipeline.roles(caller) else caller.user
-    return JSONResponse({"requests": store(pipeline).list(requester=mine, state=state)})
+    requests = store(pipeline)
+    if "admin" in pipeline.roles(caller):
+        return JSONResponse({"requests": requests.list(state=state)})
+    return JSONResponse({"requests": requests.list(requester=caller.user, person=caller.person, state=state)})
 
 
-def _not_own(caller: Identity, item: dict[str, Any]) -> None:
-    if caller.user.lower() == str(item["requester"]).lower():
-        raise Forbidden("nobody approves or denies their own access request")
+async def _not_own(pipeline: Pipeline, caller: Identity, item: dict[str, Any]) -> None:
+    """Refuse the requester: the same person, or a person sharing one of their names."""
+    aliases = pipeline.validator.aliases  # read now: names learned since the tokens were validated count too
+    person = (item["requester_issuer"], item["requester_sub"])
+    names = {_canonical(str(item["requester"]))}
+    if None not in person:
+        names |= await aliases.names(*person)
+    if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
+        raise Forbidden("nobody approves or denies their own access request (under any of their names)")
+
+
+def _canonical(name: str) -> str:
+    # Rows written before names were canonical may hold another spelling.
+    try:
+        return canonical_name(name)
+    except ValueError:
+        return name
 
 
 def _db_user(pipeline: Pipeline, item: dict[str, Any], chosen: str | None) -> str:
@@ -146,7 +169,7 @@ async def approve(
     """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
     requests = store(pipeline)
     item = requests.get(request_id)
-    _not_own(caller, item)
+    await _not_own(pipeline, caller, item)
     db_user = _db_user(pipeline, item, body.db_user)
     now = datetime.now(UTC).replace(microsecond=0)
     expires = now + timedelta(seconds=float(item["duration_s"]))
@@ -188,7 +211,7 @@ async def deny(
     if not body.reason:
         raise InvalidRequest("a denial needs a reason")
     requests = store(pipeline)
-    _not_own(caller, requests.get(request_id))
+    await _not_own(pipeline, caller, requests.get(request_id))
     requests.decide(request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None)
     decided = requests.get(request_id)
     await _audit(pipeline, ctx, caller, "deny", decided)

@@ -7,6 +7,13 @@ so two admins (or two replicas) can never both decide one request. A pending
 request past its ``expires_at`` is ``expired`` and can no longer be decided.
 
 States: ``pending`` -> ``approved`` | ``denied`` | ``expired``.
+
+Each request stores the requester as a person (SECURITY rule 26): the
+canonical name used (``requester``, what an approval grants) and the
+token's issuer and ``sub`` (``requester_issuer``, ``requester_sub``), so
+the no-self-approval rule and "my requests" follow the person whatever name
+their token carries. A database made before these columns existed gains
+them on open (its old rows have no person: they compare by name only).
 """
 
 from __future__ import annotations
@@ -36,9 +43,13 @@ CREATE TABLE IF NOT EXISTS access_requests (
   decided_by TEXT,
   decided_at TEXT,
   decision_reason TEXT,
-  grant_name TEXT
+  grant_name TEXT,
+  requester_issuer TEXT,
+  requester_sub TEXT
 )
 """
+# Added after the first release: ALTER TABLE on a database that lacks them.
+_PERSON_COLUMNS = ("requester_issuer", "requester_sub")
 _COLUMNS = (
     "id",
     "requester",
@@ -53,6 +64,7 @@ _COLUMNS = (
     "decided_at",
     "decision_reason",
     "grant_name",
+    *_PERSON_COLUMNS,
 )
 
 
@@ -71,6 +83,10 @@ class AccessRequestStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self._conn.execute(_SCHEMA)
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(access_requests)")}
+        for column in _PERSON_COLUMNS:
+            if column not in present:
+                self._conn.execute(f"ALTER TABLE access_requests ADD COLUMN {column} TEXT")
         self._lock = threading.Lock()
         self._ttl = ttl
         self._clock = clock
@@ -85,8 +101,17 @@ class AccessRequestStore:
             item["state"] = "expired"
         return item
 
-    def create(self, requester: str, target: str, access: str, duration_s: float, reason: str) -> dict[str, Any]:
-        """Store a new pending request; it expires after the configured TTL."""
+    def create(
+        self,
+        requester: str,
+        target: str,
+        access: str,
+        duration_s: float,
+        reason: str,
+        *,
+        person: tuple[str, str],
+    ) -> dict[str, Any]:
+        """Store a new pending request by ``requester`` (the name used), ``person`` (issuer, sub); TTL applies."""
         now = self._clock()
         values = (
             f"ar-{secrets.token_hex(5)}",
@@ -98,11 +123,12 @@ class AccessRequestStore:
             "pending",
             _iso(now),
             _iso(now + timedelta(seconds=self._ttl)),
+            *person,
         )
         with self._lock:
             self._conn.execute(
                 "INSERT INTO access_requests (id, requester, target, access, duration_s, reason, state, "
-                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, expires_at, requester_issuer, requester_sub) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
         return self.get(values[0])
@@ -118,13 +144,29 @@ class AccessRequestStore:
             raise NotFound(f"no access request {request_id!r}")
         return self._row(row)
 
-    def list(self, requester: str | None = None, state: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-        """Requests, newest first; only ``requester``'s when given; filtered by (computed) state."""
+    def list(
+        self,
+        requester: str | None = None,
+        state: str | None = None,
+        limit: int = 500,
+        *,
+        person: tuple[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Requests, newest first, filtered by (computed) state; with ``requester`` and/or ``person``, only theirs.
+
+        A request is someone's when it carries their name or their (issuer, sub).
+        """
         sql = f"SELECT {', '.join(_COLUMNS)} FROM access_requests"  # noqa: S608 - fixed columns
         args: list[Any] = []
+        mine = []
         if requester is not None:
-            sql += " WHERE requester = ?"
+            mine.append("requester = ?")
             args.append(requester)
+        if person is not None:
+            mine.append("(requester_issuer = ? AND requester_sub = ?)")
+            args += person
+        if mine:
+            sql += f" WHERE {' OR '.join(mine)}"
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
         with self._lock:

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import accessapi, adminapi, api, auditapi, openapi, tracing
+from gateway.aliases import ALIASES_FILE, AliasRegistry, SqliteAliasRegistry
 from gateway.audit import AuditLog
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
@@ -62,6 +63,8 @@ def build_key_sources(
             leeway=i.leeway,
             max_token_lifetime=i.max_token_lifetime,
             jwks_cooldown=settings.jwks_cooldown,
+            assume_email_verified=i.assume_email_verified,
+            fallback_claim=i.fallback_claim,
         )
         for i in settings.issuers
     ]
@@ -73,6 +76,19 @@ def build_key_sources(
         configs.append(dev_config)
         sources[dev_config.issuer] = dev
     return configs, sources, dev
+
+
+async def open_validator(
+    settings: Settings, configs: list[IssuerConfig], sources: dict[str, KeySource]
+) -> TokenValidator:
+    """The token validator, with the alias registry (SECURITY rule 26) in ``admin.state_dir``."""
+    aliases = await asyncio.to_thread(SqliteAliasRegistry, settings.admin.state_dir / ALIASES_FILE)
+    return TokenValidator(configs, sources, aliases=aliases)
+
+
+def _close_all(*stores: AliasRegistry | AuditStore) -> None:
+    for store in stores:
+        store.close()
 
 
 async def _stop(*tasks: asyncio.Task[None]) -> None:
@@ -134,7 +150,7 @@ def create_app(
         await pools.open()
         metrics.watch_pools(pools.pools)
         metrics.watch_policies(policies)
-        validator = TokenValidator(configs, sources)
+        validator = await open_validator(settings, configs, sources)
         app.state.pipeline = Pipeline(
             settings,
             validator,
@@ -162,7 +178,8 @@ def create_app(
             for source in sources.values():
                 if isinstance(source, JwksCache):
                     await source.aclose()
-            await asyncio.to_thread(reader.close)  # first, so the writer's close is the last (SQLite checkpoints)
+            # Before the writer, so the writer's close is the last (SQLite checkpoints).
+            await asyncio.to_thread(_close_all, validator.aliases, reader)
             await audit.close()
             await asyncio.to_thread(spans.shutdown)
             log.info("gateway_stopped")

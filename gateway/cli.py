@@ -96,7 +96,12 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
         return 2
     issuer = DevIssuer.from_key_file(dev_issuer_url(settings), settings.dev.key_file)
     lifetime = args.lifetime or settings.dev.token_lifetime
-    print(issuer.mint(args.user, groups=args.group, audience=settings.dev.audience, lifetime=lifetime))
+    try:
+        token = issuer.mint(args.user, groups=args.group, audience=settings.dev.audience, lifetime=lifetime)
+    except ValueError as exc:  # a name the gateway would refuse (SECURITY rule 26), or a bad lifetime
+        print(f"dev-token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -45,6 +45,8 @@ def _config(
         f"  path: {state / 'audit.db'}",
         "dev:",
         f"  key_file: {state / 'dev-issuer-key.json'}",
+        "admin:",
+        f"  state_dir: {state / 'state'}",  # access requests and the alias registry
     ]
     return "\n".join(lines) + "\n"
 

@@ -24,6 +24,7 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.errors import ConfigError
 from gateway.oidc import IssuerConfig, KeyUnavailableError, PublicKey, key_fits
+from gateway.subjects import canonical_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -112,9 +113,20 @@ class DevIssuer:
         audience: str,
         lifetime: int = 3600,
     ) -> str:
-        """Mint an ``at+jwt`` access token for ``user`` (used as ``sub`` and ``email``)."""
-        if not user:
-            raise ValueError("user must not be empty")
+        """Mint an ``at+jwt`` access token for ``user`` (``sub`` and an asserted ``email``).
+
+        ``ValueError`` when ``user`` or a group is not a usable name (``gateway.subjects``):
+        the gateway would refuse the token anyway.
+        """
+        try:
+            canonical_name(user)
+        except ValueError as exc:
+            raise ValueError(f"user {user!r}: {exc}") from None
+        for group in groups:
+            try:
+                canonical_name(group, kind="group")
+            except ValueError as exc:
+                raise ValueError(f"group {group!r}: {exc}") from None
         if not 0 < lifetime <= MAX_DEV_LIFETIME:
             raise ValueError(f"lifetime must be between 1 and {MAX_DEV_LIFETIME} seconds")
         now = int(self._clock())
@@ -122,6 +134,7 @@ class DevIssuer:
             "iss": self.issuer,
             "sub": user,
             "email": user,
+            "email_verified": True,  # the dev issuer vouches for the names it is given (dev mode only)
             "groups": list(groups),
             "aud": audience,
             "iat": now,

@@ -23,6 +23,7 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
         ├── DatabaseUnavailable  503 database_unavailable
         ├── PoolExhausted        503 pool_exhausted
         ├── AuditUnavailable     503 audit_unavailable
+        ├── IdentityUnavailable  503 identity_unavailable
         ├── PolicyWriteFailed    503 policy_write_failed
         └── PrivilegeDrift       503 privilege_drift
 
@@ -199,6 +200,13 @@ class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
     title = "Audit log unavailable"
     retry_after = 5
+
+
+class IdentityUnavailable(Unavailable):
+    """The names a person was seen with (the alias registry) cannot be read, so the token is not trusted yet."""
+
+    code = "identity_unavailable"
+    title = "Identity store unavailable"
 
 
 class PolicyWriteFailed(Unavailable):

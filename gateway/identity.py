@@ -10,10 +10,15 @@ oversized token):
 2. the unverified ``iss`` picks the issuer config: its pinned algorithms,
    its ``typ`` rule and its own key source (never a key named by the token);
 3. the signature (joserfc ``jwt.decode``), then always the claims registry
-   plus the lifetime cap.
+   plus the lifetime cap;
+4. the name used and the groups (SECURITY rule 26, ``gateway.usernames``):
+   canonical, the email asserted by the issuer, no silent fallback;
+5. the person's other names from the alias registry (``gateway.aliases``),
+   which revocations match too.
 
-Verified identities are cached by the token's SHA-256 until ``exp``; a cache
-hit re-checks ``exp`` against the clock.
+Verified identities are cached by the token's SHA-256 until ``exp`` (at most
+``MAX_CACHE_SECONDS``); a cache hit re-checks ``exp`` against the clock and
+picks up aliases this process learned since from the same person's tokens.
 """
 
 from __future__ import annotations
@@ -24,19 +29,23 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from cachetools import TLRUCache
+from cachetools import LRUCache, TLRUCache
 from joserfc import jwt
 from joserfc.errors import ClaimError, JoseError
 
+from gateway.aliases import MemoryAliasRegistry
 from gateway.errors import ConfigError, PayloadTooLarge, Unauthenticated
 from gateway.oidc import MAX_KID_LENGTH, KeyUnavailableError
+from gateway.subjects import canonical_name
+from gateway.usernames import group_names, user_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from gateway.aliases import AliasRegistry
     from gateway.oidc import IssuerConfig, KeySource
 
 MAX_TOKEN_BYTES = 8192
@@ -50,27 +59,48 @@ _MAX_LOGGED_SUBJECT = 256
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling, taken from a validated token."""
+    """Who is calling, taken from a validated token: one person, (issuer, sub), under one name."""
 
-    user: str  # the configured user claim (default email, fallback sub)
-    groups: frozenset[str]  # from the configured groups claim
-    subject: str  # the token's `sub`
+    user: str  # the name used: canonical, from the user claim or the fallback (gateway.usernames)
+    groups: frozenset[str]  # canonical, from the configured groups claim
+    subject: str  # the token's `sub`: with the issuer, the stable key of the person
     issuer: str
     token_id: str | None  # `jti`, for logs
     token_hash: str  # short SHA-256 of the token, for logs (never the token)
     expires_at: float  # `exp`, seconds since the epoch
-    # Built once: the policy checks ask for it several times per request, and a
+    aliases: frozenset[str] = frozenset()  # the person's other names seen before (gateway.aliases)
+    # Built once: the policy checks ask for them several times per request, and a
     # cached identity (verified-token cache) serves many requests.
     _subjects: frozenset[str] = field(init=False, repr=False, compare=False)
+    _revocation_subjects: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Names meet policy subjects by exact comparison: only canonical names may be compared.
+        if canonical_name(self.user) != self.user or any(canonical_name(g, kind="group") != g for g in self.groups):
+            raise ValueError("an Identity holds canonical names only (gateway.subjects.canonical_name)")
         subjects = frozenset({f"user:{self.user}"} | {f"group:{g}" for g in self.groups})
         object.__setattr__(self, "_subjects", subjects)
+        object.__setattr__(self, "_revocation_subjects", subjects | {f"user:{a}" for a in self.aliases})
+
+    @property
+    def person(self) -> tuple[str, str]:
+        """The stable key of the person: (issuer, sub)."""
+        return (self.issuer, self.subject)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every name of the person known now: the one used and the aliases."""
+        return self.aliases | {self.user}
 
     @property
     def subjects(self) -> frozenset[str]:
-        """Policy subjects this identity matches: ``user:...`` and ``group:...``."""
+        """Policy subjects grants and roles match: ``user:<name used>`` and ``group:...``."""
         return self._subjects
+
+    @property
+    def revocation_subjects(self) -> frozenset[str]:
+        """Policy subjects revocations match: ``subjects`` plus ``user:<alias>`` for every alias."""
+        return self._revocation_subjects
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -112,14 +142,24 @@ class TokenValidator:
         *,
         clock: Callable[[], float] = time.time,
         cache_size: int = 10_000,
+        aliases: AliasRegistry | None = None,
     ) -> None:
         self._issuers = {config.issuer: config for config in issuers}
         missing = self._issuers.keys() - key_sources.keys()
         if missing or len(self._issuers) != len(issuers) or not issuers:
             raise ConfigError("every issuer needs exactly one config and one key source")
+        # Fallback names end in the issuer, case-folded: two such issuers must not fold to one.
+        if len({c.issuer.casefold() for c in issuers if c.fallback_claim}) < sum(
+            bool(c.fallback_claim) for c in issuers
+        ):
+            raise ConfigError("issuers with a fallback_claim must differ in more than letter case")
         self._key_sources = dict(key_sources)
         self._clock = clock
         self._cache: TLRUCache[bytes, Identity] = TLRUCache(maxsize=cache_size, ttu=self._cache_until, timer=clock)
+        self.aliases: AliasRegistry = aliases if aliases is not None else MemoryAliasRegistry()
+        # The newest names known per person, so a cached identity learns an alias a later token
+        # of the same person brought (checked on every cache hit: one dict lookup).
+        self._names: LRUCache[tuple[str, str], frozenset[str]] = LRUCache(maxsize=cache_size)
 
     def _cache_until(self, _key: bytes, identity: Identity, now: float) -> float:
         return min(identity.expires_at, now + MAX_CACHE_SECONDS)
@@ -133,7 +173,7 @@ class TokenValidator:
         if cached is not None:
             config = self._issuers[cached.issuer]
             if cached.expires_at > self._clock() - config.leeway:
-                return cached
+                return self._with_known_names(digest, cached)
             raise Unauthenticated("token expired", unverified_subject=cached.subject)
         header, claims = self._parse(token)
         try:
@@ -141,8 +181,21 @@ class TokenValidator:
         except Unauthenticated as error:
             error.unverified_subject = self._claimed_subject(claims)
             raise
+        # Once per token validation (not per request): record the name, learn the person's others.
+        names = await self.aliases.observe(identity.issuer, identity.subject, identity.user)
+        names |= self._names.get(identity.person, frozenset())  # names only grow, whatever order answers come in
+        self._names[identity.person] = names
+        identity = replace(identity, aliases=names - {identity.user})
         self._cache[digest] = identity
         return identity
+
+    def _with_known_names(self, digest: bytes, cached: Identity) -> Identity:
+        known = self._names.get(cached.person)
+        if known is None or known <= cached.names:
+            return cached
+        fresh = replace(cached, aliases=known - {cached.user})
+        self._cache[digest] = fresh
+        return fresh
 
     def _parse(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         segments = token.split(".")
@@ -218,17 +271,9 @@ class TokenValidator:
 
     @staticmethod
     def _identity(config: IssuerConfig, claims: dict[str, Any], digest: bytes) -> Identity:
-        user = claims.get(config.user_claim, claims["sub"])
-        if not isinstance(user, str) or not user:
-            raise Unauthenticated(f"claim {config.user_claim!r} is not a string")
-        groups = claims.get(config.groups_claim, [])
-        if isinstance(groups, str):
-            groups = [groups]
-        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-            raise Unauthenticated(f"claim {config.groups_claim!r} is not a list of strings")
         return Identity(
-            user=user,
-            groups=frozenset(groups),
+            user=user_name(config, claims),
+            groups=group_names(config, claims),
             subject=claims["sub"],
             issuer=config.issuer,
             token_id=claims.get("jti"),

@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.errors import ConfigError
+from gateway.usernames import FALLBACK_CLAIM
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,6 +69,10 @@ class IssuerConfig:
     leeway: int = 30
     max_token_lifetime: int = 86400
     jwks_cooldown: float = MIN_JWKS_COOLDOWN
+    # SECURITY rule 26 (see gateway.usernames): an email names a person only when the issuer
+    # asserts it (email_verified), or when this says the issuer never sends that claim.
+    assume_email_verified: bool = False
+    fallback_claim: str | None = None  # names a token without user_claim; None: such a token is refused
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -84,6 +89,10 @@ class IssuerConfig:
         ]
         if not self.user_claim or not self.groups_claim:
             problems.append("user_claim and groups_claim must not be empty")
+        if self.fallback_claim is not None and (
+            not FALLBACK_CLAIM.fullmatch(self.fallback_claim) or self.fallback_claim == self.user_claim
+        ):
+            problems.append("fallback_claim must be 1-64 of [A-Za-z0-9_.-] and differ from user_claim")
         if not 0 <= self.leeway <= MAX_LEEWAY:
             problems.append(f"leeway must be between 0 and {MAX_LEEWAY} seconds")
         if self.max_token_lifetime <= 0:

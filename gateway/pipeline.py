@@ -132,7 +132,10 @@ class Pipeline:
             "request_id": ctx.request_id,
             "client": ctx.client,
             "user_agent": ctx.user_agent,
+            # The person (issuer, sub) and the canonical name used (SECURITY rule 26).
             "user": identity.user if identity else None,
+            "issuer": identity.issuer if identity else None,
+            "sub": identity.subject if identity else None,
             "user_verified": identity is not None,
             "groups": sorted(identity.groups) if identity else [],
             "policy_revision": self.policies.current.revision,

@@ -6,20 +6,24 @@ parameter), so every rule is testable without patching.
 Order of evaluation, deny first:
 
 1. An empty batch is rejected.
-2. A revocation whose subject is one of the caller's subjects (compared
-   case-insensitively, so a revocation cannot be dodged by an IdP changing
-   the case of an email), whose target is ``*`` or this target and whose
-   ``until`` is unset or still ahead -> ``revoked``.
+2. A revocation whose subject is one of the caller's revocation subjects
+   (the name the token carries, every alias the person was seen with, and
+   the groups: ``Identity.revocation_subjects``), whose target is ``*`` or
+   this target and whose ``until`` is unset or still ahead -> ``revoked``.
 3. A statement of kind ``other`` (or any kind without an access level)
    -> ``statement_rejected``.
 4. A grant allows the whole batch when: one of its subjects is the caller's
-   (exact match), its target is this target, it has not expired (a grant is
+   (the name the token carries or a group; never an alias), its target is this target, it has not expired (a grant is
    dead *at* its ``expires`` instant), its access level covers every
    statement (read < write < ddl), every table of every statement passes
    its table rules and every function is safe or listed in its
    ``functions``. One grant must allow every statement of a batch. Of the
    grants that allow, the lowest access level wins (least privilege), then
    the first in policy order.
+
+Subjects are compared exactly: the policy loader and the token validator
+both put names in one canonical form (``gateway.subjects``: NFC, stripped,
+case-folded), so ``Bob@Example.com `` and ``bob@example.com`` are one name.
 
 Table rules, on lower-case ``db.table`` names with fnmatch patterns: a
 ``deny`` match refuses; without ``allow``, every table outside the system
@@ -99,7 +103,7 @@ def decide(
         return _deny("statement_rejected", "no statement to authorize", target)
     safe = _upper(safe_functions)
     subjects = identity.subjects
-    for revocation in _active_revocations(subjects, policy, now):
+    for revocation in _active_revocations(identity.revocation_subjects, policy, now):
         if revocation.target in {"*", target}:
             return _deny("revoked", _revoked_reason(revocation, target), target)
     for statement in statements:
@@ -142,7 +146,7 @@ def roles_of(identity: Identity, policy: PolicySet) -> frozenset[str]:
 def effective_grants(identity: Identity, policy: PolicySet, now: datetime) -> list[Grant]:
     """Return the caller's usable grants in policy order: theirs, unexpired, not revoked."""
     subjects = identity.subjects
-    revoked = {r.target for r in _active_revocations(subjects, policy, now)}
+    revoked = {r.target for r in _active_revocations(identity.revocation_subjects, policy, now)}
     if "*" in revoked:
         return []
     return [g for g in policy.grants if _holds(g, subjects) and not g.expired(now) and g.target not in revoked]
@@ -150,7 +154,7 @@ def effective_grants(identity: Identity, policy: PolicySet, now: datetime) -> li
 
 def active_revocations(identity: Identity, policy: PolicySet, now: datetime) -> list[Revocation]:
     """Return the revocations that apply to the caller at ``now``, in policy order."""
-    return _active_revocations(identity.subjects, policy, now)
+    return _active_revocations(identity.revocation_subjects, policy, now)
 
 
 def table_allowed(grant: Grant, table: str) -> bool:
@@ -185,16 +189,7 @@ def _holds(grant: Grant, subjects: frozenset[str]) -> bool:
 
 
 def _active_revocations(subjects: frozenset[str], policy: PolicySet, now: datetime) -> list[Revocation]:
-    if not policy.revocations:
-        return []
-    folded = _casefolded(subjects)
-    return [r for r in policy.revocations if r.subject.casefold() in folded and r.active(now)]
-
-
-@functools.lru_cache(maxsize=1024)
-def _casefolded(subjects: frozenset[str]) -> frozenset[str]:
-    # Keyed by the subject set itself, so the answer can only be this set's, folded.
-    return frozenset(s.casefold() for s in subjects)
+    return [r for r in policy.revocations if r.subject in subjects and r.active(now)]
 
 
 def _revoked_reason(revocation: Revocation, target: str) -> str:

@@ -47,6 +47,7 @@ from gateway.errors import (
 )
 from gateway.policyfile import load_policies
 from gateway.policyschema import GRANT_KEYS, REVOCATION_KEYS
+from gateway.subjects import same_subject
 
 LOCK_NAME = ".policy-edit.lock"
 Snapshot = dict[str, bytes]  # file name -> bytes, every policy file of the directory
@@ -242,7 +243,7 @@ class PolicyEditor:
         """Remove the revocation of ``subject`` (on ``target``; any target when it is the only one)."""
 
         def matches(item: Any) -> bool:  # noqa: ANN401 - a YAML node
-            same = str(_get(item, "subject") or "").lower() == subject.lower()
+            same = same_subject(str(_get(item, "subject") or ""), subject)  # canonical forms (SECURITY rule 26)
             return same and (target is None or _get(item, "target") == target)
 
         def change(files: Snapshot) -> Change:

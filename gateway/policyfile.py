@@ -26,7 +26,9 @@ Format decisions beyond the SPEC:
   int), ``statement_timeout`` (``250ms``/``30s``/``5m``/``1h`` or a number of
   seconds), ``expires`` (ISO 8601 with a timezone), ``functions`` (names
   allowed beyond the safe list, stored upper case). ``null`` means absent.
-- Subjects: ``user:NAME`` or ``group:NAME``, no leading/trailing space.
+- Subjects: ``user:NAME`` or ``group:NAME``, kept in canonical form
+  (``gateway.subjects``: NFC, stripped, case-folded); a name failing its
+  rules is a problem. One subject written twice in a list counts once.
 - Revocation: ``subject`` and ``target`` (a target or ``*``) required;
   ``reason`` (text) and ``until`` (ISO 8601 with a timezone) optional; the
   same (subject, target) twice is a problem.
@@ -35,8 +37,8 @@ Format decisions beyond the SPEC:
   come file by file in name order, sorted by line within a file. Files over
   1 MiB, unreadable or not UTF-8 are problems. A scalar YAML cannot build
   (``2026-13-01T00:00:00Z``) is a problem and checking goes on.
-- Subjects match identities exactly in grants and roles; revocations match
-  case-insensitively, so an IdP changing an email's case cannot dodge one.
+- Identities carry canonical names too, so subjects match them exactly;
+  revocations also match every alias of the person (``gateway.aliases``).
 - ``PolicySet.revision`` is SHA-256 over, for each file sorted by name,
   ``name NUL len(bytes) NUL bytes``.
 """

@@ -18,6 +18,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from gateway.durations import parse_duration, parse_timestamp
 from gateway.errors import PolicyProblem
 from gateway.policytypes import KNOWN_ROLES, Access, Grant, Revocation
+from gateway.subjects import SUBJECT_KINDS, canonical_subject
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -43,7 +44,6 @@ NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or d
 # MariaDB user names are at most 80 characters; keep to a plain, quotable set.
 DB_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,79}")
 DB_USER_RULE = "1-80 letters, digits, '_', '.', '$' or '-'"
-SUBJECT = re.compile(r"(user|group):[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?")
 SUBJECT_RULE = "like user:NAME or group:NAME"
 # "*" or DB.TABLE, each side an fnmatch pattern without dots, quotes or spaces.
 TABLE_PATTERN = re.compile(r"\*|[^.\s`'\"\x00-\x1f\x7f]+\.[^.\s`'\"\x00-\x1f\x7f]+")
@@ -102,8 +102,21 @@ def check_keys(mapping: CommentedMap, known: Iterable[str], what: str, line: int
         report.add(key_line(mapping, key, line), f"{what}: unknown key {key!r}{suggestion}")
 
 
+def read_subject(value: object, line: int, what: str, report: Report) -> str | None:
+    """One ``user:NAME`` / ``group:NAME`` in canonical form (``gateway.subjects``); None after a problem."""
+    shape = f"{what}: a subject must look {SUBJECT_RULE} (got {value!r})"
+    if not isinstance(value, str) or value.partition(":")[0] not in SUBJECT_KINDS:
+        report.add(line, shape)
+        return None
+    try:
+        return canonical_subject(value)
+    except ValueError as exc:
+        report.add(line, f"{shape}: {exc}")
+        return None
+
+
 def read_subjects(value: object, line: int, what: str, report: Report, *, allow_empty: bool) -> tuple[str, ...] | None:
-    """Read a list of ``user:...`` / ``group:...`` strings; None after a problem."""
+    """Read a list of ``user:...`` / ``group:...`` strings, each made canonical; None after a problem."""
     if not isinstance(value, CommentedSeq):
         report.add(line, f"{what} must be a list of subjects {SUBJECT_RULE}")
         return None
@@ -113,14 +126,11 @@ def read_subjects(value: object, line: int, what: str, report: Report, *, allow_
     subjects: list[str] = []
     ok = True
     for index, item in enumerate(value):
-        if not isinstance(item, str) or SUBJECT.fullmatch(item) is None:
-            report.add(
-                item_line(value, index, line),
-                f"{what}: a subject must look {SUBJECT_RULE} (got {item!r})",
-            )
+        subject = read_subject(item, item_line(value, index, line), what, report)
+        if subject is None:
             ok = False
-        elif item not in subjects:
-            subjects.append(str(item))
+        elif subject not in subjects:
+            subjects.append(subject)
     return tuple(subjects) if ok else None
 
 
@@ -320,7 +330,8 @@ def read_revocation(
         return None
     before = len(report.problems)
     fields = _Fields(item, line, "revocation", report)
-    subject = fields.string("subject", SUBJECT, SUBJECT_RULE, required=True)
+    written = fields.get("subject", required=True)
+    subject = None if written is None else read_subject(written, key_line(item, "subject", line), "revocation", report)
     if subject is not None:
         fields.what = f"revocation of {subject}"
     check_keys(item, REVOCATION_KEYS, fields.what, line, report)

@@ -44,7 +44,7 @@ class Grant:
     """One grant: who may do what on one target, through which database user."""
 
     name: str
-    subjects: tuple[str, ...]  # "user:..." / "group:...", as written
+    subjects: tuple[str, ...]  # "user:..." / "group:...", canonical (gateway.subjects)
     target: str
     access: Access
     db_user: str
@@ -66,7 +66,7 @@ class Grant:
 class Revocation:
     """A subject loses access to one target (or ``*``: every target)."""
 
-    subject: str
+    subject: str  # "user:..." / "group:...", canonical (gateway.subjects)
     target: str  # a target name or "*"
     reason: str
     until: datetime | None  # aware, UTC; None: until lifted

@@ -32,11 +32,15 @@ class IssuerSettings(BaseModel):
     issuer: str
     audience: str
     algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
-    user_claim: str = "email"
+    user_claim: str = "email"  # the name policies use; must be asserted (SECURITY rule 26, gateway.usernames)
     groups_claim: str = "groups"
     allow_id_tokens: bool = False
     leeway: Annotated[int, Field(ge=0, le=60)] = 30
     max_token_lifetime: Annotated[int, Field(gt=0, le=7 * 86400)] = 86400
+    # Only for an IdP that never sends email_verified: take its email claim as asserted.
+    assume_email_verified: bool = False
+    # A claim naming tokens without user_claim, as "<claim>:<value>@<issuer>"; None: refuse them (401).
+    fallback_claim: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None
 
     @field_validator("algorithms")
     @classmethod

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 
 from sqlglot import exp
-from sqlglot.dialects.mysql import MySQL
 from sqlglot.generators.mysql import MySQLGenerator
 
+from gateway.sqldialect import TYPED_LITERAL_TYPES, MariaDB, TypedLiteral
+from gateway.sqlliterals import LITERAL_TYPES, verbatim
 from gateway.sqltables import is_dual
 
 # Side-effect-free built-ins. Deliberately absent: SLEEP, BENCHMARK, LOAD_FILE,
@@ -93,8 +94,7 @@ SAFE_FUNCTIONS: frozenset[str] = frozenset(
 )
 
 _HEAD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
-_DIALECT = MySQL()
+_DIALECT = MariaDB()
 
 
 def _dotted(node: exp.Expr) -> str:
@@ -125,11 +125,16 @@ def call_name(node: exp.Func, generated: str) -> str:
 
 
 class _RecordingGenerator(MySQLGenerator):
-    """The MySQL generator, recording every call it writes and fixing four MariaDB gaps."""
+    """The MySQL generator, recording every call it writes, keeping literals verbatim, fixing MariaDB gaps.
 
-    def __init__(self) -> None:
+    ``source`` is the text the tree was parsed from: every literal read from it
+    is written back as its own characters (``sqlliterals.verbatim``).
+    """
+
+    def __init__(self, source: str) -> None:
         super().__init__(dialect=_DIALECT, comments=False)
         self.functions: set[str] = set()
+        self._source = source
 
     def sql(
         self,
@@ -137,6 +142,12 @@ class _RecordingGenerator(MySQLGenerator):
         key: str | None = None,
         comment: bool = True,  # noqa: FBT001, FBT002 - overrides sqlglot's signature
     ) -> str:
+        if key is None and isinstance(expression, LITERAL_TYPES):
+            text = verbatim(expression, self._source)
+            if text is not None:
+                return text
+        if key is None and isinstance(expression, TypedLiteral):
+            return f"{TYPED_LITERAL_TYPES[expression.args['to'].this]} {self.sql(expression.this)}"
         generated = super().sql(expression, key, comment)
         # AND / OR / XOR are Func subclasses in sqlglot, but operators in SQL.
         if key is None and generated and isinstance(expression, exp.Func) and not isinstance(expression, exp.Connector):
@@ -169,13 +180,6 @@ class _RecordingGenerator(MySQLGenerator):
         atomic = (exp.Column, exp.Literal, exp.Placeholder, exp.Paren, exp.Subquery)
         return generated if isinstance(node, atomic) else f"({generated})"
 
-    def hexstring_sql(self, expression: exp.HexString, binary_function_repr: str | None = None) -> str:
-        """``0x41``: sqlglot writes every hex literal as ``x'41'``, which MariaDB reads as 0 in numbers."""
-        digits = expression.name
-        if _HEX_DIGITS.fullmatch(digits) and not expression.args.get("is_integer"):
-            return f"0x{digits}"
-        return super().hexstring_sql(expression, binary_function_repr)
-
     def lock_sql(self, expression: exp.Lock) -> str:
         """``LOCK IN SHARE MODE``: MariaDB has no ``FOR SHARE``."""
         generated = super().lock_sql(expression)
@@ -184,11 +188,11 @@ class _RecordingGenerator(MySQLGenerator):
         return generated
 
 
-def regenerate(tree: exp.Expr) -> tuple[str, frozenset[str]]:
-    """Write ``tree`` as MariaDB SQL without comments; return it and the calls it makes.
+def regenerate(tree: exp.Expr, source: str) -> tuple[str, frozenset[str]]:
+    """Write ``tree`` (parsed from ``source``) as MariaDB SQL without comments; return it and the calls it makes.
 
     The generator may rewrite ``tree`` in place, so call this last.
     """
-    generator = _RecordingGenerator()
+    generator = _RecordingGenerator(source)
     sql = generator.generate(tree, copy=False)
     return sql, frozenset(generator.functions)

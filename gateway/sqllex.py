@@ -41,6 +41,7 @@ _TOKEN = re.compile(
 )
 
 _REJECTIONS = {
+    "adjacent": "adjacent string literals ('a' 'b', N'a' 'b') are not allowed: MariaDB joins them, write CONCAT",
     "executable": "executable comments (/*! */, /*M! */) and optimizer hints (/*+ */) are not allowed",
     "unterminated": "unterminated string, identifier or comment",
     "nul": "NUL characters are not allowed in SQL text",
@@ -60,8 +61,11 @@ def scan(sql: str) -> Scan:
     """Scan ``sql`` once; raise ``StatementRejected`` for what MariaDB would read differently.
 
     Rejected: executable comments and optimizer hints outside string literals,
-    unterminated strings, identifiers or comments, and NUL characters (MariaDB
-    ends a line comment at a NUL, other lexers do not).
+    unterminated strings, identifiers or comments, NUL characters (MariaDB
+    ends a line comment at a NUL, other lexers do not), and a string literal
+    right after another (only whitespace or comments between): MariaDB joins
+    them into one string whatever prefix the first has (``N'a' 'b'``), where
+    the parser may read the second as an alias.
     """
     if "\x00" in sql:  # checked first: a NUL inside a comment counts too
         raise StatementRejected(f"{_REJECTIONS['nul']} (at offset {sql.index(chr(0))})")
@@ -69,8 +73,10 @@ def scan(sql: str) -> Scan:
     depth = deepest = 0
     variables = False
     separators = 0
+    adjacent = _Adjacency(sql)
     for match in _TOKEN.finditer(sql):
         kind = match.lastgroup
+        adjacent.check(match)
         if kind == "open":
             depth += 1
             deepest = max(deepest, depth)
@@ -85,6 +91,29 @@ def scan(sql: str) -> Scan:
         elif kind in _REJECTIONS:
             raise StatementRejected(f"{_REJECTIONS[kind]} (at offset {match.start()})")
     return Scan(tuple(placeholders), deepest, variables, separators)
+
+
+class _Adjacency:
+    """Finds a string literal right after another, with only whitespace and comments between."""
+
+    def __init__(self, sql: str) -> None:
+        self._sql = sql
+        self._end = 0  # where the previous token ended
+        self._after_string = False  # only whitespace and comments since the last string
+
+    def check(self, match: re.Match[str]) -> None:
+        """Note one token; raise ``StatementRejected`` when it is a string following a string."""
+        gap = self._sql[self._end : match.start()]
+        if gap and not gap.isspace():
+            self._after_string = False
+        self._end = match.end()
+        kind = match.lastgroup
+        if kind == "string":
+            if self._after_string:
+                raise StatementRejected(f"{_REJECTIONS['adjacent']} (at offset {match.start()})")
+            self._after_string = True
+        elif kind != "comment":
+            self._after_string = False
 
 
 def check_comments(sql: str) -> None:

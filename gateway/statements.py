@@ -8,7 +8,9 @@ else is classified from an allow-list; what is not read, write or DDL is
 
 What runs is ``executable_sql``, the statement as sqlglot understood it and
 wrote it back, so a difference between sqlglot's reading and MariaDB's cannot
-smuggle anything past the classifier.
+smuggle anything past the classifier. Its literals are the caller's own
+characters (``sqlliterals``), so what runs means what was checked, and a
+``?`` may stand only where a value may (``sqlplaceholders``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlglot import exp
-from sqlglot.dialects.mysql import MySQL
 
 from gateway import sqllex
 from gateway.errors import PayloadTooLarge, StatementRejected
+from gateway.sqldialect import RESERVED_WORDS, MariaDB, TypedLiteral
 from gateway.sqlfunctions import SAFE_FUNCTIONS, regenerate
-from gateway.sqltables import tables_of
+from gateway.sqlliterals import check_typed_literal
+from gateway.sqlplaceholders import check_executable, check_placeholders
+from gateway.sqltables import is_dual, tables_of
 
 __all__ = ["SAFE_FUNCTIONS", "Kind", "Statement", "analyze"]
 
@@ -52,7 +56,7 @@ class Statement:
     sql_parts: tuple[str, ...]  # executable_sql split at its `?`s (placeholders + 1 parts)
 
 
-_DIALECT = MySQL()
+_DIALECT = MariaDB()
 _CACHE_SIZE = 1024
 _CACHEABLE_CHARS = 4096  # longer statements are analysed afresh: keeps the cache small
 
@@ -145,11 +149,13 @@ def _build(sql: str, default_database: str, max_depth: int) -> Statement:
     if lexed.variables:
         raise StatementRejected("'@' (user and system variables, user@host) is not allowed")
     replace = _REPLACE.match(sql)
-    tree = _parse_one(sql if replace is None else f"{sql[: replace.start(1)]}INSERT{sql[replace.end(1) :]}")
-    placeholders = _check_tree(tree)
+    parsed = sql if replace is None else f"{sql[: replace.start(1)]}INSERT{sql[replace.end(1) :]}"
+    tree = _parse_one(parsed)
+    _check_tree(tree, parsed)
+    placeholders = check_placeholders(tree)
     kind, command = _classify(tree) if replace is None else _classify_replace(tree)
     tables = tables_of(tree, default_database)
-    executable_sql, functions = regenerate(tree)  # last: the generator may rewrite the tree
+    executable_sql, functions = regenerate(tree, parsed)  # last: the generator may rewrite the tree
     if replace is not None:
         executable_sql = _as_replace(executable_sql)
     regenerated = sqllex.scan(executable_sql)
@@ -160,6 +166,7 @@ def _build(sql: str, default_database: str, max_depth: int) -> Statement:
         or not executable_sql.startswith(_LEADING_WORDS[kind])
     ):
         raise StatementRejected("the statement does not survive regeneration intact")
+    check_executable(executable_sql, regenerated.placeholders)
     return Statement(
         sql=sql,
         kind=kind,
@@ -195,22 +202,41 @@ def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
 
 
-def _check_tree(tree: exp.Expr) -> int:
-    """Refuse never-allowed constructs; return the number of ``?`` placeholders."""
-    placeholders = 0
+def _check_tree(tree: exp.Expr, source: str) -> None:
+    """Refuse never-allowed constructs, and names MariaDB would read as something else."""
     for node in tree.walk():
         reason = _FORBIDDEN.get(type(node))
         if reason is not None:
             raise StatementRejected(f"not allowed: {reason}")
-        if isinstance(node, exp.Placeholder):
-            if node.this:
-                raise StatementRejected("only `?` placeholders are allowed")
-            placeholders += 1
+        if isinstance(node, TypedLiteral):
+            check_typed_literal(node)
+        elif isinstance(node, exp.Identifier) and not node.quoted and node.name.upper() in RESERVED_WORDS:
+            if not is_dual(node.parent):
+                raise StatementRejected(
+                    f"{node.name} is a reserved word in MariaDB: quote it (`{node.name}`) as a name"
+                )
+        elif isinstance(node, exp.Identifier) and node.arg_key in {"alias", "this"}:
+            _check_string_alias(node, source)
         elif isinstance(node, exp.EngineProperty) and node.name.upper() not in _ENGINES:
             raise StatementRejected(f"storage engine {node.name} is not allowed")
         elif isinstance(node, exp.Property) and node.name.upper() in _LOCATIONS:
             raise StatementRejected(f"the table option {node.name.upper()} is not allowed")
-    return placeholders
+
+
+_AS = re.compile(r"(?<![0-9A-Za-z_$\x80-\U0010ffff])[Aa][Ss]\s*\Z")
+
+
+def _check_string_alias(node: exp.Identifier, source: str) -> None:
+    """Refuse an alias written as a string without ``AS`` (``SELECT DATE '2024-01-01'`` is not ``DATE AS ...``).
+
+    MariaDB reads a string after an expression as a typed literal or a joined
+    string where sqlglot may read an alias; with ``AS`` both read an alias.
+    """
+    if not isinstance(node.parent, (exp.Alias, exp.TableAlias)):
+        return
+    start = node.meta_get("start")
+    if isinstance(start, int) and source[start : start + 1] in {"'", '"'} and not _AS.search(source, 0, start):
+        raise StatementRejected("an alias written as a string needs AS: `expr AS 'name'`")
 
 
 def _classify(tree: exp.Expr) -> tuple[Kind, str]:

@@ -5,9 +5,11 @@ Every name the gateway compares (a token's user name and groups, the
 requests) goes through ``canonical_name`` first, so two spellings of one name
 can never be told apart by a comparison:
 
-* Unicode NFC, then surrounding whitespace removed;
+* Unicode NFC, then surrounding whitespace removed (any Unicode
+  whitespace, U+2028 and U+00A0 included);
 * compared without case: ``str.casefold`` (``Bob@Example.COM`` is
-  ``bob@example.com``; the whole name, the local part of an email included);
+  ``bob@example.com``; the whole name, the local part of an email included),
+  then NFC again;
 * refused when empty, longer than ``MAX_NAME`` characters, or holding a
   control character, a line or paragraph separator, or any format character
   (zero-width joiners, bidi controls); user names may hold no whitespace at
@@ -32,10 +34,17 @@ _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
 def canonical_name(text: str, *, kind: SubjectKind = "user") -> str:
-    """The canonical (NFC, stripped, case-folded) form of a user or group name; ``ValueError`` if unusable."""
+    """The canonical (NFC, stripped, case-folded) form of a user or group name; ``ValueError`` if unusable.
+
+    Idempotent: ``canonical_name(canonical_name(x)) == canonical_name(x)``, so a name
+    stored in canonical form (an access request, a policy written by an approval) is
+    the same name when it is read back. Case folding can decompose (``ß\u0301`` folds
+    to ``ss\u0301``) and lengthen (``ß`` to ``ss``), so the result is put in NFC again
+    and the rules are checked on it, not on the input.
+    """
     if not isinstance(text, str):
         raise TypeError("a name must be a string")
-    name = unicodedata.normalize("NFC", text).strip()
+    name = unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).strip().casefold())
     if not name:
         raise ValueError("the name is empty")
     if len(name) > MAX_NAME:
@@ -48,7 +57,7 @@ def canonical_name(text: str, *, kind: SubjectKind = "user") -> str:
             raise ValueError("the name holds whitespace" if kind == "user" else "a group name may hold only spaces")
     if kind == "group" and "  " in name:
         raise ValueError("a group name may not hold two spaces in a row")
-    return name.casefold()
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +85,11 @@ def parse_subject(text: str) -> Subject:
 def canonical_subject(text: str) -> str:
     """``parse_subject`` as the string compared everywhere: ``user:bob@example.com``."""
     return str(parse_subject(text))
+
+
+def same_subject(left: str, right: str) -> bool:
+    """Whether two subject texts name one subject (``user: Bob@X.org`` is ``user:bob@x.org``); False if unusable."""
+    try:
+        return parse_subject(left) == parse_subject(right)
+    except (TypeError, ValueError):
+        return False

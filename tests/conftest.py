@@ -310,6 +310,7 @@ def gateway_settings(
             }
         },
         "audit": {"path": tmp / "audit.db"},
+        "admin": {"state_dir": tmp / "state"},  # access requests and the alias registry, never the working tree
     }
     values.update(overrides)
     return Settings(**values)

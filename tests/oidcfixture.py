@@ -35,6 +35,8 @@ __all__ = ["DEFAULT_USERS", "GATEWAY_AUDIENCE", "OidcProvider", "oidc_provider",
 
 OIDC_DIR = Path(__file__).parent / "oidc"
 GATEWAY_AUDIENCE = "https://gateway.test"
+# Each user: "email" (leave it out: a token without one), "email_verified" (default true; None:
+# not sent), "email_scope" (true: email only in tokens asked for with scope "email"), "groups".
 DEFAULT_USERS: dict[str, dict[str, Any]] = {
     "alice": {"email": "alice@example.com", "groups": ["analysts", "engineers"]},
     "bob": {"email": "bob@example.com", "groups": []},
@@ -103,16 +105,26 @@ class OidcProvider:
         assert isinstance(key, ECKey)
         return key
 
-    def token(self, client_id: str = "alice") -> str:
-        """A real access token for ``client_id`` from the provider's token endpoint."""
+    def token(self, client_id: str = "alice", *, scope: str | None = None) -> str:
+        """A real access token for ``client_id`` from the provider's token endpoint (``scope``: e.g. ``"email"``)."""
         response = httpx.post(
             f"{self.issuer}/token",
-            data={"grant_type": "client_credentials"},
+            data={"grant_type": "client_credentials", **({"scope": scope} if scope else {})},
             auth=(client_id, self.users[client_id]["secret"]),
             timeout=10,
         )
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+    def update_user(self, client_id: str, **claims: Any) -> None:
+        """Replace a user's claims in the running provider (``email``, ``email_verified``, ``email_scope``, ``groups``).
+
+        A claim left out takes the provider's default (no email; ``email_verified`` true; no groups);
+        ``email_verified=None`` sends no ``email_verified`` claim.
+        """
+        response = httpx.put(f"{self.issuer}/_test/users/{client_id}", json=claims, timeout=10)
+        response.raise_for_status()
+        self.users[client_id] = {**claims, "secret": self.users[client_id]["secret"]}
 
     def claims(self, *, drop: Sequence[str] = (), **overrides: Any) -> dict[str, Any]:
         """A valid claim set for alice as this provider would issue it, with changes."""
@@ -122,6 +134,7 @@ class OidcProvider:
             "aud": self.audience,
             "sub": "alice",
             "email": "alice@example.com",
+            "email_verified": True,
             "groups": ["analysts"],
             "iat": now,
             "exp": now + 300,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_pending_requests_expire(tmp_path: Path):
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = AccessRequestStore(tmp_path / "ar.db", ttl=3600, clock=lambda: now[0])
     try:
-        item = store.create("eve@example.com", "shop", "read", 3600, "r")
+        item = store.create("eve@example.com", "shop", "read", 3600, "r", person=("https://idp", "eve"))
         now[0] += timedelta(seconds=3599)
         assert store.get(item["id"])["state"] == "pending"
         now[0] += timedelta(seconds=1)
@@ -128,6 +129,32 @@ def test_pending_requests_expire(tmp_path: Path):
         assert [r["id"] for r in store.list(state="expired")] == [item["id"]]
         with pytest.raises(Conflict, match="expired"):
             store.decide(item["id"], by="admin@example.com", state="approved", reason=None, grant_name=None)
+    finally:
+        store.close()
+
+
+def test_a_store_from_before_persons_gains_the_columns(tmp_path: Path):
+    """A database made before requests stored the person opens; its old rows have no person, new rows do."""
+    old_columns = "id, requester, target, access, duration_s, reason, state, created_at, expires_at"
+    with sqlite3.connect(tmp_path / "ar.db") as conn:
+        conn.execute(
+            "CREATE TABLE access_requests (id TEXT PRIMARY KEY, requester TEXT NOT NULL, target TEXT NOT NULL, "
+            "access TEXT NOT NULL, duration_s REAL NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, decided_by TEXT, decided_at TEXT, "
+            "decision_reason TEXT, grant_name TEXT)"
+        )
+        conn.execute(
+            f"INSERT INTO access_requests ({old_columns}) VALUES "
+            "('ar-old', 'Old@Example.com', 'shop', 'read', 60, 'r', 'pending', '2026-01-01', '2999-01-01')"
+        )
+    store = AccessRequestStore(tmp_path / "ar.db", ttl=3600)
+    try:
+        old = store.get("ar-old")
+        assert (old["requester_issuer"], old["requester_sub"]) == (None, None)
+        new = store.create("new@example.com", "shop", "read", 60, "r", person=("https://idp", "n1"))
+        assert (new["requester_issuer"], new["requester_sub"]) == ("https://idp", "n1")
+        assert [r["id"] for r in store.list(person=("https://idp", "n1"))] == [new["id"]]
+        assert [r["id"] for r in store.list(requester="Old@Example.com")] == ["ar-old"]
     finally:
         store.close()
 

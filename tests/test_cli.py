@@ -63,6 +63,7 @@ def dev_config(tmp_path: Path, test_db: ScratchDatabase) -> tuple[Path, dict[str
                 *secrets,
                 f"audit: {{path: {tmp_path / 'audit.db'}}}",
                 f"dev: {{key_file: {tmp_path / 'dev-key.json'}}}",
+                f"admin: {{state_dir: {tmp_path / 'state'}}}",
             ]
         )
         + "\n",

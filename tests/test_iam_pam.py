@@ -176,6 +176,7 @@ def _iam_gateway_settings(tmp: Path, idp, db: IamMariaDB, **iam: Any) -> Setting
             }
         },
         audit={"path": tmp / "audit.db"},
+        admin={"state_dir": tmp / "state"},  # the alias registry, never the working tree
     )
 
 

@@ -136,12 +136,13 @@ async def test_user_without_groups(oidc_provider: OidcProvider) -> None:
     assert identity.groups == frozenset()
 
 
-async def test_user_falls_back_to_sub(oidc_provider: OidcProvider) -> None:
-    """Without the user claim (email), the user is the token's ``sub``."""
+async def test_no_silent_fallback_to_sub(oidc_provider: OidcProvider) -> None:
+    """Without the user claim (email) and no fallback configured, the token is refused, never named by ``sub``."""
     token = oidc_provider.forge(oidc_provider.claims(drop=["email", "groups"]))
     async with gateway_for(oidc_provider) as (validator, _):
-        identity = await validator.validate(token)
-    assert (identity.user, identity.groups) == ("alice", frozenset())
+        error = await rejected(validator, token)
+    assert error.reason == "token has no 'email' claim (and the issuer has no fallback_claim)"
+    assert error.unverified_subject == "alice"
 
 
 async def test_configured_user_and_groups_claims(oidc_provider: OidcProvider) -> None:
@@ -154,10 +155,21 @@ async def test_configured_user_and_groups_claims(oidc_provider: OidcProvider) ->
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("groups", {"admin": True}), ("groups", ["ok", 7]), ("groups", 1), ("email", ["a@b"])],
+    [
+        ("groups", {"admin": True}),
+        ("groups", ["ok", 7]),
+        ("groups", 1),
+        ("groups", ["ok", ""]),
+        ("groups", ["a\u200bdmins"]),
+        ("email", ["a@b"]),
+        ("email", ""),
+        ("email", "a b@example.com"),
+        ("email", "bob\u2028@example.com"),
+        ("email", "\u202ebob@example.com"),
+    ],
 )
 async def test_malformed_user_or_groups_claim_rejected(oidc_provider: OidcProvider, name: str, value: object) -> None:
-    """A groups claim that is not strings, or a non-string user claim, fails closed."""
+    """A groups claim that is not strings, or a user or group name failing the name rules, fails closed."""
     change: dict[str, Any] = {name: value}
     token = oidc_provider.forge(oidc_provider.claims(**change))
     async with gateway_for(oidc_provider) as (validator, _):

@@ -300,7 +300,7 @@ def test_every_problem_in_a_file_is_reported_with_its_line(tmp_path):
         (
             "bad.yaml",
             22,
-            "revocation: subject must be a string like user:NAME or group:NAME (got 'bob')",
+            "revocation: a subject must look like user:NAME or group:NAME (got 'bob')",
         ),
         (
             "bad.yaml",
@@ -498,10 +498,24 @@ def test_python_tags_build_nothing(tmp_path):
 
 @pytest.mark.parametrize(
     "subject",
-    ['"alice@example.com"', '"user:"', '"group: spaced"', '"admin:x"', "5", '"user:x "', "[]"],
+    [
+        '"alice@example.com"',
+        '"user:"',
+        '"user:  "',
+        '"admin:x"',
+        '"User:x"',
+        "5",
+        "[]",
+        '"user:a b"',
+        '"user:a\\u200bb"',
+        '"user:a\\u2028b"',
+        '"group:a  b"',
+        '"group:a\\tb"',
+        f'"user:{"a" * 257}"',
+    ],
 )
 def test_bad_subjects_are_refused(tmp_path, subject):
-    """Subjects must be ``user:NAME`` or ``group:NAME`` strings, without stray spaces."""
+    """Subjects must be ``user:NAME`` / ``group:NAME`` whose name passes the canonical name rules."""
     text = GRANT.format(name="g").replace('["group:analysts"]', f"[{subject}]")
     write(tmp_path, "a.yaml", text)
     ((_, line, reason),) = problems(tmp_path)
@@ -510,10 +524,33 @@ def test_bad_subjects_are_refused(tmp_path, subject):
 
 
 def test_subjects_may_contain_spaces_inside(tmp_path):
-    """A group whose IdP name has inner spaces is a valid subject."""
+    """A group whose IdP name has inner spaces is a valid subject (kept in canonical, case-folded form)."""
     text = GRANT.format(name="g").replace("group:analysts", "group:DB Admins")
     write(tmp_path, "a.yaml", text)
-    assert load_policies(tmp_path).grants[0].subjects == ("group:DB Admins",)
+    assert load_policies(tmp_path).grants[0].subjects == ("group:db admins",)
+
+
+def test_subjects_are_loaded_in_canonical_form(tmp_path):
+    """Grants, roles and revocations hold one spelling per subject: stripped, NFC, case-folded, deduplicated."""
+    text = GRANT.format(name="g").replace(
+        '["group:analysts"]', '["user: Bob@Example.COM ", "user:bob@example.com", "group:A\\u0301nalysts"]'
+    )
+    text += "roles:\n  admin: ['user:ADMIN@example.com ']\n"
+    text += 'revocations:\n  - {subject: "user:Eve@Example.com\\t", target: "*"}\n'
+    write(tmp_path, "a.yaml", text)
+    policy = load_policies(tmp_path)
+    assert policy.grants[0].subjects == ("user:bob@example.com", "group:\u00e1nalysts")
+    assert policy.roles["admin"] == {"user:admin@example.com"}
+    assert [r.subject for r in policy.revocations] == ["user:eve@example.com"]
+
+
+def test_one_subject_revoked_twice_in_two_spellings_is_a_problem(tmp_path):
+    """Two revocations of one person on one target, spelled differently, are a duplicate (line of the second)."""
+    text = "version: 1\nrevocations:\n  - {subject: 'user:bob@x.org', target: shop}\n"
+    write(tmp_path, "a.yaml", text + "  - {subject: 'user:BOB@x.org ', target: shop}\n")
+    ((_, line, reason),) = problems(tmp_path)
+    assert line == 4
+    assert reason.startswith("duplicate revocation of user:bob@x.org on target 'shop'")
 
 
 def test_grant_name_rules(tmp_path):

@@ -12,7 +12,14 @@
 //   users           {"alice": {"email": ..., "groups": [...], "secret": ...}, ...}
 //                   one confidential client per user for the client_credentials grant
 //                   (client_id = user key, sub = client_id) and an account of the same
-//                   id for the device flow.
+//                   id for the device flow. Per user, for the identity tests:
+//                     email           absent or null: the token has no email (nor email_verified)
+//                     email_verified  sent as given; absent: true; null: not sent
+//                     email_scope     true: email and email_verified only when the token was
+//                                     asked for with scope "email" (as many IdPs do)
+//
+// PUT /_test/users/<id> with a JSON body replaces that user's claims (email, email_verified,
+// email_scope, groups; the secret stays): an email changed at the IdP, for the alias tests.
 //
 // When listening it prints one JSON line on stdout: {"ready": true, "issuer": ..., "port": ...}.
 // Everything else (oidc-provider's notices included) goes to stderr, so stdout never fills up.
@@ -50,10 +57,32 @@ const actualPort = server.address().port;
 // `issuer` lets a test put a proxy of its own in front (the issuer is then the proxy's URL).
 const issuer = config.issuer ?? `http://127.0.0.1:${actualPort}`;
 
-function userClaims(id) {
+function userClaims(id, scope) {
   const user = Object.hasOwn(users, id) ? users[id] : undefined;
   if (!user) return undefined;
-  return { email: user.email, groups: user.groups ?? [] };
+  const claims = { groups: user.groups ?? [] };
+  const emailAsked = !user.email_scope || String(scope ?? '').split(' ').includes('email');
+  if (emailAsked && user.email !== undefined && user.email !== null) {
+    claims.email = user.email;
+    if (user.email_verified !== null) claims.email_verified = user.email_verified ?? true;
+  }
+  return claims;
+}
+
+// Test-only: replace a user's claims while the provider runs (never in a real IdP).
+async function updateUser(req, res) {
+  const id = decodeURIComponent(req.url.slice('/_test/users/'.length));
+  if (req.method !== 'PUT' || !Object.hasOwn(users, id)) {
+    res.writeHead(404).end();
+    return;
+  }
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const { email, email_verified: emailVerified, email_scope: emailScope, groups } = JSON.parse(
+    Buffer.concat(chunks).toString('utf8'),
+  );
+  users[id] = { secret: users[id].secret, email, email_verified: emailVerified, email_scope: emailScope, groups };
+  res.writeHead(204).end();
 }
 
 const clients = Object.entries(users).map(([id, user]) => ({
@@ -99,7 +128,7 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: async (_ctx, resourceIndicator) => {
         if (resourceIndicator !== audience) throw new errors.InvalidTarget();
         return {
-          scope: 'gateway',
+          scope: 'gateway email',
           audience,
           accessTokenTTL,
           accessTokenFormat: 'jwt',
@@ -110,7 +139,7 @@ const provider = new Provider(issuer, {
   },
   // client_credentials tokens: sub = client id; device-flow tokens: sub = account id.
   async extraTokenClaims(_ctx, token) {
-    return userClaims(token.accountId ?? token.clientId);
+    return userClaims(token.accountId ?? token.clientId, token.scope);
   },
   ttl: {
     AccessToken: accessTokenTTL,
@@ -118,7 +147,14 @@ const provider = new Provider(issuer, {
   },
 });
 
-server.on('request', provider.callback());
+const callback = provider.callback();
+server.on('request', (req, res) => {
+  if (req.url.startsWith('/_test/users/')) {
+    updateUser(req, res).catch(() => res.writeHead(400).end());
+    return;
+  }
+  callback(req, res);
+});
 
 function stop() {
   server.close(() => process.exit(0));
