@@ -20,6 +20,7 @@ from gateway.aliases import ALIASES_FILE, AliasRegistry, SqliteAliasRegistry
 from gateway.audit import AuditLog
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
+from gateway.dbdrift import PrivilegeMonitor, drift_state
 from gateway.devissuer import DevIssuer
 from gateway.front import GatewayApp, StatementEndpoints
 from gateway.identity import TokenValidator
@@ -91,6 +92,23 @@ def _close_all(*stores: AliasRegistry | AuditStore) -> None:
         store.close()
 
 
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel background tasks and wait until each has ended."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _check_privileges(
+    settings: Settings, policies: PolicyStore, pools: PoolRegistry, metrics: Metrics, clock: Callable[[], datetime]
+) -> asyncio.Task[None]:
+    """The database's own privileges, checked off the request path (start-up, policy changes, an interval)."""
+    metrics.watch_privileges(pools.drift)
+    monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
+    return asyncio.create_task(monitor.run(), name="privilege-check")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -129,7 +147,7 @@ def create_app(
             max_pending=settings.audit.queue_limit,
             observe_commit=metrics.audit_write.observe,
         )
-        pools = PoolRegistry(settings.targets)
+        pools = PoolRegistry(settings.targets, drift=drift_state(settings))
         await pools.open()
         metrics.watch_pools(pools.pools)
         metrics.watch_policies(policies)
@@ -148,6 +166,7 @@ def create_app(
         app.state.dev_issuer = dev
         metrics.watch_audit(audit, app.state.pipeline.decisions)
         watcher = asyncio.create_task(policies.watch(), name="policy-watch")
+        checker = _check_privileges(settings, policies, pools, metrics, clock)
         # What start-up built (modules, sqlglot's tables, policies, pools) lives as long as the
         # process: freezing it keeps the collector's full passes, which stop the event loop,
         # to the objects requests create (a full pass over everything took up to 52 ms).
@@ -156,9 +175,7 @@ def create_app(
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await _stop(watcher, checker)
             await pools.close()
             for source in sources.values():
                 if isinstance(source, JwksCache):

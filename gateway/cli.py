@@ -1,4 +1,4 @@
-"""``gateway ...``: serve, policy check, audit verify, dev-token, demo seed."""
+"""``gateway ...``: serve, policy check, audit verify, db plan / check, dev-token, demo seed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import admincli, auditcli, clicommands
+from gateway import admincli, auditcli, clicommands, dbcli
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
@@ -109,7 +109,12 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     """Create the demo database, its accounts, their secret files and a dev config."""
     from gateway.demo import seed  # noqa: PLC0415
 
-    config = asyncio.run(seed(args.state_dir, port=args.port))
+    config, accounts = asyncio.run(seed(args.state_dir, port=args.port, policies=args.policies))
+    for account in accounts.values():
+        grants = "\n  ".join(account.grants) or "(none: no grant uses it)"
+        print(
+            f"{account.user}: created with no privileges, then `gateway db plan` applied:\n  {grants}", file=sys.stderr
+        )
     print(f"demo ready: config {config}", file=sys.stderr)
     return 0
 
@@ -135,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--path", type=Path, help="audit store file (default: from the config)")
     verify.set_defaults(func=cmd_audit_verify)
     auditcli.add_export(audit, DEFAULT_CONFIG)
+    dbcli.add_commands(sub, DEFAULT_CONFIG)
 
     token = with_config(sub.add_parser("dev-token", help="mint a dev token (dev mode)"))
     token.add_argument("user")
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed = demo.add_parser("seed", help="create the demo database, accounts and dev config")
     seed.add_argument("--state-dir", type=Path, default=Path(".run"))
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
+    seed.add_argument("--policies", type=Path, default=Path("policies"), help="the policies whose plan is applied")
     seed.set_defaults(func=cmd_demo_seed)
     clicommands.register(sub)
     admincli.add_commands(sub)

@@ -24,7 +24,8 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
         ├── PoolExhausted        503 pool_exhausted
         ├── AuditUnavailable     503 audit_unavailable
         ├── IdentityUnavailable  503 identity_unavailable
-        └── PolicyWriteFailed    503 policy_write_failed
+        ├── PolicyWriteFailed    503 policy_write_failed
+        └── PrivilegeDrift       503 privilege_drift
 
 Errors that never reach a caller (bad configuration, bad policy files) are
 ``ConfigError`` and ``PolicyFileError``; they stop start-up or a reload.
@@ -213,6 +214,17 @@ class PolicyWriteFailed(Unavailable):
 
     code = "policy_write_failed"
     title = "Policy files not writable"
+
+
+class PrivilegeDrift(Unavailable):
+    """The grant's database account holds privileges beyond what the policies need, and ``drift: refuse`` is set.
+
+    The gateway's own check refused it (SECURITY rule 32), before any connection was used.
+    """
+
+    code = "privilege_drift"
+    title = "Database account privileges drifted"
+    retry_after = 30
 
 
 class ConfigError(Exception):

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.audit import AuditLog
+from gateway.driftstate import DriftState
 from gateway.policystore import PolicyStore
 from gateway.pools import ConnectionPool
 
@@ -87,6 +88,29 @@ class _AuditCollector(Collector):
         yield pending
 
 
+class _PrivilegeCollector(Collector):
+    def __init__(self, state: DriftState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        drift = GaugeMetricFamily(
+            "gateway_db_privilege_drift",
+            "Privileges the account holds beyond what the policies need (0: clean), from its last check",
+            labels=["target", "db_user"],
+        )
+        failed = GaugeMetricFamily(
+            "gateway_db_privilege_check_failed",
+            "1 while the account's last privilege check could not run",
+            labels=["target", "db_user"],
+        )
+        for (target, db_user), state in sorted(self._state.accounts().items()):
+            if state.status in {"clean", "drift"}:
+                drift.add_metric([target, db_user], len(state.excess))
+            failed.add_metric([target, db_user], 1.0 if state.status == "error" else 0.0)
+        yield drift
+        yield failed
+
+
 class Metrics:
     """The gateway's metrics."""
 
@@ -135,6 +159,10 @@ class Metrics:
     def watch_pools(self, pools: Callable[[], dict[tuple[str, str], ConnectionPool]]) -> None:
         """Export pool gauges read from the live pools at scrape time."""
         self.registry.register(_PoolCollector(pools))
+
+    def watch_privileges(self, state: DriftState) -> None:
+        """Export each pool account's privilege drift and whether its check failed."""
+        self.registry.register(_PrivilegeCollector(state))
 
     def watch_policies(self, store: PolicyStore) -> None:
         """Export whether the policy files on disk are invalid, and how often reloads failed."""

@@ -8,7 +8,8 @@ the number of waiters, caps each connection's lifetime and throws a broken or
 possibly dirty connection away instead of handing it to the next user.
 
 The only way to a connection is ``PoolRegistry.connection(decision)``: the
-``(target, db_user)`` comes from an allowing policy ``Decision``.
+``(target, db_user)`` comes from an allowing policy ``Decision``, and an
+account whose privileges drifted under ``drift: refuse`` is not served.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from asyncmy import errors as db_errors
 from gateway.connector import Connector, ConnectStats
 from gateway.connectrate import ConnectRate
 from gateway.credentials import CredentialProvider, provider_for
+from gateway.driftstate import DriftState
 from gateway.errors import DatabaseUnavailable, Forbidden, PoolExhausted
 from gateway.policy import Decision
 from gateway.settings import PoolSettings, TargetSettings
@@ -254,6 +256,22 @@ class ConnectionPool:
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             raise DatabaseUnavailable(f"{self.name} is not usable ({type(exc).__name__})") from None
 
+    async def show_grants(self) -> list[str]:
+        """The account's own ``SHOW GRANTS``, over a short-lived side connection (never waiting for a slot).
+
+        Plain ``SHOW GRANTS`` (not ``FOR CURRENT_USER()``): it also lists what
+        ``PUBLIC`` and an active role give the session.
+        """
+        raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
+        try:
+            async with raw.cursor() as cur:
+                await cur.execute("SHOW GRANTS")
+                return [str(row[0]) for row in await cur.fetchall()]
+        finally:
+            # Closed at once, without a goodbye: a polite close could wait forever on a stalled link.
+            with contextlib.suppress(Exception):
+                raw.close()
+
     async def kill(self, thread_id: int, *, connection: bool) -> bool:
         """Cancel a statement (``KILL QUERY``) or a whole connection (``KILL CONNECTION``).
 
@@ -306,9 +324,11 @@ def connector(
 class PoolRegistry:
     """Every pool of the gateway, opened in the lifespan and closed on shutdown."""
 
-    def __init__(self, targets: dict[str, TargetSettings]) -> None:
+    def __init__(self, targets: dict[str, TargetSettings], drift: DriftState | None = None) -> None:
         self._targets = targets
         self._pools: dict[tuple[str, str], ConnectionPool] = {}
+        # The privilege check's verdicts: with drift: refuse, a drifting account is not served.
+        self.drift = drift if drift is not None else DriftState()
 
     async def open(self) -> None:
         """Create one pool per configured ``(target, db_user)`` and warm ``min_size``."""
@@ -339,6 +359,9 @@ class PoolRegistry:
             raise DatabaseUnavailable(
                 f"no credentials configured for db_user {decision.db_user} on target {decision.target}"
             )
+        refusal = self.drift.refusal(decision.target, decision.db_user)
+        if refusal is not None:
+            raise refusal
         return pool
 
     def connection(

@@ -1,4 +1,4 @@
-"""``/readyz``: policies loaded and signing keys fetched; pools and the audit store reported.
+"""``/readyz``: policies loaded and signing keys fetched; pools, the audit store and privilege drift reported.
 
 Ready means this process can decide: its policies are loaded and its
 issuers' keys fetched. The databases and the audit store are shared by every
@@ -51,6 +51,8 @@ async def check(
         "keys": {"ok": await keys_ready(sources)},
         "audit": {"ok": audit.last_error is None, "required": False, "last_error": audit.last_error},
     }
+    # The privilege check's verdict per account (SECURITY rule 32): its own entry, never gating.
+    checks["privileges"] = pools.drift.report()
     for (target, db_user), pool in pools.pools().items():
         try:
             await pool.check(within=POOL_CHECK_SECONDS)

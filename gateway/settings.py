@@ -114,6 +114,27 @@ class PoolSettings(BaseModel):
     max_connects_per_second: Annotated[float, Field(gt=0, le=1000)] = 50.0  # per target (RDS throttles IAM logins)
 
 
+DriftMode = Literal["warn", "refuse"]
+
+
+class PrivilegeSettings(BaseModel):
+    """The database accounts' own privileges as the second enforcer (SECURITY rule 32).
+
+    The gateway compares each pool account's ``SHOW GRANTS`` with what the
+    policies need (as ``gateway db check`` does) at start-up, after every policy
+    change and every ``recheck_interval`` seconds (``retry_interval`` after a
+    check that could not run). An account holding more is reported in
+    ``/readyz``, the ``gateway_db_privilege_drift`` metric and a
+    ``db_privilege_drift`` log event; with ``drift: refuse`` its statements are
+    also refused (``503 privilege_drift``) until a check finds it clean.
+    """
+
+    model_config = _FROZEN
+    drift: DriftMode = "warn"
+    recheck_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    retry_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
 class TargetSettings(BaseModel):
     """One database target: where it is and how the gateway authenticates."""
 
@@ -126,6 +147,7 @@ class TargetSettings(BaseModel):
     auth_mode: Literal["secret", "iam"] = "secret"
     secrets: dict[str, SecretSource] = Field(default_factory=dict)  # db_user -> source
     iam: IamSettings | None = None
+    privilege_drift: DriftMode | None = None  # this target's privileges.drift (None: the global one)
 
     @model_validator(mode="after")
     def _auth_mode_fits(self) -> TargetSettings:
@@ -292,6 +314,7 @@ class Settings(BaseSettings):
     metrics_public: bool = True
     admin: AdminSettings = AdminSettings()
     tracing: TracingSettings = TracingSettings()
+    privileges: PrivilegeSettings = PrivilegeSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import secrets
 import socket
+import tempfile
 import textwrap
 import threading
 import time
@@ -28,6 +29,8 @@ import uvicorn
 from oidcfixture import GATEWAY_AUDIENCE, OidcProvider, oidc_provider, running_provider
 
 from gateway.app import create_app
+from gateway.policyfile import load_policies
+from gateway.policytypes import PolicySet
 from gateway.provision import Account, drop, provision
 from gateway.settings import Settings
 
@@ -101,9 +104,34 @@ async def _drop_leftovers() -> None:
         conn.close()
 
 
+# Sequence engine tables the tests read. MariaDB makes them on demand, so no catalog lists them and the
+# plan grants a table-level right (the reader's) only on these names: add one here when a test reads another.
+SEQUENCE_TABLES = (
+    "seq_1_to_3",
+    "seq_1_to_10",
+    "seq_1_to_1000",
+    "seq_1_to_2000",
+    "seq_1_to_2500",
+    "seq_1_to_5000",
+    "seq_1_to_50000",
+    "seq_1_to_100000",
+)
+
+
+def integration_policy(database: str, accounts: dict[str, Account]) -> PolicySet:
+    """The integration tests' policies (``write_policies``) for ``database`` and its accounts, loaded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_policies(Path(tmp), ScratchDatabase(database, "", accounts))
+        return load_policies(Path(tmp), known_targets={"shop"})
+
+
 @pytest.fixture(scope="session")
 def test_db() -> Iterator[ScratchDatabase]:
-    """A fresh demo-shaped database for this test session, dropped at the end."""
+    """A fresh demo-shaped database for this test session, dropped at the end.
+
+    Its accounts are created with no privileges and given exactly what
+    ``gateway db plan`` derives from the tests' own policies (``write_policies``).
+    """
     stamp, rand = str(int(time.time())), secrets.token_hex(3)
     name, prefix = f"gwtest_{stamp}_{rand}", f"gwt{stamp[-4:]}{rand}"
 
@@ -111,7 +139,7 @@ def test_db() -> Iterator[ScratchDatabase]:
         await _drop_leftovers()
         conn = await root_connection()
         try:
-            return await provision(conn, name, prefix)
+            return await provision(conn, name, prefix, policy=integration_policy, sequence_tables=SEQUENCE_TABLES)
         finally:
             conn.close()
 

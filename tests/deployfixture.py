@@ -25,6 +25,7 @@ import yaml
 from gateway.audit import AuditLog
 from gateway.auditstore import SQLiteAuditStore
 from gateway.connector import ConnectStats
+from gateway.driftstate import AccountState, DriftState
 from gateway.metrics import Metrics
 from gateway.policystore import PolicyStore
 from gateway.pools import ConnectionPool
@@ -233,6 +234,9 @@ def exported_series(policies_dir: Path, targets: list[str]) -> dict[str, set[str
     pool = ConnectionPool("shop/gw_reader", _CountingConnector(), PoolSettings(), clock=lambda: 0.0)
     metrics.watch_pools(lambda: {("shop", "gw_reader"): pool})
     metrics.watch_policies(PolicyStore(policies_dir, targets))
+    drift = DriftState()
+    drift.record("shop", "gw_reader", AccountState("clean"))  # an account checked once, as dbdrift records it
+    metrics.watch_privileges(drift)
     metrics.audit_write.observe(0.001)
     with tempfile.TemporaryDirectory() as scratch:
         audit = AuditLog(SQLiteAuditStore(Path(scratch) / "audit.db"))
