@@ -14,11 +14,13 @@ What each access level needs, on each table its ``tables`` rules allow
 (``policy.table_allowed``: the same fnmatch rules the gateway applies; views
 and sequences count as tables):
 
-- ``read``: ``SELECT``;
-- ``write``: ``SELECT, INSERT, UPDATE, DELETE``;
+- ``read``: ``SELECT, SHOW VIEW``;
+- ``write``: ``SELECT, INSERT, UPDATE, DELETE, SHOW VIEW``;
 - ``ddl``: those plus ``CREATE, ALTER, DROP, INDEX, CREATE VIEW`` (``ALTER
   TABLE`` needs ``CREATE`` and ``INSERT`` too; ``TRUNCATE`` needs ``DROP``;
   ``CREATE OR REPLACE`` and ``ALTER VIEW`` need ``DROP`` and ``CREATE VIEW``).
+  ``SHOW VIEW`` lets the gateway read a view's definition with the grant's
+  own account, to apply table rules to the tables behind it (rule 28).
 
 Where the rights are granted:
 
@@ -57,14 +59,17 @@ from gateway.policytypes import SYSTEM_SCHEMAS, Access, Grant, PolicySet
 from gateway.settings import TargetSettings
 
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# The gateway reads a view's definition with the grant's own account to resolve its base tables
+# (SECURITY rule 28); without SHOW VIEW the definition is hidden and the view is refused.
+SEE = ("SHOW VIEW",)
 DDL_EXTRA = ("CREATE", "ALTER", "DROP", "INDEX", "CREATE VIEW")
 CREATE_ONLY = frozenset({"CREATE", "CREATE VIEW"})
 RIGHTS: dict[Access, frozenset[str]] = {
-    Access.READ: frozenset({"SELECT"}),
-    Access.WRITE: frozenset(DML),
-    Access.DDL: frozenset(DML + DDL_EXTRA),
+    Access.READ: frozenset({"SELECT", *SEE}),
+    Access.WRITE: frozenset(DML + SEE),
+    Access.DDL: frozenset(DML + SEE + DDL_EXTRA),
 }
-ORDER = {name: index for index, name in enumerate(DML + DDL_EXTRA)}
+ORDER = {name: index for index, name in enumerate(DML + SEE + DDL_EXTRA)}
 # MariaDB refuses grants on it; every account reads its own filtered view of it.
 UNGRANTABLE = frozenset({"information_schema"})
 _WILDCARDS = "*?["

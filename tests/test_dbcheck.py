@@ -176,7 +176,8 @@ def test_plan_prints_the_exact_least_grants(scratch, tmp_path, capsys):
     code, out, err = _gateway(["db", "plan", "--config", str(_config(scratch, tmp_path))], capsys)
     assert code == 0, err
     a, reader, writer, ddl = scratch.a, scratch.user("reader"), scratch.user("writer"), scratch.user("ddl")
-    rights = "SELECT, INSERT, UPDATE, DELETE, ALTER, DROP, INDEX"  # CREATE and CREATE VIEW come with db.*
+    write = "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW"
+    rights = "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW, ALTER, DROP, INDEX"  # CREATE and CREATE VIEW come with db.*
     lines = out.splitlines()
     assert lines[0].startswith(f"-- gateway db plan: server {DB_HOST}:{DB_PORT} (targets shop, crm), revision ")
     assert lines[1:] == [
@@ -185,10 +186,13 @@ def test_plan_prints_the_exact_least_grants(scratch, tmp_path, capsys):
         *[f"GRANT {rights} ON `{a}`.`{t}` TO '{ddl}'@'%';" for t in ("audit_x", "customers", "items", "orders")],
         f"GRANT {rights} ON `{a}`.`v_items` TO '{ddl}'@'%';",
         f"-- '{reader}'@'%': needed by grants analysts, analysts-crm",
-        f"GRANT SELECT ON `{_escaped(scratch.b)}`.* TO '{reader}'@'%';",
-        *[f"GRANT SELECT ON `{a}`.`{t}` TO '{reader}'@'%';" for t in ("customers", "items", "orders", "v_items")],
+        f"GRANT SELECT, SHOW VIEW ON `{_escaped(scratch.b)}`.* TO '{reader}'@'%';",
+        *[
+            f"GRANT SELECT, SHOW VIEW ON `{a}`.`{t}` TO '{reader}'@'%';"
+            for t in ("customers", "items", "orders", "v_items")
+        ],
         f"-- '{writer}'@'%': needed by grants engineers",
-        *[f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{a}`.`{t}` TO '{writer}'@'%';" for t in ("customers", "items")],
+        *[f"GRANT {write} ON `{a}`.`{t}` TO '{writer}'@'%';" for t in ("customers", "items")],
     ]
 
 
@@ -202,6 +206,7 @@ def test_check_passes_for_accounts_provisioned_from_the_plan(scratch, tmp_path, 
 def test_check_finds_excess_at_every_level_and_revoke_excess_removes_it(scratch, tmp_path, capsys):
     """Global, database, table, column, GRANT OPTION and role drift: exit 1 naming each; the REVOKEs clean it up."""
     a, reader, writer, ddl = scratch.a, scratch.user("reader"), scratch.user("writer"), scratch.user("ddl")
+    write = "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW"
     role = f"{scratch.prefix}_role"
     root_query(f"GRANT PROCESS ON *.* TO '{reader}'@'%'")
     run(_grant_extra(writer, ["SELECT"], scratch.b))  # B is only in writer's expired grant
@@ -263,7 +268,8 @@ def test_check_lists_missing_grants_without_failing(scratch, tmp_path, capsys):
     writer, a = scratch.user("writer"), scratch.a
     assert code == 0
     assert [line for line in out.splitlines() if "customers_new" in line and writer in line] == [
-        f"MISSING '{writer}'@'%': {name} ON `{a}`.`customers_new`" for name in ("SELECT", "INSERT", "UPDATE", "DELETE")
+        f"MISSING '{writer}'@'%': {name} ON `{a}`.`customers_new`"
+        for name in ("SELECT", "INSERT", "UPDATE", "DELETE", "SHOW VIEW")
     ]
     assert not [line for line in out.splitlines() if line.startswith("EXCESS")]
 
@@ -276,7 +282,7 @@ def test_the_test_sessions_accounts_are_provisioned_from_the_plan(test_db, tmp_p
     code, out, err = _gateway(["db", "check", "--config", str(config)], capsys)
     assert code == 0, out + err
     reader = test_db.accounts["reader"]
-    assert f"GRANT SELECT ON `{test_db.name}`.`customers` TO '{reader.user}'@'%';" in reader.grants
+    assert f"GRANT SELECT, SHOW VIEW ON `{test_db.name}`.`customers` TO '{reader.user}'@'%';" in reader.grants
     assert not any("payment_cards" in g for g in reader.grants)
 
 
@@ -300,9 +306,10 @@ def test_demo_seed_creates_accounts_empty_then_applies_the_plan(tmp_path, capsys
     try:
         config, accounts = run(seed(tmp_path / "state", policies=policies, database=database, prefix=prefix))
         assert accounts["reader"].grants == tuple(
-            f"GRANT SELECT ON `{database}`.`{t}` TO '{prefix}_reader'@'%';" for t in ("customers", "items", "orders")
+            f"GRANT SELECT, SHOW VIEW ON `{database}`.`{t}` TO '{prefix}_reader'@'%';"
+            for t in ("customers", "items", "orders")
         )
-        rights = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, CREATE VIEW"
+        rights = "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW, CREATE, ALTER, DROP, INDEX, CREATE VIEW"
         assert accounts["ddl"].grants == (f"GRANT {rights} ON `{_escaped(database)}`.* TO '{prefix}_ddl'@'%';",)
         code, out, err = _gateway(["db", "check", "--config", str(config)], capsys)
         assert (code, out) == (0, ""), err

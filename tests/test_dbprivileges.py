@@ -27,7 +27,9 @@ from gateway.settings import TargetSettings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DML = {"SELECT", "INSERT", "UPDATE", "DELETE"}
-DDL = DML | {"CREATE", "ALTER", "DROP", "INDEX", "CREATE VIEW"}
+READ = {"SELECT", "SHOW VIEW"}  # SHOW VIEW: the gateway reads view definitions with the account (rule 28)
+WRITE = DML | READ
+DDL = WRITE | {"CREATE", "ALTER", "DROP", "INDEX", "CREATE VIEW"}
 
 
 def grant(access=Access.READ, allow=None, deny=(), *, name="g", target="shop", db_user="acct", expires=None):
@@ -51,7 +53,7 @@ def grant(access=Access.READ, allow=None, deny=(), *, name="g", target="shop", d
 
 def test_each_access_level_needs_its_rights_on_allowed_tables_only():
     """Read needs SELECT, write DML, ddl -> DML + CREATE/ALTER/DROP/INDEX/CREATE VIEW; denied tables get nothing."""
-    for access, rights in ((Access.READ, {"SELECT"}), (Access.WRITE, DML), (Access.DDL, DDL)):
+    for access, rights in ((Access.READ, READ), (Access.WRITE, WRITE), (Access.DDL, DDL)):
         needs = Needs([grant(access, ("shop.*",), ("shop.payment_*",))])
         assert needs.table("shop", "items") == rights
         assert needs.table("shop", "payment_cards") == frozenset()
@@ -61,8 +63,8 @@ def test_each_access_level_needs_its_rights_on_allowed_tables_only():
 def test_rights_of_several_grants_add_up():
     """Two grants on one account: each table gets the union of what allows it."""
     needs = Needs([grant(Access.READ, ("shop.*",)), grant(Access.WRITE, ("shop.orders",), name="w")])
-    assert needs.table("shop", "orders") == DML
-    assert needs.table("shop", "items") == {"SELECT"}
+    assert needs.table("shop", "orders") == WRITE
+    assert needs.table("shop", "items") == READ
 
 
 @pytest.mark.parametrize(
@@ -90,8 +92,8 @@ def test_rights_of_several_grants_add_up():
 def test_a_database_is_granted_whole_only_when_every_table_of_it_is_allowed(allow, deny, db, whole):
     """db.* is planned only where the rules allow every table, now and later; otherwise table by table."""
     needs = Needs([grant(Access.READ, allow, deny)])
-    assert (needs.database(db) == {"SELECT"}) is whole
-    assert needs.database(db) <= {"SELECT"}
+    assert (needs.database(db) == READ) is whole
+    assert needs.database(db) <= READ
 
 
 def test_a_ddl_grant_with_denies_creates_but_alters_only_allowed_tables():
@@ -107,7 +109,7 @@ def test_a_ddl_grant_with_denies_creates_but_alters_only_allowed_tables():
 def test_system_tables_need_a_literal_pattern_and_information_schema_never():
     """Like the gateway's own table rules: mysql.user only when named; information_schema cannot be granted."""
     assert Needs([grant(allow=("*",))]).table("mysql", "user") == frozenset()
-    assert Needs([grant(allow=("mysql.user",))]).table("mysql", "user") == {"SELECT"}
+    assert Needs([grant(allow=("mysql.user",))]).table("mysql", "user") == READ
     assert Needs([grant(allow=("information_schema.*",))]).table("information_schema", "tables") == frozenset()
 
 
@@ -121,14 +123,14 @@ def test_the_plan_grants_whole_databases_once_and_other_tables_one_by_one():
         tables=(("sales", "a"), ("hr", "people"), ("hr", "teams"), ("hr", "salaries"), ("mysql", "user")),
     )
     assert plan(needs, catalog) == (
-        *(Privilege(Level.DATABASE, name, "sales") for name in ("SELECT", "INSERT", "UPDATE", "DELETE")),
-        Privilege(Level.TABLE, "SELECT", "hr", "people"),
-        Privilege(Level.TABLE, "SELECT", "hr", "teams"),
+        *(Privilege(Level.DATABASE, name, "sales") for name in ("SELECT", "INSERT", "UPDATE", "DELETE", "SHOW VIEW")),
+        *(Privilege(Level.TABLE, name, "hr", "people") for name in ("SELECT", "SHOW VIEW")),
+        *(Privilege(Level.TABLE, name, "hr", "teams") for name in ("SELECT", "SHOW VIEW")),
     )
     assert grant_statements(plan(needs, catalog), "'u'@'%'") == [
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON `sales`.* TO 'u'@'%';",
-        "GRANT SELECT ON `hr`.`people` TO 'u'@'%';",
-        "GRANT SELECT ON `hr`.`teams` TO 'u'@'%';",
+        "GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON `sales`.* TO 'u'@'%';",
+        "GRANT SELECT, SHOW VIEW ON `hr`.`people` TO 'u'@'%';",
+        "GRANT SELECT, SHOW VIEW ON `hr`.`teams` TO 'u'@'%';",
     ]
 
 

@@ -202,7 +202,7 @@ def test_a_policy_reload_rechecks_every_account(tmp_path, idp, drift_db):
             stop_gateway(gw)
     assert {a["status"] for a in first["accounts"].values()} == {"clean"}
     mine = drifted["accounts"][f"shop/{reader}"]
-    assert mine["excess"] == [f"SELECT ON `{drift_db.name}`.`customers`"]
+    assert mine["excess"] == [f"{right} ON `{drift_db.name}`.`customers`" for right in ("SELECT", "SHOW VIEW")]
     assert (
         clean["accounts"][f"shop/{reader}"]["policy_revision"] == first["accounts"][f"shop/{reader}"]["policy_revision"]
     )
