@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import accessapi, adminapi, api, auditapi, openapi, tracing
 from gateway.audit import AuditLog
+from gateway.auditcaps import RecordCaps
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
 from gateway.devissuer import DevIssuer
@@ -109,6 +110,8 @@ def create_app(
         audit = AuditLog(
             writer,
             redact_literals=settings.audit.redact_literals,
+            # An allowed statement is within the SQL size cap, so it is always recorded whole.
+            caps=RecordCaps(statement=settings.limits.max_sql_bytes),
             max_pending=settings.audit.queue_limit,
             observe_commit=metrics.audit_write.observe,
         )
