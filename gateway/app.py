@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from gateway.oidc import IssuerConfig, JwksCache, KeySource
 from gateway.pipeline import Pipeline
 from gateway.policystore import PolicyStore
 from gateway.pools import PoolRegistry
+from gateway.requestids import RequestIds
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +42,21 @@ DEV_ISSUER_PATH = "/dev-issuer"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _write_floods(pipeline: Pipeline) -> None:
+    """Write due ``auth_flood`` aggregates even when no further unauthenticated request comes to do it."""
+    period = min(pipeline.settings.audit.unauthenticated.window / 4, 15.0)
+    while True:
+        await asyncio.sleep(period)
+        pipeline.write_floods()
 
 
 def dev_issuer_url(settings: Settings) -> str:
@@ -89,6 +106,7 @@ def create_app(
     ``tracing.endpoint``).
     """
     metrics = Metrics()
+    request_ids = RequestIds()  # one id source for the middleware and the pipeline (auth_flood records)
     spans = tracing.build(settings.tracing, span_exporter)
     # sqlglot logs unparsed statement text (with literals) at WARNING: keep it out of our logs.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -129,10 +147,14 @@ def create_app(
             key_sources=list(sources.values()),
             clock=clock,
             tracing=spans,
+            request_ids=request_ids,
         )
         app.state.dev_issuer = dev
         metrics.watch_audit(audit, app.state.pipeline.decisions)
-        watcher = asyncio.create_task(policies.watch(), name="policy-watch")
+        tasks = (
+            asyncio.create_task(policies.watch(), name="policy-watch"),
+            asyncio.create_task(_write_floods(app.state.pipeline), name="auth-flood-writer"),
+        )
         # What start-up built (modules, sqlglot's tables, policies, pools) lives as long as the
         # process: freezing it keeps the collector's full passes, which stop the event loop,
         # to the objects requests create (a full pass over everything took up to 52 ms).
@@ -141,13 +163,12 @@ def create_app(
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await _cancel(*tasks)
             await pools.close()
             for source in sources.values():
                 if isinstance(source, JwksCache):
                     await source.aclose()
+            app.state.pipeline.write_floods(everything=True)  # every suppressed record is accounted for
             await asyncio.to_thread(reader.close)  # first, so the writer's close is the last (SQLite checkpoints)
             await audit.close()
             await asyncio.to_thread(spans.shutdown)
@@ -186,7 +207,10 @@ def create_app(
     app.front = GatewayMiddleware(
         StatementEndpoints(app, api.DIRECT_ROUTES, fallback=app.stack()),
         max_body=settings.limits.max_body_bytes,
+        max_headers=settings.limits.max_header_bytes,
         metrics=metrics,
         tracing=spans,
+        ids=request_ids,
+        on_refused=functools.partial(api.record_refusal, app),
     )
     return app
