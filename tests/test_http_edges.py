@@ -7,13 +7,20 @@ waiting for the writer: a refusal's record is durable before it is answered.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import httpx
 import orjson
 import pytest
+import uvicorn
 from conftest import RunningGateway, free_port, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import GATEWAY_AUDIENCE
 
+from gateway.app import create_app
 from gateway.auditstore import SQLiteAuditStore
+from gateway.cli import server_options
 from gateway.requestids import RequestIds, client_request_id
 
 MB8 = 8 * 1024 * 1024
@@ -27,6 +34,16 @@ def records(gateway: RunningGateway, request_id: str) -> list[dict]:
         return [e for e in store.iter_entries() if e.get("request_id") == request_id]
     finally:
         store.close()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def is_gateway_id(value: str) -> bool:
@@ -197,3 +214,36 @@ def test_readyz_not_ready_is_503_and_still_says_nothing_more(tmp_path, idp, test
     assert (anonymous.status_code, anonymous.json()) == (503, {"status": "not_ready"})
     assert admin.status_code == 503
     assert admin.json()["checks"]["keys"]["ok"] is False
+
+
+def test_with_h11_a_header_past_the_cap_is_431_and_far_past_it_a_bounded_400(tmp_path, idp, test_db):
+    """Under h11 as ``gateway serve`` sets it up, 40 KB of headers is a recorded 431 and 8 MB a bounded 400.
+
+    h11 (used when httptools is missing) reads at most ``max_header_bytes`` plus a margin: up to there
+    the gateway answers and records; beyond, h11 refuses with a plain 400 (or cuts the connection while
+    the client still sends) without the app or the audit log seeing it.
+    """
+    settings = gateway_settings(tmp_path, idp, test_db)
+    config = uvicorn.Config(create_app(settings), http="h11", **server_options(settings))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: server.started, 20)
+        url = f"http://{settings.listen.host}:{settings.listen.port}"
+        past_cap = httpx.get(f"{url}/v1/me", headers={"X-Pad": "p" * 40_000})
+        try:
+            far_past: int | None = httpx.get(f"{url}/v1/me", headers={"X-Pad": "p" * MB8}, timeout=60).status_code
+        except httpx.TransportError:  # the server closed while the client was still sending
+            far_past = None
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    assert (past_cap.status_code, past_cap.json()["code"]) == (431, "headers_too_large")
+    assert far_past in {400, None}
+    store = SQLiteAuditStore(tmp_path / "audit.db", readonly=True)
+    try:
+        codes = [e["code"] for e in store.iter_entries()]
+    finally:
+        store.close()
+    assert codes == ["headers_too_large"]
