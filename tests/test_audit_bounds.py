@@ -89,6 +89,7 @@ async def test_lists_nested_values_and_statements_are_bounded(tmp_path):
     assert entry["filters"] == {"deep": {"deeper": "…[nested too deep]"}, cut_text("k" * 50, 10): "v"}
 
 
+@pytest.mark.fuzz
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=60),

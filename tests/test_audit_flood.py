@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from conftest import gateway_settings, start_gateway, stop_gateway
 from fuzzprofile import budget
 from hypothesis import given, settings
@@ -103,6 +104,7 @@ def test_many_addresses_share_one_aggregate_beyond_the_limit():
     assert aggregates == {"a": 1, "b": 1, "*": 2}
 
 
+@pytest.mark.fuzz
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.floats(0, 30)), max_size=300))
 @settings(max_examples=budget(200))
 def test_every_refused_request_is_recorded_or_counted(events):
