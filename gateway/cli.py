@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from gateway import admincli, auditcli, clicommands
 from gateway.errors import ConfigError, PolicyFileError
@@ -31,26 +30,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     log.configure(json=not sys.stderr.isatty())
-    uvicorn.run(create_app(settings), **server_options(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        # Longer than the usual load balancer idle timeout (60 s), so the balancer,
+        # not the gateway, closes idle connections and never races a reused one.
+        timeout_keep_alive=75,
+        h11_max_incomplete_event_size=h11_header_limit(settings),
+    )
     return 0
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
-    """The options ``gateway serve`` runs uvicorn with (the tests serve with them too)."""
-    return {
-        "host": settings.listen.host,
-        "port": settings.listen.port,
-        "log_level": "warning",
-        "access_log": False,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": 30,
-        # Longer than the usual load balancer idle timeout (60 s), so the balancer,
-        # not the gateway, closes idle connections and never races a reused one.
-        "timeout_keep_alive": 75,
-        # With h11 (no httptools), a header block past this is a bare 400 before the app. Room above
-        # the gateway's own cap, so up to well past it the gateway answers 431 and records it.
-        "h11_max_incomplete_event_size": settings.limits.max_header_bytes + H11_SLACK,
-    }
+def h11_header_limit(settings: Settings) -> int:
+    """The most h11 (uvicorn's parser when httptools is missing) reads of a request head.
+
+    Past it h11 answers a bare 400 before the app. It sits a margin above the
+    gateway's own cap, so up to well past that cap the gateway answers 431
+    itself and records it.
+    """
+    return settings.limits.max_header_bytes + H11_SLACK
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

@@ -106,7 +106,8 @@ def test_sqlite_store_full(tmp_path, idp, private_db, fault_report):
 
 def _mariadb_records(database: str) -> Records:
     rows = audit_root_query(
-        "SELECT JSON_VALUE(record, '$.client_request_id'), event, decision, code"
+        # As text: over the binary record column JSON_VALUE answers bytes.
+        "SELECT JSON_VALUE(CONVERT(record USING utf8mb4), '$.client_request_id'), event, decision, code"
         f" FROM `{database}`.audit_log ORDER BY seq"
     )
     records: Records = defaultdict(list)

@@ -20,7 +20,7 @@ from oidcfixture import GATEWAY_AUDIENCE
 
 from gateway.app import create_app
 from gateway.auditstore import SQLiteAuditStore
-from gateway.cli import server_options
+from gateway.cli import h11_header_limit
 from gateway.requestids import RequestIds, client_request_id
 
 MB8 = 8 * 1024 * 1024
@@ -224,7 +224,14 @@ def test_with_h11_a_header_past_the_cap_is_431_and_far_past_it_a_bounded_400(tmp
     the client still sends) without the app or the audit log seeing it.
     """
     settings = gateway_settings(tmp_path, idp, test_db)
-    config = uvicorn.Config(create_app(settings), http="h11", **server_options(settings))
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        log_level="warning",
+        http="h11",
+        h11_max_incomplete_event_size=h11_header_limit(settings),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
