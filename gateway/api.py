@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
@@ -11,18 +14,43 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from gateway import readiness
-from gateway.errors import Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
+from gateway.errors import AuditUnavailable, Forbidden, GatewayError, InvalidRequest, Unauthenticated, Unavailable
 from gateway.identity import Identity
 from gateway.pipeline import Pipeline, RequestContext, StatementRequest
 from gateway.streamresponse import NDJSONResponse, wants_ndjson
 
 log = structlog.get_logger("gateway.api")
 PROBLEM = "application/problem+json"
-Param = None | StrictBool | StrictInt | StrictFloat | StrictStr
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # MariaDB's BIGINT and BIGINT UNSIGNED together
+# 19 digits in a row: the shortest integer that may be beyond 64 bits (orjson reads those as floats).
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _bindable(value: object) -> object:
+    """Refuse what would not be bound as sent: integers beyond 64 bits, NaN and infinities."""
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        raise ValueError("integer outside the 64-bit range")  # else it would be bound as a rounded double
+    if type(value) is float and not math.isfinite(value):
+        raise ValueError("NaN and infinite numbers cannot be bound")
+    return value
+
+
+Param = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr | None, BeforeValidator(_bindable)]
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -61,8 +89,8 @@ class TransactionBody(BaseModel):
     statements: Annotated[list[StatementBody], Field(min_length=1)]
 
 
-def problem(request_id: str, exc: GatewayError) -> Response:
-    """Render an error as RFC 9457 problem+json with the gateway's code."""
+def problem(request_id: str, exc: GatewayError, client_request_id: str | None = None) -> Response:
+    """Render an error as RFC 9457 problem+json with the gateway's code (and the caller's own id, if sane)."""
     body = {
         "type": f"https://db-gateway.dev/problems/{exc.code}",
         "title": exc.title,
@@ -71,6 +99,8 @@ def problem(request_id: str, exc: GatewayError) -> Response:
         "code": exc.code,
         "request_id": request_id,
     }
+    if client_request_id is not None:
+        body["client_request_id"] = client_request_id
     headers = {}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
@@ -83,13 +113,24 @@ def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 
 
+def _client_request_id(request: Request) -> str | None:
+    offered = request.scope.get("state", {}).get("client_request_id")
+    return str(offered) if offered is not None else None
+
+
+def _problem(request: Request, exc: GatewayError) -> Response:
+    return problem(_request_id(request), exc, _client_request_id(request))
+
+
 def _pipeline(request: Request) -> Pipeline:
     return request.app.state.pipeline  # type: ignore[no-any-return]
 
 
 def _context(request: Request) -> RequestContext:
     client = request.client.host if request.client else None
-    return RequestContext(_request_id(request), client, request.headers.get("user-agent"))
+    return RequestContext(
+        _request_id(request), client, request.headers.get("user-agent"), client_request_id=_client_request_id(request)
+    )
 
 
 async def _authenticate(request: Request, pipeline: Pipeline, ctx: RequestContext) -> Identity:
@@ -147,11 +188,22 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/readyz")
-async def readyz(pipeline: PipelineDep) -> Response:
-    """Ready when policies are loaded and signing keys fetched; pools and the audit store are reported too."""
+async def readyz(request: Request, pipeline: PipelineDep) -> Response:
+    """Ready (200) or not (503) for anyone; the checks behind it only for a caller with the admin role.
+
+    The details name files, grants, hosts and accounts (SECURITY rule 31), so
+    a probe without a token learns only the status. A token, if sent, is
+    validated like on every route (an invalid one is a 401); a valid one
+    without the admin role gets the status alone.
+    """
     checks = await pipeline.readiness()
     ready = readiness.is_ready(checks)
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if "authorization" in request.headers:
+        caller = await _authenticate(request, pipeline, _context(request))
+        if "admin" in pipeline.roles(caller):
+            body.update(ready=ready, checks=checks)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/v1/me")
@@ -183,12 +235,26 @@ def _json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise InvalidRequest("the body is not valid JSON") from None
+        if _LONG_NUMBER.search(raw):
+            data = _exact_numbers(raw)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             raise InvalidRequest(_errors_text(exc.errors())) from None
 
     return parse
+
+
+def _refuse_constant(name: str) -> object:
+    raise InvalidRequest(f"{name} is not a JSON number")
+
+
+def _exact_numbers(raw: bytes) -> object:
+    """Parse again keeping integers exact: orjson reads one beyond 64 bits as a float, which would pass as one."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError:  # more digits than int() takes (sys.int_info.default_max_str_digits)
+        raise InvalidRequest("a number in the body has too many digits") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +333,14 @@ DIRECT_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
 }
 
 
+async def record_refusal(app: FastAPI, scope: Scope, refusal: GatewayError) -> None:
+    """Durably record a request the middleware refused (oversized headers or body); see ``Pipeline.record_refusal``."""
+    pipeline: Pipeline | None = getattr(app.state, "pipeline", None)
+    if pipeline is None:  # not started (or stopped): nothing can be recorded, so nothing is answered but 503
+        raise AuditUnavailable("the gateway is not serving yet")
+    await pipeline.record_refusal(_context(Request(scope)), refusal, f"{scope['method']} {scope['path']}")
+
+
 def _check_params(pipeline: Pipeline, count: int) -> None:
     if count > pipeline.settings.limits.max_params:
         raise InvalidRequest(f"at most {pipeline.settings.limits.max_params} params per statement")
@@ -278,11 +352,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        return problem(_request_id(request), exc)
+        return _problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return problem(_request_id(request), InvalidRequest(_errors_text(exc.errors())))
+        return _problem(request, InvalidRequest(_errors_text(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -292,19 +366,19 @@ def install(app: FastAPI) -> None:
             _HTTP_CODES.get(exc.status_code, "http_error"),
             "HTTP error",
         )
-        response = problem(_request_id(request), err)
+        response = _problem(request, err)
         response.headers.update(exc.headers or {})  # a 405 lists the allowed methods in Allow (RFC 9110)
         return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        return internal_error(_request_id(request), exc)
+        return internal_error(_request_id(request), exc, _client_request_id(request))
 
 
-def internal_error(request_id: str, exc: Exception) -> Response:
+def internal_error(request_id: str, exc: Exception, client_request_id: str | None = None) -> Response:
     """Log an unexpected error with its traceback; answer a generic 500 problem naming the request id."""
     log.error("unhandled_error", request_id=request_id, error=type(exc).__name__, exc_info=exc)
-    return problem(request_id, GatewayError("an internal error occurred; quote the request id"))
+    return problem(request_id, GatewayError("an internal error occurred; quote the request id"), client_request_id)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}

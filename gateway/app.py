@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import accessapi, adminapi, api, auditapi, openapi, tracing
 from gateway.aliases import ALIASES_FILE, AliasRegistry, SqliteAliasRegistry
 from gateway.audit import AuditLog
+from gateway.auditcaps import RecordCaps
 from gateway.auditfactory import open_audit_store
 from gateway.auditstore import AuditStore
 from gateway.dbdrift import PrivilegeMonitor, drift_state
@@ -30,6 +32,7 @@ from gateway.oidc import IssuerConfig, JwksCache, KeySource
 from gateway.pipeline import Pipeline
 from gateway.policystore import PolicyStore
 from gateway.pools import PoolRegistry
+from gateway.requestids import RequestIds
 from gateway.settings import Settings
 from gateway.viewcatalog import ViewCatalog
 
@@ -42,6 +45,14 @@ DEV_ISSUER_PATH = "/dev-issuer"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def _write_floods(pipeline: Pipeline) -> None:
+    """Write due ``auth_flood`` aggregates even when no further unauthenticated request comes to do it."""
+    period = min(pipeline.settings.audit.unauthenticated.window / 4, 15.0)
+    while True:
+        await asyncio.sleep(period)
+        pipeline.write_floods()
 
 
 def dev_issuer_url(settings: Settings) -> str:
@@ -123,6 +134,7 @@ def create_app(
     ``tracing.endpoint``).
     """
     metrics = Metrics()
+    request_ids = RequestIds()  # one id source for the middleware and the pipeline (auth_flood records)
     spans = tracing.build(settings.tracing, span_exporter)
     # sqlglot logs unparsed statement text (with literals) at WARNING: keep it out of our logs.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -144,6 +156,8 @@ def create_app(
         audit = AuditLog(
             writer,
             redact_literals=settings.audit.redact_literals,
+            # An allowed statement is within the SQL size cap, so it is always recorded whole.
+            caps=RecordCaps(statement=settings.limits.max_sql_bytes),
             max_pending=settings.audit.queue_limit,
             observe_commit=metrics.audit_write.observe,
         )
@@ -162,11 +176,15 @@ def create_app(
             clock=clock,
             tracing=spans,
             views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
+            request_ids=request_ids,
         )
         app.state.dev_issuer = dev
         metrics.watch_audit(audit, app.state.pipeline.decisions)
-        watcher = asyncio.create_task(policies.watch(), name="policy-watch")
-        checker = _check_privileges(settings, policies, pools, metrics, clock)
+        tasks = (
+            asyncio.create_task(policies.watch(), name="policy-watch"),
+            asyncio.create_task(_write_floods(app.state.pipeline), name="auth-flood-writer"),
+            _check_privileges(settings, policies, pools, metrics, clock),
+        )
         # What start-up built (modules, sqlglot's tables, policies, pools) lives as long as the
         # process: freezing it keeps the collector's full passes, which stop the event loop,
         # to the objects requests create (a full pass over everything took up to 52 ms).
@@ -175,11 +193,12 @@ def create_app(
         try:
             yield
         finally:
-            await _stop(watcher, checker)
+            await _stop(*tasks)
             await pools.close()
             for source in sources.values():
                 if isinstance(source, JwksCache):
                     await source.aclose()
+            app.state.pipeline.write_floods(everything=True)  # every suppressed record is accounted for
             # Before the writer, so the writer's close is the last (SQLite checkpoints).
             await asyncio.to_thread(_close_all, validator.aliases, reader)
             await audit.close()
@@ -219,7 +238,10 @@ def create_app(
     app.front = GatewayMiddleware(
         StatementEndpoints(app, api.DIRECT_ROUTES, fallback=app.stack()),
         max_body=settings.limits.max_body_bytes,
+        max_headers=settings.limits.max_header_bytes,
         metrics=metrics,
         tracing=spans,
+        ids=request_ids,
+        on_refused=functools.partial(api.record_refusal, app),
     )
     return app

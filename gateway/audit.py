@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING
 import orjson
 import structlog
 
-from gateway.auditformat import format_time, redact_literals
+from gateway.auditcaps import RecordCaps, bound_record
+from gateway.auditformat import format_time, redact_fields
 from gateway.auditstore import CHAIN_FIELDS, canonical
 from gateway.errors import AuditUnavailable
 from gateway.log import info_batch
@@ -80,7 +81,10 @@ class AuditLog:
     """Append-only audit log in front of an :class:`~gateway.auditstore.AuditStore`.
 
     The log owns the store and its writer thread; :meth:`close` commits what
-    is pending, stops the thread and closes the store. ``max_pending`` bounds
+    is pending, stops the thread and closes the store. Every record is cut to
+    ``caps`` (``gateway/auditcaps.py``) before it is stored; with
+    ``redact_literals`` the literals of its statement text are replaced first
+    (``gateway/auditformat.py``). ``max_pending`` bounds
     the queue: when it is full, :meth:`append` fails with ``AuditUnavailable``
     instead of growing without limit. ``max_batch`` bounds one transaction.
     An append not committed within ``timeout`` seconds fails the same way (the
@@ -93,6 +97,7 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] = _utcnow,
         redact_literals: bool = False,
+        caps: RecordCaps | None = None,
         max_pending: int = 10_000,
         max_batch: int = 1_000,
         timeout: float = 10.0,
@@ -108,6 +113,7 @@ class AuditLog:
         self._close_retry = close_retry
         self._linger = linger
         self.redact_literals = redact_literals
+        self.caps = caps or RecordCaps()
         self._clock = clock
         self._max_batch = max_batch
         self._timeout = timeout
@@ -185,9 +191,10 @@ class AuditLog:
             prepared["time"] = format_time(self._clock())
         elif isinstance(moment, datetime):
             prepared["time"] = format_time(moment)
-        statement = prepared.get("statement")
-        if self.redact_literals and isinstance(statement, str):
-            prepared["statement"] = redact_literals(statement)
+        if self.redact_literals:
+            redact_fields(prepared)
+        # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
+        prepared = bound_record(prepared, self.caps)
         # Fail this caller now rather than the whole group commit later.
         try:
             canonical(prepared)

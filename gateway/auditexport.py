@@ -8,7 +8,10 @@ hashed, plus ``prev_hash`` and ``hash``). With filters it pages through
 CSV has one column per known field (:data:`CSV_COLUMNS`) and an ``extra``
 column for any other field. A cell holds a string as it is, nothing for a
 null, and JSON for anything else (numbers, booleans, lists such as
-``groups`` and ``tables``), so :func:`csv_value` reads a cell back.
+``groups`` and ``tables``), so :func:`csv_value` reads a cell back. Every cell
+is formula-safe (``gateway/csvcells.py``): one that starts with ``=``, ``+``,
+``-``, ``@``, tab, CR or ``'`` gets a leading ``'``, which :func:`csv_value`
+removes again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 
 from gateway.auditquery import MAX_LIMIT, AuditFilter
 from gateway.auditstore import AuditStore, Entry
+from gateway.csvcells import original_cell, safe_cell
 
 FORMATS = ("jsonl", "csv")
 CSV_COLUMNS = (
@@ -74,21 +78,20 @@ _JSON_COLUMNS = frozenset(
 
 
 def csv_cell(value: object) -> str:
-    """A CSV cell for ``value``: strings as they are, null as empty, other values as JSON."""
+    """A formula-safe CSV cell for ``value``: strings as they are, null as empty, other values as JSON."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
+    return safe_cell(value if isinstance(value, str) else orjson.dumps(value).decode())
 
 
 def csv_value(column: str, cell: str) -> object:
     """Read back a cell written by :func:`csv_cell` (strings stay strings where the field is text)."""
     if cell == "":
         return None
+    text = original_cell(cell)
     if column in _JSON_COLUMNS:
-        return orjson.loads(cell)
-    return cell
+        return orjson.loads(text)
+    return text
 
 
 def csv_row(entry: Entry) -> list[str]:

@@ -1,4 +1,11 @@
-"""How audit records are written down: times in one fixed form, literals redacted on request."""
+"""How audit records are written down: times in one fixed form, literals redacted on request.
+
+With ``audit.redact_literals`` on, :func:`redact_fields` replaces the literals
+of every field that carries statement text: ``statement`` (one statement, or
+a transaction's list of them, whether the record is a decision of a query, a
+stream or a transaction) and ``error`` (MariaDB's messages quote the values
+they refused, e.g. ``Duplicate entry 'alice@example.com'``).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +28,23 @@ _LITERALS = re.compile(
 )
 
 
+# The record fields that carry statement text (see the module docstring).
+REDACTED_FIELDS = ("statement", "error")
+
+
 def redact_literals(sql: str) -> str:
     """Replace every string and number literal in ``sql`` with ``?``."""
     return _LITERALS.sub(lambda m: m.group("ident") or "?", sql)
+
+
+def redact_fields(record: dict[str, object]) -> None:
+    """Redact, in place, the literals of every field of ``record`` that carries statement text."""
+    for name in REDACTED_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str):
+            record[name] = redact_literals(value)
+        elif isinstance(value, list | tuple):  # a transaction's statements
+            record[name] = [redact_literals(v) if isinstance(v, str) else v for v in value]
 
 
 def format_time(moment: datetime) -> str:

@@ -35,7 +35,15 @@ import pymysql
 
 from gateway.auditquery import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
 from gateway.auditschema import HEAD_TABLE, LATEST, LOG_TABLE, WIDTHS, applied_versions, migrate
-from gateway.auditstore import AuditPage, Entry, canonical, chain_hash, decode_entry, statement_text
+from gateway.auditstore import (
+    AuditPage,
+    Entry,
+    canonical,
+    chain_hash,
+    column_mismatches,
+    decode_entry,
+    statement_text,
+)
 from gateway.credentials import read_plain_secret
 from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource
@@ -44,6 +52,9 @@ _COLUMNS = ("request_id", "event", "user", "target", "decision", "code")
 _PLACEHOLDERS = ", ".join(["%s"] * (len(_COLUMNS) + 6))
 _INSERT = f"INSERT INTO {LOG_TABLE} (seq, time, {', '.join(_COLUMNS)}, statement, record, prev_hash, hash) VALUES ({_PLACEHOLDERS})"  # noqa: E501, S608 - fixed names
 _SELECT = f"SELECT seq, record, prev_hash, hash FROM {LOG_TABLE}"  # noqa: S608 - fixed names
+# Every column a row holds besides record, prev_hash and hash (which the chain check covers).
+_CHECKED = ("seq", "time", *_COLUMNS, "statement")
+_SELECT_CHECKED = f"SELECT seq, record, prev_hash, hash, {', '.join(_CHECKED)} FROM {LOG_TABLE}"  # noqa: S608
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - DATETIME columns hold naive UTC
 _IDLE_CHECK = 30.0
 _LOCK_WAIT = 10
@@ -71,6 +82,11 @@ def _record_time(record: Mapping[str, object]) -> datetime:
     except ValueError:
         return _EPOCH  # only a caller-made time string can be unreadable; it still sorts
     return _naive_utc(moment) if moment.tzinfo else moment
+
+
+def _row_columns(record: Mapping[str, object]) -> tuple[object, ...]:
+    """The plain columns copied out of ``record``: time, the filter columns (cut to width), the statement."""
+    return (_record_time(record), *(_column(record, name) for name in _COLUMNS), statement_text(record))
 
 
 def _column(record: Mapping[str, object], name: str) -> str | None:
@@ -198,8 +214,7 @@ class MariaDBAuditStore:
                         seq += 1
                         body = canonical({**record, "seq": seq})
                         digest = chain_hash(prev, body)
-                        columns = [_column(record, name) for name in _COLUMNS]
-                        rows.append((seq, _record_time(record), *columns, statement_text(record), body, prev, digest))
+                        rows.append((seq, *_row_columns(record), body, prev, digest))
                         entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
                         prev = digest
                     cur.executemany(_INSERT, rows)
@@ -214,11 +229,21 @@ class MariaDBAuditStore:
 
     def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
         """Yield entries with ``seq > after_seq`` in seq order, one short query per ``batch``."""
+        for row in self._rows_after(_SELECT, after_seq, batch):
+            yield decode_entry(row[1], row[2], row[3])
+
+    def iter_checked(self, after_seq: int = 0, batch: int = 1000) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+        """Entries in seq order, each with the names of its plain columns that disagree with its record."""
+        for row in self._rows_after(_SELECT_CHECKED, after_seq, batch):
+            entry = decode_entry(row[1], row[2], row[3])
+            yield entry, column_mismatches(_CHECKED, row[4:], (entry.get("seq"), *_row_columns(entry)))
+
+    def _rows_after(self, select: str, after_seq: int, batch: int) -> Iterator[tuple[Any, ...]]:
         while True:
-            rows = self._rows(f"{_SELECT} WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, batch))
-            for row_seq, record, prev_hash, digest in rows:
-                yield decode_entry(record, prev_hash, digest)
-                after_seq = int(row_seq)
+            rows = self._rows(f"{select} WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, batch))
+            yield from rows
+            if rows:
+                after_seq = int(rows[-1][0])
             if len(rows) < batch:
                 return
 

@@ -98,8 +98,20 @@ class AuditStore(Protocol):
         ...
 
 
-# Schema version 1 (``PRAGMA user_version``): the statement column for free text,
-# and one index per filter ending in time (rowid = seq is implied), as in MariaDB.
+@runtime_checkable
+class ColumnCheckedStore(Protocol):
+    """A store that copies fields out of the hashed record into plain columns (for filters).
+
+    Verification must see an edit to those columns too: editing ``user`` or
+    ``time`` of a row would hide it from filters while the hashed record stays
+    intact. Both stores implement this.
+    """
+
+    def iter_checked(self, after_seq: int = 0, batch: int = 1000) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+        """Entries in seq order, each with the names of its stored columns that disagree with its record."""
+        ...
+
+
 @runtime_checkable
 class AnchoredStore(Protocol):
     """A store that also keeps its chain head apart from the entries (the MariaDB head row)."""
@@ -109,6 +121,8 @@ class AnchoredStore(Protocol):
         ...
 
 
+# Schema version 1 (``PRAGMA user_version``): the statement column for free text,
+# and one index per filter ending in time (rowid = seq is implied), as in MariaDB.
 _SCHEMA_VERSION = 1
 _MIGRATION = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -138,6 +152,9 @@ _INSERT = (
 )
 _SELECT = "SELECT seq, record, prev_hash, hash FROM audit"
 _COLUMNS = ("time", "request_id", "event", "user", "target", "decision", "code")
+# Every column a row holds besides record, prev_hash and hash (which the chain check covers).
+_CHECKED = ("seq", *_COLUMNS, "statement")
+_SELECT_CHECKED = f"SELECT seq, record, prev_hash, hash, {', '.join(_CHECKED)} FROM audit"  # noqa: S608 - fixed names
 
 
 def _format_time(moment: datetime) -> str:
@@ -150,6 +167,30 @@ _DIALECT = Dialect(table="audit", param="?", time_value=_format_time)
 
 def _text(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
+
+
+def _row_columns(record: Mapping[str, object]) -> tuple[object, ...]:
+    """The plain columns copied out of ``record`` (in :data:`_COLUMNS` order, then the statement)."""
+    return (*(_text(record.get(name)) for name in _COLUMNS), statement_text(record))
+
+
+def column_mismatches(names: Sequence[str], stored: Sequence[object], expected: Sequence[object]) -> tuple[str, ...]:
+    """The names whose stored value differs from the value the hashed record implies."""
+    return tuple(name for name, got, want in zip(names, stored, expected, strict=True) if got != want)
+
+
+def _sqlite_mismatches(stored: Sequence[object], entry: Entry) -> tuple[str, ...]:
+    bad = column_mismatches(_CHECKED, stored, (entry.get("seq"), *_row_columns(entry)))
+    statement = entry.get("statement")
+    # A file migrated from before the statement column holds a transaction's list as JSON text.
+    if (
+        bad
+        and bad[-1] == "statement"
+        and isinstance(statement, list)
+        and stored[-1] == orjson.dumps(statement).decode()
+    ):
+        bad = bad[:-1]
+    return bad
 
 
 def decode_entry(record: bytes, prev_hash: str, digest: str) -> Entry:
@@ -232,8 +273,7 @@ class SQLiteAuditStore:
                     seq += 1
                     body = canonical({**record, "seq": seq})
                     digest = chain_hash(prev, body)
-                    columns = [_text(record.get(name)) for name in _COLUMNS]
-                    rows.append((seq, *columns, statement_text(record), body, prev, digest))
+                    rows.append((seq, *_row_columns(record), body, prev, digest))
                     entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
                     prev = digest
                 conn.executemany(_INSERT, rows)
@@ -254,14 +294,22 @@ class SQLiteAuditStore:
         Entries are decoded from the stored record bytes (``seq`` included),
         not from the indexed columns, so verification sees what was hashed.
         """
+        for row in self._rows_after(_SELECT, after_seq, batch):
+            yield decode_entry(row[1], row[2], row[3])
+
+    def iter_checked(self, after_seq: int = 0, batch: int = 1000) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+        """Entries in seq order, each with the names of its plain columns that disagree with its record."""
+        for row in self._rows_after(_SELECT_CHECKED, after_seq, batch):
+            entry = decode_entry(row[1], row[2], row[3])
+            yield entry, _sqlite_mismatches(row[4:], entry)
+
+    def _rows_after(self, select: str, after_seq: int, batch: int) -> Iterator[tuple[Any, ...]]:
         while True:
             with self._lock:
-                rows = self._conn.execute(
-                    f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, batch)
-                ).fetchall()
-            for row_seq, record, prev_hash, digest in rows:
-                yield decode_entry(record, prev_hash, digest)
-                after_seq = row_seq
+                rows = self._conn.execute(f"{select} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, batch)).fetchall()
+            yield from rows
+            if rows:
+                after_seq = rows[-1][0]
             if len(rows) < batch:
                 return
 

@@ -1,14 +1,20 @@
-"""Check an audit store's hash chain: find edited, deleted, inserted or reordered entries."""
+"""Check an audit store's hash chain: find edited, deleted, inserted or reordered entries.
+
+Besides the hashed record, each row keeps plain copies of the fields auditors
+filter on (``time``, ``user``, ``target``, ...). Verification compares every
+such stored column with the value its hashed record implies, so an edit that
+would hide a row from filters (its ``user`` or ``time`` changed) is found too.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.auditstore import GENESIS_HASH, AnchoredStore, canonical, chain_hash
+from gateway.auditstore import GENESIS_HASH, AnchoredStore, ColumnCheckedStore, canonical, chain_hash
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from gateway.auditstore import AuditStore, Entry
 
@@ -68,6 +74,25 @@ def _anchor(store: AuditStore, given: tuple[int, str] | None) -> tuple[int, str]
     return given
 
 
+def _rows(store: AuditStore, batch: int) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+    """Every entry with the columns that disagree with it (none for a store without plain columns)."""
+    if isinstance(store, ColumnCheckedStore):
+        yield from store.iter_checked(batch=batch)
+        return
+    for entry in store.iter_entries(batch=batch):
+        yield entry, ()
+
+
+def _row_problem(entry: Entry, columns: tuple[str, ...], expected_seq: int, prev_hash: str) -> str | None:
+    """What is wrong with the row: its chain position first, then its plain columns."""
+    problem = _problem(entry, expected_seq, prev_hash)
+    if problem is None and columns:
+        return (
+            f"seq {entry.get('seq')}: stored column(s) {', '.join(columns)} differ from the hashed record (row edited)"
+        )
+    return problem
+
+
 def _quiet(_count: int) -> None:
     """Ignore progress when nobody asked for it."""
 
@@ -82,7 +107,8 @@ def verify(
 ) -> VerifyResult:
     """Stream through ``store`` in seq order and check every link of the chain.
 
-    Each entry must hash to its stored ``hash`` (else: edited), carry the next
+    Each entry must hash to its stored ``hash`` (else: edited), have every
+    plain column equal to what its record holds (else: row edited), carry the next
     seq starting at 1 (else: deleted, reordered or inserted) and point with
     ``prev_hash`` at the previous entry's hash (genesis for seq 1). After a
     problem the check re-anchors on the entry that follows, so later damage
@@ -103,9 +129,9 @@ def verify(
     found = count = 0
     head_seq, head_hash = 0, GENESIS_HASH
     anchor_hash: str | None = None
-    for entry in store.iter_entries(batch=batch):
+    for entry, columns in _rows(store, batch):
         count += 1
-        problem = _problem(entry, head_seq + 1, head_hash)
+        problem = _row_problem(entry, columns, head_seq + 1, head_hash)
         if problem is not None:
             found += 1
             if found <= max_problems:  # a wrecked log must not fill memory

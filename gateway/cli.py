@@ -14,6 +14,7 @@ from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "gateway.yaml"))
+H11_SLACK = 16 * 1024  # bytes h11 may read past limits.max_header_bytes (the request line, a margin)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -40,8 +41,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Longer than the usual load balancer idle timeout (60 s), so the balancer,
         # not the gateway, closes idle connections and never races a reused one.
         timeout_keep_alive=75,
+        h11_max_incomplete_event_size=h11_header_limit(settings),
     )
     return 0
+
+
+def h11_header_limit(settings: Settings) -> int:
+    """The most h11 (uvicorn's parser when httptools is missing) reads of a request head.
+
+    Past it h11 answers a bare 400 before the app. It sits a margin above the
+    gateway's own cap, so up to well past that cap the gateway answers 431
+    itself and records it.
+    """
+    return settings.limits.max_header_bytes + H11_SLACK
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

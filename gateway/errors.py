@@ -19,6 +19,7 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     ├── DatabaseError            422 database_error
     ├── StatementTimeout         504 statement_timeout
     ├── PayloadTooLarge          413 payload_too_large
+    │   └── HeadersTooLarge      431 headers_too_large
     └── Unavailable              503 (with Retry-After)
         ├── DatabaseUnavailable  503 database_unavailable
         ├── PoolExhausted        503 pool_exhausted
@@ -170,6 +171,14 @@ class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
     status = 413
     title = "Payload too large"
+
+
+class HeadersTooLarge(PayloadTooLarge):
+    """The request's headers together are over their cap (RFC 6585)."""
+
+    code = "headers_too_large"
+    status = 431
+    title = "Request header fields too large"
 
 
 class Unavailable(GatewayError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from gateway.encoding import TYPE_NAMES, JSONValue, dump_rows
 from gateway.errors import (
     DatabaseError,
     DatabaseUnavailable,
+    GatewayError,
     InvalidRequest,
     PayloadTooLarge,
     StatementTimeout,
@@ -35,7 +37,12 @@ from gateway.statements import Kind, Statement
 
 ER_STATEMENT_TIMEOUT = 1969
 ER_QUERY_INTERRUPTED = 1317
-CLIENT_ERRORS_START = 2000  # errno >= 2000 comes from the client library, not the server
+# The client library's own errors (CR_*: lost connection, server gone, ...) are 2000-2999;
+# the server's own numbers run from 1000 up into the 4000s, so a number alone past 2000 says nothing.
+CLIENT_ERRORS = range(2000, 3000)
+# Server errors that mean the server refuses or ends the session, not the statement.
+SERVER_UNAVAILABLE = frozenset({1040, 1053, 1927})  # too many connections, shutdown, connection killed
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # MariaDB's BIGINT and BIGINT UNSIGNED together
 TIMEOUT_GRACE = 2.0  # seconds the client waits beyond max_statement_time
 _UNSAFE_COMMENT = re.compile(r"[^A-Za-z0-9@._+\-]")
 
@@ -73,6 +80,8 @@ def bind(statement: Statement, params: Sequence[JSONValue], conn: Pooled) -> str
         raise InvalidRequest(
             f"the statement has {statement.placeholders} placeholders but {len(params)} params were given"
         )
+    for value in params:
+        _check_bindable(value)
     parts = statement.sql_parts
     if not params:
         return parts[0]
@@ -81,6 +90,14 @@ def bind(statement: Statement, params: Sequence[JSONValue], conn: Pooled) -> str
         out.append(conn.raw.escape(value))
         out.append(part)
     return "".join(out)
+
+
+def _check_bindable(value: JSONValue) -> None:
+    """Refuse a value the driver would not bind as given (the HTTP layer refuses these first)."""
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        raise InvalidRequest("a parameter is an integer outside the 64-bit range")
+    if type(value) is float and not math.isfinite(value):
+        raise InvalidRequest("a parameter is NaN or infinite")
 
 
 def wrap(sql: str, comment: str, limits: Limits, *, kind: Kind, in_transaction: bool) -> str:
@@ -93,15 +110,28 @@ def wrap(sql: str, comment: str, limits: Limits, *, kind: Kind, in_transaction: 
     return f"{comment} SET STATEMENT {', '.join(variables)} FOR {sql}"
 
 
-def _translate(exc: Exception, conn: Pooled) -> Exception:
-    conn.discard = True
+def classify(exc: db_errors.MySQLError) -> GatewayError:
+    """What a driver error means for the caller, by what it is rather than how large its number is.
+
+    The timeout's numbers are ``statement_timeout``; the client library's own
+    errors (2000-2999, or no number), its interface and protocol errors, and
+    the server refusing or ending the session are ``database_unavailable``;
+    every other server error, whatever its number (4015, 3034, ...), is
+    ``database_error`` with MariaDB's errno and message.
+    """
     errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     if errno in {ER_STATEMENT_TIMEOUT, ER_QUERY_INTERRUPTED}:
         return StatementTimeout(f"the statement ran past its timeout ({message})")
-    if errno >= CLIENT_ERRORS_START or errno == 0:
+    client_side = isinstance(exc, db_errors.InterfaceError | db_errors.InternalError) or errno in CLIENT_ERRORS
+    if client_side or errno == 0 or errno in SERVER_UNAVAILABLE:
         return DatabaseUnavailable(f"lost the database connection ({message})")
     return DatabaseError(errno, message)
+
+
+def _translate(exc: db_errors.MySQLError, conn: Pooled) -> GatewayError:
+    conn.discard = True
+    return classify(exc)
 
 
 async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: ANN401

@@ -72,12 +72,13 @@ class StatementEndpoints:
             return
         scope["app"] = self.app
         scope["route"] = route  # metrics name the route by its path, as for FastAPI's routes
-        request_id = str(scope.get("state", {}).get("request_id", "-"))
+        state = scope.get("state", {})
+        request_id, client_request_id = str(state.get("request_id", "-")), state.get("client_request_id")
         try:
             response = await route.endpoint(Request(scope, receive))
         except GatewayError as exc:
-            response = problem(request_id, exc)
+            response = problem(request_id, exc, client_request_id)
         except Exception as exc:  # noqa: BLE001 - any other failure is a logged 500, as the app's handler does
-            response = internal_error(request_id, exc)
+            response = internal_error(request_id, exc, client_request_id)
         # Outside the try, as in Starlette: once the reply has started, an error can only end the connection.
         await response(scope, receive, send)

@@ -81,7 +81,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
         "code": {"type": "string"},
-        "request_id": {"type": "string"},
+        "request_id": {"type": "string", "description": "The gateway's own id (also in X-Request-ID)"},
+        "client_request_id": {"type": "string", "description": "The caller's X-Request-ID, when it sent a sane one"},
     },
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -151,4 +152,6 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     if path in {"/v1/query", "/v1/transaction"}:
         responses["504"] = {**problem, "description": "statement_timeout"}
     if path == "/readyz":
-        responses["503"] = {"description": "Not ready: the body names the failing checks"}
+        # Anyone may ask; a bearer token with the admin role also gets the checks behind the answer.
+        operation["security"] = [{}, {"bearer": []}]
+        responses["503"] = {"description": "Not ready (an admin also sees the failing checks)"}

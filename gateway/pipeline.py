@@ -24,6 +24,7 @@ import structlog
 
 from gateway import execution, readiness, streaming, tracing, views
 from gateway.audit import AuditLog
+from gateway.auditflood import FloodControl
 from gateway.encoding import JSONValue
 from gateway.errors import (
     AuditUnavailable,
@@ -40,6 +41,7 @@ from gateway.oidc import KeySource
 from gateway.policy import Decision, decide, roles_of
 from gateway.policystore import PolicyStore
 from gateway.pools import Pooled, PoolRegistry
+from gateway.requestids import RequestIds
 from gateway.revoker import Revoker
 from gateway.settings import Settings
 from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
@@ -57,9 +59,10 @@ _VIEW_ROUNDS = 3
 class RequestContext:
     """Facts about the HTTP request that the audit log records."""
 
-    request_id: str
+    request_id: str  # the gateway's own id (gateway/requestids.py)
     client: str | None
     user_agent: str | None
+    client_request_id: str | None = None  # the caller's sane X-Request-ID, kept beside the gateway's
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class Pipeline:
         clock: Callable[[], datetime] = _utcnow,
         tracing: Tracing | None = None,
         views: ViewCatalog | None = None,
+        request_ids: RequestIds | None = None,
     ) -> None:
         self.settings = settings
         self.views = views
@@ -107,6 +111,8 @@ class Pipeline:
         self.tracing = tracing or Tracing()
         self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()  # (decision, code), for metrics
         self.inflight = InFlight()
+        self.request_ids = request_ids or RequestIds()
+        self.floods = FloodControl(settings.audit.unauthenticated, clock, self.request_ids.new)
         policies.listeners.append(Revoker(self.inflight, pools, clock, on_cancel=self._record_cancel).policy_changed)
 
     def _check_still_allowed(self, running: Running) -> None:
@@ -132,8 +138,36 @@ class Pipeline:
             )
             raise
 
+    async def _record_unverified(self, record: dict[str, Any]) -> None:
+        """Record a request refused before a valid token: one by one within the flood limits, else aggregated.
+
+        An admitted record is durable before the caller is answered, as every
+        decision record; one over the limits is counted into an ``auth_flood``
+        aggregate (``gateway/auditflood.py``) and the caller is answered all the same.
+        """
+        self.write_floods()  # first, so a window that has passed is closed before this record counts
+        admitted = self.floods.admit(record)
+        if admitted:
+            await self._record(record)
+        else:
+            self.decisions[(record["decision"], record["code"])] += 1
+
+    def write_floods(self, *, everything: bool = False) -> None:
+        """Queue the ``auth_flood`` aggregates that are due (all of them at shutdown)."""
+        for aggregate in self.floods.due(everything=everything):
+            try:
+                self.audit.submit(aggregate, retry=True)  # retried through an outage, like an outcome
+            except AuditUnavailable:
+                log.error("audit_record_unsaved", logger="audit", reason="the audit log refused it", record=aggregate)
+
+    async def record_refusal(self, ctx: RequestContext, refusal: GatewayError, route: str) -> None:
+        """Durably record a request refused before its token was looked at (oversized headers or body)."""
+        record = self._base(ctx, "decision", None)
+        record.update(decision="deny", code=refusal.code, reason=refusal.detail, route=route)
+        await self._record_unverified(record)
+
     def _base(self, ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, Any]:
-        return {
+        record = {
             "event": event,
             "request_id": ctx.request_id,
             "client": ctx.client,
@@ -146,6 +180,9 @@ class Pipeline:
             "groups": sorted(identity.groups) if identity else [],
             "policy_revision": self.policies.current.revision,
         }
+        if ctx.client_request_id is not None:
+            record["client_request_id"] = ctx.client_request_id
+        return record
 
     async def record_event(self, ctx: RequestContext, event: str, identity: Identity, **fields: Any) -> None:  # noqa: ANN401
         """Durably record an event outside the query path (policy edits, access requests, audit reads)."""
@@ -190,12 +227,12 @@ class Pipeline:
                 reason=exc.reason,
                 token_hash=_token_hash(token),
             )
-            await self._record(record)
+            await self._record_unverified(record)
             raise
         except GatewayError as exc:  # e.g. an oversized token
             record = self._base(ctx, "auth", None)
             record.update(decision="deny", code=exc.code, reason=exc.detail, token_hash=_token_hash(token))
-            await self._record(record)
+            await self._record_unverified(record)
             raise
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
@@ -360,7 +397,7 @@ class Pipeline:
         rows = result.row_count if result.rows_affected is None else result.rows_affected
         await self._outcome(ctx, identity, target, started, code="ok", rows=rows, truncated=result.truncated)
         return {
-            "request_id": ctx.request_id,
+            **_ids(ctx),
             "target": target,
             "kind": statement.kind.value,
             "grant": decision.grant,
@@ -424,7 +461,7 @@ class Pipeline:
                 fields["code"] = "revoked"
             await self._outcome(ctx, identity, target, started, **fields)
 
-        header = {"request_id": ctx.request_id, "target": target, "kind": statement.kind.value, "grant": decision.grant}
+        header = {**_ids(ctx), "target": target, "kind": statement.kind.value, "grant": decision.grant}
 
         def in_flight(conn: Pooled) -> None:
             # A stream is an in-flight statement too: a revocation cancels it like any other.
@@ -484,7 +521,7 @@ class Pipeline:
             rows=sum(r.rows_affected or r.row_count for r in results),
         )
         return {
-            "request_id": ctx.request_id,
+            **_ids(ctx),
             "target": target,
             "grant": decision.grant,
             "committed": True,
@@ -525,6 +562,13 @@ class Pipeline:
             with contextlib.suppress(AuditUnavailable):
                 await self.audit.settled(written)
         written.add_done_callback(functools.partial(_outcome_written, ctx.request_id))
+
+
+def _ids(ctx: RequestContext) -> dict[str, str]:
+    """The reply's ids: the gateway's, and the caller's own when it sent a sane one."""
+    if ctx.client_request_id is None:
+        return {"request_id": ctx.request_id}
+    return {"request_id": ctx.request_id, "client_request_id": ctx.client_request_id}
 
 
 def _outcome_written(request_id: str, written: asyncio.Future[Any]) -> None:

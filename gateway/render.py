@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.client import ProblemError
+from gateway.csvcells import safe_cell
 
 FORMATS = ("table", "json", "ndjson", "csv")
 PROGRESS_EVERY = 10_000  # rows between progress updates
@@ -131,7 +132,7 @@ class NDJSONSink:
 
 
 class CSVSink:
-    """RFC 4180 CSV with a header row; NULL is an empty field."""
+    """RFC 4180 CSV with a header row; NULL is an empty field; formula-safe cells (``gateway/csvcells.py``)."""
 
     def __init__(self, out: TextIO) -> None:
         self._writer = csv.writer(out, lineterminator="\n")
@@ -139,11 +140,11 @@ class CSVSink:
     def start(self, header: dict[str, Any]) -> None:
         """Write the column names."""
         if header.get("columns"):
-            self._writer.writerow(_names(header))
+            self._writer.writerow([safe_cell(str(name)) for name in _names(header)])
 
     def row(self, row: list[Any]) -> None:
         """Write a row."""
-        self._writer.writerow(["" if v is None else v for v in row])
+        self._writer.writerow(["" if v is None else safe_cell(str(v)) for v in row])
 
     def finish(self, trailer: dict[str, Any]) -> None:
         """Nothing to add: CSV has no trailer."""

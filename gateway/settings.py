@@ -214,6 +214,19 @@ class AuditDatabaseSettings(BaseModel):
         return self
 
 
+class FloodSettings(BaseModel):
+    """How many records of unauthenticated requests are written one by one (``gateway/auditflood.py``)."""
+
+    model_config = _FROZEN
+    per_client_rate: Annotated[float, Field(gt=0)] = 0.2  # records per second, refilled, per client address
+    per_client_burst: Annotated[int, Field(ge=1)] = 10
+    global_rate: Annotated[float, Field(gt=0)] = 2.0  # the same for the whole gateway
+    global_burst: Annotated[int, Field(ge=1)] = 100
+    window: Annotated[float, Field(gt=0, le=86400)] = 60.0  # seconds one auth_flood aggregate collects
+    max_clients: Annotated[int, Field(ge=1)] = 10_000  # addresses whose buckets are kept
+    max_aggregates: Annotated[int, Field(ge=1)] = 100  # addresses with an aggregate of their own per window
+
+
 class AuditSettings(BaseModel):
     """Where the audit log goes."""
 
@@ -227,6 +240,8 @@ class AuditSettings(BaseModel):
     # record is queued and committed with the next group (milliseconds later, and
     # always before shutdown ends); true makes each reply wait for it as well.
     await_outcome: bool = False
+    # Records of requests refused before a valid token (401, 413, 431): rate-limited, the rest aggregated.
+    unauthenticated: FloodSettings = FloodSettings()
 
     @model_validator(mode="after")
     def _store_configured(self) -> AuditSettings:
@@ -240,6 +255,8 @@ class LimitSettings(BaseModel):
 
     model_config = _FROZEN
     max_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024
+    # All request headers together (names and values); a bearer token alone may be 8 KB.
+    max_header_bytes: Annotated[int, Field(ge=16 * 1024)] = 32 * 1024
     max_sql_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
     max_sql_depth: Annotated[int, Field(gt=0)] = 64
     max_params: Annotated[int, Field(gt=0)] = 1000

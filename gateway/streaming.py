@@ -39,7 +39,7 @@ from asyncmy.cursors import SSCursor
 
 from gateway import execution
 from gateway.encoding import TYPE_NAMES, JSONValue, dump_row_line
-from gateway.errors import DatabaseError, DatabaseUnavailable, GatewayError, InvalidRequest, StatementTimeout
+from gateway.errors import GatewayError, InvalidRequest, StatementTimeout
 from gateway.pools import ConnectionPool, Pooled
 from gateway.settings import LimitSettings
 from gateway.statements import Statement
@@ -69,13 +69,7 @@ def stream_limits(limits: LimitSettings, grant_max_rows: int | None, requested: 
 
 
 def _translate(exc: db_errors.MySQLError) -> GatewayError:
-    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    if errno in {execution.ER_STATEMENT_TIMEOUT, execution.ER_QUERY_INTERRUPTED}:
-        return StatementTimeout(f"the statement ran past its timeout ({message})")
-    if errno >= execution.CLIENT_ERRORS_START or errno == 0:
-        return DatabaseUnavailable(f"lost the database connection ({message})")
-    return DatabaseError(errno, message)
+    return execution.classify(exc)  # one classification for buffered and streamed statements
 
 
 class _ReadGate:
@@ -234,6 +228,7 @@ class RowStream:
                 "title": error.title,
                 "detail": error.detail,
                 "request_id": self._header["request_id"],
+                **{k: v for k, v in self._header.items() if k == "client_request_id"},
                 "row_count": self.sent,
             }
         )

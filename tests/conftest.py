@@ -51,6 +51,9 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
+UNLIMITED_FLOODS = {"per_client_burst": 10**9, "global_burst": 10**9, "per_client_rate": 1e6, "global_rate": 1e6}
+
+
 def run(coro: Any) -> Any:
     """Run a coroutine to completion from synchronous test code."""
     return asyncio.run(coro)
@@ -309,9 +312,13 @@ def gateway_settings(
                 "secrets": {user: {"env": env} for user, env in env_names.items()},
             }
         },
-        "audit": {"path": tmp / "audit.db"},
+        # Every test request comes from 127.0.0.1: the shared gateways record every refused request
+        # one by one, so tests can find theirs; test_audit_flood.py sets real limits.
+        "audit": {"path": tmp / "audit.db", "unauthenticated": UNLIMITED_FLOODS},
         "admin": {"state_dir": tmp / "state"},  # access requests and the alias registry, never the working tree
     }
+    if isinstance(overrides.get("audit"), dict):  # another store or option: still no flood limits in tests
+        overrides["audit"] = {"unauthenticated": UNLIMITED_FLOODS, **overrides["audit"]}
     values.update(overrides)
     return Settings(**values)
 

@@ -119,10 +119,13 @@ def fault_settings(
 
 
 def audit_by_request(path: Path) -> Records:
-    """The SQLite audit store's records by request id: ``(event, decision, code)`` in seq order."""
+    """The SQLite audit store's records by the caller's request id: ``(event, decision, code)`` in seq order."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = conn.execute("SELECT request_id, event, decision, code FROM audit ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT json_extract(CAST(record AS TEXT), '$.client_request_id'), event, decision, code"
+            " FROM audit ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
     records: Records = defaultdict(list)

@@ -41,7 +41,7 @@ class Job:
 class Reply:
     """What came back for one request (``status`` None: no HTTP answer at all)."""
 
-    request_id: str
+    request_id: str  # the caller's own (sent as X-Request-ID; the records carry it as client_request_id)
     job: str
     started: float
     ended: float
@@ -67,18 +67,19 @@ class Reply:
 def check_reply(reply: Reply, response: httpx.Response) -> None:
     """Fill ``status``/``code``/``detail`` and list every way the reply is not well formed."""
     reply.status = response.status_code
-    if response.headers.get("x-request-id") != reply.request_id:
-        reply.problems.append("X-Request-ID not echoed")
+    gateway_id = response.headers.get("x-request-id")
+    if not gateway_id or gateway_id == reply.request_id:
+        reply.problems.append("X-Request-ID is not the gateway's own")
     try:
         body = response.json()
     except ValueError:
         reply.problems.append("body is not JSON")
         reply.code = "not-json"
         return
+    if (body.get("request_id"), body.get("client_request_id")) != (gateway_id, reply.request_id):
+        reply.problems.append("reply without its request_id and client_request_id")
     if response.status_code == httpx.codes.OK:
         reply.code = "ok"
-        if body.get("request_id") != reply.request_id:
-            reply.problems.append("200 without its request_id")
         return
     reply.code = str(body.get("code"))
     reply.detail = body.get("detail")

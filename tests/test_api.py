@@ -10,9 +10,10 @@ from conftest import RunningGateway, free_port, gateway_settings, root_query, st
 
 
 def test_health_and_ready(gateway: RunningGateway):
-    """/healthz answers; /readyz reports policies, keys and every pool as usable."""
+    """/healthz answers; /readyz shows an admin the policies, keys and every pool as usable."""
     with gateway.client(None) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
+    with gateway.client("admin") as http:
         ready = http.get("/readyz")
         body = ready.json()
         assert ready.status_code == 200, body
@@ -29,8 +30,9 @@ def test_a_database_outage_is_reported_but_keeps_the_replica_ready(tmp_path, idp
     shop = settings.targets["shop"].model_copy(update={"port": free_port()})  # nothing listens there
     running = start_gateway(settings.model_copy(update={"targets": {"shop": shop}}), idp, test_db)
     try:
-        with running.client("reader") as http:
+        with running.client("admin") as http:
             ready = http.get("/readyz")
+        with running.client("reader") as http:
             reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
     finally:
         stop_gateway(running)
@@ -99,14 +101,14 @@ def test_row_cap_truncates(gateway: RunningGateway):
         assert again["rows"] == [[1000]]
 
 
-def test_request_id_taken_when_sane(gateway: RunningGateway):
-    """A sane X-Request-ID is kept; an unsafe one is replaced by a fresh id."""
+def test_request_id_is_always_the_gateways_own(gateway: RunningGateway):
+    """The caller never picks the X-Request-ID: a sane one or an unsafe one, the reply's is a fresh 32-hex id."""
     with gateway.client("reader") as http:
-        kept = http.get("/v1/me", headers={"X-Request-ID": "abc-123"})
-        assert kept.headers["x-request-id"] == "abc-123"
-        replaced = http.get("/v1/me", headers={"X-Request-ID": "*/ DROP TABLE x; --"})
-        assert replaced.headers["x-request-id"] != "*/ DROP TABLE x; --"
-        assert len(replaced.headers["x-request-id"]) == 32
+        sane = http.get("/v1/me", headers={"X-Request-ID": "abc-123"})
+        unsafe = http.get("/v1/me", headers={"X-Request-ID": "*/ DROP TABLE x; --"})
+    ids = {sane.headers["x-request-id"], unsafe.headers["x-request-id"]}
+    assert len(ids) == 2
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
 def test_wrong_method_is_405_with_allow(gateway: RunningGateway):
@@ -231,12 +233,12 @@ def test_body_cap(gateway: RunningGateway):
 
 
 def test_statement_comment_carries_request_id(gateway: RunningGateway):
-    """MariaDB sees the gateway's comment with the request id (checked in the processlist)."""
+    """MariaDB sees the gateway's comment with the gateway's request id, never the caller's (processlist)."""
     seen: list[str] = []
 
     def watch() -> None:
         for _ in range(40):
-            rows = root_query("SELECT info FROM information_schema.processlist WHERE info LIKE '%%trace-me-42%%'")
+            rows = root_query("SELECT info FROM information_schema.processlist WHERE info LIKE '%%comment_probe%%'")
             seen.extend(r[0] for r in rows if "processlist" not in r[0])
             if seen:
                 return
@@ -245,13 +247,15 @@ def test_statement_comment_carries_request_id(gateway: RunningGateway):
     watcher = threading.Thread(target=watch)
     watcher.start()
     with gateway.client("reader") as http:
-        http.post(
+        reply = http.post(
             "/v1/query",
-            json={"target": "shop", "sql": "SELECT COUNT(*) FROM items a, items b, items c"},
+            json={"target": "shop", "sql": "SELECT COUNT(*) AS comment_probe FROM items a, items b, items c"},
             headers={"X-Request-ID": "trace-me-42"},
         )
     watcher.join()
-    assert any("gw request_id=trace-me-42 user=reader@example.com" in s for s in seen), seen
+    request_id = reply.headers["x-request-id"]
+    assert any(f"gw request_id={request_id} user=reader@example.com" in s for s in seen), seen
+    assert not any("trace-me-42" in s for s in seen), seen
 
 
 def test_json_body_whatever_the_content_type(gateway: RunningGateway):

@@ -218,7 +218,7 @@ def test_verify_detects_an_edited_record(path):
 
 
 def test_verify_detects_an_edited_and_rehashed_record(path):
-    """Re-computing the edited record's hash breaks the link from the next seq."""
+    """Re-computing the edited record's hash breaks the link from the next seq (and the copied column differs)."""
     filled_store(path)
     blob = orjson.loads(rows(path, "SELECT record FROM audit WHERE seq = 5")[0][0])
     blob["decision"] = "deny"
@@ -226,7 +226,10 @@ def test_verify_detects_an_edited_and_rehashed_record(path):
     digest = chain_hash(prev, canonical(blob))
     rows(path, "UPDATE audit SET record = ?, hash = ? WHERE seq = 5", (canonical(blob), digest))
     problems = check(path).problems
-    assert problems == ["seq 6: prev_hash does not link to seq 5 (inserted or replaced)"]
+    assert problems == [
+        "seq 5: stored column(s) decision differ from the hashed record (row edited)",
+        "seq 6: prev_hash does not link to seq 5 (inserted or replaced)",
+    ]
 
 
 def test_verify_detects_a_deleted_record(path):
@@ -264,17 +267,29 @@ def test_verify_detects_an_inserted_record(path):
     rows(path, "UPDATE audit SET seq = -seq WHERE seq > 5")
     rows(path, "UPDATE audit SET seq = 1 - seq WHERE seq < 0")
     prev = rows(path, "SELECT hash FROM audit WHERE seq = 5")[0][0]
-    body = canonical({**record(99, user="mallory"), "seq": 6})
+    forged = record(99, user="mallory")
+    body = canonical({**forged, "seq": 6})
+    # A careful forger fills the plain columns too, so only the chain can give the row away.
     rows(
         path,
-        "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (6, ?, ?, ?)",
-        (body, prev, chain_hash(prev, body)),
+        "INSERT INTO audit (seq, request_id, event, user, target, decision, statement, record, prev_hash, hash)"
+        " VALUES (6, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            *(forged[k] for k in ("request_id", "event", "user", "target", "decision", "statement")),
+            body,
+            prev,
+            chain_hash(prev, body),
+        ),
     )
     result = check(path)
     assert result.count == 11
-    assert result.problems == [
+    assert result.problems[:2] == [
         "seq 6: out of order after seq 6 (reordered or inserted)",
         "seq 7: prev_hash does not link to seq 6 (inserted or replaced)",
+    ]
+    # The rows moved up to make room keep their hashed seq: their seq column gives them away too.
+    assert result.problems[2:] == [
+        f"seq {n}: stored column(s) seq differ from the hashed record (row edited)" for n in (8, 9, 10)
     ]
 
 

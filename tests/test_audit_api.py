@@ -67,12 +67,13 @@ def _records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
 def test_decision_then_outcome_records(gateway: RunningGateway):
     """An allowed query leaves a decision record (allow, grant, tables, revision) then an outcome."""
     with gateway.client("reader") as http:
-        http.post(
+        reply = http.post(
             "/v1/query",
             json={"target": "shop", "sql": "SELECT id FROM items WHERE id < 4"},
             headers={"X-Request-ID": "audit-pair"},
         )
-    decision, outcome = _records(gateway, "audit-pair")
+    decision, outcome = _records(gateway, reply.headers["x-request-id"])
+    assert decision["client_request_id"] == outcome["client_request_id"] == "audit-pair"
     assert decision["event"] == "decision"
     assert decision["decision"] == "allow"
     assert decision["grant"] == "analysts-read"
@@ -89,12 +90,8 @@ def test_decision_then_outcome_records(gateway: RunningGateway):
 def test_denial_recorded(gateway: RunningGateway):
     """A denied statement is recorded with its code and reason, and no outcome follows."""
     with gateway.client("reader") as http:
-        http.post(
-            "/v1/query",
-            json={"target": "shop", "sql": "DELETE FROM items"},
-            headers={"X-Request-ID": "audit-deny"},
-        )
-    (record,) = _records(gateway, "audit-deny")
+        reply = http.post("/v1/query", json={"target": "shop", "sql": "DELETE FROM items"})
+    (record,) = _records(gateway, reply.headers["x-request-id"])
     assert record["decision"] == "deny"
     assert record["code"] == "forbidden"
 
@@ -102,11 +99,11 @@ def test_denial_recorded(gateway: RunningGateway):
 def test_role_refusals_recorded(gateway: RunningGateway):
     """A call refused for want of the admin or auditor role leaves a deny decision naming the role and the route."""
     with gateway.client("reader") as http:
-        policy = http.get("/v1/policy", headers={"X-Request-ID": "audit-role-admin"})
-        audit = http.get("/v1/audit", headers={"X-Request-ID": "audit-role-auditor"})
+        policy = http.get("/v1/policy")
+        audit = http.get("/v1/audit")
     assert (policy.status_code, audit.status_code) == (403, 403)
-    (admin,) = _records(gateway, "audit-role-admin")
-    (auditor,) = _records(gateway, "audit-role-auditor")
+    (admin,) = _records(gateway, policy.headers["x-request-id"])
+    (auditor,) = _records(gateway, audit.headers["x-request-id"])
     assert (admin["event"], admin["decision"], admin["code"]) == ("decision", "deny", "forbidden")
     assert (admin["reason"], admin["route"], admin["user"]) == (
         "the admin role is required",
@@ -145,6 +142,7 @@ def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider,
                     "VALUES (1, 1, 1, NOW(), 'unaudited')",
                 },
             )
+        with running.client("admin") as http:
             ready = http.get("/readyz")
     finally:
         stop_gateway(running)

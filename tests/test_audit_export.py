@@ -163,3 +163,37 @@ def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path, capsys):
     assert main(["audit", "export", "--path", str(missing)]) == 2
     assert "audit store file not found" in capsys.readouterr().err
     assert not missing.exists()
+
+
+# Cells a spreadsheet would evaluate as formulas, and one that must read back with its own leading quote.
+FORMULAS = ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x", "'=already quoted"]
+
+
+def test_csv_export_neutralises_formula_cells_and_reads_them_back(tmp_path, capsys):
+    """Cells starting with = + - @ tab CR get a leading ' (numbers stay numbers); csv_value restores them exactly."""
+    path = tmp_path / "audit.db"
+    store = SQLiteAuditStore(path)
+    records = [
+        {
+            "event": "auth",
+            "request_id": f"f-{n}",
+            "user": formula,
+            "user_agent": formula,
+            "groups": [formula],
+            "reason": formula,
+            "rows": -5,
+            "custom": formula,
+        }
+        for n, formula in enumerate(FORMULAS)
+    ]
+    store.append_batch(records)
+    store.close()
+    assert main(["audit", "export", "--path", str(path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    for row, formula in zip(rows, FORMULAS, strict=True):
+        for column in ("user", "user_agent", "reason"):
+            assert row[column] == "'" + formula
+        assert row["rows"] == "-5"  # a plain number is data, not a formula
+        assert all(cell == "" or cell[0] not in "=+-@\t\r" for name, cell in row.items() if name != "rows")
+        back = {k: csv_value(k, v) for k, v in row.items()}
+        assert (back["user"], back["groups"], back["extra"]) == (formula, [formula], {"custom": formula})

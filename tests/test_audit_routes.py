@@ -26,19 +26,18 @@ def test_audit_routes_need_the_auditor_role(gateway: RunningGateway, route):
         assert auditor.get(route).status_code == 200
 
 
-def _run(gateway: RunningGateway, user: str, request_id: str, sql: str) -> None:
+def _run(gateway: RunningGateway, user: str, sql: str) -> str:
+    """Send ``sql`` as ``user``; return the gateway's request id."""
     with gateway.client(user) as http:
-        http.post("/v1/query", json={"target": "shop", "sql": sql}, headers={"X-Request-ID": request_id})
+        return http.post("/v1/query", json={"target": "shop", "sql": sql}).headers["x-request-id"]
 
 
 def test_filters_and_cursor_pages_return_the_right_records_newest_first(gateway: RunningGateway):
     """Requests made now come back through filters, newest first, across cursor pages, with nothing lost."""
     since = datetime.now(UTC).isoformat()  # same clock as the gateway: only this test's records follow
-    ids = [f"routes-{i}" for i in range(5)]
-    for i, request_id in enumerate(ids):
-        _run(gateway, "reader", request_id, f"SELECT id FROM items WHERE id = {i}")
-    _run(gateway, "reader", "routes-denied", "DELETE FROM items")
-    _run(gateway, "writer", "routes-writer", "SELECT id FROM items WHERE id = 1")
+    ids = [_run(gateway, "reader", f"SELECT id FROM items WHERE id = {i}") for i in range(5)]
+    denied_id = _run(gateway, "reader", "DELETE FROM items")
+    writer_id = _run(gateway, "writer", "SELECT id FROM items WHERE id = 1")
     seen: list[str] = []
     params: dict[str, object] = {"user": "reader@example.com", "event": "decision", "since": since, "limit": 2}
     with gateway.client("admin") as auditor:
@@ -53,10 +52,10 @@ def test_filters_and_cursor_pages_return_the_right_records_newest_first(gateway:
             params["cursor"] = body["next_cursor"]
         denied = auditor.get("/v1/audit", params={"decision": "deny", "code": "forbidden", "since": since}).json()
         text = auditor.get("/v1/audit", params={"q": "delete from ITEMS", "since": since}).json()
-        by_id = auditor.get("/v1/audit", params={"request_id": "routes-writer"}).json()
-    assert seen == ["routes-denied", *reversed(ids)]
-    assert [e["request_id"] for e in denied["entries"]] == ["routes-denied"]
-    assert [e["request_id"] for e in text["entries"]] == ["routes-denied"]
+        by_id = auditor.get("/v1/audit", params={"request_id": writer_id}).json()
+    assert seen == [denied_id, *reversed(ids)]
+    assert [e["request_id"] for e in denied["entries"]] == [denied_id]
+    assert [e["request_id"] for e in text["entries"]] == [denied_id]
     assert {(e["event"], e["user"]) for e in by_id["entries"]} == {
         ("decision", "writer@example.com"),
         ("outcome", "writer@example.com"),
@@ -111,8 +110,8 @@ def test_limit_is_capped(gateway: RunningGateway):
 def test_reading_the_audit_log_is_itself_audited(gateway: RunningGateway):
     """Each audit read leaves an audit_read record naming the auditor and the filters, before the answer."""
     with gateway.client("admin") as auditor:
-        auditor.get("/v1/audit", params={"user": "someone@example.com"}, headers={"X-Request-ID": "who-looked"})
-        body = auditor.get("/v1/audit", params={"request_id": "who-looked"}).json()
+        looked = auditor.get("/v1/audit", params={"user": "someone@example.com"})
+        body = auditor.get("/v1/audit", params={"request_id": looked.headers["x-request-id"]}).json()
     (entry,) = body["entries"]
     assert entry["event"] == "audit_read"
     assert entry["user"] == "admin@example.com"

@@ -22,6 +22,7 @@ from streamfixture import stream_gateway
 
 from gateway import tokencache
 from gateway.cli import main
+from gateway.render import CSVSink, consume
 
 __all__ = ["stream_gateway"]
 
@@ -222,3 +223,19 @@ def test_gateway_token_env_and_in_process_main(stream_gateway: RunningGateway, c
     out = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("{", "["))]
     assert code == 0
     assert [orjson.loads(x) for x in out[1:-1]] == [[1], [2], [3]]
+
+
+def test_csv_output_neutralises_formula_cells():
+    """--format csv writes a database value or column alias starting with = + - @ tab CR with a leading '."""
+    out = io.StringIO()
+    header = {"type": "header", "columns": [{"name": "=cmd", "type": "VAR_STRING"}, {"name": "n", "type": "LONG"}]}
+    lines = [header, ['=HYPERLINK("http://x")', -3], ["@SUM(A1)", 4], ["\t=1", 5], ["plain", None]]
+    consume([*lines, {"type": "trailer", "row_count": 4}], CSVSink(out))
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows == [
+        ["'=cmd", "n"],
+        ['\'=HYPERLINK("http://x")', "-3"],
+        ["'@SUM(A1)", "4"],
+        ["'\t=1", "5"],
+        ["plain", ""],
+    ]

@@ -206,7 +206,6 @@ def test_check_passes_for_accounts_provisioned_from_the_plan(scratch, tmp_path, 
 def test_check_finds_excess_at_every_level_and_revoke_excess_removes_it(scratch, tmp_path, capsys):
     """Global, database, table, column, GRANT OPTION and role drift: exit 1 naming each; the REVOKEs clean it up."""
     a, reader, writer, ddl = scratch.a, scratch.user("reader"), scratch.user("writer"), scratch.user("ddl")
-    write = "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW"
     role = f"{scratch.prefix}_role"
     root_query(f"GRANT PROCESS ON *.* TO '{reader}'@'%'")
     run(_grant_extra(writer, ["SELECT"], scratch.b))  # B is only in writer's expired grant

@@ -46,7 +46,7 @@ def _sqlite_records(path: Path) -> Records:
     try:
         records: Records = defaultdict(list)
         for entry in store.iter_entries():
-            records[entry["request_id"]].append((entry["event"], entry.get("decision"), entry.get("code")))
+            records[entry.get("client_request_id")].append((entry["event"], entry.get("decision"), entry.get("code")))
         return records
     finally:
         store.close()
@@ -105,7 +105,11 @@ def test_sqlite_store_full(tmp_path, idp, private_db, fault_report):
 
 
 def _mariadb_records(database: str) -> Records:
-    rows = audit_root_query(f"SELECT request_id, event, decision, code FROM `{database}`.audit_log ORDER BY seq")
+    rows = audit_root_query(
+        # As text: over the binary record column JSON_VALUE answers bytes.
+        "SELECT JSON_VALUE(CONVERT(record USING utf8mb4), '$.client_request_id'), event, decision, code"
+        f" FROM `{database}`.audit_log ORDER BY seq"
+    )
     records: Records = defaultdict(list)
     for request_id, event, decision, code in rows:
         records[request_id].append((event, decision, code))
@@ -227,7 +231,7 @@ def test_store_still_down_at_shutdown_logs_what_it_could_not_store(tmp_path, idp
             with capture_logs() as logs:
                 stop_gateway(gw)
         records = _mariadb_records(direct.database)
-    unsaved = {e["record"]["request_id"] for e in logs if e["event"] == "audit_record_unsaved"}
+    unsaved = {e["record"].get("client_request_id") for e in logs if e["event"] == "audit_record_unsaved"}
     missing = {
         r.request_id for r in replies if r.code == "ok" and "outcome" not in {e for e, _, _ in records[r.request_id]}
     }

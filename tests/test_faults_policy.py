@@ -30,15 +30,17 @@ BROKEN = {
 }
 
 
-def _ready_checks(url: str) -> dict:
-    return httpx.get(f"{url}/readyz", timeout=10).json()["checks"]["policies"]
+def _ready_checks(url: str, admin_token: str) -> dict:
+    """The policies check of /readyz (its details are for admins only)."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    return httpx.get(f"{url}/readyz", headers=headers, timeout=10).json()["checks"]["policies"]
 
 
-def _wait_policy(url: str, *, blaming: str | None, not_blaming: str | None = None) -> float:
+def _wait_policy(url: str, admin_token: str, *, blaming: str | None, not_blaming: str | None = None) -> float:
     """Wait until /readyz shows the reload error naming ``blaming`` (None: no error); return the seconds."""
     started = time.monotonic()
     while time.monotonic() - started < RELOAD_BOUND:
-        error = _ready_checks(url)["last_reload_error"]
+        error = _ready_checks(url, admin_token)["last_reload_error"]
         if blaming is None and error is None:
             return time.monotonic() - started
         if blaming is not None and error and blaming in error and not (not_blaming and not_blaming in error):
@@ -59,7 +61,7 @@ def test_broken_policy_files_keep_last_good(tmp_path, idp, private_db, fault_rep
     gw = start_gateway(fault_settings(tmp_path, idp, private_db), idp, private_db.db)
     policies = tmp_path / "policies"
     good = (policies / "policy.yaml").read_text(encoding="utf-8")
-    tokens = {"reader": idp.token("reader"), "writer": idp.token("writer"), "nobody": idp.token("nobody")}
+    tokens = {name: idp.token(name) for name in ("reader", "writer", "nobody", "admin")}
     base = mixed(tokens)
 
     def pick(n: int, request_id: str) -> Job:
@@ -80,17 +82,17 @@ def test_broken_policy_files_keep_last_good(tmp_path, idp, private_db, fault_rep
             (policies / name).write_text(text, encoding="utf-8")
             if previous is not None:
                 (policies / previous).unlink()
-            reload_s[name] = _wait_policy(gw.url, blaming=name, not_blaming=previous)
+            reload_s[name] = _wait_policy(gw.url, tokens["admin"], blaming=name, not_blaming=previous)
             under_load(name)
             previous = name
         (policies / "policy.yaml").write_text(good[: len(good) // 2], encoding="utf-8")  # a half-written file
         (policies / previous).unlink()
-        reload_s["truncated"] = _wait_policy(gw.url, blaming="policy.yaml", not_blaming=previous)
+        reload_s["truncated"] = _wait_policy(gw.url, tokens["admin"], blaming="policy.yaml", not_blaming=previous)
         metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
         under_load("truncated")
         revoked = good.replace('subject: "user:mallory@example.com"', 'subject: "user:reader@example.com"')
         (policies / "policy.yaml").write_text(revoked, encoding="utf-8")
-        reload_s["fixed"] = _wait_policy(gw.url, blaming=None)
+        reload_s["fixed"] = _wait_policy(gw.url, tokens["admin"], blaming=None)
         states["reader revoked"] = asyncio.run(drive(gw.url, base, clients=2, prefix="policy-revoked", per_client=10))
     finally:
         stop_gateway(gw)

@@ -148,6 +148,7 @@ def _write_policy(directory: Path, db: IamMariaDB) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "policy.yaml").write_text(
         "version: 1\n"
+        'roles: {admin: ["group:db-admins"]}\n'  # /readyz shows its details to admins only
         "grants:\n"
         "  - name: analysts-read-iam\n"
         '    subjects: ["group:analysts"]\n'
@@ -227,10 +228,10 @@ def test_credential_failure_is_clear_audited_and_visible(tmp_path, idp, test_db,
             reply = http.post(
                 "/v1/query",
                 json={"target": "iamshop", "sql": "SELECT id FROM items"},
-                headers={"X-Request-ID": "iam-no-creds"},
             )
-            ready = http.get("/readyz").json()
             metrics = http.get("/metrics").text
+        with running.client("admin") as http:
+            ready = http.get("/readyz").json()
     finally:
         stop_gateway(running)
     assert reply.status_code == 503
@@ -244,7 +245,7 @@ def test_credential_failure_is_clear_audited_and_visible(tmp_path, idp, test_db,
     assert f'gateway_db_connects_total{{pool="iamshop/{db.reader}",result="credential_error"}}' in metrics
     store = SQLiteAuditStore(tmp_path / "audit.db")
     try:
-        records = [e for e in store.iter_entries() if e.get("request_id") == "iam-no-creds"]
+        records = [e for e in store.iter_entries() if e.get("request_id") == reply.headers["x-request-id"]]
     finally:
         store.close()
     assert [r["event"] for r in records] == ["decision", "outcome"]

@@ -32,7 +32,7 @@ def test_broken_file_by_hand_keeps_last_good_policy(replicas: Replicas):
     broken.write_text("version: 1\ngrants:\n  - name: [unclosed\n", encoding="utf-8")
     try:
         for gateway in (replicas.first, replicas.second):
-            with gateway.client("reader") as http:
+            with gateway.client("admin") as http, gateway.client("reader") as reader:
 
                 def failed(http=http) -> bool:
                     return http.get("/readyz").json()["checks"]["policies"]["last_reload_error"] is not None
@@ -43,7 +43,7 @@ def test_broken_file_by_hand_keeps_last_good_policy(replicas: Replicas):
                 metrics = http.get("/metrics").text
                 assert "gateway_policy_reload_failed 1.0" in metrics
                 assert "gateway_policy_reload_failures_total" in metrics
-                reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"})
+                reply = reader.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"})
                 assert reply.status_code == 200
         with replicas.first.client("admin") as http:
             assert http.get("/v1/policy").json()["revision"] == revision
@@ -51,7 +51,7 @@ def test_broken_file_by_hand_keeps_last_good_policy(replicas: Replicas):
             assert (refused.status_code, refused.json()["code"]) == (412, "precondition_failed")
     finally:
         broken.unlink()
-    with replicas.second.client("reader") as http:
+    with replicas.second.client("admin") as http:
         assert _wait_for(lambda: http.get("/readyz").json()["checks"]["policies"]["last_reload_error"] is None, 3)
         assert "gateway_policy_reload_failed 0.0" in http.get("/metrics").text
 
@@ -63,8 +63,9 @@ def test_revocation_cancels_in_flight_statements_on_the_other_replica(replicas: 
     def heavy() -> None:
         with replicas.second.client("reader") as http:
             started = time.monotonic()
-            reply = http.post("/v1/query", json={"target": "shop", "sql": HEAVY}, headers={"X-Request-ID": "heavy-1"})
+            reply = http.post("/v1/query", json={"target": "shop", "sql": HEAVY})
             outcome["status"], outcome["body"], outcome["ended"] = reply.status_code, reply.json(), time.monotonic()
+            outcome["request_id"] = reply.headers["x-request-id"]
             outcome["took"] = outcome["ended"] - started
 
     worker = threading.Thread(target=heavy)
@@ -92,7 +93,7 @@ def test_revocation_cancels_in_flight_statements_on_the_other_replica(replicas: 
                 with replica.client("admin") as auditor:
 
                     def heavy() -> list[dict[str, object]]:
-                        return auditor.get("/v1/audit", params={"request_id": "heavy-1"}).json()["entries"]
+                        return auditor.get("/v1/audit", params={"request_id": outcome["request_id"]}).json()["entries"]
 
                     # The kill's own record is written once KILL returns, which may be after the reply.
                     assert _wait_for(lambda: len(heavy()) == 3, 5)
@@ -174,6 +175,7 @@ def test_revocation_cancels_a_running_stream(replicas: Replicas):
     problem (once the header is out it would be an error line instead).
     """
     lines: list[dict] = []
+    ids: list[str] = []
 
     def stream() -> None:
         with (
@@ -182,9 +184,10 @@ def test_revocation_cancels_a_running_stream(replicas: Replicas):
                 "POST",
                 "/v1/query",
                 json={"target": "shop", "sql": HEAVY},
-                headers={"Accept": "application/x-ndjson", "X-Request-ID": "heavy-stream"},
+                headers={"Accept": "application/x-ndjson"},
             ) as reply,
         ):
+            ids.append(reply.headers["x-request-id"])
             lines.extend(json.loads(line) for line in reply.iter_lines() if line)
             lines.append({"status": reply.status_code})
 
@@ -205,7 +208,7 @@ def test_revocation_cancels_a_running_stream(replicas: Replicas):
             else:
                 assert (status["status"], body[0]["code"]) == (403, "revoked")
             with replicas.first.client("admin") as auditor:
-                records = auditor.get("/v1/audit", params={"request_id": "heavy-stream", "event": "outcome"}).json()
+                records = auditor.get("/v1/audit", params={"request_id": ids[0], "event": "outcome"}).json()
             assert [e["code"] for e in records["entries"]] == ["revoked"]
         finally:
             lifted = edit(http, "DELETE", "/v1/revocations/group:analysts")

@@ -133,7 +133,6 @@ def _running_statements(gateway: RunningGateway, request_id: str) -> list[tuple[
 def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_gateway: RunningGateway):
     """A client that hangs up mid-stream: the pool gets its slot back, MariaDB stops, the audit says so."""
     pool = reader_pool(stream_gateway)
-    request_id = f"disconnect-{time.monotonic_ns()}"
     sql = "SELECT a.seq, b.seq FROM seq_1_to_2000 a JOIN seq_1_to_1000 b"  # 2,000,000 rows
     with (
         stream_gateway.client("writer") as http,
@@ -141,10 +140,11 @@ def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_g
             "POST",
             "/v1/query",
             json={"target": "shop", "sql": sql},
-            headers={**NDJSON, "X-Request-ID": request_id},
+            headers=NDJSON,
         ) as reply,
     ):
         assert reply.status_code == 200
+        request_id = reply.headers["x-request-id"]
         lines = reply.iter_lines()
         assert orjson.loads(next(lines))["type"] == "header"
         for _ in range(1000):

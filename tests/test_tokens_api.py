@@ -123,8 +123,9 @@ def test_hostile_token_is_401_and_audited(gateway: RunningGateway, name: str):
     assert problem["code"] == "unauthenticated"
     assert problem["detail"] == "a valid bearer token is required"
     assert reply.headers["www-authenticate"].startswith("Bearer")
-    records = [r for r in _audit_records(gateway) if r.get("request_id") == request_id]
+    records = [r for r in _audit_records(gateway) if r.get("request_id") == reply.headers["x-request-id"]]
     assert len(records) == 1
+    assert records[0]["client_request_id"] == request_id
     assert records[0]["event"] == "auth"
     assert records[0]["decision"] == "deny"
     assert records[0]["user_verified"] is False
@@ -148,4 +149,4 @@ def test_oversized_token_is_413(gateway: RunningGateway):
     )
     assert reply.status_code == 413
     assert reply.json()["code"] == "payload_too_large"
-    assert any(r.get("request_id") == "big-token" for r in _audit_records(gateway))
+    assert any(r.get("request_id") == reply.headers["x-request-id"] for r in _audit_records(gateway))

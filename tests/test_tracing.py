@@ -65,7 +65,7 @@ def test_a_query_is_one_trace_with_a_span_per_stage(tmp_path, idp, test_db):
         stop_gateway(running)  # shuts the provider down: every span is exported
     assert (reply.status_code, denied.status_code) == (200, 403)
     spans = exporter.get_finished_spans()
-    root = _server_span(spans, "traced-1")
+    root = _server_span(spans, reply.headers["x-request-id"])
     assert root.name == "POST /v1/query"
     assert format(root.context.trace_id, "032x") == CALLER_TRACE
     assert format(root.parent.span_id, "016x") == CALLER_SPAN
@@ -80,7 +80,9 @@ def test_a_query_is_one_trace_with_a_span_per_stage(tmp_path, idp, test_db):
     assert "secret-literal" not in everything
     assert token not in everything
     (denied_root,) = [
-        s for s in spans if s.attributes.get("gateway.request_id") == "traced-2" and s.kind is SpanKind.SERVER
+        s
+        for s in spans
+        if s.attributes.get("gateway.request_id") == denied.headers["x-request-id"] and s.kind is SpanKind.SERVER
     ]
     denied_children = [s.name for s in spans if s.parent and s.parent.span_id == denied_root.context.span_id]
     assert sorted(denied_children) == ["audit.decision", "authn", "policy"]
