@@ -17,6 +17,7 @@ too); ``forget`` drops a target's entries when the gateway itself ran DDL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -51,6 +52,7 @@ class ViewCatalog:
     def __init__(self, pools: PoolRegistry, *, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._pools = pools
         self._cache: TTLCache[tuple[str, str, str], Known] = TTLCache(maxsize=100_000, ttl=ttl, timer=clock)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def expand(self, decision: Decision, tables: Iterable[str]) -> frozenset[str]:
         """``tables`` plus every table the views among them read, recursively; refuse unresolvable views."""
@@ -78,9 +80,15 @@ class ViewCatalog:
         answers = {name: self._cache.get((*account, name)) for name in names}
         missing = sorted(name for name, known in answers.items() if known is None)
         if missing:
-            loaded = await self._load(decision, missing)
-            for name in missing:
-                answers[name] = self._cache[(*account, name)] = loaded.get(name, _NOT_A_VIEW)
+            # One catalogue read per account at a time: concurrent misses (a burst on a cold cache)
+            # wait for it instead of each taking a pooled connection.
+            async with self._locks.setdefault(account, asyncio.Lock()):
+                answers |= {name: self._cache.get((*account, name)) for name in missing}
+                still = sorted(name for name in missing if answers[name] is None)
+                if still:
+                    loaded = await self._load(decision, still)
+                    for name in still:
+                        answers[name] = self._cache[(*account, name)] = loaded.get(name, _NOT_A_VIEW)
         return {name: known for name, known in answers.items() if known is not None}
 
     async def _load(self, decision: Decision, names: list[str]) -> dict[str, Known]:

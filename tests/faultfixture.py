@@ -145,20 +145,26 @@ def records_lost(path: Path, replies: Sequence[Reply]) -> int:
 def count_lost(records: Records, replies: Sequence[Reply]) -> int:
     """Count the audit records missing for answered requests.
 
-    Each needs a ``decision`` (``auth`` for a 401), and each allowed one an
-    ``outcome`` too (whatever then happened: ok, timeout, unavailable). A
-    request refused with ``audit_unavailable`` has no records: none is expected.
+    Each needs a ``decision`` (``auth`` for a 401), and each one its decision
+    record allowed an ``outcome`` too (whatever then happened: ok, timeout,
+    unavailable); a request refused before the decision was made (a denial,
+    or the view catalogue unreachable: ``pool_exhausted``,
+    ``database_unavailable``) has no outcome. A request refused with
+    ``audit_unavailable`` has no records: none is expected.
     """
     lost = 0
     for reply in replies:
         if reply.status is None or reply.code == "audit_unavailable":
             continue
-        events = {event for event, _, _ in records.get(reply.request_id, [])}
+        found = records.get(reply.request_id, [])
+        events = {event for event, _, _ in found}
         if reply.code == "unauthenticated":
             lost += "auth" not in events
             continue
-        lost += "decision" not in events
-        if reply.code not in DENIED_CODES:
+        decisions = [decision for event, decision, _ in found if event == "decision"]
+        lost += not decisions
+        allowed = decisions[0] == "allow" if decisions else reply.code not in DENIED_CODES
+        if allowed:
             lost += "outcome" not in events
     return lost
 

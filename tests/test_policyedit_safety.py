@@ -19,15 +19,17 @@ LINE_BREAKS = ["\n", "\r\n", "\r", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "
 SCANNER_ONLY = {"\x85", "\u2028", "\u2029"}  # breaks to ruamel's scanner, not counted in Mark.line
 EVIL = "eve\u2028#"  # a user name that made the old editor cut the wrong entry
 
-# managed.yaml as the old editor wrote it after approving EVIL's request: the comment and the
-# JSON string both hold a raw U+2028, which str.splitlines() counts as a line and ruamel does not.
+# managed.yaml as the old editor wrote it after approving EVIL's request: the comment and a JSON
+# string both hold a raw U+2028, which str.splitlines() counts as a line and ruamel does not. (The
+# subject the old editor wrote held it too; a name with U+2028 is now refused by the loader itself,
+# so here a free-text reason carries it, which still loads.)
 ATTACK = (
     "version: 1\n"
     "grants:\n"
     f"  # access request r1 by {EVIL}, approved by admin@example.com at 2026-01-01T00:00:00+00:00\n"
     "  # reason: x\n"
     '  - name: "r1"\n'
-    f'    subjects: ["user:{EVIL}"]\n'
+    '    subjects: ["user:eve@example.com"]\n'
     '    target: "shop"\n'
     '    access: "read"\n'
     '    db_user: "gw_reader"\n'
@@ -38,6 +40,7 @@ ATTACK = (
     '    target: "*"\n'
     '  - subject: "user:carol@example.com"\n'
     '    target: "*"\n'
+    f'    reason: "asked by {EVIL}"\n'
 )
 
 

@@ -114,7 +114,7 @@ def test_drift_shows_in_readyz_the_metric_and_a_log_event(tmp_path, idp, drift_d
         with capture_logs() as logs:
             gw = start_gateway(gateway_settings(tmp_path, idp, drift_db, env_prefix="GWDRIFT"), idp, drift_db)
             try:
-                with gw.client(None) as http:
+                with gw.client("admin") as http:  # readiness details are for admins
                     entry = _wait_for(http, lambda e: _status(drift_db, "reader")(e) == "drift")
                     entry = _wait_for(http, lambda e: _status(drift_db, "writer")(e) == "clean")
                     ready = http.get("/readyz")
@@ -149,7 +149,7 @@ def test_refuse_stops_only_the_drifting_account_until_a_recheck_finds_it_clean(t
     shop = settings.targets["shop"].model_copy(update={"privilege_drift": "refuse"})  # global default stays warn
     gw = start_gateway(settings.model_copy(update={"targets": {"shop": shop}}), idp, drift_db)
     try:
-        with gw.client(None) as http:
+        with gw.client("admin") as http:  # readiness details are for admins
             _wait_for(http, lambda e: _status(drift_db, "reader")(e) == "drift")
             _wait_for(http, lambda e: _status(drift_db, "writer")(e) == "clean")
             refused = _query(gw, "reader", "SELECT COUNT(*) FROM items")
@@ -188,7 +188,7 @@ def test_a_policy_reload_rechecks_every_account(tmp_path, idp, drift_db):
     with capture_logs() as logs:
         gw = start_gateway(gateway_settings(tmp_path, idp, drift_db, env_prefix="GWDRIFT"), idp, drift_db)
         try:
-            with gw.client(None) as http:
+            with gw.client("admin") as http:  # readiness details are for admins
                 first = _wait_for(http, lambda e: e["ok"] and len(e["accounts"]) == 3)
                 policy = tmp_path / "policies" / "policy.yaml"
                 original = policy.read_text(encoding="utf-8")
