@@ -1,8 +1,7 @@
-
 """How fast the shared audit store answers filters over a big log (`make bench-audit`).
 
 Generates an N-record log (default 10,000,000) in a scratch MariaDB database
-with the gateway's own schema (``gateway/auditschema.py``), then times
+with the gateway's own schema (``gateway/audit/schema.py``), then times
 typical auditor filters through the real store code
 (``MariaDBAuditStore.query``, the path behind ``GET /v1/audit``), and drops
 the scratch database and its account.
@@ -33,9 +32,9 @@ from typing import Any
 
 import pymysql
 
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditquery import AuditFilter
-from gateway.auditschema import INDEXES, LOG_TABLE, migrate
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.query import AuditFilter
+from gateway.audit.schema import INDEXES, LOG_TABLE, migrate
 from gateway.settings import AuditDatabaseSettings, SecretSource
 
 HOST = os.environ.get("GATEWAY_BENCH_DB_HOST", "127.0.0.1")

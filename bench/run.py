@@ -1,7 +1,7 @@
 """``make bench``: the gateway against what users would run instead, side by side in one run.
 
 One private mariadbd (TLS on, see ``privatedb.py``) seeded with the demo
-schema by ``gateway.provision``; then, for each case (point SELECT, 100-row
+schema by ``gateway.db.provision``; then, for each case (point SELECT, 100-row
 SELECT, one-row INSERT) and each client count, wrk (closed loop, one thread,
 loopback, bounded in time) drives in turn:
 
@@ -40,9 +40,9 @@ import orjson
 
 from bench.privatedb import PrivateServer, free_port, private_mariadb
 from bench.report import render, write_doc
-from gateway.app import dev_issuer_url
-from gateway.devissuer import DevIssuer
-from gateway.provision import provision
+from gateway.db.provision import provision
+from gateway.http.app import dev_issuer_url
+from gateway.identity.devissuer import DevIssuer
 from gateway.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,8 +283,8 @@ def main() -> int:
         try:
             gw_url = f"http://127.0.0.1:{settings.listen.port}"
             if "gateway" in apps:
-                runner.start("gateway", [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], {},
-                             gw_url)  # fmt: skip
+                command = [sys.executable, "-m", "gateway.cli.main", "serve", "--config", str(config)]
+                runner.start("gateway", command, {}, gw_url)
             for name, module, extra in (
                 ("baseline", "bench.baseline_app:create_app", {}),
                 ("naive", "bench.naive_app:create_app", {}),

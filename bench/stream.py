@@ -21,7 +21,6 @@ CPU they are noisy, so compare ratios within one run. Everything it creates
 (database, accounts, gateway process, temp dir) is removed at the end.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -43,7 +42,7 @@ from typing import Any
 import asyncmy
 import httpx
 
-from gateway.provision import Account, drop, provision
+from gateway.db.provision import Account, drop, provision
 
 DB_HOST = os.environ.get("GATEWAY_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("GATEWAY_TEST_DB_PORT", "3306"))
@@ -137,7 +136,7 @@ def running_gateway(config: Path, port: int, log: Path) -> Iterator[subprocess.P
     """``gateway serve`` as a child process until the block ends."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "gateway.cli.main", "serve", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -166,7 +165,7 @@ def running_gateway(config: Path, port: int, log: Path) -> Iterator[subprocess.P
 def dev_token(config: Path) -> str:
     """A dev-issuer token for ``bench@example.com`` in group ``bench``."""
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "dev-token", "bench@example.com", "--group", "bench",
+        [sys.executable, "-m", "gateway.cli.main", "dev-token", "bench@example.com", "--group", "bench",
          "--config", str(config)],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip

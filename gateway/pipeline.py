@@ -22,10 +22,13 @@ from typing import Any, TypeVar
 
 import structlog
 
-from gateway import execution, readiness, streaming, tracing, views
-from gateway.audit import AuditLog
-from gateway.auditflood import FloodControl
-from gateway.encoding import JSONValue
+from gateway import tracing
+from gateway.audit.flood import FloodControl
+from gateway.audit.log import AuditLog
+from gateway.db import execution, streaming
+from gateway.db.catalog import ViewCatalog
+from gateway.db.encoding import JSONValue
+from gateway.db.pools import Pooled, PoolRegistry
 from gateway.errors import (
     AuditUnavailable,
     Forbidden,
@@ -35,18 +38,17 @@ from gateway.errors import (
     Unauthenticated,
     UnknownTarget,
 )
-from gateway.identity import Identity, TokenValidator
-from gateway.inflight import InFlight, Running, still_allowed
-from gateway.oidc import KeySource
-from gateway.policy import Decision, decide, roles_of
-from gateway.policystore import PolicyStore
-from gateway.pools import Pooled, PoolRegistry
+from gateway.identity.oidc import KeySource
+from gateway.identity.tokens import Identity, TokenValidator
+from gateway.policy import views
+from gateway.policy.decide import Decision, decide, roles_of
+from gateway.policy.store import PolicyStore
 from gateway.requestids import RequestIds
-from gateway.revoker import Revoker
+from gateway.revocation.inflight import InFlight, Running, still_allowed
+from gateway.revocation.revoker import Revoker
 from gateway.settings import Settings
-from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
+from gateway.sql.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
 from gateway.tracing import Tracing
-from gateway.viewcatalog import ViewCatalog
 
 log = structlog.get_logger("gateway.pipeline")
 _T = TypeVar("_T")
@@ -106,7 +108,7 @@ class Pipeline:
         self.policies = policies
         self.pools = pools
         self.audit = audit
-        self._key_sources = tuple(key_sources)
+        self.key_sources = tuple(key_sources)
         self._clock = clock
         self.tracing = tracing or Tracing()
         self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()  # (decision, code), for metrics
@@ -143,7 +145,7 @@ class Pipeline:
 
         An admitted record is durable before the caller is answered, as every
         decision record; one over the limits is counted into an ``auth_flood``
-        aggregate (``gateway/auditflood.py``) and the caller is answered all the same.
+        aggregate (``gateway/audit/flood.py``) and the caller is answered all the same.
         """
         self.write_floods()  # first, so a window that has passed is closed before this record counts
         admitted = self.floods.admit(record)
@@ -234,10 +236,6 @@ class Pipeline:
             record.update(decision="deny", code=exc.code, reason=exc.detail, token_hash=_token_hash(token))
             await self._record_unverified(record)
             raise
-
-    async def readiness(self) -> dict[str, dict[str, Any]]:
-        """Check policies and signing keys; report every pool and the audit store; say what is wrong."""
-        return await readiness.check(self.policies, self._key_sources, self.pools, self.audit)
 
     def roles(self, identity: Identity) -> frozenset[str]:
         """The caller's roles (admin, auditor) under the current policy."""

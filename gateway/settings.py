@@ -32,7 +32,7 @@ class IssuerSettings(BaseModel):
     issuer: str
     audience: str
     algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
-    user_claim: str = "email"  # the name policies use; must be asserted (SECURITY rule 26, gateway.usernames)
+    user_claim: str = "email"  # the name policies use; must be asserted (SECURITY rule 26, gateway.identity.names)
     groups_claim: str = "groups"
     allow_id_tokens: bool = False
     leeway: Annotated[int, Field(ge=0, le=60)] = 30
@@ -215,7 +215,7 @@ class AuditDatabaseSettings(BaseModel):
 
 
 class FloodSettings(BaseModel):
-    """How many records of unauthenticated requests are written one by one (``gateway/auditflood.py``)."""
+    """How many records of unauthenticated requests are written one by one (``gateway/audit/flood.py``)."""
 
     model_config = _FROZEN
     per_client_rate: Annotated[float, Field(gt=0)] = 0.2  # records per second, refilled, per client address

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from iamfixture import ACCESS_KEY, REGION, SECRET_KEY, IamMariaDB, running_iam_mariadb  # noqa: E402
 
-from gateway.connector import Connector  # noqa: E402
-from gateway.iamtokens import IamTokenProvider  # noqa: E402
-from gateway.pools import INIT_COMMAND, ConnectionPool  # noqa: E402
+from gateway.db.connector import Connector  # noqa: E402
+from gateway.db.iamtokens import IamTokenProvider  # noqa: E402
+from gateway.db.pools import INIT_COMMAND, ConnectionPool  # noqa: E402
 from gateway.settings import TargetSettings  # noqa: E402
 
 MINTS = 500

@@ -28,10 +28,10 @@ import pytest
 import uvicorn
 from oidcfixture import GATEWAY_AUDIENCE, OidcProvider, oidc_provider, running_provider
 
-from gateway.app import create_app
-from gateway.policyfile import load_policies
-from gateway.policytypes import PolicySet
-from gateway.provision import Account, drop, provision
+from gateway.db.provision import Account, drop, provision
+from gateway.http.app import create_app
+from gateway.policy.files import load_policies
+from gateway.policy.types import PolicySet
 from gateway.settings import Settings
 
 __all__ = ["oidc_provider"]

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.audit import AuditLog
-from gateway.auditstore import SQLiteAuditStore
-from gateway.connector import ConnectStats
-from gateway.driftstate import AccountState, DriftState
-from gateway.metrics import Metrics
-from gateway.policystore import PolicyStore
-from gateway.pools import ConnectionPool
+from gateway.audit.log import AuditLog
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.db.connector import ConnectStats
+from gateway.db.driftstate import AccountState, DriftState
+from gateway.db.pools import ConnectionPool
+from gateway.http.metrics import Metrics
+from gateway.policy.store import PolicyStore
 from gateway.settings import PoolSettings
 
 ROOT = Path(__file__).resolve().parent.parent

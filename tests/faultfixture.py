@@ -5,7 +5,7 @@ its terminal summary exist once per session whichever modules run.
 
 - ``private_db`` (session): a ``mariadbd`` of the suite's own (own datadir and
   port, ``tests/privatemariadb.py``) seeded with the demo schema and
-  least-privilege accounts by ``gateway.provision``; tests stop, kill and
+  least-privilege accounts by ``gateway.db.provision``; tests stop, kill and
   restart it. The shared server on 3306 is never stopped or reconfigured.
 - ``fault_settings``: gateway settings whose target ``shop`` is that server,
   directly or through a ``FaultProxy``.
@@ -35,7 +35,7 @@ from faultload import Reply
 from oidcfixture import OidcProvider
 from privatemariadb import MariaDBServer, MariaDBStartError, remove_leftovers, running_mariadb
 
-from gateway.provision import provision
+from gateway.db.provision import provision
 from gateway.settings import Settings
 
 __all__ = ["fault_report", "private_db"]

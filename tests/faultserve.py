@@ -1,7 +1,7 @@
 """The real ``gateway serve`` as a subprocess, for SIGTERM and the soak: its pid, RSS and open files.
 
 ``served_gateway`` writes the settings as a YAML config, runs ``python -m
-gateway.cli serve --config ...`` from this checkout (``PYTHONPATH``), waits
+gateway.cli.main serve --config ...`` from this checkout (``PYTHONPATH``), waits
 until it answers, and on exit stops it with SIGTERM (then SIGKILL after a
 bound). Output goes to ``gateway.log`` beside the config.
 """
@@ -91,7 +91,7 @@ def served_gateway(
     url = f"http://{settings.listen.host}:{settings.listen.port}"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "gateway.cli.main", "serve", "--config", str(config)],
             cwd=directory,
             env={**os.environ, "PYTHONPATH": str(ROOT), **env},
             stdout=subprocess.DEVNULL if quiet else out,
@@ -129,7 +129,7 @@ def _wait_ready(served: ServedGateway, token: str) -> None:
 def audit_verify(config: Path) -> subprocess.CompletedProcess[str]:
     """Run ``gateway audit verify --config CONFIG`` (from this checkout) and return what it said."""
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "audit", "verify", "--config", str(config)],
+        [sys.executable, "-m", "gateway.cli.main", "audit", "verify", "--config", str(config)],
         cwd=config.parent,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from gateway.subjects import canonical_subject
+from gateway.identity.subjects import canonical_subject
 
 __all__ = ["SCANNER_BREAKS", "PolicyFile", "policy_files", "subject_names"]
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from policygen import SCANNER_BREAKS, PolicyFile, subject_names
 
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyInvalid
-from gateway.policytypes import Access, Grant, PolicySet, Revocation
-from gateway.subjects import canonical_subject
+from gateway.identity.subjects import canonical_subject
+from gateway.policy.types import Access, Grant, PolicySet, Revocation
 
 __all__ = ["Edit", "check_bytes", "check_typed", "edits", "expected_refusal"]
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
 
-from gateway.pools import ConnectionPool
+from gateway.db.pools import ConnectionPool
 
 STREAM_MAX_ROWS = 2_000_000
 STREAM_TIMEOUT = "3s"

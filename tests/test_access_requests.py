@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from adminfixture import Replicas, edit, replicas
 
-from gateway.accessrequests import AccessRequestStore
 from gateway.errors import Conflict
+from gateway.policy.requests import AccessRequestStore
 
 __all__ = ["replicas"]
 

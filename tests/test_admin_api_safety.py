@@ -25,9 +25,9 @@ from oidcfixture import OidcProvider
 from policygen import PolicyFile, policy_files
 from policyoracle import Edit, check_bytes, check_typed, edits, expected_refusal
 
-from gateway.accessrequests import AccessRequestStore
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyInvalid
-from gateway.policyfile import load_policies
+from gateway.policy.files import load_policies
+from gateway.policy.requests import AccessRequestStore
 
 EVIL = "eve\u2028#"  # after U+2028 ruamel reads "#..." as a comment: the file stays valid, its lines shift
 PEOPLE = ("alice@example.com", "bob@example.com", "carol@example.com")

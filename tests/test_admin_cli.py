@@ -21,7 +21,7 @@ def _run(*argv: str, token: str | None) -> tuple[int, str, str]:
     if token:
         env["GATEWAY_TOKEN"] = token
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *argv],
+        [sys.executable, "-m", "gateway.cli.main", *argv],
         check=False,
         capture_output=True,
         text=True,

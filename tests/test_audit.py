@@ -10,10 +10,10 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.audit import AuditLog
-from gateway.auditformat import redact_literals
-from gateway.auditstore import GENESIS_HASH, SQLiteAuditStore, canonical, chain_hash
-from gateway.auditverify import verify
+from gateway.audit.format import redact_literals
+from gateway.audit.log import AuditLog
+from gateway.audit.sqlite import GENESIS_HASH, SQLiteAuditStore, canonical, chain_hash
+from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)

@@ -11,8 +11,8 @@ from typing import Any
 from conftest import RunningGateway, gateway_settings, root_query, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
 
-from gateway.auditstore import Entry, SQLiteAuditStore
-from gateway.auditverify import verify
+from gateway.audit.sqlite import Entry, SQLiteAuditStore
+from gateway.audit.verify import verify
 
 
 class BrokenStore:

@@ -19,12 +19,12 @@ from fuzzprofile import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditLog
-from gateway.auditcaps import RecordCaps, bound_record, cut_text
-from gateway.auditformat import format_time
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditstore import SQLiteAuditStore
-from gateway.auditverify import verify
+from gateway.audit.caps import RecordCaps, bound_record, cut_text
+from gateway.audit.format import format_time
+from gateway.audit.log import AuditLog
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.verify import verify
 
 __all__ = ["audit_db"]
 

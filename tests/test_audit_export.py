@@ -10,12 +10,12 @@ import orjson
 import pytest
 from auditfixture import audit_db, audit_root_query
 
-from gateway.auditexport import CSV_COLUMNS, csv_value
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditstore import SQLiteAuditStore
-from gateway.auditverify import verify
-from gateway.cli import main
-from gateway.progress import Progress
+from gateway.audit.export import CSV_COLUMNS, csv_value
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.verify import verify
+from gateway.cli.main import main
+from gateway.cli.progress import Progress
 
 __all__ = ["audit_db"]
 

@@ -1,6 +1,6 @@
 """Records of unauthenticated requests cannot flood the audit store (SECURITY rule 29).
 
-The token buckets and aggregates of ``gateway/auditflood.py`` on an injected
+The token buckets and aggregates of ``gateway/audit/flood.py`` on an injected
 clock, then a real gateway with tight limits: every refused request is still
 answered, the first few are recorded one by one, the rest are accounted for
 by ``auth_flood`` records (written when their window passes, and at shutdown),
@@ -18,9 +18,9 @@ from fuzzprofile import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.auditflood import FloodControl
-from gateway.auditstore import SQLiteAuditStore
-from gateway.auditverify import verify
+from gateway.audit.flood import FloodControl
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.verify import verify
 from gateway.requestids import RequestIds
 from gateway.settings import FloodSettings
 

@@ -8,9 +8,9 @@ import pymysql
 import pytest
 from auditfixture import audit_db, audit_root_query
 
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditquery import AuditFilter
-from gateway.auditverify import verify
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.query import AuditFilter
+from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable
 from gateway.settings import AuditDatabaseSettings, AuditSettings, SecretSource, TlsSettings
 

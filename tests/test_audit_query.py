@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from auditfixture import audit_db
 
-from gateway.auditformat import format_time
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditquery import AuditFilter, encode_cursor
-from gateway.auditstore import SQLiteAuditStore
-from gateway.auditverify import verify
+from gateway.audit.format import format_time
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.query import AuditFilter, encode_cursor
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.verify import verify
 from gateway.errors import InvalidRequest
 
 __all__ = ["audit_db"]

@@ -19,9 +19,9 @@ from conftest import DB_HOST, DB_PORT, ScratchDatabase, free_port, root_query
 from iamfixture import aws_test_credentials
 from moto.server import ThreadedMotoServer
 
-from gateway.awssecrets import AwsSecretsManagerSecret
-from gateway.connector import Connector
-from gateway.credentials import provider_for
+from gateway.db.awssecrets import AwsSecretsManagerSecret
+from gateway.db.connector import Connector
+from gateway.db.credentials import provider_for
 from gateway.errors import DatabaseUnavailable
 from gateway.settings import AwsSecretSource, TargetSettings
 

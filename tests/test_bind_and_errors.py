@@ -12,9 +12,9 @@ import pytest
 from asyncmy import errors as db_errors
 from conftest import RunningGateway
 
-from gateway import execution
+from gateway.db import execution
 from gateway.errors import DatabaseError, DatabaseUnavailable, InvalidRequest, StatementTimeout
-from gateway.statements import analyze
+from gateway.sql.statements import analyze
 
 BEYOND = [2**64, -(2**63) - 1, 10**30]
 EDGES = [2**64 - 1, -(2**63)]

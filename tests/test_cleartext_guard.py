@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 import pytest
 from asyncmy.connection import Connection
 
-from gateway.connector import Connector
-from gateway.credentials import EnvSecret
+from gateway.db.connector import Connector
+from gateway.db.credentials import EnvSecret
+from gateway.db.iamtokens import IamTokenProvider
 from gateway.errors import DatabaseUnavailable
-from gateway.iamtokens import IamTokenProvider
 from gateway.settings import TargetSettings
 
 PASSWORD = "cleartext-canary-7d1f"

@@ -14,7 +14,7 @@ import pytest
 from conftest import DB_HOST, DB_PORT, ScratchDatabase, free_port, write_policies
 
 REPO = Path(__file__).resolve().parent.parent
-GATEWAY = [sys.executable, "-m", "gateway.cli"]
+GATEWAY = [sys.executable, "-m", "gateway.cli.main"]
 
 
 def gateway_cmd(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,9 @@ from conftest import RunningGateway
 from devicefixture import approve
 from streamfixture import stream_gateway
 
-from gateway import tokencache
-from gateway.cli import main
-from gateway.render import CSVSink, consume
+from gateway.cli.main import main
+from gateway.client import tokencache
+from gateway.client.render import CSVSink, consume
 
 __all__ = ["stream_gateway"]
 
@@ -41,7 +41,7 @@ def cli_env(gateway: RunningGateway, config_home: Path, **extra: str) -> dict[st
 def gateway_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``gateway ARGS`` as a separate process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "gateway.cli.main", *args],
         env=env,
         input=stdin,
         capture_output=True,
@@ -55,7 +55,7 @@ def device_login(gateway: RunningGateway, config_home: Path, account: str) -> su
     """``gateway login`` in a subprocess, approved by the test through the provider's own pages."""
     env = cli_env(gateway, config_home)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "login", "--issuer", gateway.idp.issuer, "--scope",
+        [sys.executable, "-m", "gateway.cli.main", "login", "--issuer", gateway.idp.issuer, "--scope",
          "openid email offline_access gateway"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip

@@ -3,7 +3,7 @@
 A scratch server-side set-up per module: database ``A`` (tables, a view) and
 ``B``, accounts made by ``provision`` from a policy with allow and deny
 patterns over two targets on the same server. The commands run in-process
-(``gateway.cli.main``) as the administrator the tests use.
+(``gateway.cli.main.main``) as the administrator the tests use.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pytest
 from asyncmy import errors as db_errors
 from conftest import DB_HOST, DB_PORT, root_connection, root_query, run, write_policies
 
-from gateway.cli import main
-from gateway.demo import seed
-from gateway.policyfile import load_policies
-from gateway.policytypes import PolicySet
-from gateway.provision import Account, apply_plan, drop, grant_extra, provision
+from gateway.cli.demo import seed
+from gateway.cli.main import main
+from gateway.db.provision import Account, apply_plan, drop, grant_extra, provision
+from gateway.policy.files import load_policies
+from gateway.policy.types import PolicySet
 from gateway.settings import TargetSettings
 
 REPO = Path(__file__).resolve().parent.parent

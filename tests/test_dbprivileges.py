@@ -1,4 +1,4 @@
-"""Least privileges from the policies (``gateway.dbprivileges``): the rules, without a database."""
+"""Least privileges from the policies (``gateway.db.privileges``): the rules, without a database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from fuzzprofile import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dbprivileges import (
+from gateway.db.grants import Level, Privilege, parse_grants
+from gateway.db.privileges import (
     Catalog,
     Excess,
     Needs,
@@ -21,8 +22,7 @@ from gateway.dbprivileges import (
     plan,
     revoke_statements,
 )
-from gateway.grantparse import Level, Privilege, parse_grants
-from gateway.policytypes import Access, Grant, PolicySet
+from gateway.policy.types import Access, Grant, PolicySet
 from gateway.settings import TargetSettings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -49,8 +49,8 @@ from deployfixture import (
 from starlette.routing import Match
 
 from gateway import errors
-from gateway.app import create_app
-from gateway.policyfile import load_policies
+from gateway.http.app import create_app
+from gateway.policy.files import load_policies
 from gateway.settings import Settings, load_settings
 
 # The oldest Kubernetes the manifests promise to fit, and the newest schema bundled.
@@ -211,7 +211,7 @@ def test_grace_period_covers_the_prestop_pause_and_the_drain():
     objects = base_objects()
     pre_stop = container(objects)["lifecycle"]["preStop"]
     sleep = pre_stop["sleep"]["seconds"] if "sleep" in pre_stop else int(pre_stop["exec"]["command"][-1])
-    tree = ast.parse((ROOT / "gateway" / "cli.py").read_text())
+    tree = ast.parse((ROOT / "gateway" / "cli" / "main.py").read_text())
     drains = [
         k.value.value
         for node in ast.walk(tree)
@@ -219,7 +219,7 @@ def test_grace_period_covers_the_prestop_pause_and_the_drain():
         for k in node.keywords
         if k.arg == "timeout_graceful_shutdown" and isinstance(k.value, ast.Constant)
     ]
-    assert len(drains) == 1, "uvicorn's timeout_graceful_shutdown not found in gateway/cli.py"
+    assert len(drains) == 1, "uvicorn's timeout_graceful_shutdown not found in gateway/cli/main.py"
     assert pod_spec(objects)["terminationGracePeriodSeconds"] > sleep + drains[0]
 
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 
-from gateway.devissuer import DevIssuer, dev_issuer_url, load_or_create_key
 from gateway.errors import ConfigError, Unauthenticated
-from gateway.identity import TokenValidator
-from gateway.oidc import KeyUnavailableError, parse_jwks
+from gateway.identity.devissuer import DevIssuer, dev_issuer_url, load_or_create_key
+from gateway.identity.oidc import KeyUnavailableError, parse_jwks
+from gateway.identity.tokens import TokenValidator
 
 if TYPE_CHECKING:
     from pathlib import Path

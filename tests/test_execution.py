@@ -6,13 +6,13 @@ import orjson
 import pytest
 from conftest import DB_HOST, DB_PORT, ScratchDatabase, aroot_query, root_query
 
-from gateway.credentials import EnvSecret
+from gateway.db.credentials import EnvSecret
+from gateway.db.execution import Limits, comment_for, run_statement
+from gateway.db.pools import ConnectionPool, connector
 from gateway.errors import DatabaseError, PayloadTooLarge, StatementTimeout
-from gateway.execution import Limits, comment_for, run_statement
 from gateway.log import scrub_secrets
-from gateway.pools import ConnectionPool, connector
 from gateway.settings import PoolSettings, TargetSettings
-from gateway.statements import Kind, Statement
+from gateway.sql.statements import Kind, Statement
 
 
 @pytest.fixture

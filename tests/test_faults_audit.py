@@ -21,9 +21,9 @@ from faultload import Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
 from structlog.testing import capture_logs
 
-from gateway.auditmariadb import MariaDBAuditStore
-from gateway.auditstore import SQLiteAuditStore
-from gateway.auditverify import verify
+from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.verify import verify
 
 pytestmark = pytest.mark.faults
 

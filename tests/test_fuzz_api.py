@@ -45,12 +45,12 @@ from hypothesis import strategies as st
 from oidcfixture import OidcProvider
 from schemathesis.core import NotSet
 
-from gateway.api import PROBLEM
-from gateway.app import create_app
-from gateway.openapi import BODIES, IF_MATCH
-from gateway.provision import drop, provision
+from gateway.db.provision import drop, provision
+from gateway.db.streaming import NDJSON
+from gateway.http.api import PROBLEM
+from gateway.http.app import create_app
+from gateway.http.openapi import BODIES, IF_MATCH
 from gateway.settings import Settings
-from gateway.streaming import NDJSON
 
 pytestmark = pytest.mark.fuzz
 

@@ -1,4 +1,4 @@
-"""Property tests of the policy loader (``gateway.policyfile``, ``gateway.policyschema``).
+"""Property tests of the policy loader (``gateway.policy.files``, ``gateway.policy.schema``).
 
 Whatever a policy directory holds, ``load_policies`` returns a ``PolicySet``
 or raises ``PolicyFileError`` whose every problem names a file that is there
@@ -24,8 +24,8 @@ from hypothesis import currently_in_test_context, event, example, given, note, s
 from hypothesis import strategies as st
 
 from gateway.errors import PolicyFileError
-from gateway.policyfile import PolicySet, check_policies, load_policies
-from gateway.policyschema import NAME
+from gateway.policy.files import PolicySet, check_policies, load_policies
+from gateway.policy.schema import NAME
 
 pytestmark = pytest.mark.fuzz
 

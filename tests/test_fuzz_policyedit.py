@@ -30,9 +30,9 @@ from policyoracle import Edit, check_bytes, check_typed, edits, expected_refusal
 from ruamel.yaml.reader import Reader, ReaderError
 
 from gateway.errors import GatewayError
-from gateway.policyedit import EditResult, PolicyEditor, snapshot
-from gateway.policyfile import load_policies
-from gateway.policysplice import split_lines
+from gateway.policy.edit import EditResult, PolicyEditor, snapshot
+from gateway.policy.files import load_policies
+from gateway.policy.splice import split_lines
 
 pytestmark = pytest.mark.fuzz
 

@@ -1,4 +1,4 @@
-"""Property tests of the statement analyzer (``gateway.statements.analyze``, ``gateway.sqllex``).
+"""Property tests of the statement analyzer (``gateway.sql.statements.analyze``, ``gateway.sql.lexer``).
 
 Inputs come from three strategies: raw text over an SQL-ish alphabet (quotes,
 backslashes, comment openers, NUL, ``;``, unicode, lone surrogates), a soup
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
 
-from gateway import sqllex
 from gateway.errors import PayloadTooLarge, StatementRejected
-from gateway.statements import Kind, Statement, analyze
+from gateway.sql import lexer as sqllex
+from gateway.sql.statements import Kind, Statement, analyze
 
 pytestmark = pytest.mark.fuzz
 

@@ -1,4 +1,4 @@
-"""The SHOW GRANTS parser (``gateway.grantparse``): every form MariaDB prints, and failing closed on the rest."""
+"""The SHOW GRANTS parser (``gateway.db.grants``): every form MariaDB prints, and failing closed on the rest."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fuzzprofile import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.grantparse import GrantLine, Level, Privilege, parse_grants, parse_line, quote
+from gateway.db.grants import GrantLine, Level, Privilege, parse_grants, parse_line, quote
 
 HASH = "*D821809F681A40A6E379B50D0463EFAE20BDD122"
 

@@ -18,9 +18,9 @@ import uvicorn
 from conftest import RunningGateway, free_port, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import GATEWAY_AUDIENCE
 
-from gateway.app import create_app
-from gateway.auditstore import SQLiteAuditStore
-from gateway.cli import h11_header_limit
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.cli.main import h11_header_limit
+from gateway.http.app import create_app
 from gateway.requestids import RequestIds, client_request_id
 
 MB8 = 8 * 1024 * 1024

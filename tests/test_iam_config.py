@@ -10,13 +10,13 @@ import pytest
 import yaml
 from iamfixture import aws_test_credentials
 
-from gateway.app import create_app
-from gateway.cli import main
-from gateway.connectrate import ConnectRate
-from gateway.credentials import provider_for
+from gateway.cli.main import main
+from gateway.db.connectrate import ConnectRate
+from gateway.db.credentials import provider_for
+from gateway.db.iamtokens import IamTokenProvider
+from gateway.db.pools import PoolRegistry
 from gateway.errors import ConfigError, DatabaseUnavailable
-from gateway.iamtokens import IamTokenProvider
-from gateway.pools import PoolRegistry
+from gateway.http.app import create_app
 from gateway.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["aws_test_credentials"]

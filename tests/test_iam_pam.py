@@ -19,10 +19,10 @@ from conftest import free_port, start_gateway, stop_gateway
 from iamfixture import REGION, IamMariaDB, aws_test_credentials, iam_mariadb
 from oidcfixture import GATEWAY_AUDIENCE
 
-from gateway.auditstore import SQLiteAuditStore
-from gateway.connector import Connector
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.db.connector import Connector
+from gateway.db.iamtokens import IamTokenProvider
 from gateway.errors import DatabaseUnavailable
-from gateway.iamtokens import IamTokenProvider
 from gateway.settings import Settings, TargetSettings
 
 __all__ = ["aws_test_credentials", "iam_mariadb"]

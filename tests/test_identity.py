@@ -37,8 +37,8 @@ from oidcfixture import (
 )
 
 from gateway.errors import ConfigError, PayloadTooLarge, Unauthenticated
-from gateway.identity import MAX_TOKEN_BYTES, Identity, TokenValidator
-from gateway.oidc import IssuerConfig, JwksCache, key_fits, parse_jwks
+from gateway.identity.oidc import IssuerConfig, JwksCache, key_fits, parse_jwks
+from gateway.identity.tokens import MAX_TOKEN_BYTES, Identity, TokenValidator
 
 pytestmark = pytest.mark.anyio
 

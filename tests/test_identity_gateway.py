@@ -18,7 +18,7 @@ from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_ga
 from identityfixture import bearer, person_idp
 from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
 
-from gateway.auditstore import SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
 
 __all__ = ["person_idp"]
 QUERY = {"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"}

@@ -2,7 +2,7 @@
 
 The name used is asserted (``email_verified``), canonical, never a silent
 fallback to ``sub``; the person is (issuer, sub); the names a person was seen
-with are remembered (``gateway.aliases``) and revocations follow them.
+with are remembered (``gateway.identity.aliases``) and revocations follow them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 from identityfixture import person_idp
 from oidcfixture import OidcProvider
 
-from gateway.aliases import AliasRegistry, SqliteAliasRegistry
 from gateway.errors import ConfigError, IdentityUnavailable, Unauthenticated
-from gateway.identity import TokenValidator
-from gateway.oidc import IssuerConfig, JwksCache
-from gateway.policy import active_revocations, effective_grants
-from gateway.policytypes import Access, Grant, PolicySet, Revocation
+from gateway.identity.aliases import AliasRegistry, SqliteAliasRegistry
+from gateway.identity.oidc import IssuerConfig, JwksCache
+from gateway.identity.tokens import TokenValidator
+from gateway.policy.decide import active_revocations, effective_grants
+from gateway.policy.types import Access, Grant, PolicySet, Revocation
 
 __all__ = ["person_idp"]
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The OpenAPI document describes what the routes really take and answer (``gateway/openapi.py``)."""
+"""The OpenAPI document describes what the routes really take and answer (``gateway/http/openapi.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import create_app
+from gateway.http.app import create_app
 from gateway.settings import Settings
 
 BODIES = {

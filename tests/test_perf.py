@@ -24,20 +24,20 @@ from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
-from gateway.api import router
-from gateway.app import create_app
-from gateway.auditformat import format_time
+from gateway.audit.format import format_time
 from gateway.errors import Unauthenticated
-from gateway.front import GatewayApp, StatementEndpoints
-from gateway.inflight import still_allowed
+from gateway.http.api import router
+from gateway.http.app import create_app
+from gateway.http.front import GatewayApp, StatementEndpoints
+from gateway.http.metrics import Metrics
+from gateway.http.middleware import GatewayMiddleware
 from gateway.log import dumps, info_batch, scrub_secrets
-from gateway.metrics import Metrics
-from gateway.middleware import GatewayMiddleware
-from gateway.policy import active_revocations, decide, effective_grants
-from gateway.policytypes import Access
+from gateway.policy.decide import active_revocations, decide, effective_grants
+from gateway.policy.types import Access
 from gateway.requestids import RequestIds
+from gateway.revocation.inflight import still_allowed
 from gateway.settings import Settings
-from gateway.statements import Kind
+from gateway.sql.statements import Kind
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

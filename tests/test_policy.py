@@ -7,8 +7,8 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.identity import Identity
-from gateway.policy import (
+from gateway.identity.tokens import Identity
+from gateway.policy.decide import (
     Decision,
     active_revocations,
     decide,
@@ -16,8 +16,8 @@ from gateway.policy import (
     roles_of,
     table_allowed,
 )
-from gateway.policytypes import Access, Grant, PolicySet, Revocation
-from gateway.statements import Kind, Statement
+from gateway.policy.types import Access, Grant, PolicySet, Revocation
+from gateway.sql.statements import Kind, Statement
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 SAFE = frozenset({"COUNT", "LOWER", "NOW"})

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import NotFound, PolicyInvalid, PreconditionFailed
-from gateway.policyedit import EditResult, PolicyEditor, append_entry, remove_entries, revision_of, snapshot
-from gateway.policyfile import load_policies
+from gateway.policy.edit import EditResult, PolicyEditor, append_entry, remove_entries, revision_of, snapshot
+from gateway.policy.files import load_policies
 
 COMMENTED = """\
 # Shop access, reviewed in git.   (trailing spaces kept)
@@ -161,7 +161,7 @@ def test_lift_revocation_in_another_file(tmp_path: Path):
 
 def test_watcher_sees_a_same_size_rewrite_within_one_clock_tick(tmp_path: Path):
     """A rewrite with the same size and the same mtime (coarse file clocks) is still picked up."""
-    from gateway.policystore import PolicyStore  # noqa: PLC0415
+    from gateway.policy.store import PolicyStore  # noqa: PLC0415
 
     path = _write(tmp_path)
     store = PolicyStore(tmp_path, {"shop"})

@@ -9,10 +9,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from gateway.errors import InvalidRequest, NotFound, PolicyInvalid
-from gateway.policycheck import Intent, check_edit
-from gateway.policyedit import EditResult, PolicyEditor, snapshot
-from gateway.policyfile import load_policies
-from gateway.policysplice import body, split_lines
+from gateway.policy.edit import EditResult, PolicyEditor, snapshot
+from gateway.policy.editcheck import Intent, check_edit
+from gateway.policy.files import load_policies
+from gateway.policy.splice import body, split_lines
 
 # Every character Python's str.splitlines() breaks on, and CRLF.
 LINE_BREAKS = ["\n", "\r\n", "\r", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.durations import parse_duration
 from gateway.errors import PolicyFileError, PolicyProblem
-from gateway.policyfile import Access, check_policies, load_policies
+from gateway.policy.durations import parse_duration
+from gateway.policy.files import Access, check_policies, load_policies
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "policies"
 

@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 from test_policyedit import COMMENTED, _write
 
-from gateway.policyfile import load_policies
-from gateway.policystore import PolicyStore
+from gateway.policy.files import load_policies
+from gateway.policy.store import PolicyStore
 
 
 @pytest.fixture

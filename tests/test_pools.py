@@ -9,10 +9,10 @@ import pytest
 from asyncmy.errors import ProgrammingError
 from conftest import DB_HOST, DB_PORT, ScratchDatabase
 
-from gateway.credentials import EnvSecret
+from gateway.db.credentials import EnvSecret
+from gateway.db.pools import ConnectionPool, PoolRegistry, connector
 from gateway.errors import DatabaseUnavailable, PoolExhausted
-from gateway.policy import Decision
-from gateway.pools import ConnectionPool, PoolRegistry, connector
+from gateway.policy.decide import Decision
 from gateway.settings import PoolSettings, TargetSettings
 
 

@@ -1,4 +1,4 @@
-"""The gateway's own privilege check (``gateway.dbdrift``): start-up, reload, /readyz, metric, log, refuse mode.
+"""The gateway's own privilege check (``gateway.db.drift``): start-up, reload, /readyz, metric, log, refuse mode.
 
 A scratch database of this module's own, with accounts provisioned from the
 integration policies' plan (so they start clean); each test gives an account
@@ -30,11 +30,11 @@ from conftest import (
 from structlog.testing import capture_logs
 from test_dbcheck import scratch_names
 
-from gateway.driftstate import AccountState, DriftState
+from gateway.db.driftstate import AccountState, DriftState
+from gateway.db.pools import PoolRegistry
+from gateway.db.provision import drop, grant_extra, provision
 from gateway.errors import GatewayError
-from gateway.policy import Decision
-from gateway.pools import PoolRegistry
-from gateway.provision import drop, grant_extra, provision
+from gateway.policy.decide import Decision
 from gateway.settings import TargetSettings
 
 

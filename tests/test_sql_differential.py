@@ -30,9 +30,9 @@ from fuzzprofile import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.db.pools import INIT_COMMAND
 from gateway.errors import StatementRejected
-from gateway.pools import INIT_COMMAND
-from gateway.statements import SAFE_FUNCTIONS, analyze
+from gateway.sql.statements import SAFE_FUNCTIONS, analyze
 
 pytestmark = pytest.mark.fuzz
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gateway.errors import StatementRejected
-from gateway.sqllex import check_comments, scan, split_placeholders
+from gateway.sql.lexer import check_comments, scan, split_placeholders
 
 EXECUTABLE = [
     "SELECT 1 /*! ; DROP TABLE t */",

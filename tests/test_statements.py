@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from gateway.errors import PayloadTooLarge, StatementRejected
-from gateway.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
+from gateway.sql.statements import SAFE_FUNCTIONS, Kind, Statement, analyze
 
 DB = "shop"
 
@@ -617,7 +617,7 @@ def test_placeholders_in_value_positions_are_accepted(sql):
 
 def test_the_regenerated_text_never_puts_a_placeholder_next_to_a_name():
     """A second check on the text itself: `?` beside `.` or a backtick is refused whatever the tree said."""
-    from gateway.sqlplaceholders import check_executable  # noqa: PLC0415 - the helper under test
+    from gateway.sql.placeholders import check_executable  # noqa: PLC0415 - the helper under test
 
     for sql in ["SELECT a FROM hr.?", "SELECT a FROM ? .t", "SELECT `x`?", "SELECT ?`x`"]:
         with pytest.raises(StatementRejected, match="placeholder"):

@@ -10,11 +10,11 @@ import orjson
 from conftest import DB_HOST, DB_PORT, RunningGateway, root_query
 from streamfixture import audit_records, reader_pool, stream_gateway
 
-from gateway import execution, streaming
-from gateway.pools import ConnectionPool
+from gateway.db import execution, streaming
+from gateway.db.pools import ConnectionPool
+from gateway.db.streaming import open_stream, stream_limits
 from gateway.settings import LimitSettings, PoolSettings
-from gateway.statements import analyze
-from gateway.streaming import open_stream, stream_limits
+from gateway.sql.statements import analyze
 
 __all__ = ["stream_gateway"]
 

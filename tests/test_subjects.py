@@ -10,8 +10,8 @@ from fuzzprofile import budget
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.subjects import MAX_NAME, Subject, canonical_name, canonical_subject, parse_subject, same_subject
-from gateway.usernames import fallback_name
+from gateway.identity.names import fallback_name
+from gateway.identity.subjects import MAX_NAME, Subject, canonical_name, canonical_subject, parse_subject, same_subject
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from conftest import RunningGateway
 from joserfc.jwk import RSAKey
 from oidcfixture import OidcProvider, b64url
 
-from gateway.auditstore import SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
 
 
 def _hostile(idp: OidcProvider) -> dict[str, str]:

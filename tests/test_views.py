@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import RunningGateway, ScratchDatabase, root_query
 
-from gateway.auditstore import SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
 
 
 @pytest.fixture(scope="module")

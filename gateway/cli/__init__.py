@@ -1,0 +1,1 @@
+"""Server-side commands: ``gateway serve``, ``policy``, ``audit``, ``db``, ``demo``, ``dev-token``."""

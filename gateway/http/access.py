@@ -1,0 +1,218 @@
+"""Access request routes: ask for time-boxed access; admins approve or deny.
+
+``POST /v1/access-requests`` and ``GET /v1/access-requests`` take any valid
+token (callers see their own requests; admins see all). Approve and deny need
+the admin role and are refused to the requester: the same person (issuer,
+``sub``) or anyone sharing one of the person's names (the name on the request,
+the names the alias registry saw the requester's person with, the caller's
+name and aliases), so a second token, a second issuer or a changed email
+cannot approve one's own request (SECURITY rule 26). An approval writes a grant
+named after the request into the managed policy file, expiring ``duration``
+after the approval, with a YAML comment naming the approver and the request;
+the policy edit is audited like any other. Every step is audited.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
+from gateway.http.admin import applied, audit_edit, editor
+from gateway.http.api import Admin, Caller, Context, JSONResponse, PipelineDep, _json_body
+from gateway.identity.subjects import canonical_name
+from gateway.identity.tokens import Identity
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.policy.durations import parse_duration
+from gateway.policy.requests import STATES, AccessRequestStore
+from gateway.policy.types import Access
+
+router = APIRouter()
+_DAYS = re.compile(r"^([0-9]+)d$")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class RequestBody(BaseModel):
+    """Body of ``POST /v1/access-requests``."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: Annotated[str, Field(min_length=1, max_length=128)]
+    access: StrictStr
+    duration: StrictStr
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class DecisionBody(BaseModel):
+    """Body of approve / deny."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str | None, Field(max_length=500)] = None
+    db_user: Annotated[str | None, Field(min_length=1, max_length=80)] = None
+
+
+def store(pipeline: Pipeline) -> AccessRequestStore:
+    """The access request store of this gateway (opened on first use)."""
+    existing = getattr(pipeline, "access_requests", None)
+    if isinstance(existing, AccessRequestStore):
+        return existing
+    admin = pipeline.settings.admin
+    state_dir = admin.state_dir.resolve()
+    if state_dir.is_relative_to(pipeline.policies.directory.resolve()):
+        raise InvalidRequest("admin.state_dir must not be inside the policies directory")
+    created = AccessRequestStore(state_dir / "access-requests.db", ttl=admin.request_ttl)
+    pipeline.access_requests = created  # type: ignore[attr-defined]
+    return created
+
+
+def _seconds(text: str, limit: float) -> float:
+    days = _DAYS.match(text.strip())
+    try:
+        seconds = float(days[1]) * 86400 if days else parse_duration(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"duration {exc}") from None
+    if not 0 < seconds <= limit:
+        raise InvalidRequest(f"duration must be positive and at most {limit:g} seconds")
+    return seconds
+
+
+async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
+    await pipeline.record_event(
+        ctx,
+        "access_request",
+        caller,
+        action=action,
+        access_request=item["id"],
+        requester=item["requester"],
+        requester_issuer=item["requester_issuer"],
+        requester_sub=item["requester_sub"],
+        target=item["target"],
+        access=item["access"],
+        reason=item.get("decision_reason") or item["reason"],
+    )
+
+
+@router.post("/v1/access-requests", status_code=201)
+async def create_request(
+    caller: Caller,
+    ctx: Context,
+    pipeline: PipelineDep,
+    body: Annotated[RequestBody, Depends(_json_body(RequestBody))],
+) -> JSONResponse:
+    """Ask for time-boxed access to a target."""
+    if body.target not in pipeline.settings.targets:
+        raise UnknownTarget(f"no target named {body.target!r}")
+    try:
+        access = Access.from_label(body.access)
+    except ValueError:
+        raise InvalidRequest("access must be read, write or ddl") from None
+    seconds = _seconds(body.duration, pipeline.settings.admin.max_request_duration)
+    item = store(pipeline).create(caller.user, body.target, access.label, seconds, body.reason, person=caller.person)
+    await _audit(pipeline, ctx, caller, "create", item)
+    return JSONResponse(item, status_code=201)
+
+
+@router.get("/v1/access-requests")
+async def list_requests(
+    caller: Caller,
+    pipeline: PipelineDep,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+) -> JSONResponse:
+    """The caller's requests (admins: everyone's), newest first, optionally by state."""
+    if state is not None and state not in STATES:
+        raise InvalidRequest(f"state must be one of {', '.join(STATES)}")
+    requests = store(pipeline)
+    if "admin" in pipeline.roles(caller):
+        return JSONResponse({"requests": requests.list(state=state)})
+    return JSONResponse({"requests": requests.list(requester=caller.user, person=caller.person, state=state)})
+
+
+async def _not_own(pipeline: Pipeline, caller: Identity, item: dict[str, Any]) -> None:
+    """Refuse the requester: the same person, or a person sharing one of their names."""
+    aliases = pipeline.validator.aliases  # read now: names learned since the tokens were validated count too
+    person = (item["requester_issuer"], item["requester_sub"])
+    names = {_canonical(str(item["requester"]))}
+    if None not in person:
+        names |= await aliases.names(*person)
+    if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
+        raise Forbidden("nobody approves or denies their own access request (under any of their names)")
+
+
+def _canonical(name: str) -> str:
+    # Rows written before names were canonical may hold another spelling.
+    try:
+        return canonical_name(name)
+    except ValueError:
+        return name
+
+
+def _db_user(pipeline: Pipeline, item: dict[str, Any], chosen: str | None) -> str:
+    if chosen:
+        return chosen
+    for grant in pipeline.policies.current.grants:
+        if grant.target == item["target"] and grant.access.label == item["access"]:
+            return grant.db_user
+    raise InvalidRequest(f"no existing {item['access']} grant on {item['target']} to copy db_user from: give db_user")
+
+
+@router.post("/v1/access-requests/{request_id}/approve")
+async def approve(
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    request_id: str,
+    body: Annotated[DecisionBody, Depends(_json_body(DecisionBody))],
+) -> JSONResponse:
+    """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
+    requests = store(pipeline)
+    item = requests.get(request_id)
+    await _not_own(pipeline, caller, item)
+    db_user = _db_user(pipeline, item, body.db_user)
+    now = datetime.now(UTC).replace(microsecond=0)
+    expires = now + timedelta(seconds=float(item["duration_s"]))
+    entry = {
+        "name": item["id"],
+        "subjects": [f"user:{item['requester']}"],
+        "target": item["target"],
+        "access": item["access"],
+        "db_user": db_user,
+        "expires": expires.isoformat().replace("+00:00", "Z"),
+    }
+    note = _UNPRINTABLE.sub(" ", str(item["reason"]))[:200]
+    comment = f"access request {item['id']} by {item['requester']}, approved by {caller.user} at {now.isoformat()}"
+    comment += f"\nreason: {note}"
+    requests.decide(request_id, by=caller.user, state="approved", reason=body.reason, grant_name=item["id"])
+    try:
+        audit = audit_edit(pipeline, ctx, caller, access_request=item["id"])
+        result = await editor(pipeline).add_grant(entry, None, audit, comment)
+    except BaseException:
+        requests.undo(request_id)
+        raise
+    decided = requests.get(request_id)
+    await _audit(pipeline, ctx, caller, "approve", decided)
+    response = applied(pipeline, result)
+    return JSONResponse(
+        {"request": decided, "grant": entry, "revision": result.revision}, headers={"ETag": response.headers["etag"]}
+    )
+
+
+@router.post("/v1/access-requests/{request_id}/deny")
+async def deny(
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    request_id: str,
+    body: Annotated[DecisionBody, Depends(_json_body(DecisionBody))],
+) -> JSONResponse:
+    """Deny a pending request, with a reason."""
+    if not body.reason:
+        raise InvalidRequest("a denial needs a reason")
+    requests = store(pipeline)
+    await _not_own(pipeline, caller, requests.get(request_id))
+    requests.decide(request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None)
+    decided = requests.get(request_id)
+    await _audit(pipeline, ctx, caller, "deny", decided)
+    return JSONResponse({"request": decided})

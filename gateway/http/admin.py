@@ -1,0 +1,205 @@
+"""Admin routes: read the merged policy, add/remove grants and revocations.
+
+Every route needs the ``admin`` role. Edits need ``If-Match: <revision>``
+(the ``ETag`` of ``GET /v1/policy``): missing -> 428 ``precondition_required``,
+stale -> 412 ``precondition_failed``; so an admin never overwrites a change
+they have not seen. Request values are checked (``gateway.policy.values``:
+422 ``invalid_request``), the edit is checked to change exactly the intended
+entry (``gateway.policy.editcheck``: 422 ``policy_invalid``), audited
+(``policy_edit`` with a unified diff), written atomically, and the policy
+reloaded before the reply. Subjects are compared and written in canonical
+form (``gateway.identity.subjects``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from gateway.errors import PreconditionRequired
+from gateway.http.api import Admin, Context, JSONResponse, PipelineDep, _json_body
+from gateway.identity.tokens import Identity
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.policy import views
+from gateway.policy.edit import Audit, EditResult, PolicyEditor
+from gateway.policy.types import Grant, Revocation
+
+router = APIRouter()
+
+
+class TablesBody(BaseModel):
+    """Table patterns of a grant."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow: list[StrictStr] | None = None
+    deny: list[StrictStr] | None = None
+
+
+class GrantBody(BaseModel):
+    """Body of ``POST /v1/grants``: a grant as in the policy files."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    subjects: Annotated[list[StrictStr], Field(min_length=1)]
+    target: Annotated[str, Field(min_length=1, max_length=128)]
+    access: StrictStr
+    db_user: StrictStr
+    tables: TablesBody | None = None
+    max_rows: StrictInt | None = None
+    statement_timeout: StrictStr | StrictInt | StrictFloat | None = None
+    expires: StrictStr | None = None
+    functions: list[StrictStr] | None = None
+
+
+class RevocationBody(BaseModel):
+    """Body of ``POST /v1/revocations``."""
+
+    model_config = ConfigDict(extra="forbid")
+    subject: Annotated[str, Field(min_length=1, max_length=256)]
+    target: Annotated[str, Field(min_length=1, max_length=128)] = "*"
+    reason: StrictStr | None = None
+    until: StrictStr | None = None
+
+
+def editor(pipeline: Pipeline) -> PolicyEditor:
+    """The policy editor of this gateway (one per pipeline, so one lock per process)."""
+    existing = getattr(pipeline, "policy_editor", None)
+    if isinstance(existing, PolicyEditor):
+        return existing
+    created = PolicyEditor(
+        pipeline.policies.directory,
+        managed_file=pipeline.settings.admin.managed_file,
+        known_targets=pipeline.settings.targets.keys(),
+    )
+    pipeline.policy_editor = created  # type: ignore[attr-defined]
+    return created
+
+
+def audit_edit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, **extra: Any) -> Audit:  # noqa: ANN401
+    """An audit callback writing the ``policy_edit`` record (before the file is replaced)."""
+
+    async def record(result: EditResult) -> None:
+        await pipeline.record_event(
+            ctx,
+            "policy_edit",
+            caller,
+            action=result.action,
+            detail=result.detail,
+            file=result.file,
+            diff=result.diff,
+            policy_revision=result.previous_revision,
+            new_revision=result.revision,
+            **extra,
+        )
+
+    return record
+
+
+def applied(pipeline: Pipeline, result: EditResult, status: int = 200) -> JSONResponse:
+    """Reload now (this replica need not wait for its watcher) and describe the edit."""
+    pipeline.policies.load()
+    body = {"action": result.action, "file": result.file, "revision": result.revision, "detail": result.detail}
+    return JSONResponse(body, status_code=status, headers={"ETag": f'"{result.revision}"'})
+
+
+def _if_match(request: Request) -> str:
+    value = request.headers.get("if-match")
+    if not value:
+        raise PreconditionRequired("policy edits need If-Match: <revision> (the ETag of GET /v1/policy)")
+    return value.strip().removeprefix("W/").strip('"')
+
+
+IfMatch = Annotated[str, Depends(_if_match)]
+
+
+@router.get("/v1/policy")
+async def get_policy(caller: Admin, pipeline: PipelineDep) -> JSONResponse:
+    """The merged policy and its revision (also the ETag)."""
+    del caller
+    pipeline.policies.poll()  # a change made through another replica shows here at once, not at the next poll
+    policy = pipeline.policies.current
+    body = {
+        "revision": policy.revision,
+        "roles": {role: sorted(members) for role, members in policy.roles.items()},
+        "grants": [_grant(g) for g in policy.grants],
+        "revocations": [_revocation(r) for r in policy.revocations],
+        "last_reload_error": pipeline.policies.last_error,
+    }
+    return JSONResponse(body, headers={"ETag": f'"{policy.revision}"'})
+
+
+@router.post("/v1/grants", status_code=201)
+async def add_grant(
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    if_match: IfMatch,
+    body: Annotated[GrantBody, Depends(_json_body(GrantBody))],
+) -> JSONResponse:
+    """Add a grant to the managed policy file."""
+    entry = body.model_dump(exclude_none=True)
+    if "tables" in entry and not entry["tables"]:
+        del entry["tables"]
+    result = await editor(pipeline).add_grant(entry, if_match, audit_edit(pipeline, ctx, caller))
+    return applied(pipeline, result, 201)
+
+
+@router.delete("/v1/grants/{name}")
+async def delete_grant(
+    caller: Admin, ctx: Context, pipeline: PipelineDep, if_match: IfMatch, name: str
+) -> JSONResponse:
+    """Remove a grant from whichever file holds it."""
+    result = await editor(pipeline).delete_grant(name, if_match, audit_edit(pipeline, ctx, caller))
+    return applied(pipeline, result)
+
+
+@router.post("/v1/revocations", status_code=201)
+async def add_revocation(
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    if_match: IfMatch,
+    body: Annotated[RevocationBody, Depends(_json_body(RevocationBody))],
+) -> JSONResponse:
+    """Revoke a subject's access (every target by default); in force at once."""
+    entry = body.model_dump(exclude_none=True)
+    result = await editor(pipeline).add_revocation(entry, if_match, audit_edit(pipeline, ctx, caller))
+    return applied(pipeline, result, 201)
+
+
+@router.delete("/v1/revocations/{subject}")
+async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    if_match: IfMatch,
+    subject: str,
+    target: Annotated[str | None, Query(max_length=128)] = None,
+) -> JSONResponse:
+    """Lift a revocation (``?target=`` when the subject has several)."""
+    result = await editor(pipeline).lift_revocation(subject, target, if_match, audit_edit(pipeline, ctx, caller))
+    return applied(pipeline, result)
+
+
+def _grant(grant: Grant) -> dict[str, Any]:
+    # The admin view: what the caller's own view shows, plus who it is for and where it is written.
+    return {
+        **views.grant_view(grant),
+        "subjects": list(grant.subjects),
+        "functions": sorted(grant.functions),
+        "file": grant.source_file,
+        "line": grant.source_line,
+    }
+
+
+def _revocation(revocation: Revocation) -> dict[str, Any]:
+    return {
+        "subject": revocation.subject,
+        "target": revocation.target,
+        "reason": revocation.reason,
+        "until": revocation.until.isoformat() if revocation.until else None,
+        "file": revocation.source_file,
+        "line": revocation.source_line,
+    }

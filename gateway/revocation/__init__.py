@@ -1,0 +1,1 @@
+"""Revocation: statements in flight per user, and cancelling them when access goes."""
