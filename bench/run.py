@@ -41,8 +41,7 @@ import orjson
 from bench.privatedb import PrivateServer, free_port, private_mariadb
 from bench.report import render, write_doc
 from gateway.db.provision import provision
-from gateway.http.app import dev_issuer_url
-from gateway.identity.devissuer import DevIssuer
+from gateway.identity.devissuer import DevIssuer, dev_issuer_url
 from gateway.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +273,9 @@ def main() -> int:
         accounts = asyncio.run(_provision(server, database, prefix))
         config = _gateway_config(state, server, database, accounts)
         settings = load_settings(config)
-        issuer = DevIssuer.from_key_file(dev_issuer_url(settings), settings.dev.key_file)
+        issuer = DevIssuer.from_key_file(
+            dev_issuer_url(settings.listen.port, settings.listen.host), settings.dev.key_file
+        )
         token = issuer.mint("bench@example.com", ["analysts", "engineers"], audience=settings.dev.audience)
         db_env = {"BENCH_DB_PORT": str(server.port), "BENCH_DB_NAME": database,
                   "BENCH_DB_PASSWORD": accounts["writer"].password, "BENCH_DB_USER": accounts["writer"].user,

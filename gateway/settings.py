@@ -20,9 +20,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.errors import ConfigError
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-ALLOWED_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+# Asymmetric algorithms with RSA and EC keys: what the token validator can verify (gateway.identity.oidc).
+ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 
 
 class IssuerSettings(BaseModel):
@@ -50,6 +49,13 @@ class IssuerSettings(BaseModel):
             msg = f"algorithms must be asymmetric (never none or HS*): refused {bad or 'empty list'}"
             raise ValueError(msg)
         return value
+
+
+def _refuse_passwords(data: object, instead: str) -> object:
+    """Refuse a mapping with a key naming a password (``password``, ``db_password``, ...)."""
+    if isinstance(data, dict) and any("password" in str(key).lower() for key in data):
+        raise ValueError(f"passwords never sit in the config file: use {instead}")
+    return data
 
 
 class AwsSecretSource(BaseModel):
@@ -180,9 +186,7 @@ class TargetSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
-        if isinstance(data, dict) and any("password" in str(k).lower() for k in data):
-            raise ValueError("passwords never sit in the config file: use secrets.<db_user>.env or .file")
-        return data
+        return _refuse_passwords(data, "secrets.<db_user>.env or .file")
 
 
 class AuditDatabaseSettings(BaseModel):
@@ -201,9 +205,7 @@ class AuditDatabaseSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
-        if isinstance(data, dict) and any("password" in str(k).lower() for k in data):
-            raise ValueError("passwords never sit in the config file: use audit.mariadb.secret.env or .file")
-        return data
+        return _refuse_passwords(data, "audit.mariadb.secret.env or .file")
 
     @model_validator(mode="after")
     def _readable_secret(self) -> AuditDatabaseSettings:

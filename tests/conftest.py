@@ -241,7 +241,7 @@ class RunningGateway:
 
     def audit_settled_within(self, seconds: float) -> bool:
         """Whether the audit writer committed everything queued so far within ``seconds``."""
-        return bool(self.server.config.app.state.pipeline.audit.wait_committed(seconds))
+        return bool(self.server.config.app.state.services.audit.wait_committed(seconds))
 
     def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
         """An HTTP client carrying a real token of ``user`` from the provider."""

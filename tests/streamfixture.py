@@ -58,8 +58,8 @@ def stream_gateway(
 
 def reader_pool(gateway: RunningGateway) -> ConnectionPool:
     """The running gateway's pool for the reader account (the stream grants' account)."""
-    pipeline = gateway.server.config.app.state.pipeline
-    return pipeline.pools.pools()[("shop", gateway.db.accounts["reader"].user)]  # type: ignore[no-any-return]
+    pools = gateway.server.config.app.state.services.pools
+    return pools.pools()[("shop", gateway.db.accounts["reader"].user)]  # type: ignore[no-any-return]
 
 
 def audit_records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:

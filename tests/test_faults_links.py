@@ -19,7 +19,7 @@ NO_HANG = 12.0  # seconds: the longest any request may take here (statement time
 
 
 def _pools(gw: RunningGateway) -> list:
-    return list(gw.server.config.app.state.pipeline.pools.pools().values())
+    return list(gw.server.config.app.state.services.pools.pools().values())
 
 
 def _gateway_threads(private_db, *, command: str | None = None) -> list[tuple[int, str | None]]:

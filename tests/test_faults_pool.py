@@ -33,7 +33,7 @@ def test_pool_exhaustion_at_ten_times_pool_size(tmp_path, idp, private_db, fault
         pool = {"max_size": POOL_SIZE, "acquire_timeout": ACQUIRE_TIMEOUT, "max_waiting": MAX_WAITING}
         settings = fault_settings(tmp_path, idp, private_db, port=proxy.port, pool=pool)
         gw = start_gateway(settings, idp, private_db.db)
-        pools = gw.server.config.app.state.pipeline.pools.pools()
+        pools = gw.server.config.app.state.services.pools.pools()
         reads = mixed({"reader": idp.token("reader"), "writer": idp.token("writer")}, writes=0, denied=0)
         samples: list[tuple[int, int]] = []
 

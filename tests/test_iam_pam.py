@@ -203,7 +203,7 @@ def test_tokens_refresh_and_connections_recycle_without_failures(
                 if len(_accepted_dates(db) - start) >= 3:
                     break
                 time.sleep(0.1)
-        pools = running.server.config.app.state.pipeline.pools.pools()
+        pools = running.server.config.app.state.services.pools.pools()
         stats = pools[("iamshop", db.reader)].connect_stats
     finally:
         stop_gateway(running)

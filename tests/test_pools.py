@@ -217,3 +217,16 @@ async def test_registry_needs_an_allowing_decision(test_db, monkeypatch):
     with pytest.raises(DatabaseUnavailable):
         registry.connection(unknown)
     await registry.close()
+
+
+@pytest.mark.anyio
+async def test_warm_up_opens_min_size_connections(test_db, monkeypatch):
+    """`min_size: 3` opens three connections at start-up (it used to open one, three times)."""
+    monkeypatch.setenv("GWTEST_POOL_PW", test_db.accounts["reader"].password)
+    registry = PoolRegistry({"shop": _target(test_db, min_size=3, max_size=5)})
+    await registry.open()
+    try:
+        pool = registry.pools()[("shop", test_db.accounts["reader"].user)]
+        assert (pool.size, pool.idle) == (3, 3)
+    finally:
+        await registry.close()

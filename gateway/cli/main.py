@@ -102,14 +102,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_dev_token(args: argparse.Namespace) -> int:
     """Mint a dev-issuer token (dev mode only)."""
-    from gateway.http.app import dev_issuer_url  # noqa: PLC0415
-    from gateway.identity.devissuer import DevIssuer  # noqa: PLC0415
+    from gateway.identity.devissuer import DevIssuer, dev_issuer_url  # noqa: PLC0415 - only this command needs it
 
     settings = _settings(args)
     if not settings.dev_mode:
         print("dev-token works only with dev_mode: true", file=sys.stderr)
         return 2
-    issuer = DevIssuer.from_key_file(dev_issuer_url(settings), settings.dev.key_file)
+    issuer = DevIssuer.from_key_file(dev_issuer_url(settings.listen.port, settings.listen.host), settings.dev.key_file)
     lifetime = args.lifetime or settings.dev.token_lifetime
     try:
         token = issuer.mint(args.user, groups=args.group, audience=settings.dev.audience, lifetime=lifetime)

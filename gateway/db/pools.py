@@ -234,17 +234,17 @@ class ConnectionPool:
             with contextlib.suppress(Exception):
                 await conn.raw.ensure_closed()
 
-    async def kill_query(self, thread_id: int) -> None:
-        """Stop the statement running on connection ``thread_id`` over a short-lived side connection.
-
-        MariaDB lets an account kill its own threads without PROCESS; the side
-        connection is not counted in the pool (it lives for one statement).
-        """
-        raw = await asyncio.wait_for(self._connect(), self._limits.connect_timeout)
+    async def warm(self, count: int) -> None:
+        """Open ``count`` connections (held together, so each is a new one), then give them back."""
+        held: list[Pooled] = []
         try:
-            await raw.query(f"KILL QUERY {int(thread_id)}")
+            for _ in range(count):
+                held.append(await self.acquire())  # noqa: PERF401 - a failure keeps what was opened so far
+        except DatabaseUnavailable as exc:
+            log.warning("pool_warmup_failed", pool=self.name, detail=exc.detail, opened=len(held))
         finally:
-            raw.close()
+            for conn in held:
+                self.release(conn)
 
     async def check(self, within: float) -> None:
         """Prove the pool can hand out a working connection (for /readyz)."""
@@ -338,13 +338,7 @@ class PoolRegistry:
                 creds = provider_for(name, target, db_user)
                 pool = ConnectionPool(f"{name}/{db_user}", connector(target, db_user, creds, rate), target.pool)
                 self._pools[(name, db_user)] = pool
-                for _ in range(target.pool.min_size):
-                    try:
-                        async with pool.connection():
-                            pass
-                    except DatabaseUnavailable as exc:
-                        log.warning("pool_warmup_failed", pool=pool.name, detail=exc.detail)
-                        break
+                await pool.warm(target.pool.min_size)
 
     def pools(self) -> dict[tuple[str, str], ConnectionPool]:
         """All pools by ``(target, db_user)`` (for readiness and metrics)."""

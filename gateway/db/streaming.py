@@ -281,12 +281,10 @@ class RowStream:
     async def _after_disconnect(self) -> None:
         try:
             async with asyncio.timeout(KILL_TIMEOUT):
-                await self._pool.kill_query(self._thread_id)
-        except db_errors.MySQLError as exc:
-            # 1094 unknown thread: the statement had already ended.
-            log.info("stream_kill_skipped", errno=exc.args[0] if exc.args else None)
-        except (GatewayError, TimeoutError, OSError) as exc:
-            log.warning("stream_kill_failed", error=type(exc).__name__)
+                # False when it could not connect or the statement had already ended (both logged there).
+                await self._pool.kill(self._thread_id, connection=False)
+        except TimeoutError:
+            log.warning("stream_kill_failed", error="TimeoutError")
         with contextlib.suppress(GatewayError):
             await self._outcome(code=DISCONNECTED, error="the client disconnected mid-stream", rows=self.sent)
 

@@ -14,21 +14,38 @@ the policy edit is audited like any other. Every step is audited.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
-from gateway.http.admin import applied, audit_edit, editor
-from gateway.http.api import Admin, Caller, Context, JSONResponse, PipelineDep, _json_body
+from gateway.http.admin import applied, audit_edit
+from gateway.http.bodies import json_body
+from gateway.http.deps import (
+    AccessRequestsDep,
+    Admin,
+    AliasesDep,
+    Caller,
+    ClockDep,
+    Context,
+    EditorDep,
+    PipelineDep,
+    PoliciesDep,
+    SettingsDep,
+)
+from gateway.http.problems import JSONResponse
+from gateway.identity.aliases import AliasRegistry
 from gateway.identity.subjects import canonical_name
 from gateway.identity.tokens import Identity
 from gateway.pipeline import Pipeline, RequestContext
+from gateway.policy.decide import roles_of
 from gateway.policy.durations import parse_duration
-from gateway.policy.requests import STATES, AccessRequestStore
+from gateway.policy.requests import STATES
+from gateway.policy.store import PolicyStore
 from gateway.policy.types import Access
 
 router = APIRouter()
@@ -52,20 +69,6 @@ class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[str | None, Field(max_length=500)] = None
     db_user: Annotated[str | None, Field(min_length=1, max_length=80)] = None
-
-
-def store(pipeline: Pipeline) -> AccessRequestStore:
-    """The access request store of this gateway (opened on first use)."""
-    existing = getattr(pipeline, "access_requests", None)
-    if isinstance(existing, AccessRequestStore):
-        return existing
-    admin = pipeline.settings.admin
-    state_dir = admin.state_dir.resolve()
-    if state_dir.is_relative_to(pipeline.policies.directory.resolve()):
-        raise InvalidRequest("admin.state_dir must not be inside the policies directory")
-    created = AccessRequestStore(state_dir / "access-requests.db", ttl=admin.request_ttl)
-    pipeline.access_requests = created  # type: ignore[attr-defined]
-    return created
 
 
 def _seconds(text: str, limit: float) -> float:
@@ -96,21 +99,25 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
 
 
 @router.post("/v1/access-requests", status_code=201)
-async def create_request(
+async def create_request(  # noqa: PLR0917 - FastAPI dependencies
     caller: Caller,
     ctx: Context,
     pipeline: PipelineDep,
-    body: Annotated[RequestBody, Depends(_json_body(RequestBody))],
+    settings: SettingsDep,
+    requests: AccessRequestsDep,
+    body: Annotated[RequestBody, Depends(json_body(RequestBody))],
 ) -> JSONResponse:
     """Ask for time-boxed access to a target."""
-    if body.target not in pipeline.settings.targets:
+    if body.target not in settings.targets:
         raise UnknownTarget(f"no target named {body.target!r}")
     try:
         access = Access.from_label(body.access)
     except ValueError:
         raise InvalidRequest("access must be read, write or ddl") from None
-    seconds = _seconds(body.duration, pipeline.settings.admin.max_request_duration)
-    item = store(pipeline).create(caller.user, body.target, access.label, seconds, body.reason, person=caller.person)
+    seconds = _seconds(body.duration, settings.admin.max_request_duration)
+    item = await asyncio.to_thread(
+        requests.create, caller.user, body.target, access.label, seconds, body.reason, person=caller.person
+    )
     await _audit(pipeline, ctx, caller, "create", item)
     return JSONResponse(item, status_code=201)
 
@@ -118,21 +125,25 @@ async def create_request(
 @router.get("/v1/access-requests")
 async def list_requests(
     caller: Caller,
-    pipeline: PipelineDep,
+    policies: PoliciesDep,
+    requests: AccessRequestsDep,
     state: Annotated[str | None, Query(max_length=16)] = None,
 ) -> JSONResponse:
     """The caller's requests (admins: everyone's), newest first, optionally by state."""
     if state is not None and state not in STATES:
         raise InvalidRequest(f"state must be one of {', '.join(STATES)}")
-    requests = store(pipeline)
-    if "admin" in pipeline.roles(caller):
-        return JSONResponse({"requests": requests.list(state=state)})
-    return JSONResponse({"requests": requests.list(requester=caller.user, person=caller.person, state=state)})
+    if "admin" in roles_of(caller, policies.current):
+        found = await asyncio.to_thread(requests.list, state=state)
+    else:
+        found = await asyncio.to_thread(requests.list, requester=caller.user, person=caller.person, state=state)
+    return JSONResponse({"requests": found})
 
 
-async def _not_own(pipeline: Pipeline, caller: Identity, item: dict[str, Any]) -> None:
-    """Refuse the requester: the same person, or a person sharing one of their names."""
-    aliases = pipeline.validator.aliases  # read now: names learned since the tokens were validated count too
+async def _not_own(aliases: AliasRegistry, caller: Identity, item: dict[str, Any]) -> None:
+    """Refuse the requester: the same person, or a person sharing one of their names.
+
+    The registry is read now: names learned since the tokens were validated count too.
+    """
     person = (item["requester_issuer"], item["requester_sub"])
     names = {_canonical(str(item["requester"]))}
     if None not in person:
@@ -149,29 +160,33 @@ def _canonical(name: str) -> str:
         return name
 
 
-def _db_user(pipeline: Pipeline, item: dict[str, Any], chosen: str | None) -> str:
+def _db_user(policies: PolicyStore, item: dict[str, Any], chosen: str | None) -> str:
     if chosen:
         return chosen
-    for grant in pipeline.policies.current.grants:
+    for grant in policies.current.grants:
         if grant.target == item["target"] and grant.access.label == item["access"]:
             return grant.db_user
     raise InvalidRequest(f"no existing {item['access']} grant on {item['target']} to copy db_user from: give db_user")
 
 
 @router.post("/v1/access-requests/{request_id}/approve")
-async def approve(
+async def approve(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
     pipeline: PipelineDep,
+    policies: PoliciesDep,
+    editor: EditorDep,
+    requests: AccessRequestsDep,
+    aliases: AliasesDep,
+    clock: ClockDep,
     request_id: str,
-    body: Annotated[DecisionBody, Depends(_json_body(DecisionBody))],
+    body: Annotated[DecisionBody, Depends(json_body(DecisionBody))],
 ) -> JSONResponse:
     """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
-    requests = store(pipeline)
-    item = requests.get(request_id)
-    await _not_own(pipeline, caller, item)
-    db_user = _db_user(pipeline, item, body.db_user)
-    now = datetime.now(UTC).replace(microsecond=0)
+    item = await asyncio.to_thread(requests.get, request_id)
+    await _not_own(aliases, caller, item)
+    db_user = _db_user(policies, item, body.db_user)
+    now = clock().replace(microsecond=0)
     expires = now + timedelta(seconds=float(item["duration_s"]))
     entry = {
         "name": item["id"],
@@ -184,35 +199,40 @@ async def approve(
     note = _UNPRINTABLE.sub(" ", str(item["reason"]))[:200]
     comment = f"access request {item['id']} by {item['requester']}, approved by {caller.user} at {now.isoformat()}"
     comment += f"\nreason: {note}"
-    requests.decide(request_id, by=caller.user, state="approved", reason=body.reason, grant_name=item["id"])
+    await asyncio.to_thread(
+        requests.decide, request_id, by=caller.user, state="approved", reason=body.reason, grant_name=item["id"]
+    )
     try:
         audit = audit_edit(pipeline, ctx, caller, access_request=item["id"])
-        result = await editor(pipeline).add_grant(entry, None, audit, comment)
+        result = await editor.add_grant(entry, None, audit, comment)
     except BaseException:
-        requests.undo(request_id)
+        await asyncio.to_thread(requests.undo, request_id)
         raise
-    decided = requests.get(request_id)
+    decided = await asyncio.to_thread(requests.get, request_id)
     await _audit(pipeline, ctx, caller, "approve", decided)
-    response = applied(pipeline, result)
+    response = await applied(policies, result)
     return JSONResponse(
         {"request": decided, "grant": entry, "revision": result.revision}, headers={"ETag": response.headers["etag"]}
     )
 
 
 @router.post("/v1/access-requests/{request_id}/deny")
-async def deny(
+async def deny(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
     pipeline: PipelineDep,
+    requests: AccessRequestsDep,
+    aliases: AliasesDep,
     request_id: str,
-    body: Annotated[DecisionBody, Depends(_json_body(DecisionBody))],
+    body: Annotated[DecisionBody, Depends(json_body(DecisionBody))],
 ) -> JSONResponse:
     """Deny a pending request, with a reason."""
     if not body.reason:
         raise InvalidRequest("a denial needs a reason")
-    requests = store(pipeline)
-    await _not_own(pipeline, caller, requests.get(request_id))
-    requests.decide(request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None)
-    decided = requests.get(request_id)
+    await _not_own(aliases, caller, await asyncio.to_thread(requests.get, request_id))
+    await asyncio.to_thread(
+        requests.decide, request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None
+    )
+    decided = await asyncio.to_thread(requests.get, request_id)
     await _audit(pipeline, ctx, caller, "deny", decided)
     return JSONResponse({"request": decided})

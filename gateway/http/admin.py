@@ -13,17 +13,21 @@ form (``gateway.identity.subjects``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from gateway.errors import PreconditionRequired
-from gateway.http.api import Admin, Context, JSONResponse, PipelineDep, _json_body
+from gateway.http.bodies import json_body
+from gateway.http.deps import Admin, Context, EditorDep, PipelineDep, PoliciesDep
+from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.policy import views
-from gateway.policy.edit import Audit, EditResult, PolicyEditor
+from gateway.policy.edit import Audit, EditResult
+from gateway.policy.store import PolicyStore
 from gateway.policy.types import Grant, Revocation
 
 router = APIRouter()
@@ -63,20 +67,6 @@ class RevocationBody(BaseModel):
     until: StrictStr | None = None
 
 
-def editor(pipeline: Pipeline) -> PolicyEditor:
-    """The policy editor of this gateway (one per pipeline, so one lock per process)."""
-    existing = getattr(pipeline, "policy_editor", None)
-    if isinstance(existing, PolicyEditor):
-        return existing
-    created = PolicyEditor(
-        pipeline.policies.directory,
-        managed_file=pipeline.settings.admin.managed_file,
-        known_targets=pipeline.settings.targets.keys(),
-    )
-    pipeline.policy_editor = created  # type: ignore[attr-defined]
-    return created
-
-
 def audit_edit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, **extra: Any) -> Audit:  # noqa: ANN401
     """An audit callback writing the ``policy_edit`` record (before the file is replaced)."""
 
@@ -97,9 +87,9 @@ def audit_edit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, **extr
     return record
 
 
-def applied(pipeline: Pipeline, result: EditResult, status: int = 200) -> JSONResponse:
-    """Reload now (this replica need not wait for its watcher) and describe the edit."""
-    pipeline.policies.load()
+async def applied(policies: PolicyStore, result: EditResult, status: int = 200) -> JSONResponse:
+    """Reload now, off the event loop (this replica need not wait for its watcher), and describe the edit."""
+    await asyncio.to_thread(policies.load)
     body = {"action": result.action, "file": result.file, "revision": result.revision, "detail": result.detail}
     return JSONResponse(body, status_code=status, headers={"ETag": f'"{result.revision}"'})
 
@@ -115,58 +105,69 @@ IfMatch = Annotated[str, Depends(_if_match)]
 
 
 @router.get("/v1/policy")
-async def get_policy(caller: Admin, pipeline: PipelineDep) -> JSONResponse:
+async def get_policy(caller: Admin, policies: PoliciesDep) -> JSONResponse:
     """The merged policy and its revision (also the ETag)."""
     del caller
-    pipeline.policies.poll()  # a change made through another replica shows here at once, not at the next poll
-    policy = pipeline.policies.current
+    # A change made through another replica shows here at once, not at the next poll (read in a thread).
+    await asyncio.to_thread(policies.poll)
+    policy = policies.current
     body = {
         "revision": policy.revision,
         "roles": {role: sorted(members) for role, members in policy.roles.items()},
         "grants": [_grant(g) for g in policy.grants],
         "revocations": [_revocation(r) for r in policy.revocations],
-        "last_reload_error": pipeline.policies.last_error,
+        "last_reload_error": policies.last_error,
     }
     return JSONResponse(body, headers={"ETag": f'"{policy.revision}"'})
 
 
 @router.post("/v1/grants", status_code=201)
-async def add_grant(
+async def add_grant(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
     pipeline: PipelineDep,
+    editor: EditorDep,
+    policies: PoliciesDep,
     if_match: IfMatch,
-    body: Annotated[GrantBody, Depends(_json_body(GrantBody))],
+    body: Annotated[GrantBody, Depends(json_body(GrantBody))],
 ) -> JSONResponse:
     """Add a grant to the managed policy file."""
     entry = body.model_dump(exclude_none=True)
     if "tables" in entry and not entry["tables"]:
         del entry["tables"]
-    result = await editor(pipeline).add_grant(entry, if_match, audit_edit(pipeline, ctx, caller))
-    return applied(pipeline, result, 201)
+    result = await editor.add_grant(entry, if_match, audit_edit(pipeline, ctx, caller))
+    return await applied(policies, result, 201)
 
 
 @router.delete("/v1/grants/{name}")
-async def delete_grant(
-    caller: Admin, ctx: Context, pipeline: PipelineDep, if_match: IfMatch, name: str
-) -> JSONResponse:
-    """Remove a grant from whichever file holds it."""
-    result = await editor(pipeline).delete_grant(name, if_match, audit_edit(pipeline, ctx, caller))
-    return applied(pipeline, result)
-
-
-@router.post("/v1/revocations", status_code=201)
-async def add_revocation(
+async def delete_grant(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
     pipeline: PipelineDep,
+    editor: EditorDep,
+    policies: PoliciesDep,
     if_match: IfMatch,
-    body: Annotated[RevocationBody, Depends(_json_body(RevocationBody))],
+    name: str,
+) -> JSONResponse:
+    """Remove a grant from whichever file holds it."""
+    result = await editor.delete_grant(name, if_match, audit_edit(pipeline, ctx, caller))
+    return await applied(policies, result)
+
+
+@router.post("/v1/revocations", status_code=201)
+async def add_revocation(  # noqa: PLR0917 - FastAPI dependencies
+    caller: Admin,
+    ctx: Context,
+    pipeline: PipelineDep,
+    editor: EditorDep,
+    policies: PoliciesDep,
+    if_match: IfMatch,
+    body: Annotated[RevocationBody, Depends(json_body(RevocationBody))],
 ) -> JSONResponse:
     """Revoke a subject's access (every target by default); in force at once."""
     entry = body.model_dump(exclude_none=True)
-    result = await editor(pipeline).add_revocation(entry, if_match, audit_edit(pipeline, ctx, caller))
-    return applied(pipeline, result, 201)
+    result = await editor.add_revocation(entry, if_match, audit_edit(pipeline, ctx, caller))
+    return await applied(policies, result, 201)
 
 
 @router.delete("/v1/revocations/{subject}")
@@ -174,13 +175,15 @@ async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
     pipeline: PipelineDep,
+    editor: EditorDep,
+    policies: PoliciesDep,
     if_match: IfMatch,
     subject: str,
     target: Annotated[str | None, Query(max_length=128)] = None,
 ) -> JSONResponse:
     """Lift a revocation (``?target=`` when the subject has several)."""
-    result = await editor(pipeline).lift_revocation(subject, target, if_match, audit_edit(pipeline, ctx, caller))
-    return applied(pipeline, result)
+    result = await editor.lift_revocation(subject, target, if_match, audit_edit(pipeline, ctx, caller))
+    return await applied(policies, result)
 
 
 def _grant(grant: Grant) -> dict[str, Any]:

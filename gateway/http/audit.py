@@ -1,7 +1,7 @@
 """Auditor routes: ``GET /v1/audit`` (filter, newest first, cursor paging) and ``GET /v1/audit/verify``.
 
 Both need the ``auditor`` role. They read through the app's own reader store
-(``app.state.audit_reader``: a second connection, read-only for MariaDB), so
+(``Services.audit_reader``: a second connection, read-only for MariaDB), so
 a long scan never holds up the audit writer. The query logic sits behind
 :meth:`~gateway.audit.sqlite.AuditStore.query`; nothing here knows SQL.
 
@@ -16,14 +16,14 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
-from gateway.audit.sqlite import AuditStore
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
-from gateway.http.api import Auditor, Context, JSONResponse, PipelineDep
+from gateway.http.deps import Auditor, AuditReaderDep, Context, PipelineDep
+from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
 from gateway.pipeline import Pipeline, RequestContext
 
@@ -43,11 +43,7 @@ def _iso_only(value: object) -> object:
 Time = Annotated[datetime | None, Query(), BeforeValidator(_iso_only)]
 
 
-def _reader(request: Request) -> AuditStore:
-    return request.app.state.audit_reader  # type: ignore[no-any-return]
-
-
-Reader = Annotated[AuditStore, Depends(_reader)]
+Reader = AuditReaderDep
 router = APIRouter()
 
 

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.http.api import internal_error, problem
+from gateway.http.problems import internal_error, problem
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

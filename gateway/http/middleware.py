@@ -22,8 +22,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import AuditUnavailable, GatewayError, HeadersTooLarge, PayloadTooLarge
-from gateway.http.api import problem
 from gateway.http.metrics import Metrics
+from gateway.http.problems import problem
 from gateway.requestids import RequestIds, client_request_id
 from gateway.tracing import Tracing
 

@@ -20,7 +20,8 @@ from pydantic.json_schema import models_json_schema
 from gateway.db.streaming import NDJSON
 from gateway.http.access import DecisionBody, RequestBody
 from gateway.http.admin import GrantBody, RevocationBody
-from gateway.http.api import PROBLEM, QueryBody, TransactionBody
+from gateway.http.bodies import QueryBody, TransactionBody
+from gateway.http.problems import PROBLEM
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

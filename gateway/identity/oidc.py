@@ -30,6 +30,7 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.errors import ConfigError
 from gateway.identity.names import FALLBACK_CLAIM
+from gateway.settings import ALLOWED_ALGORITHMS, IssuerSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +43,9 @@ MIN_JWKS_COOLDOWN = 60.0
 MIN_RSA_BITS = 2048
 ES_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-SUPPORTED_ALGORITHMS = RSA_ALGORITHMS | ES_CURVES.keys()
+# One list for the config's validation and for the keys this module accepts (no EdDSA: no OKP keys here).
+SUPPORTED_ALGORITHMS = ALLOWED_ALGORITHMS
+assert RSA_ALGORITHMS | ES_CURVES.keys() == SUPPORTED_ALGORITHMS  # noqa: S101 - a key type for every listed alg
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 log = structlog.get_logger(__name__)
@@ -73,6 +76,11 @@ class IssuerConfig:
     # asserts it (email_verified), or when this says the issuer never sends that claim.
     assume_email_verified: bool = False
     fallback_claim: str | None = None  # names a token without user_claim; None: such a token is refused
+
+    @classmethod
+    def from_settings(cls, issuer: IssuerSettings, *, jwks_cooldown: float) -> IssuerConfig:
+        """The config of one ``issuers:`` entry: every field as the settings give it."""
+        return cls(**issuer.model_dump(), jwks_cooldown=jwks_cooldown)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -1,0 +1,127 @@
+"""What routes take, declared once: ``Annotated`` dependencies over the app's :class:`Services`.
+
+Every dependency here is ``async`` so FastAPI runs it inline on the event loop
+(a plain ``def`` dependency costs a thread hop per request for a lookup).
+Identity: ``Caller`` (any valid token; a refusal is audited by the pipeline),
+``Admin`` and ``Auditor`` (the role, or a recorded 403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.audit.sqlite import AuditStore
+from gateway.errors import Forbidden
+from gateway.http.problems import client_request_id_of, request_id_of
+from gateway.http.services import Services
+from gateway.identity.aliases import AliasRegistry
+from gateway.identity.tokens import Identity
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.policy.edit import PolicyEditor
+from gateway.policy.requests import AccessRequestStore
+from gateway.policy.store import PolicyStore
+from gateway.settings import Settings
+
+
+def services_of(request: Request) -> Services:
+    """The app's services (built in the lifespan)."""
+    services: Services = request.app.state.services  # Starlette's state is untyped
+    return services
+
+
+def context_of(request: Request) -> RequestContext:
+    """What the audit log records of the HTTP request."""
+    client = request.client.host if request.client else None
+    return RequestContext(
+        request_id_of(request),
+        client,
+        request.headers.get("user-agent"),
+        client_request_id=client_request_id_of(request),
+    )
+
+
+async def authenticate(request: Request, pipeline: Pipeline, ctx: RequestContext) -> Identity:
+    """The caller's identity from the bearer token (the pipeline audits a refusal)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    return await pipeline.authenticate(bearer, ctx)
+
+
+async def _services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def _context(request: Request) -> RequestContext:
+    return context_of(request)
+
+
+async def _identity(request: Request) -> Identity:
+    return await authenticate(request, services_of(request).pipeline, context_of(request))
+
+
+async def _settings(request: Request) -> Settings:
+    return services_of(request).settings
+
+
+async def _pipeline(request: Request) -> Pipeline:
+    return services_of(request).pipeline
+
+
+async def _policies(request: Request) -> PolicyStore:
+    return services_of(request).policies
+
+
+async def _editor(request: Request) -> PolicyEditor:
+    return services_of(request).editor
+
+
+async def _access_requests(request: Request) -> AccessRequestStore:
+    return services_of(request).access_requests
+
+
+async def _aliases(request: Request) -> AliasRegistry:
+    return services_of(request).aliases
+
+
+async def _clock(request: Request) -> Callable[[], datetime]:
+    return services_of(request).clock
+
+
+async def _audit_reader(request: Request) -> AuditStore:
+    return services_of(request).audit_reader
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+Context = Annotated[RequestContext, Depends(_context)]
+Caller = Annotated[Identity, Depends(_identity)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
+PoliciesDep = Annotated[PolicyStore, Depends(_policies)]
+EditorDep = Annotated[PolicyEditor, Depends(_editor)]
+AccessRequestsDep = Annotated[AccessRequestStore, Depends(_access_requests)]
+AliasesDep = Annotated[AliasRegistry, Depends(_aliases)]
+ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
+AuditReaderDep = Annotated[AuditStore, Depends(_audit_reader)]
+
+
+def require_role(role: str) -> Callable[[Request, Identity], Awaitable[Identity]]:
+    """A dependency that lets only callers holding ``role`` (admin, auditor) through."""
+
+    async def check(request: Request, caller: Caller) -> Identity:
+        pipeline = services_of(request).pipeline
+        if role not in pipeline.roles(caller):
+            # A refused admin or auditor call is a decision too: recorded before the 403.
+            await pipeline.deny_role(context_of(request), caller, role, f"{request.method} {request.url.path}")
+            raise Forbidden(f"the {role} role is required")
+        return caller
+
+    return check
+
+
+Admin = Annotated[Identity, Depends(require_role("admin"))]
+Auditor = Annotated[Identity, Depends(require_role("auditor"))]

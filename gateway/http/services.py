@@ -1,0 +1,189 @@
+"""Every stage of the gateway, built in the lifespan and closed in reverse order: ``Services``.
+
+``open_services`` is the app's whole start-up and shutdown: policies (an
+invalid file stops start-up), the audit writer and its reader, the pools,
+the token validator with its alias registry, the pipeline, the policy editor
+and the access-request store, and the background tasks (policy watcher,
+``auth_flood`` writer, privilege checker). Routes receive what they need from
+the ``Services`` through the dependencies in :mod:`gateway.http.deps`; nothing
+is reached through attributes of the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from gateway.audit.caps import RecordCaps
+from gateway.audit.factory import open_audit_store
+from gateway.audit.log import AuditLog
+from gateway.audit.sqlite import AuditStore
+from gateway.db.catalog import ViewCatalog
+from gateway.db.drift import PrivilegeMonitor, drift_state
+from gateway.db.pools import PoolRegistry
+from gateway.errors import ConfigError
+from gateway.http.metrics import Metrics
+from gateway.identity.aliases import ALIASES_FILE, AliasRegistry, SqliteAliasRegistry
+from gateway.identity.devissuer import DevIssuer, dev_issuer_url
+from gateway.identity.oidc import IssuerConfig, JwksCache, KeySource
+from gateway.identity.tokens import TokenValidator
+from gateway.pipeline import Pipeline
+from gateway.policy.edit import PolicyEditor
+from gateway.policy.requests import AccessRequestStore
+from gateway.policy.store import PolicyStore
+from gateway.requestids import RequestIds
+from gateway.settings import Settings
+from gateway.tracing import Tracing
+
+log = structlog.get_logger("gateway.http.services")
+ACCESS_REQUESTS_FILE = "access-requests.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the routes use, built once per process in the lifespan."""
+
+    settings: Settings
+    clock: Callable[[], datetime]
+    pipeline: Pipeline
+    policies: PolicyStore
+    pools: PoolRegistry
+    audit: AuditLog
+    audit_reader: AuditStore  # auditors' own connection (read-only for MariaDB): scans never hold up the writer
+    key_sources: tuple[KeySource, ...]
+    aliases: AliasRegistry
+    editor: PolicyEditor
+    access_requests: AccessRequestStore
+    dev_issuer: DevIssuer | None
+
+
+def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
+    """Issuer configs and their key sources; the dev issuer only in dev mode."""
+    configs = [IssuerConfig.from_settings(i, jwks_cooldown=settings.jwks_cooldown) for i in settings.issuers]
+    sources: dict[str, KeySource] = {c.issuer: JwksCache(c) for c in configs}
+    dev: DevIssuer | None = None
+    if settings.dev_mode:
+        url = dev_issuer_url(settings.listen.port, settings.listen.host)  # served by the gateway itself
+        dev = DevIssuer.from_key_file(url, settings.dev.key_file)
+        dev_config = dev.issuer_config(settings.dev.audience)
+        configs.append(dev_config)
+        sources[dev_config.issuer] = dev
+    return configs, sources, dev
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime],
+    metrics: Metrics,
+    request_ids: RequestIds,
+    spans: Tracing,
+    audit_store: Callable[[], AuditStore] | None = None,
+) -> AsyncIterator[Services]:
+    """Build every stage, start the background tasks; on exit stop and close all, the audit writer last."""
+    async with contextlib.AsyncExitStack() as stack:
+        configs, sources, dev = build_key_sources(settings)
+        policies = PolicyStore(settings.policies_dir, settings.targets.keys())
+        await asyncio.to_thread(policies.load)  # an invalid policy at start-up stops the gateway
+        state_dir = settings.admin.state_dir.resolve()
+        if state_dir.is_relative_to(settings.policies_dir.resolve()):
+            raise ConfigError("admin.state_dir must not be inside the policies directory")
+        audit = await _open_audit(stack, settings, metrics, audit_store)
+        reader = (
+            audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
+        )
+        stack.callback(reader.close)  # closed before the writer (callbacks run in reverse): SQLite checkpoints last
+        aliases = await asyncio.to_thread(SqliteAliasRegistry, settings.admin.state_dir / ALIASES_FILE)
+        stack.callback(aliases.close)
+        access_requests = await asyncio.to_thread(
+            AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=settings.admin.request_ttl, clock=clock
+        )
+        stack.callback(access_requests.close)
+        pools = PoolRegistry(settings.targets, drift=drift_state(settings))
+        await pools.open()
+        stack.push_async_callback(pools.close)
+        for source in sources.values():
+            if isinstance(source, JwksCache):
+                stack.push_async_callback(source.aclose)
+        pipeline = Pipeline(
+            settings,
+            TokenValidator(configs, sources, aliases=aliases),
+            policies,
+            pools,
+            audit,
+            clock=clock,
+            tracing=spans,
+            views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
+            request_ids=request_ids,
+        )
+        stack.callback(pipeline.write_floods, everything=True)  # every suppressed record is accounted for
+        editor = PolicyEditor(
+            settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
+        )
+        metrics.watch_pools(pools.pools)
+        metrics.watch_policies(policies)
+        metrics.watch_audit(audit, pipeline.decisions)
+        metrics.watch_privileges(pools.drift)
+        monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
+        for name, work in (
+            ("policy-watch", policies.watch()),
+            ("auth-flood-writer", _write_floods(pipeline, settings.audit.unauthenticated.window)),
+            ("privilege-check", monitor.run()),
+        ):
+            stack.push_async_callback(_stop, _start(name, work))
+        yield Services(
+            settings=settings,
+            clock=clock,
+            pipeline=pipeline,
+            policies=policies,
+            pools=pools,
+            audit=audit,
+            audit_reader=reader,
+            key_sources=tuple(sources.values()),
+            aliases=aliases,
+            editor=editor,
+            access_requests=access_requests,
+            dev_issuer=dev,
+        )
+
+
+async def _open_audit(
+    stack: contextlib.AsyncExitStack, settings: Settings, metrics: Metrics, audit_store: Callable[[], AuditStore] | None
+) -> AuditLog:
+    writer = audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit)
+    audit = AuditLog(
+        writer,
+        redact_literals=settings.audit.redact_literals,
+        # An allowed statement is within the SQL size cap, so it is always recorded whole.
+        caps=RecordCaps(statement=settings.limits.max_sql_bytes),
+        max_pending=settings.audit.queue_limit,
+        observe_commit=metrics.audit_write.observe,
+    )
+    stack.push_async_callback(audit.close)
+    return audit
+
+
+def _start(name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.create_task(work, name=name)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _write_floods(pipeline: Pipeline, window: float) -> None:
+    """Write due ``auth_flood`` aggregates even when no further unauthenticated request comes to do it."""
+    period = min(window / 4, 15.0)
+    while True:
+        await asyncio.sleep(period)
+        pipeline.write_floods()
