@@ -47,9 +47,9 @@ from schemathesis.core import NotSet
 
 from gateway.db.provision import drop, provision
 from gateway.db.streaming import NDJSON
-from gateway.http.problems import PROBLEM
 from gateway.http.app import create_app
 from gateway.http.openapi import BODIES, IF_MATCH
+from gateway.http.problems import PROBLEM
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.fuzz

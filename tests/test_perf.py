@@ -20,13 +20,13 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from gateway.http.api import router
 from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
 from gateway.audit.format import format_time
 from gateway.errors import Unauthenticated
-from gateway.http.api import router
 from gateway.http.app import create_app
 from gateway.http.front import GatewayApp, StatementEndpoints
 from gateway.http.metrics import Metrics
