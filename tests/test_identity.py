@@ -37,6 +37,7 @@ from oidcfixture import (
 )
 
 from gateway.errors import ConfigError, PayloadTooLarge, Unauthenticated
+from gateway.identity.fakekeys import StaticKeys
 from gateway.identity.oidc import IssuerConfig, JwksCache, key_fits, parse_jwks
 from gateway.identity.tokens import MAX_TOKEN_BYTES, Identity, TokenValidator
 
@@ -562,36 +563,25 @@ async def test_unknown_issuer_is_not_fetched(oidc_provider: OidcProvider, attack
 # --- verified-token cache -------------------------------------------------------------
 
 
-class CountingKeys:
-    """A ``KeySource`` wrapper that counts key look-ups (to see cache hits)."""
-
-    def __init__(self, inner: JwksCache) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    @property
-    def has_keys(self) -> bool:
-        return self.inner.has_keys
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        self.calls += 1
-        return await self.inner.get_key(kid, alg)
-
-
 async def test_repeated_token_is_cached_until_exp(oidc_provider: OidcProvider) -> None:
     """A repeated token skips verification, but a cached token is not served past ``exp``."""
     wall = [time.time()]
     config = IssuerConfig(issuer=oidc_provider.issuer, audience=GATEWAY_AUDIENCE)
     now = int(wall[0])
     token = oidc_provider.forge(oidc_provider.claims(iat=now, exp=now + 60))
-    async with httpx.AsyncClient() as client:
-        keys = CountingKeys(JwksCache(config, client=client))
-        validator = TokenValidator([config], {config.issuer: keys}, clock=lambda: wall[0])
-        first = await validator.validate(token)
-        assert await validator.validate(token) is first
-        assert keys.calls == 1
-        wall[0] = now + 60 + config.leeway + 1
-        error = await rejected(validator, token)
+    # The fake key source beside the protocol: the provider's public keys, look-ups counted.
+    keys = StaticKeys(
+        RSAKey.import_key(k.as_dict(private=False))
+        if isinstance(k, RSAKey)
+        else ECKey.import_key(k.as_dict(private=False))
+        for k in oidc_provider.private_jwks.keys
+    )
+    validator = TokenValidator([config], {config.issuer: keys}, clock=lambda: wall[0])
+    first = await validator.validate(token)
+    assert await validator.validate(token) is first
+    assert keys.lookups == 1
+    wall[0] = now + 60 + config.leeway + 1
+    error = await rejected(validator, token)
     assert "expired" in error.reason
 
 

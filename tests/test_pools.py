@@ -9,7 +9,7 @@ import pytest
 from asyncmy.errors import ProgrammingError
 from conftest import DB_HOST, DB_PORT, ScratchDatabase
 
-from gateway.db.credentials import EnvSecret
+from gateway.db.fakecredentials import StaticCredentials
 from gateway.db.pools import ConnectionPool, PoolRegistry, connector
 from gateway.errors import DatabaseUnavailable, PoolExhausted
 from gateway.policy.decide import Decision
@@ -33,10 +33,12 @@ def _target(db: ScratchDatabase, **pool: Any) -> TargetSettings:
 
 
 def _pool(db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, **limits: Any) -> ConnectionPool:
-    monkeypatch.setenv("GWTEST_POOL_PW", db.accounts["reader"].password)
+    del monkeypatch  # the fake credential provider needs no environment
     target = _target(db, **limits)
     user = db.accounts["reader"].user
-    return ConnectionPool("test", connector(target, user, EnvSecret("GWTEST_POOL_PW")), target.pool)
+    return ConnectionPool(
+        "test", connector(target, user, StaticCredentials(db.accounts["reader"].password)), target.pool
+    )
 
 
 @pytest.mark.anyio
@@ -166,13 +168,10 @@ async def test_cancelled_waiter_does_not_leak(test_db, monkeypatch):
 async def test_lifetime_cap(test_db, monkeypatch):
     """A connection older than max_lifetime is closed on return rather than reused."""
     now = [0.0]
-    monkeypatch.setenv("GWTEST_POOL_PW", test_db.accounts["reader"].password)
     target = _target(test_db, max_size=1, max_lifetime=10)
+    credentials = StaticCredentials(test_db.accounts["reader"].password)
     pool = ConnectionPool(
-        "t",
-        connector(target, test_db.accounts["reader"].user, EnvSecret("GWTEST_POOL_PW")),
-        target.pool,
-        clock=lambda: now[0],
+        "t", connector(target, test_db.accounts["reader"].user, credentials), target.pool, clock=lambda: now[0]
     )
     conn = await pool.acquire()
     first = conn.thread_id
@@ -185,17 +184,16 @@ async def test_lifetime_cap(test_db, monkeypatch):
 
 @pytest.mark.anyio
 async def test_bad_password_is_database_unavailable_without_the_secret(test_db, monkeypatch):
-    """A refused login is database_unavailable naming the cause, never the password."""
-    monkeypatch.setenv("GWTEST_POOL_PW", "wrong-password-123")
+    """A refused login is database_unavailable naming the cause, never the password; the provider hears of it."""
     target = _target(test_db)
-    pool = ConnectionPool(
-        "t", connector(target, test_db.accounts["reader"].user, EnvSecret("GWTEST_POOL_PW")), target.pool
-    )
+    credentials = StaticCredentials("wrong-password-123", source="the test's wrong password")
+    pool = ConnectionPool("t", connector(target, test_db.accounts["reader"].user, credentials), target.pool)
     with pytest.raises(DatabaseUnavailable) as err:
         await pool.acquire()
     assert "1045" in err.value.detail
     assert "wrong-password-123" not in err.value.detail
-    assert "GWTEST_POOL_PW" in err.value.detail
+    assert "the test's wrong password" in err.value.detail
+    assert credentials.invalidated >= 1
     assert pool.size == 0
     await pool.close()
 
