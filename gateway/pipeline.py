@@ -30,6 +30,7 @@ from gateway.errors import (
     AuditUnavailable,
     Forbidden,
     GatewayError,
+    InvalidRequest,
     Revoked,
     StatementRejected,
     Unauthenticated,
@@ -313,6 +314,11 @@ class Pipeline:
         if target not in self.settings.targets:
             raise UnknownTarget(f"no target named {target!r}")
         statements = [await self._analyze(target, r.sql) for r in requests]
+        for statement, request in zip(statements, requests, strict=True):
+            # Known before deciding: refused and recorded as a denial, never an allow that fails at bind.
+            given, wanted = len(request.params), statement.placeholders
+            if given != wanted:
+                raise InvalidRequest(f"the statement has {wanted} placeholders but {given} params were given")
         if transaction and any(s.kind is Kind.DDL for s in statements):
             raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
         record.update(

@@ -13,6 +13,7 @@ from asyncmy import errors as db_errors
 from conftest import RunningGateway
 
 from gateway import execution
+from gateway.auditstore import SQLiteAuditStore
 from gateway.errors import DatabaseError, DatabaseUnavailable, InvalidRequest, StatementTimeout
 from gateway.statements import analyze
 
@@ -108,3 +109,27 @@ def test_a_4000_range_server_error_is_a_database_error(gateway: RunningGateway, 
         problem = reply.json()
     assert (problem["code"], problem["status"]) == ("database_error", 422)
     assert problem["detail"].startswith(f"MariaDB error {errno}: ")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"target": "shop", "sql": "SELECT * FROM items WHERE id = ?", "params": []},
+        {"target": "shop", "statements": [{"sql": "SELECT 1"}, {"sql": "SELECT 1", "params": [2]}]},
+    ],
+    ids=["query-missing-param", "transaction-extra-param"],
+)
+def test_placeholder_and_param_counts_are_refused_before_the_decision(gateway: RunningGateway, body: dict):
+    """A count mismatch is a 422 recorded as a denial (not an allow that fails at bind), before any connection."""
+    path = "/v1/transaction" if "statements" in body else "/v1/query"
+    with gateway.client("reader") as http:
+        reply = http.post(path, json=body)
+    assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), reply.text
+    assert "placeholders but" in reply.json()["detail"]
+    gateway.audit_settled()
+    store = SQLiteAuditStore(gateway.settings.audit.path, readonly=True)
+    try:
+        records = [e for e in store.iter_entries() if e.get("request_id") == reply.json()["request_id"]]
+    finally:
+        store.close()
+    assert [(r["event"], r["decision"], r["code"]) for r in records] == [("decision", "deny", "invalid_request")]
