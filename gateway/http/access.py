@@ -130,15 +130,27 @@ async def list_requests(
     return JSONResponse({"requests": requests.list(requester=caller.user, person=caller.person, state=state)})
 
 
-async def _not_own(pipeline: Pipeline, caller: Identity, item: dict[str, Any]) -> None:
-    """Refuse the requester: the same person, or a person sharing one of their names."""
+async def _not_own(pipeline: Pipeline, ctx: RequestContext, caller: Identity, item: dict[str, Any], route: str) -> None:
+    """Refuse the requester: the same person, or a person sharing one of their names; recorded before the 403."""
     aliases = pipeline.validator.aliases  # read now: names learned since the tokens were validated count too
     person = (item["requester_issuer"], item["requester_sub"])
     names = {_canonical(str(item["requester"]))}
     if None not in person:
         names |= await aliases.names(*person)
     if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
-        raise Forbidden("nobody approves or denies their own access request (under any of their names)")
+        reason = "nobody approves or denies their own access request (under any of their names)"
+        # An admin trying to approve their own access is a denial the audit log must show (rule 21).
+        await pipeline.record_event(
+            ctx,
+            "decision",
+            caller,
+            decision="deny",
+            code="forbidden",
+            reason=reason,
+            route=route,
+            access_request=item["id"],
+        )
+        raise Forbidden(reason)
 
 
 def _canonical(name: str) -> str:
@@ -169,7 +181,7 @@ async def approve(
     """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
     requests = store(pipeline)
     item = requests.get(request_id)
-    await _not_own(pipeline, caller, item)
+    await _not_own(pipeline, ctx, caller, item, f"POST /v1/access-requests/{request_id}/approve")
     db_user = _db_user(pipeline, item, body.db_user)
     now = datetime.now(UTC).replace(microsecond=0)
     expires = now + timedelta(seconds=float(item["duration_s"]))
@@ -211,7 +223,7 @@ async def deny(
     if not body.reason:
         raise InvalidRequest("a denial needs a reason")
     requests = store(pipeline)
-    await _not_own(pipeline, caller, requests.get(request_id))
+    await _not_own(pipeline, ctx, caller, requests.get(request_id), f"POST /v1/access-requests/{request_id}/deny")
     requests.decide(request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None)
     decided = requests.get(request_id)
     await _audit(pipeline, ctx, caller, "deny", decided)
