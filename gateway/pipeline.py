@@ -33,6 +33,7 @@ from gateway.errors import (
     AuditUnavailable,
     Forbidden,
     GatewayError,
+    InvalidRequest,
     Revoked,
     StatementRejected,
     Unauthenticated,
@@ -311,6 +312,11 @@ class Pipeline:
         if target not in self.settings.targets:
             raise UnknownTarget(f"no target named {target!r}")
         statements = [await self._analyze(target, r.sql) for r in requests]
+        for statement, request in zip(statements, requests, strict=True):
+            # Known before deciding: refused and recorded as a denial, never an allow that fails at bind.
+            given, wanted = len(request.params), statement.placeholders
+            if given != wanted:
+                raise InvalidRequest(f"the statement has {wanted} placeholders but {given} params were given")
         if transaction and any(s.kind is Kind.DDL for s in statements):
             raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
         record.update(
@@ -336,12 +342,7 @@ class Pipeline:
         """Decide again with the base tables of every view added (SECURITY rule 28), on the deciding account."""
         assert self.views is not None  # noqa: S101 - checked by the caller; narrows the type
         for _ in range(_VIEW_ROUNDS):
-            expanded = [
-                dataclasses.replace(s, tables=await self.views.expand(decision, s.tables))
-                if s.kind in _VIEW_KINDS
-                else s
-                for s in statements
-            ]
+            expanded = [await self._expand(decision, s) for s in statements]
             again = decide(
                 identity, expanded, target, self.policies.current, self._clock(), safe_functions=SAFE_FUNCTIONS
             )
@@ -349,6 +350,13 @@ class Pipeline:
                 return expanded, again
             decision = again  # another grant (account) allows it: resolve the views as that account sees them
         raise Forbidden("the views in this statement resolve differently for the accounts of your grants")
+
+    async def _expand(self, decision: Decision, statement: Statement) -> Statement:
+        """``statement`` with its views' base tables added, and the functions their definitions call."""
+        if self.views is None or statement.kind not in _VIEW_KINDS:
+            return statement
+        tables, functions = await self.views.expand(decision, statement.tables)
+        return dataclasses.replace(statement, tables=tables, functions=statement.functions | functions)
 
     def _limits(self, decision: Decision, requested_rows: int | None) -> execution.Limits:
         limits = self.settings.limits

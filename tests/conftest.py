@@ -35,8 +35,9 @@ from gateway.policy.types import PolicySet
 from gateway.settings import Settings
 
 __all__ = ["oidc_provider"]
-# The fault suite's fixtures (private MariaDB, measurements) and its terminal summary, for every module.
-pytest_plugins = ["faultfixture"]
+# The fault suite's fixtures (private MariaDB, measurements) and its terminal summary, for every module;
+# the attack corpus's counts in the summary.
+pytest_plugins = ["faultfixture", "corpusfixture"]
 
 DB_HOST = os.environ.get("GATEWAY_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("GATEWAY_TEST_DB_PORT", "3306"))

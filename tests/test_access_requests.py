@@ -83,12 +83,23 @@ def test_approval_writes_an_attributed_time_boxed_grant(replicas: Replicas):
 
 
 def test_nobody_approves_their_own_request(replicas: Replicas):
-    """An admin's own request cannot be approved (or denied) by that admin."""
+    """An admin's own request cannot be approved (or denied) by that admin; each refusal is a recorded denial."""
     item = _ask(replicas.first, "admin")
     with replicas.first.client("admin") as http:
         reply = http.post(f"/v1/access-requests/{item['id']}/approve", json={})
-    assert (reply.status_code, reply.json()["code"]) == (403, "forbidden")
-    assert "own" in reply.json()["detail"]
+        denial = http.post(f"/v1/access-requests/{item['id']}/deny", json={"reason": "tidy up"})
+    for answer in (reply, denial):
+        assert (answer.status_code, answer.json()["code"]) == (403, "forbidden")
+        assert "own" in answer.json()["detail"]
+    with replicas.first.client("admin") as auditor:  # admin@example.com is also an auditor in the test policy
+        entries = auditor.get("/v1/audit", params={"event": "decision", "limit": 500}).json()["entries"]
+    refused = sorted(
+        (e["route"], e["decision"], e["code"], e["user"]) for e in entries if e.get("access_request") == item["id"]
+    )
+    assert refused == [
+        (f"POST /v1/access-requests/{item['id']}/{action}", "deny", "forbidden", "admin@example.com")
+        for action in ("approve", "deny")
+    ]
 
 
 def test_deny_needs_a_reason_and_ends_the_request(replicas: Replicas):

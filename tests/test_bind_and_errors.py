@@ -12,6 +12,7 @@ import pytest
 from asyncmy import errors as db_errors
 from conftest import RunningGateway
 
+from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.db import execution
 from gateway.errors import DatabaseError, DatabaseUnavailable, InvalidRequest, StatementTimeout
 from gateway.sql.statements import analyze
@@ -108,3 +109,54 @@ def test_a_4000_range_server_error_is_a_database_error(gateway: RunningGateway, 
         problem = reply.json()
     assert (problem["code"], problem["status"]) == ("database_error", 422)
     assert problem["detail"].startswith(f"MariaDB error {errno}: ")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"target": "shop", "sql": "SELECT * FROM items WHERE id = ?", "params": []},
+        {"target": "shop", "statements": [{"sql": "SELECT 1"}, {"sql": "SELECT 1", "params": [2]}]},
+    ],
+    ids=["query-missing-param", "transaction-extra-param"],
+)
+def test_placeholder_and_param_counts_are_refused_before_the_decision(gateway: RunningGateway, body: dict):
+    """A count mismatch is a 422 recorded as a denial (not an allow that fails at bind), before any connection."""
+    path = "/v1/transaction" if "statements" in body else "/v1/query"
+    with gateway.client("reader") as http:
+        reply = http.post(path, json=body)
+    assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), reply.text
+    assert "placeholders but" in reply.json()["detail"]
+    gateway.audit_settled()
+    store = SQLiteAuditStore(gateway.settings.audit.path, readonly=True)
+    try:
+        records = [e for e in store.iter_entries() if e.get("request_id") == reply.json()["request_id"]]
+    finally:
+        store.close()
+    assert [(r["event"], r["decision"], r["code"]) for r in records] == [("decision", "deny", "invalid_request")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/query", '{"target": "shop", "sql": "SELECT * FROM payment_cards", "sql": "SELECT 1"}'),
+        ("/v1/query", '{"target": "shop", "sql": "SELECT 1", "s\\u0071l": "SELECT * FROM payment_cards"}'),
+        ("/v1/query", '{"target": "shop", "target": "shop", "sql": "SELECT \'10:00:00\'"}'),
+        ("/v1/transaction", '{"target": "shop", "statements": [{"sql": "SELECT 1", "params": [], "params": [1]}]}'),
+    ],
+    ids=["sql-twice", "sql-escaped-twice", "target-twice", "nested-params-twice"],
+)
+def test_a_member_name_given_twice_is_refused(gateway: RunningGateway, path: str, body: str):
+    """JSON with one member name twice is ambiguous (RFC 8259): 422 invalid_request, whichever member comes first."""
+    with gateway.client("reader") as http:
+        reply = http.post(path, content=body)
+    assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), reply.text
+    assert reply.json()["detail"] == "a JSON object in the body has the same member name twice"
+
+
+def test_colons_in_values_do_not_refuse_a_body(gateway: RunningGateway):
+    """Colons inside strings (times, JSON) only trigger the second parse; a body without repeats still runs."""
+    body = '{"target": "shop", "sql": "SELECT \'10:00:00\', ?", "params": ["{\\"a\\": 1}"]}'
+    with gateway.client("reader") as http:
+        reply = http.post("/v1/query", content=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rows"] == [["10:00:00", '{"a": 1}']]

@@ -560,6 +560,17 @@ async def test_unknown_issuer_is_not_fetched(oidc_provider: OidcProvider, attack
     assert requests.paths == []
 
 
+@pytest.mark.parametrize("issuer", [["{issuer}"], {"iss": "{issuer}"}, 1, None, True])
+async def test_an_issuer_that_is_not_a_string_is_unknown(oidc_provider: OidcProvider, issuer: object) -> None:
+    """``iss`` as a list, object, number, null or boolean is a 401 "unknown issuer", never an unhashable-key crash."""
+    shaped = json.loads(json.dumps(issuer).replace("{issuer}", oidc_provider.issuer))
+    token = oidc_provider.forge(oidc_provider.claims(iss=shaped))
+    async with gateway_for(oidc_provider) as (validator, _):
+        error = await rejected(validator, token)
+    assert error.reason == "unknown issuer"
+    assert error.unverified_subject == "alice"  # the audit record still names the claimed subject (sub)
+
+
 # --- verified-token cache -------------------------------------------------------------
 
 

@@ -111,3 +111,40 @@ def test_a_view_redefined_through_the_gateway_is_seen_at_once(gateway: RunningGa
         root_query(f"CREATE OR REPLACE VIEW `{views.name}`.v_items AS SELECT id, name FROM `{views.name}`.items")
         reader = views.accounts["reader"].user
         root_query(f"GRANT SELECT, SHOW VIEW ON `{views.name}`.v_items TO '{reader}'@'%'")
+
+
+@pytest.fixture
+def function_views(views: ScratchDatabase) -> Iterator[ScratchDatabase]:
+    """Views whose definitions call a stored function over a denied table, and SLEEP; the reader may use them."""
+    db, reader = views.name, views.accounts["reader"].user
+    root_query(
+        f"CREATE FUNCTION `{db}`.f_card() RETURNS VARCHAR(32) READS SQL DATA "
+        f"RETURN (SELECT card_number FROM `{db}`.payment_cards WHERE id = 1)"
+    )
+    root_query(f"CREATE VIEW `{db}`.v_fn AS SELECT `{db}`.f_card() AS card")
+    root_query(f"CREATE VIEW `{db}`.v_fn_nested AS SELECT card FROM `{db}`.v_fn")
+    root_query(f"CREATE VIEW `{db}`.v_sleep AS SELECT SLEEP(0) AS slept")
+    for view in ("v_fn", "v_fn_nested", "v_sleep"):
+        root_query(f"GRANT SELECT, SHOW VIEW ON `{db}`.`{view}` TO '{reader}'@'%'")
+    yield views
+    for view in ("v_fn", "v_fn_nested", "v_sleep"):
+        root_query(f"REVOKE ALL PRIVILEGES ON `{db}`.`{view}` FROM '{reader}'@'%'")
+    root_query(f"DROP VIEW IF EXISTS `{db}`.v_fn, `{db}`.v_fn_nested, `{db}`.v_sleep")
+    root_query(f"DROP FUNCTION IF EXISTS `{db}`.f_card")
+
+
+@pytest.mark.parametrize(
+    ("view", "function"), [("v_fn", "{db}.`F_CARD`"), ("v_fn_nested", "{db}.`F_CARD`"), ("v_sleep", "SLEEP")]
+)
+def test_the_functions_a_view_calls_are_checked(
+    gateway: RunningGateway, function_views: ScratchDatabase, view, function
+):
+    """The functions a view's definition calls are checked as if the statement called them.
+
+    A view runs its calls with the definer's rights: a stored function (reading a denied table) or SLEEP in
+    its definition is refused by the function rules (the attack corpus found this bypass). MariaDB stores
+    the definition with quoted names, so the call is named as a quoted one (``DB.`F_CARD```).
+    """
+    status, body = _query(gateway, f"SELECT * FROM {view}")
+    assert (status, body["code"]) == (403, "forbidden"), body
+    assert body["detail"] == f"function {function.format(db=function_views.name.upper())} is not allowed"

@@ -4,7 +4,11 @@ A view runs with its definer's rights, so a grant that allows ``shop.v`` would
 otherwise read whatever ``shop.v`` selects from, a denied table included, and
 the database's own privileges would not stop it. Table rules therefore apply
 to every view a statement names and, recursively, to the base tables behind
-it: ``expand`` returns a statement's tables plus those.
+it: ``expand`` returns a statement's tables plus those. For the same reason
+the functions a view's definition calls count as the statement's own (a view
+of ``SELECT other_db.f()`` runs a stored function, which reads what it likes,
+with the definer's rights; a view of ``SELECT LOAD_FILE(...)`` too): ``expand``
+returns them as well, and the function rules apply to them.
 
 The catalogue is read on the decision's own ``(target, db_user)`` connection
 from ``information_schema.VIEWS``; each definition is parsed with the same
@@ -30,10 +34,11 @@ from gateway.db.pools import PoolRegistry
 from gateway.errors import DatabaseUnavailable, StatementRejected
 from gateway.policy.decide import Decision
 from gateway.sql.dialect import MariaDB
+from gateway.sql.functions import regenerate
 from gateway.sql.tables import tables_of
 
 MAX_DEPTH = 16
-_NOT_A_VIEW: Final[frozenset[str]] = frozenset()
+_NOT_A_VIEW: Final[tuple[frozenset[str], frozenset[str]]] = (frozenset(), frozenset())
 _DIALECT = MariaDB()
 _QUERY = (
     "SELECT LOWER(TABLE_SCHEMA), LOWER(TABLE_NAME), VIEW_DEFINITION FROM information_schema.VIEWS "
@@ -41,9 +46,9 @@ _QUERY = (
 )
 
 
-# What the catalogue says of one name: the tables it reads (empty: not a view, or a view of no
-# table), or why they cannot be known.
-Known = frozenset[str] | str
+# What the catalogue says of one name: the tables it reads and the functions it calls (both empty:
+# not a view, or a view of no table and no call), or why they cannot be known.
+Known = tuple[frozenset[str], frozenset[str]] | str
 
 
 class ViewCatalog:
@@ -54,20 +59,26 @@ class ViewCatalog:
         self._cache: TTLCache[tuple[str, str, str], Known] = TTLCache(maxsize=100_000, ttl=ttl, timer=clock)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def expand(self, decision: Decision, tables: Iterable[str]) -> frozenset[str]:
-        """``tables`` plus every table the views among them read, recursively; refuse unresolvable views."""
+    async def expand(self, decision: Decision, tables: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """``tables`` plus every table the views among them read, and the functions they call, recursively.
+
+        Refuses unresolvable views.
+        """
         found = set(tables)
+        calls: set[str] = set()
         pending = set(found)
         for _ in range(MAX_DEPTH):
             if not pending:
-                return frozenset(found)
+                return frozenset(found), frozenset(calls)
             answers = await self._lookup(decision, pending)
             pending = set()
-            for name, bases in answers.items():
-                if isinstance(bases, str):
-                    raise StatementRejected(f"view {name} cannot be resolved to its tables: {bases}")
+            for name, known in answers.items():
+                if isinstance(known, str):
+                    raise StatementRejected(f"view {name} cannot be resolved to its tables: {known}")
+                bases, functions = known
                 pending |= bases - found
                 found |= bases
+                calls |= functions
         raise StatementRejected(f"views are nested deeper than {MAX_DEPTH} levels")
 
     def forget(self, target: str) -> None:
@@ -110,6 +121,8 @@ def _bases(schema: str, definition: str | None) -> Known:
         trees = [tree for tree in _DIALECT.parse(definition) if tree is not None]
         if len(trees) != 1:
             return "its definition is not one statement"
-        return tables_of(trees[0], schema)
+        tables = tables_of(trees[0], schema)
+        _, functions = regenerate(trees[0], definition)  # last: the generator may rewrite the tree
     except (SqlglotError, StatementRejected, RecursionError, ValueError):
         return "its definition cannot be analysed"
+    return tables, functions

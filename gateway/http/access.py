@@ -139,8 +139,16 @@ async def list_requests(
     return JSONResponse({"requests": found})
 
 
-async def _not_own(aliases: AliasRegistry, caller: Identity, item: dict[str, Any]) -> None:
-    """Refuse the requester: the same person, or a person sharing one of their names.
+async def _not_own(
+    pipeline: Pipeline,
+    aliases: AliasRegistry,
+    ctx: RequestContext,
+    caller: Identity,
+    item: dict[str, Any],
+    *,
+    route: str,
+) -> None:
+    """Refuse the requester: the same person, or a person sharing one of their names; recorded before the 403.
 
     The registry is read now: names learned since the tokens were validated count too.
     """
@@ -149,7 +157,19 @@ async def _not_own(aliases: AliasRegistry, caller: Identity, item: dict[str, Any
     if None not in person:
         names |= await aliases.names(*person)
     if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
-        raise Forbidden("nobody approves or denies their own access request (under any of their names)")
+        reason = "nobody approves or denies their own access request (under any of their names)"
+        # An admin trying to approve their own access is a denial the audit log must show (rule 21).
+        await pipeline.record_event(
+            ctx,
+            "decision",
+            caller,
+            decision="deny",
+            code="forbidden",
+            reason=reason,
+            route=route,
+            access_request=item["id"],
+        )
+        raise Forbidden(reason)
 
 
 def _canonical(name: str) -> str:
@@ -184,7 +204,7 @@ async def approve(  # noqa: PLR0917 - FastAPI dependencies
 ) -> JSONResponse:
     """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
     item = await asyncio.to_thread(requests.get, request_id)
-    await _not_own(aliases, caller, item)
+    await _not_own(pipeline, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/approve")
     db_user = _db_user(policies, item, body.db_user)
     now = clock().replace(microsecond=0)
     expires = now + timedelta(seconds=float(item["duration_s"]))
@@ -229,7 +249,8 @@ async def deny(  # noqa: PLR0917 - FastAPI dependencies
     """Deny a pending request, with a reason."""
     if not body.reason:
         raise InvalidRequest("a denial needs a reason")
-    await _not_own(aliases, caller, await asyncio.to_thread(requests.get, request_id))
+    item = await asyncio.to_thread(requests.get, request_id)
+    await _not_own(pipeline, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/deny")
     await asyncio.to_thread(
         requests.decide, request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None
     )

@@ -212,9 +212,14 @@ class TokenValidator:
             raise Unauthenticated(f"token header: {error}", unverified_subject=subject) from None
         return header, claims
 
+    def _issuer_of(self, claims: Mapping[str, Any]) -> IssuerConfig | None:
+        """The config of the token's ``iss``; None when it is unknown or not a string (a list, an object)."""
+        issuer = claims.get("iss")
+        return self._issuers.get(issuer) if isinstance(issuer, str) else None
+
     def _claimed_subject(self, claims: Mapping[str, Any]) -> str | None:
         """Best effort, for the audit record only: the unverified user claim or ``sub``."""
-        config = self._issuers.get(claims.get("iss"))  # type: ignore[arg-type]
+        config = self._issuer_of(claims)
         claim = config.user_claim if config else "sub"
         return _claim_str(claims, claim) or _claim_str(claims, "sub")
 
@@ -222,7 +227,7 @@ class TokenValidator:
         for name in FORBIDDEN_HEADERS:
             if name in header:
                 raise Unauthenticated(f"token header {name!r} is not accepted")
-        config = self._issuers.get(claims.get("iss"))  # type: ignore[arg-type]
+        config = self._issuer_of(claims)
         if config is None:
             raise Unauthenticated("unknown issuer")
         alg, kid = header.get("alg"), header.get("kid")
