@@ -1,4 +1,10 @@
-"""``gateway ...``: serve, policy check, audit verify, db plan / check, dev-token, demo seed."""
+"""``gateway ...``: the server's commands (serve, policy check, audit, db, dev-token, demo) and the client's.
+
+Each command module adds its own subcommands (``COMMANDS``); every command is
+a function of the parsed arguments returning the exit status. Failures are
+rendered here, once: a client command's ``ClientError`` as its ``text()``
+with its exit code, a configuration error with exit 2.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,19 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.cli import audit as auditcli
 from gateway.cli import db as dbcli
 from gateway.client import admin as admincli
 from gateway.client import commands as clicommands
+from gateway.client.errors import EXIT_INTERRUPTED, EXIT_USAGE, ClientError
 from gateway.errors import ConfigError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "gateway.yaml"))
+DESCRIPTION = "The identity-aware database gateway: the server's commands and the engineer's and admin's client."
 H11_SLACK = 16 * 1024  # bytes h11 may read past limits.max_header_bytes (the request line, a margin)
 
 
@@ -76,8 +84,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit log's hash chain (either store); show a progress bar on a terminal."""
     from gateway.audit.verify import verify  # noqa: PLC0415
-    from gateway.cli.audit import open_for_reading  # noqa: PLC0415
-    from gateway.cli.progress import Progress  # noqa: PLC0415
+    from gateway.cli.audit import open_for_reading, progress_bar  # noqa: PLC0415
     from gateway.errors import GatewayError  # noqa: PLC0415
 
     try:
@@ -87,11 +94,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return 1
     try:
         last = store.last()
-        progress = Progress("verified", total=int(last["seq"]) if last else None)
-        result = verify(store, progress=progress, batch=5000)
+        with progress_bar("verified", int(last["seq"]) if last else None) as progress:
+            result = verify(store, progress=progress, batch=5000)
+            progress(result.count)
     finally:
         store.close()
-    progress.finish(result.count)
     if result.ok:
         print(f"ok: {result.count} records, head seq {result.head_seq} hash {result.head_hash}")
         return 0
@@ -134,10 +141,8 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The server-side commands: serve, policy check, audit verify and export, db, dev-token, demo seed."""
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gateway YAML config")
@@ -169,21 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
     seed.add_argument("--policies", type=Path, default=Path("policies"), help="the policies whose plan is applied")
     seed.set_defaults(func=cmd_demo_seed)
-    clicommands.register(sub)
-    admincli.add_commands(sub)
+
+
+# Each adds its subcommands; each subcommand sets ``func``, taking the parsed arguments, returning the exit status.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    add_server_commands,
+    clicommands.register,  # login, logout, whoami, targets, query, shell
+    admincli.register,  # grant, revoke, request-access, requests, approve, deny
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gateway`` command."""
+    """Entry point of the ``gateway`` command: run one command, render its failure for people."""
     args = build_parser().parse_args(argv)
-    if args.func.__module__ == clicommands.__name__:
-        return clicommands.handle(args.func, args)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return int(args.func(args))
+        return int(func(args))
+    except ClientError as exc:
+        print(exc.text(), file=sys.stderr)
+        return exc.exit_code
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
