@@ -20,7 +20,7 @@ from gateway.cli import db as dbcli
 from gateway.client import admin as admincli
 from gateway.client import commands as clicommands
 from gateway.client.errors import EXIT_INTERRUPTED, EXIT_USAGE, ClientError
-from gateway.errors import ConfigError, PolicyFileError
+from gateway.errors import ConfigError, GatewayError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "gateway.yaml"))
@@ -36,8 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway with uvicorn (uvloop and httptools where available)."""
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
-    from gateway import log  # noqa: PLC0415
-    from gateway.http.app import create_app  # noqa: PLC0415
+    from gateway import log  # noqa: PLC0415 - loaded only by the command that uses it
+    from gateway.http.app import create_app  # noqa: PLC0415 - loaded only by the command that uses it
 
     settings = _settings(args)
     log.configure(json=not sys.stderr.isatty())
@@ -69,7 +69,7 @@ def h11_header_limit(settings: Settings) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy directory offline; print every problem as file:line: reason."""
-    from gateway.policy.files import load_policies  # noqa: PLC0415
+    from gateway.policy.files import load_policies  # noqa: PLC0415 - loaded only by the command that uses it
 
     try:
         policy = load_policies(args.directory)
@@ -83,18 +83,16 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit log's hash chain (either store); show a progress bar on a terminal."""
-    from gateway.audit.verify import verify  # noqa: PLC0415
-    from gateway.cli.audit import open_for_reading, progress_bar  # noqa: PLC0415
-    from gateway.errors import GatewayError  # noqa: PLC0415
+    from gateway.audit.verify import verify  # noqa: PLC0415 - loaded only by the command that uses it
 
     try:
-        store = open_for_reading(args)
+        store = auditcli.open_for_reading(args)
     except GatewayError as exc:
         print(f"audit store: {exc.detail}", file=sys.stderr)
         return 1
     try:
         last = store.last()
-        with progress_bar("verified", int(last["seq"]) if last else None) as progress:
+        with auditcli.progress_bar("verified", int(last["seq"]) if last else None) as progress:
             result = verify(store, progress=progress, batch=5000)
             progress(result.count)
     finally:
@@ -109,8 +107,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_dev_token(args: argparse.Namespace) -> int:
     """Mint a dev-issuer token (dev mode only)."""
-    from gateway.http.app import dev_issuer_url  # noqa: PLC0415
-    from gateway.identity.devissuer import DevIssuer  # noqa: PLC0415
+    from gateway.http.app import dev_issuer_url  # noqa: PLC0415 - loaded only by the command that uses it
+    from gateway.identity.devissuer import DevIssuer  # noqa: PLC0415 - loaded only by the command that uses it
 
     settings = _settings(args)
     if not settings.dev_mode:
@@ -129,7 +127,7 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     """Create the demo database, its accounts, their secret files and a dev config."""
-    from gateway.cli.demo import seed  # noqa: PLC0415
+    from gateway.cli.demo import seed  # noqa: PLC0415 - loaded only by the command that uses it
 
     config, accounts = asyncio.run(seed(args.state_dir, port=args.port, policies=args.policies))
     for account in accounts.values():

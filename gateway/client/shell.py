@@ -10,6 +10,7 @@ token cache when the input is a terminal.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import time
@@ -150,7 +151,5 @@ class Shell:
             with contextlib.suppress(OSError):
                 readline.write_history_file(path)
                 path.chmod(0o600)
-
-        import atexit  # noqa: PLC0415
 
         atexit.register(save)
