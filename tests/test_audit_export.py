@@ -9,13 +9,14 @@ from pathlib import Path
 import orjson
 import pytest
 from auditfixture import audit_db, audit_root_query
+from rich.console import Console
 
 from gateway.audit.export import CSV_COLUMNS, csv_value
 from gateway.audit.mariadb import MariaDBAuditStore
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.verify import verify
+from gateway.cli.audit import progress_bar
 from gateway.cli.main import main
-from gateway.cli.progress import Progress
 
 __all__ = ["audit_db"]
 
@@ -139,20 +140,18 @@ def test_export_and_verify_read_the_shared_store_from_the_config(audit_db, tmp_p
 
 
 def test_progress_bar_draws_on_a_terminal_only():
-    """With a total the bar shows share and counts; disabled (not a terminal) it writes nothing."""
-    stream = io.StringIO()
-    ticks = iter([0.0, 0.05, 0.5])
-    bar = Progress("exported", total=200, stream=stream, enabled=True, clock=lambda: next(ticks))
-    bar(50)
-    bar(60)  # within the redraw interval: skipped
-    bar(100)
-    bar.finish(200)
-    lines = stream.getvalue().split("\r")[1:]
-    assert lines[0] == "exported [########----------------------]  25%  50/200"
-    assert lines[1].startswith("exported [###############---------------]  50%  100/200")
-    assert lines[2] == "exported [##############################] 100%  200/200\n"
+    """On a terminal the (rich) bar ends on the final count of the total; off a terminal it writes nothing."""
+    drawn_on = io.StringIO()
+    with progress_bar("exported", 200, Console(file=drawn_on, force_terminal=True, width=120)) as progress:
+        progress(50)
+        progress(200)
+    drawn = drawn_on.getvalue()
+    assert "exported" in drawn
+    assert "200/200" in drawn
+    assert "100%" in drawn
     quiet = io.StringIO()
-    Progress("verified", stream=quiet, enabled=False)(10)
+    with progress_bar("verified", None, Console(file=quiet, force_terminal=False)) as progress:
+        progress(10)
     assert quiet.getvalue() == ""
 
 

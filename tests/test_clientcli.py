@@ -5,85 +5,22 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
-import queue
 import re
 import stat
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import orjson
 import pytest
+from clifixture import cli_env, device_login, gateway_cli
 from conftest import RunningGateway
-from devicefixture import approve
+from rich.console import Console
 from streamfixture import stream_gateway
 
 from gateway.cli.main import main
 from gateway.client import tokencache
-from gateway.client.render import CSVSink, consume
+from gateway.client.render import CSVSink, consume, row_counter
 
 __all__ = ["stream_gateway"]
-
-WAIT = 60.0  # seconds a CLI subprocess may take, at most
-URL_LINE = re.compile(r"To sign in, open (\S+)")
-
-
-def cli_env(gateway: RunningGateway, config_home: Path, **extra: str) -> dict[str, str]:
-    """The CLI's environment: its own config dir and the gateway URL, no inherited token."""
-    env = {k: v for k, v in os.environ.items() if k not in {"GATEWAY_TOKEN", "GATEWAY_URL"}}
-    env.update(XDG_CONFIG_HOME=str(config_home), GATEWAY_URL=gateway.url, PYTHONPATH=os.pathsep.join(sys.path))
-    env.update(extra)
-    return env
-
-
-def gateway_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``gateway ARGS`` as a separate process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli.main", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-
-
-def device_login(gateway: RunningGateway, config_home: Path, account: str) -> subprocess.CompletedProcess[str]:
-    """``gateway login`` in a subprocess, approved by the test through the provider's own pages."""
-    env = cli_env(gateway, config_home)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "login", "--issuer", gateway.idp.issuer, "--scope",
-         "openid email offline_access gateway"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str | None] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-
-    def pump() -> None:
-        for line in stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    try:
-        while (line := lines.get(timeout=WAIT)) is not None:
-            seen.append(line)
-            if match := URL_LINE.search(line):
-                approve(match.group(1), account)
-                break
-        out, _ = process.communicate(timeout=WAIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-    while not lines.empty():
-        seen.append(lines.get() or "")
-    return subprocess.CompletedProcess(process.args, process.returncode, out, "".join(seen))
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +176,14 @@ def test_csv_output_neutralises_formula_cells():
         ["'\t=1", "5"],
         ["plain", ""],
     ]
+
+
+def test_row_counter_shows_on_a_terminal_only():
+    """While a result streams, a terminal shows a live row count (rich); elsewhere there is no counter at all."""
+    drawn_on = io.StringIO()
+    with row_counter(Console(file=drawn_on, force_terminal=True, width=80)) as progress:
+        assert progress is not None
+        progress(20_000)
+    assert "20,000 rows" in drawn_on.getvalue()
+    with row_counter(Console(file=io.StringIO(), force_terminal=False)) as progress:
+        assert progress is None

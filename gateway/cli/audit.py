@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from gateway.audit.export import FORMATS, export
 from gateway.audit.factory import open_audit_store
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
 from gateway.audit.sqlite import AuditStore, SQLiteAuditStore
-from gateway.cli.progress import Progress
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import load_settings
 
@@ -31,6 +35,23 @@ def open_for_reading(args: argparse.Namespace) -> AuditStore:
         _existing(settings.path)
     # The SQLite store opens read-write so that an old file is migrated like the gateway would.
     return open_audit_store(settings, readonly=settings.store == "mariadb")
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, console: Console | None = None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (or ``console``) for export and verify; silent off a terminal.
+
+    Yields the callback export and verify report their running count to; call it
+    with the final count before leaving, so the bar ends on it.
+    """
+    out = console or Console(stderr=True)
+    columns = (TextColumn(label), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # Records go to stdout as they are exported: rich must not capture it.
+    with Progress(
+        *columns, console=out, disable=not out.is_terminal, redirect_stdout=False, redirect_stderr=False
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda count: bar.update(task, completed=count)
 
 
 def _existing(path: Path) -> Path:
@@ -64,17 +85,17 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         filters = _filters(args)
         last = store.last()
         unfiltered = filters == AuditFilter()
-        progress = Progress("exported", total=int(last["seq"]) if last and unfiltered else None)
         out: TextIO
-        if args.output is None:
-            out = sys.stdout
-            count = export(store, out, args.format, filters, progress)
-        else:
-            with args.output.open("w", encoding="utf-8", newline="") as out:
+        with progress_bar("exported", int(last["seq"]) if last and unfiltered else None) as progress:
+            if args.output is None:
+                out = sys.stdout
                 count = export(store, out, args.format, filters, progress)
+            else:
+                with args.output.open("w", encoding="utf-8", newline="") as out:
+                    count = export(store, out, args.format, filters, progress)
+            progress(count)
     finally:
         store.close()
-    progress.finish(count)
     if args.output is not None:
         sys.stderr.write(f"exported {count} records to {args.output}\n")
     return 0

@@ -1,4 +1,10 @@
-"""``gateway ...``: serve, policy check, audit verify, db plan / check, dev-token, demo seed."""
+"""``gateway ...``: the server's commands (serve, policy check, audit, db, dev-token, demo) and the client's.
+
+Each command module adds its own subcommands (``COMMANDS``); every command is
+a function of the parsed arguments returning the exit status. Failures are
+rendered here, once: a client command's ``ClientError`` as its ``text()``
+with its exit code, a configuration error with exit 2.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,19 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.cli import audit as auditcli
 from gateway.cli import db as dbcli
 from gateway.client import admin as admincli
 from gateway.client import commands as clicommands
-from gateway.errors import ConfigError, PolicyFileError
+from gateway.client.errors import EXIT_INTERRUPTED, EXIT_USAGE, ClientError
+from gateway.errors import ConfigError, GatewayError, PolicyFileError
 from gateway.settings import Settings, load_settings
 
 DEFAULT_CONFIG = Path(os.environ.get("GATEWAY_CONFIG", "gateway.yaml"))
+DESCRIPTION = "The identity-aware database gateway: the server's commands and the engineer's and admin's client."
 H11_SLACK = 16 * 1024  # bytes h11 may read past limits.max_header_bytes (the request line, a margin)
 
 
@@ -28,8 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway with uvicorn (uvloop and httptools where available)."""
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
-    from gateway import log  # noqa: PLC0415
-    from gateway.http.app import create_app  # noqa: PLC0415
+    from gateway import log  # noqa: PLC0415 - loaded only by the command that uses it
+    from gateway.http.app import create_app  # noqa: PLC0415 - loaded only by the command that uses it
 
     settings = _settings(args)
     log.configure(json=not sys.stderr.isatty())
@@ -61,7 +69,7 @@ def h11_header_limit(settings: Settings) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy directory offline; print every problem as file:line: reason."""
-    from gateway.policy.files import load_policies  # noqa: PLC0415
+    from gateway.policy.files import load_policies  # noqa: PLC0415 - loaded only by the command that uses it
 
     try:
         policy = load_policies(args.directory)
@@ -75,23 +83,20 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit log's hash chain (either store); show a progress bar on a terminal."""
-    from gateway.audit.verify import verify  # noqa: PLC0415
-    from gateway.cli.audit import open_for_reading  # noqa: PLC0415
-    from gateway.cli.progress import Progress  # noqa: PLC0415
-    from gateway.errors import GatewayError  # noqa: PLC0415
+    from gateway.audit.verify import verify  # noqa: PLC0415 - loaded only by the command that uses it
 
     try:
-        store = open_for_reading(args)
+        store = auditcli.open_for_reading(args)
     except GatewayError as exc:
         print(f"audit store: {exc.detail}", file=sys.stderr)
         return 1
     try:
         last = store.last()
-        progress = Progress("verified", total=int(last["seq"]) if last else None)
-        result = verify(store, progress=progress, batch=5000)
+        with auditcli.progress_bar("verified", int(last["seq"]) if last else None) as progress:
+            result = verify(store, progress=progress, batch=5000)
+            progress(result.count)
     finally:
         store.close()
-    progress.finish(result.count)
     if result.ok:
         print(f"ok: {result.count} records, head seq {result.head_seq} hash {result.head_hash}")
         return 0
@@ -102,7 +107,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_dev_token(args: argparse.Namespace) -> int:
     """Mint a dev-issuer token (dev mode only)."""
-    from gateway.identity.devissuer import DevIssuer, dev_issuer_url  # noqa: PLC0415 - only this command needs it
+    from gateway.identity.devissuer import DevIssuer, dev_issuer_url  # noqa: PLC0415 - loaded only by this command
 
     settings = _settings(args)
     if not settings.dev_mode:
@@ -121,7 +126,7 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     """Create the demo database, its accounts, their secret files and a dev config."""
-    from gateway.cli.demo import seed  # noqa: PLC0415
+    from gateway.cli.demo import seed  # noqa: PLC0415 - loaded only by the command that uses it
 
     config, accounts = asyncio.run(seed(args.state_dir, port=args.port, policies=args.policies))
     for account in accounts.values():
@@ -133,10 +138,8 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The server-side commands: serve, policy check, audit verify and export, db, dev-token, demo seed."""
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gateway YAML config")
@@ -168,21 +171,40 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--port", type=int, default=8080, help="port the demo gateway listens on")
     seed.add_argument("--policies", type=Path, default=Path("policies"), help="the policies whose plan is applied")
     seed.set_defaults(func=cmd_demo_seed)
-    clicommands.register(sub)
-    admincli.add_commands(sub)
+
+
+# Each adds its subcommands; each subcommand sets ``func``, taking the parsed arguments, returning the exit status.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    add_server_commands,
+    clicommands.register,  # login, logout, whoami, targets, query, shell
+    admincli.register,  # grant, revoke, request-access, requests, approve, deny
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gateway`` command."""
+    """Entry point of the ``gateway`` command: run one command, render its failure for people."""
     args = build_parser().parse_args(argv)
-    if args.func.__module__ == clicommands.__name__:
-        return clicommands.handle(args.func, args)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return int(args.func(args))
+        return int(func(args))
+    except ClientError as exc:
+        print(exc.text(), file=sys.stderr)
+        return exc.exit_code
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

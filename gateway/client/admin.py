@@ -1,73 +1,34 @@
 """Admin and access-request commands: clients of the gateway's HTTP API.
 
 ``gateway grant``, ``gateway revoke``, ``gateway request-access``,
-``gateway requests``, ``gateway approve``, ``gateway deny``. Each takes
-``--url`` (env ``GATEWAY_URL``) and ``--token`` (env ``GATEWAY_TOKEN``).
-Policy edits fetch the current revision (``GET /v1/policy``) and send it as
-``If-Match``; if another edit lands in between (412) they fetch it again and
-retry, at most three times: the server validates every attempt.
+``gateway requests``, ``gateway approve``, ``gateway deny``. They share the
+engineers' HTTP client, URL and token rule (``--url``/``--token``, their
+environment variables, then the ``gateway login`` cache: see
+``gateway.client.session``) and error rendering. Policy edits fetch the
+current revision (``GET /v1/policy``) and send it as ``If-Match``; if another
+edit lands in between (412) they fetch it again and retry, at most three
+times (``GatewayClient.edit``): the server validates every attempt.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-EDIT_ATTEMPTS = 3
-
-
-class CommandError(Exception):
-    """A request failed; the message is ready to print."""
+from gateway.client.errors import UsageError
+from gateway.client.session import add_arguments, connect
 
 
-def _client(args: argparse.Namespace) -> httpx.Client:
-    token = args.token or os.environ.get("GATEWAY_TOKEN")
-    if not token:
-        raise CommandError("no token: pass --token or set GATEWAY_TOKEN")
-    return httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401 - httpx's options
+    with connect(args) as client:
+        return client.call(method, path, **kwargs)
 
 
-def _check(reply: httpx.Response) -> dict[str, Any]:
-    try:
-        body = reply.json()
-    except ValueError:
-        body = None
-    if reply.is_success and isinstance(body, dict):
-        return body
-    if isinstance(body, dict) and "code" in body:
-        raise CommandError(
-            f"{body.get('title', 'error')} ({body['code']}, HTTP {reply.status_code}): {body.get('detail')}"
-            f" [request {body.get('request_id')}]"
-        )
-    raise CommandError(f"HTTP {reply.status_code} from {reply.request.url}")
-
-
-def _send(args: argparse.Namespace, call: Callable[[httpx.Client], httpx.Response]) -> dict[str, Any]:
-    try:
-        with _client(args) as http:
-            return _check(call(http))
-    except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach the gateway at {args.url}: {exc}") from None
-
-
-def _edit(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401
-    try:
-        with _client(args) as http:
-            for _ in range(EDIT_ATTEMPTS):
-                policy = http.get("/v1/policy")
-                _check(policy)
-                reply = http.request(method, path, headers={"If-Match": policy.headers["etag"]}, **kwargs)
-                if reply.status_code != 412:  # noqa: PLR2004 - HTTP 412 Precondition Failed
-                    return _check(reply)
-            return _check(reply)
-    except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach the gateway at {args.url}: {exc}") from None
+def _edit(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401 - httpx's options
+    with connect(args) as client:
+        return client.edit(method, path, **kwargs)
 
 
 def cmd_grant(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,9 +37,7 @@ def cmd_grant(args: argparse.Namespace) -> dict[str, Any]:
         return _edit(args, "DELETE", f"/v1/grants/{args.delete}")
     missing = [f for f in ("name", "target", "access", "db_user") if not getattr(args, f)]
     if missing or not args.subject:
-        raise CommandError(
-            f"a grant needs NAME, --subject, -t, --access and --db-user (missing {missing or 'subject'})"
-        )
+        raise UsageError(f"a grant needs NAME, --subject, -t, --access and --db-user (missing {missing or 'subject'})")
     body: dict[str, Any] = {
         "name": args.name,
         "subjects": args.subject,
@@ -100,7 +59,7 @@ def cmd_revoke(args: argparse.Namespace) -> dict[str, Any]:
         params = {"target": args.target} if args.target else {}
         return _edit(args, "DELETE", f"/v1/revocations/{args.lift}", params=params)
     if not args.subject:
-        raise CommandError("name the SUBJECT to revoke (user:... or group:...), or --lift SUBJECT")
+        raise UsageError("name the SUBJECT to revoke (user:... or group:...), or --lift SUBJECT")
     body = {"subject": args.subject, "target": args.target or "*"}
     body |= {k: v for k, v in (("reason", args.reason), ("until", args.until)) if v}
     return _edit(args, "POST", "/v1/revocations", json=body)
@@ -109,33 +68,29 @@ def cmd_revoke(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_request_access(args: argparse.Namespace) -> dict[str, Any]:
     """Ask for time-boxed access."""
     body = {"target": args.target, "access": args.access, "duration": args.duration, "reason": args.reason}
-    return _send(args, lambda http: http.post("/v1/access-requests", json=body))
+    return _call(args, "POST", "/v1/access-requests", json=body)
 
 
 def cmd_requests(args: argparse.Namespace) -> dict[str, Any]:
     """List access requests (one's own; admins see all)."""
     params = {"state": args.state} if args.state else {}
-    return _send(args, lambda http: http.get("/v1/access-requests", params=params))
+    return _call(args, "GET", "/v1/access-requests", params=params)
 
 
 def cmd_approve(args: argparse.Namespace) -> dict[str, Any]:
     """Approve an access request."""
     body = {k: v for k, v in (("reason", args.reason), ("db_user", args.db_user)) if v}
-    return _send(args, lambda http: http.post(f"/v1/access-requests/{args.id}/approve", json=body))
+    return _call(args, "POST", f"/v1/access-requests/{args.id}/approve", json=body)
 
 
 def cmd_deny(args: argparse.Namespace) -> dict[str, Any]:
     """Deny an access request."""
-    return _send(args, lambda http: http.post(f"/v1/access-requests/{args.id}/deny", json={"reason": args.reason}))
+    return _call(args, "POST", f"/v1/access-requests/{args.id}/deny", json={"reason": args.reason})
 
 
 def _run(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        try:
-            result = command(args)
-        except CommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        result = command(args)
         if "requests" in result and not args.json:
             for item in result["requests"]:
                 print(
@@ -146,16 +101,15 @@ def _run(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[a
             print(json.dumps(result, indent=2, sort_keys=True))
         return 0
 
+    run.__doc__ = command.__doc__
     return run
 
 
-def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action is private
-    """Register the admin and access-request commands on the ``gateway`` parser."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the admin and access-request commands to ``gateway``'s subcommands."""
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"), help="gateway URL")
-        p.add_argument("--token", help="bearer token (default: env GATEWAY_TOKEN)")
-        p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        add_arguments(p).add_argument("--json", action="store_true", help="print the raw JSON reply")
         return p
 
     grant = client(sub.add_parser("grant", help="add a grant (admin), or --delete NAME"))

@@ -1,15 +1,14 @@
 """The engineers' commands: ``login``, ``logout``, ``whoami``, ``targets``, ``query``, ``shell``.
 
-The gateway's URL comes from ``--url`` or ``GATEWAY_URL``; the token from
-``GATEWAY_TOKEN`` or else the cache ``gateway login`` fills (refreshed with the
-refresh token when it has expired). Exit status: 0 done, 1 the gateway or the
-IdP refused, 2 usage or local set-up problems.
+The gateway's URL and the token follow one rule for every command
+(``gateway.client.session``). Failures raise ``ClientError``, which
+``gateway.cli.main`` prints and turns into the exit status: 0 done, 1 the
+gateway or the IdP refused, 2 usage or local set-up problems.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -20,45 +19,9 @@ from rich.table import Table
 
 from gateway.client import login as devicelogin
 from gateway.client import tokencache
-from gateway.client.http import GatewayClient, ProblemError, QueryRequest
-from gateway.client.render import FORMATS, consume, problem_text, sink_for, stderr_progress, summary
-
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A local problem (no URL, not logged in); printed without a traceback."""
-
-
-def gateway_url(args: argparse.Namespace) -> str:
-    """``--url`` or ``GATEWAY_URL``."""
-    url = getattr(args, "url", None) or os.environ.get("GATEWAY_URL")
-    if not url:
-        raise CliError("no gateway URL: pass --url or set GATEWAY_URL")
-    return str(url)
-
-
-def access_token() -> str:
-    """``GATEWAY_TOKEN``, or the cached login (refreshed when expired)."""
-    env = os.environ.get("GATEWAY_TOKEN")
-    if env:
-        return env
-    try:
-        cached = tokencache.load()
-    except tokencache.TokenCacheError as exc:
-        raise CliError(str(exc)) from None
-    if cached is None:
-        raise CliError("not logged in: run `gateway login --issuer URL` (or set GATEWAY_TOKEN)")
-    if cached.expired():
-        cached = devicelogin.refresh(cached)
-        tokencache.save(cached)
-    return cached.access_token
-
-
-def client_for(args: argparse.Namespace) -> GatewayClient:
-    """A gateway client with the caller's URL and token."""
-    return GatewayClient(gateway_url(args), access_token())
+from gateway.client.http import GatewayClient, QueryRequest
+from gateway.client.render import FORMATS, consume, row_counter, sink_for, summary
+from gateway.client.session import add_arguments, connect
 
 
 def parse_param(text: str) -> Any:  # noqa: ANN401 - a JSON scalar
@@ -93,7 +56,7 @@ def cmd_logout(_args: argparse.Namespace) -> int:
 
 def cmd_whoami(args: argparse.Namespace) -> int:
     """Who the gateway thinks you are (``GET /v1/me``)."""
-    with client_for(args) as client:
+    with connect(args) as client:
         me = client.me()
     if args.json:
         print(orjson.dumps(me, option=orjson.OPT_INDENT_2).decode())
@@ -118,7 +81,7 @@ def _grants_table(console: Console, grants: list[dict[str, Any]]) -> None:
 
 def cmd_targets(args: argparse.Namespace) -> int:
     """Targets you can use, at which access level, until when."""
-    with client_for(args) as client:
+    with connect(args) as client:
         targets = client.targets()
     if args.json:
         print(orjson.dumps(targets, option=orjson.OPT_INDENT_2).decode())
@@ -140,20 +103,21 @@ def print_targets(console: Console, targets: list[dict[str, Any]]) -> None:
 
 def run_query(client: GatewayClient, request: QueryRequest, fmt: str, console: Console) -> dict[str, Any]:
     """Stream one statement into the chosen format on stdout; return the trailer."""
-    progress = stderr_progress() if fmt != "table" else None
+    sink = sink_for(fmt, sys.stdout, console)
+    if fmt == "table":  # the table is drawn at the end: no counter before it
+        return consume(client.stream(request), sink)
     try:
-        return consume(client.stream(request), sink_for(fmt, sys.stdout, console), progress)
+        with row_counter(Console(stderr=True)) as progress:
+            return consume(client.stream(request), sink, progress)
     finally:
         sys.stdout.flush()
-        if progress is not None:
-            print(file=sys.stderr)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     """Run one statement and print the result."""
     request = QueryRequest(args.target, args.sql, [parse_param(p) for p in args.param], args.max_rows)
     console = Console()
-    with client_for(args) as client:
+    with connect(args) as client:
         started = time.perf_counter()
         trailer = run_query(client, request, args.format, console)
     if args.format != "table" and sys.stderr.isatty():
@@ -165,16 +129,12 @@ def cmd_shell(args: argparse.Namespace) -> int:
     """The interactive SQL shell."""
     from gateway.client.shell import Shell  # noqa: PLC0415 - readline only for the shell
 
-    with client_for(args) as client:
+    with connect(args) as client:
+        client.me()  # a refused token or an unreachable gateway ends the command now, as any command's would
         return Shell(client, args.target, args.format).run()
 
 
-def _with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--url", help="gateway URL (default: $GATEWAY_URL)")
-    return p
-
-
-def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers action
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the engineers' commands to ``gateway``'s subcommands."""
     login = sub.add_parser("login", help="sign in with the OIDC device flow and cache the token")
     login.add_argument("--issuer", required=True, help="the OIDC issuer URL")
@@ -184,15 +144,15 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers 
 
     sub.add_parser("logout", help="forget the cached token").set_defaults(func=cmd_logout)
 
-    whoami = _with_url(sub.add_parser("whoami", help="who you are to the gateway: groups, roles, grants"))
+    whoami = add_arguments(sub.add_parser("whoami", help="who you are to the gateway: groups, roles, grants"))
     whoami.add_argument("--json", action="store_true")
     whoami.set_defaults(func=cmd_whoami)
 
-    targets = _with_url(sub.add_parser("targets", help="targets you can use"))
+    targets = add_arguments(sub.add_parser("targets", help="targets you can use"))
     targets.add_argument("--json", action="store_true")
     targets.set_defaults(func=cmd_targets)
 
-    query = _with_url(sub.add_parser("query", help="run one statement"))
+    query = add_arguments(sub.add_parser("query", help="run one statement"))
     query.add_argument("sql")
     query.add_argument("-t", "--target", required=True)
     query.add_argument(
@@ -202,25 +162,7 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers 
     query.add_argument("--max-rows", type=int)
     query.set_defaults(func=cmd_query)
 
-    shell = _with_url(sub.add_parser("shell", help="interactive SQL shell"))
+    shell = add_arguments(sub.add_parser("shell", help="interactive SQL shell"))
     shell.add_argument("-t", "--target", required=True)
     shell.add_argument("--format", choices=FORMATS, default="table")
     shell.set_defaults(func=cmd_shell)
-
-
-def handle(func: Any, args: argparse.Namespace) -> int:  # noqa: ANN401
-    """Run an engineer's command; print errors for people, never a traceback."""
-    try:
-        return int(func(args))
-    except ProblemError as exc:
-        print(problem_text(exc), file=sys.stderr)
-        return EXIT_REFUSED
-    except devicelogin.LoginError as exc:
-        print(f"login error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

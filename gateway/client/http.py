@@ -1,9 +1,11 @@
-"""The engineer's HTTP client for a running gateway (used by ``gateway query``, ``shell``, ...).
+"""The one HTTP client of a running gateway, used by every client command (query, shell, admin, ...).
 
 Every non-2xx reply is turned into ``ProblemError`` carrying the problem+json
 ``code``, ``detail``, ``status`` and ``request_id`` (what an admin needs to
-find the audit record). Streamed queries yield the NDJSON lines as parsed
-objects: a header dict, row lists, then a trailer (or error) dict.
+find the audit record); a 401 also says where the refused token came from.
+Streamed queries yield the NDJSON lines as parsed objects: a header dict, row
+lists, then a trailer (or error) dict. Policy edits send the current revision
+as ``If-Match`` and retry when another edit lands in between.
 """
 
 from __future__ import annotations
@@ -15,39 +17,13 @@ from typing import Any, Self
 import httpx
 import orjson
 
+from gateway.client.errors import ProblemError
+
 NDJSON = "application/x-ndjson"
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 330.0  # beyond the gateway's longest statement timeout
-
-
-class ProblemError(Exception):
-    """The gateway (or the network) refused the request."""
-
-    def __init__(self, status: int, code: str, detail: str, request_id: str | None) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.request_id = request_id
-
-    @classmethod
-    def from_reply(cls, reply: httpx.Response, body: bytes | None = None) -> ProblemError:
-        """Build from an error reply; a non-problem body still yields a readable error."""
-        raw = reply.content if body is None else body
-        request_id = reply.headers.get("x-request-id")
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and "code" in data:
-            return cls(
-                int(data.get("status", reply.status_code)),
-                str(data["code"]),
-                str(data.get("detail", "")),
-                str(data.get("request_id") or request_id or "") or None,
-            )
-        text = raw[:200].decode("utf-8", "replace").strip()
-        return cls(reply.status_code, f"http_{reply.status_code}", text or reply.reason_phrase, request_id)
+EDIT_ATTEMPTS = 3
+PRECONDITION_FAILED = 412
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +44,24 @@ class QueryRequest:
 
 
 class GatewayClient:
-    """A small synchronous client of the gateway's HTTP API."""
+    """A small synchronous client of the gateway's HTTP API.
 
-    def __init__(self, url: str, token: str, *, transport: httpx.BaseTransport | None = None) -> None:
+    ``token_source`` names where the token came from (``--token``,
+    ``GATEWAY_TOKEN``, the login cache); it is shown when the gateway refuses it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        token_source: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._token_source = token_source
         self._http = httpx.Client(
-            base_url=url.rstrip("/"),
+            base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "db-gateway-cli"},
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             transport=transport,
@@ -88,35 +77,58 @@ class GatewayClient:
         """Close the connections."""
         self._http.close()
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:  # noqa: ANN401 - JSON
+    def _problem(self, reply: httpx.Response, body: bytes | None = None) -> ProblemError:
+        problem = ProblemError.from_reply(reply, body)
+        if reply.status_code == httpx.codes.UNAUTHORIZED and self._token_source:
+            problem.hint = f"the token came from {self._token_source}"
+        return problem
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 - httpx's options
         try:
-            reply = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ProblemError(0, "gateway_unreachable", str(exc) or type(exc).__name__, None) from None
+            raise ProblemError.unreachable(self.url, exc) from None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401 - httpx's options
+        """One request whose reply is a JSON object; an error reply raises ``ProblemError``."""
+        reply = self._send(method, path, **kwargs)
         if reply.is_error:
-            raise ProblemError.from_reply(reply)
-        return orjson.loads(reply.content)
+            raise self._problem(reply)
+        return dict(orjson.loads(reply.content))
+
+    def edit(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401 - httpx's options
+        """A policy edit: ``If-Match`` the current revision, fetched again if another edit won the race."""
+        for _ in range(EDIT_ATTEMPTS):
+            policy = self._send("GET", "/v1/policy")
+            if policy.is_error:
+                raise self._problem(policy)
+            reply = self._send(method, path, headers={"If-Match": policy.headers["etag"]}, **kwargs)
+            if reply.status_code != PRECONDITION_FAILED:
+                break
+        if reply.is_error:
+            raise self._problem(reply)
+        return dict(orjson.loads(reply.content))
 
     def me(self) -> dict[str, Any]:
         """``GET /v1/me``."""
-        return dict(self._json("GET", "/v1/me"))
+        return self.call("GET", "/v1/me")
 
     def targets(self) -> list[dict[str, Any]]:
         """``GET /v1/targets``."""
-        return list(self._json("GET", "/v1/targets")["targets"])
+        return list(self.call("GET", "/v1/targets")["targets"])
 
     def query(self, request: QueryRequest) -> dict[str, Any]:
         """Run a statement; the whole result in one reply."""
-        return dict(self._json("POST", "/v1/query", json=request.body()))
+        return self.call("POST", "/v1/query", json=request.body())
 
     def stream(self, request: QueryRequest) -> Iterator[Any]:
         """Run a statement and yield its NDJSON lines, parsed, as they arrive."""
         try:
             with self._http.stream("POST", "/v1/query", json=request.body(), headers={"Accept": NDJSON}) as reply:
                 if reply.is_error:
-                    raise ProblemError.from_reply(reply, reply.read())
+                    raise self._problem(reply, reply.read())
                 for line in reply.iter_lines():
                     if line:
                         yield orjson.loads(line)
         except httpx.HTTPError as exc:
-            raise ProblemError(0, "gateway_unreachable", str(exc) or type(exc).__name__, None) from None
+            raise ProblemError.unreachable(self.url, exc) from None

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
 
+from gateway.client.errors import LoginError
 from gateway.client.tokencache import CachedToken
 
 with warnings.catch_warnings():
@@ -33,10 +34,6 @@ DEFAULT_CLIENT_ID = "gateway-cli"
 DEFAULT_SCOPE = "openid email offline_access"
 HTTP_TIMEOUT = 10.0
 MAX_POLLS = 1000  # a bound on the polling loop, beyond the device code's own lifetime
-
-
-class LoginError(Exception):
-    """The login could not be completed (denied, expired, IdP unreachable or misconfigured)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +100,10 @@ def start(meta: dict[str, Any], client_id: str, scope: str) -> DeviceCode:
     )
 
 
-def _cached(meta: dict[str, Any], client_id: str, token: dict[str, Any], old_refresh: str | None = None) -> CachedToken:
-    expires_at = token.get("expires_at") or time.time() + float(token.get("expires_in", 300))
+def _cached(
+    meta: dict[str, Any], client_id: str, token: dict[str, Any], now: float, old_refresh: str | None = None
+) -> CachedToken:
+    expires_at = token.get("expires_at") or now + float(token.get("expires_in", 300))
     return CachedToken(
         issuer=meta["issuer"],
         client_id=client_id,
@@ -122,6 +121,7 @@ def poll(
     *,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], float] = time.time,
 ) -> CachedToken:
     """Poll the token endpoint until the user approves, denies or the code expires."""
     deadline = clock() + code.expires_in
@@ -144,11 +144,11 @@ def poll(
                 raise LoginError(f"login failed: {exc.error}: {exc.description}") from None
             except httpx.HTTPError as exc:
                 raise LoginError(f"cannot reach the token endpoint: {exc}") from None
-            return _cached(meta, client_id, dict(token))
+            return _cached(meta, client_id, dict(token), now())
     raise LoginError("the login was not approved in time; run `gateway login` again")
 
 
-def refresh(cached: CachedToken) -> CachedToken:
+def refresh(cached: CachedToken, now: Callable[[], float] = time.time) -> CachedToken:
     """Trade the refresh token for a new access token."""
     if not cached.refresh_token:
         raise LoginError("the token has expired and there is no refresh token; run `gateway login`")
@@ -160,4 +160,4 @@ def refresh(cached: CachedToken) -> CachedToken:
             raise LoginError(f"refreshing the token failed ({exc.error}); run `gateway login`") from None
         except httpx.HTTPError as exc:
             raise LoginError(f"cannot reach the token endpoint: {exc}") from None
-    return _cached(meta, cached.client_id, dict(token), cached.refresh_token)
+    return _cached(meta, cached.client_id, dict(token), now(), cached.refresh_token)

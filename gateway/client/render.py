@@ -10,16 +10,17 @@ row to size its columns. A stream that ends with an error line raises
 from __future__ import annotations
 
 import csv
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TextIO
 
 import orjson
 from rich import box
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from gateway.client.http import ProblemError
+from gateway.client.errors import ProblemError
 from gateway.csvcells import safe_cell
 
 FORMATS = ("table", "json", "ndjson", "csv")
@@ -191,22 +192,14 @@ def consume(lines: Iterable[Any], sink: Sink, progress: Callable[[int], None] | 
     raise ProblemError(0, "stream_cut", f"the result stream ended without a trailer after {count} rows", None)
 
 
-def stderr_progress(stream: TextIO = sys.stderr) -> Callable[[int], None] | None:
-    """A row counter on the terminal (``None`` when stderr is not a terminal)."""
-    if not stream.isatty():
-        return None
-
-    def show(count: int) -> None:
-        stream.write(f"\r{count:,} rows")
-        stream.flush()
-
-    return show
-
-
-def problem_text(exc: ProblemError) -> str:
-    """A gateway error for people: code, status, detail and the request id to quote."""
-    status = f" ({exc.status})" if exc.status else ""
-    lines = [f"error: {exc.code}{status}: {exc.detail}"]
-    if exc.request_id:
-        lines.append(f"request id: {exc.request_id} (quote it to an admin)")
-    return "\n".join(lines)
+@contextmanager
+def row_counter(console: Console) -> Iterator[Callable[[int], None] | None]:
+    """A live row count (rich) on ``console`` while a result streams; ``None`` off a terminal."""
+    if not console.is_terminal:
+        yield None
+        return
+    # The rows themselves go to stdout as they come: rich must not capture it.
+    columns = (SpinnerColumn(), TextColumn("{task.completed:,.0f} rows"))
+    with Progress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
+        task = bar.add_task("rows", total=None)
+        yield lambda count: bar.update(task, completed=count)

@@ -10,6 +10,7 @@ token cache when the input is a terminal.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import time
@@ -20,8 +21,9 @@ from rich.console import Console
 
 from gateway.client import tokencache
 from gateway.client.commands import print_targets, run_query
-from gateway.client.http import GatewayClient, ProblemError, QueryRequest
-from gateway.client.render import FORMATS, problem_text, summary
+from gateway.client.errors import ProblemError
+from gateway.client.http import GatewayClient, QueryRequest
+from gateway.client.render import FORMATS, summary
 
 HISTORY_FILE = "history"
 HISTORY_LENGTH = 2000
@@ -130,7 +132,8 @@ class Shell:
         return trailer
 
     def _error(self, exc: ProblemError) -> None:
-        self._console.print(f"[bold red]{problem_text(exc)}[/bold red]", highlight=False, markup=True)
+        # The same text as any command's error (gateway.cli.main), in red; the shell carries on.
+        self._console.print(exc.text(), style="bold red", highlight=False, markup=False)
 
     def _setup_history(self) -> None:
         try:
@@ -148,7 +151,5 @@ class Shell:
             with contextlib.suppress(OSError):
                 readline.write_history_file(path)
                 path.chmod(0o600)
-
-        import atexit  # noqa: PLC0415
 
         atexit.register(save)

@@ -13,19 +13,22 @@ import contextlib
 import os
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gateway.client.errors import UsageError
+
 APP_DIR = "db-gateway"
 FILE_NAME = "token.json"
 EXPIRY_MARGIN = 30  # seconds: refresh a token this close to its expiry
 
 
-class TokenCacheError(Exception):
-    """The cache file is unsafe or unreadable."""
+class TokenCacheError(UsageError):
+    """The cache file is unsafe or unreadable (exit 2: the user logs in again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +47,14 @@ class CachedToken:
         return (time.time() if now is None else now) >= self.expires_at - EXPIRY_MARGIN
 
 
-def config_dir(environ: dict[str, str] | None = None) -> Path:
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The user's config dir for the gateway CLI (XDG Base Directory)."""
     env = os.environ if environ is None else environ
     base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
     return Path(base) / APP_DIR
 
 
-def cache_path(environ: dict[str, str] | None = None) -> Path:
+def cache_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where the token is cached."""
     return config_dir(environ) / FILE_NAME
 
