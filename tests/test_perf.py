@@ -190,7 +190,7 @@ def json_logging(monkeypatch):
     gateway_log.configure(json=True)
     yield out
     structlog.reset_defaults()
-    monkeypatch.setattr(gateway_log, "_json_lines", None)
+    monkeypatch.setattr(gateway_log, "_output", None)
 
 
 def test_batched_events_are_the_lines_structlog_would_write(json_logging):

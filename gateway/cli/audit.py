@@ -16,7 +16,8 @@ from typing import TextIO
 from gateway.audit.export import FORMATS, export
 from gateway.audit.factory import open_audit_store
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
-from gateway.audit.sqlite import AuditStore, SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStore
 from gateway.cli.progress import Progress
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import load_settings

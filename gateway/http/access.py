@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from gateway.audit.records import AccessRequestRecord
 from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
 from gateway.http.admin import applied, audit_edit, editor
 from gateway.http.api import Admin, Caller, Context, JSONResponse, PipelineDep, _json_body
@@ -80,10 +81,8 @@ def _seconds(text: str, limit: float) -> float:
 
 
 async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
-    await pipeline.record_event(
-        ctx,
-        "access_request",
-        caller,
+    record = AccessRequestRecord(
+        who=pipeline.who(ctx, caller),
         action=action,
         access_request=item["id"],
         requester=item["requester"],
@@ -93,6 +92,7 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
         access=item["access"],
         reason=item.get("decision_reason") or item["reason"],
     )
+    await pipeline.record_event(record)
 
 
 @router.post("/v1/access-requests", status_code=201)

@@ -8,7 +8,7 @@ import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,7 +20,8 @@ from gateway import tracing
 from gateway.audit.caps import RecordCaps
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
-from gateway.audit.sqlite import AuditStore
+from gateway.audit.store import AuditStore
+from gateway.clock import utcnow
 from gateway.db.catalog import ViewCatalog
 from gateway.db.drift import PrivilegeMonitor, drift_state
 from gateway.db.pools import PoolRegistry
@@ -45,10 +46,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.http.app")
 DEV_ISSUER_PATH = "/dev-issuer"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _write_floods(pipeline: Pipeline) -> None:
@@ -127,7 +124,7 @@ def _check_privileges(
 def create_app(
     settings: Settings,
     *,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     audit_store: Callable[[], AuditStore] | None = None,
     span_exporter: SpanExporter | None = None,
 ) -> FastAPI:

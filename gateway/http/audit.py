@@ -3,7 +3,7 @@
 Both need the ``auditor`` role. They read through the app's own reader store
 (``app.state.audit_reader``: a second connection, read-only for MariaDB), so
 a long scan never holds up the audit writer. The query logic sits behind
-:meth:`~gateway.audit.sqlite.AuditStore.query`; nothing here knows SQL.
+:meth:`~gateway.audit.store.AuditStore.query`; nothing here knows SQL.
 
 Every read of the log is itself recorded (event ``audit_read``, with the
 filters) before it is answered: who looked at the audit log is part of it.
@@ -20,7 +20,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BeforeValidator
 
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
-from gateway.audit.sqlite import AuditStore
+from gateway.audit.records import AuditReadRecord
+from gateway.audit.store import AuditStore
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.api import Auditor, Context, JSONResponse, PipelineDep
@@ -67,7 +68,7 @@ async def _record_read(
     pipeline: Pipeline, ctx: RequestContext, caller: Identity, what: str, details: dict[str, Any]
 ) -> None:
     """Durably record that ``caller`` read the audit log; fail closed like every audit write."""
-    await pipeline.record_event(ctx, "audit_read", caller, decision="allow", code="ok", reason=what, filters=details)
+    await pipeline.record_event(AuditReadRecord(who=pipeline.who(ctx, caller), reason=what, filters=details))
 
 
 async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through
