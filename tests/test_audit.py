@@ -11,6 +11,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.audit.fake import MemoryAuditStore
 from gateway.audit.format import redact_literals
 from gateway.audit.log import AuditLog
 from gateway.audit.records import DecisionRecord, OutcomeRecord, Who
@@ -92,45 +93,18 @@ def check(path, **kwargs):
         store.close()
 
 
-class FlakyStore:
-    """A real SQLite store whose writes fail while ``failing`` is set."""
-
-    def __init__(self, path):
-        self.inner = SQLiteAuditStore(path)
-        self.failing = False
-
-    def append_batch(self, records):
-        """Fail while ``failing`` is set, else write through."""
-        if self.failing:
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.inner.append_batch(records)
-
-    def iter_entries(self, after_seq=0, batch=1000):
-        """Read through."""
-        return self.inner.iter_entries(after_seq, batch)
-
-    def last(self):
-        """Read through."""
-        return self.inner.last()
-
-    def close(self):
-        """Close the real store."""
-        self.inner.close()
+DISK_GONE = sqlite3.OperationalError("disk I/O error")
 
 
-class GatedStore(FlakyStore):
-    """A store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
+def gated():
+    """The in-memory store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
+    entered, gate = threading.Event(), threading.Event()
 
-    def __init__(self, path):
-        super().__init__(path)
-        self.entered = threading.Event()
-        self.gate = threading.Event()
+    def wait(records):
+        entered.set()
+        gate.wait(10)
 
-    def append_batch(self, records):
-        """Signal ``entered``, then wait for ``gate`` before writing."""
-        self.entered.set()
-        self.gate.wait(10)
-        return super().append_batch(records)
+    return MemoryAuditStore(before_write=wait), entered, gate
 
 
 @pytest.mark.anyio
@@ -337,19 +311,19 @@ def test_truncated_tail_is_found_only_against_the_shipped_head(path):
 @pytest.mark.anyio
 async def test_failing_store_refuses_then_recovers(path):
     """A store write error raises AuditUnavailable; later appends work without a seq gap."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore()
     log = AuditLog(store)
     await log.append(record(1))
-    store.failing = True
+    store.failing = DISK_GONE
     with capture_logs() as logs, pytest.raises(AuditUnavailable) as caught:
         await log.append(record(2))
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
     # record 1's audit_record event is emitted after its caller is answered, so it may land here.
     assert [e["event"] for e in logs if e["event"] != "audit_record"] == ["audit_write_failed"]
-    store.failing = False
+    store.failing = None
     assert (await log.append(record(3)))["seq"] == 2
     await log.close()
-    assert check(path).ok
+    assert verify(store).ok
 
 
 @pytest.mark.anyio
@@ -371,15 +345,15 @@ async def test_locked_database_refuses_then_recovers(path):
 @pytest.mark.anyio
 async def test_full_queue_refuses_instead_of_growing(path):
     """With the writer busy and the queue at its bound, append fails at once."""
-    store = GatedStore(path)
+    store, entered, gate = gated()
     log = AuditLog(store, max_pending=1)
     first = asyncio.create_task(log.append(record(1)))
-    await asyncio.to_thread(store.entered.wait, 10)
+    await asyncio.to_thread(entered.wait, 10)
     second = asyncio.create_task(log.append(record(2)))
     await asyncio.sleep(0)
     with pytest.raises(AuditUnavailable, match="queue is full"):
         await log.append(record(3))
-    store.gate.set()
+    gate.set()
     assert [e["seq"] for e in await asyncio.gather(first, second)] == [1, 2]
     await log.close()
 
@@ -387,14 +361,14 @@ async def test_full_queue_refuses_instead_of_growing(path):
 @pytest.mark.anyio
 async def test_slow_store_times_out_as_unavailable(path):
     """An append the store does not commit within the timeout fails; the log carries on."""
-    store = GatedStore(path)
+    store, _, gate = gated()
     log = AuditLog(store, timeout=0.05)
     with pytest.raises(AuditUnavailable, match="in time"):
         await log.append(record(1))
-    store.gate.set()
+    gate.set()
     assert (await log.append(record(2)))["seq"] == 2
     await log.close()
-    assert check(path).count == 2
+    assert verify(store).count == 2
 
 
 @pytest.mark.anyio
@@ -492,10 +466,10 @@ async def test_verify_reads_while_the_log_writes(path):
 @pytest.mark.anyio
 async def test_queued_outcomes_outlive_a_store_outage(path):
     """A failed commit fails the awaited records at once but keeps retry records until the store takes them."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore()
     log = AuditLog(store, clock=clock)
     await log.append(record(1))
-    store.failing = True
+    store.failing = DISK_GONE
     kept = log.submit(outcome(2), retry=True)
     with pytest.raises(AuditUnavailable):
         await log.append(record(3))  # a decision: refused while the store fails
@@ -504,25 +478,20 @@ async def test_queued_outcomes_outlive_a_store_outage(path):
     await asyncio.sleep(0.3)  # several retries fail meanwhile
     assert not barrier.done(), "a barrier waits for the records kept for a retry"
     assert log.pending == 1
-    store.failing = False
+    store.failing = None
     entry = await asyncio.wait_for(kept, 10)
     assert await barrier
     await log.close()
     assert entry["request_id"] == "req-2"
-    reader = SQLiteAuditStore(path, readonly=True)
-    try:
-        assert [e["request_id"] for e in reader.iter_entries()] == ["req-1", "req-2"]
-    finally:
-        reader.close()
-    assert check(path).ok
+    assert [e["request_id"] for e in store.iter_entries()] == ["req-1", "req-2"]
+    assert verify(store).ok
 
 
 @pytest.mark.anyio
 async def test_close_logs_whole_the_records_it_cannot_store(path):
     """Closing while the store still fails: after the retry window each kept record is logged in full, then failed."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore(failing=DISK_GONE)
     log = AuditLog(store, clock=clock, close_retry=0.3)
-    store.failing = True
     kept = log.submit(outcome(7, error="lock wait timeout"), retry=True)
     with capture_logs() as logs:
         await log.close()

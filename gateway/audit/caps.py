@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.audit.records import FIELD_CAPS
+from gateway.audit.fields import FIELD_CAPS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -24,8 +24,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from gateway.audit.fields import FIELDS, JSON_FIELDS
 from gateway.audit.query import MAX_LIMIT, AuditFilter
-from gateway.audit.records import FIELDS, JSON_FIELDS
 from gateway.audit.store import AuditStore, Entry
 from gateway.csvcells import original_cell, safe_cell
 

@@ -4,8 +4,8 @@ Tests swap it in (``create_app(..., audit_store=...)``, ``AuditLog(store)``)
 rather than patching or subclassing a real store. It chains entries exactly
 as the SQL stores do (``gateway/audit/store.py``), so :func:`~gateway.audit.verify.verify`
 checks it, and answers :meth:`MemoryAuditStore.query` with the same order,
-filters and cursors (``gateway/audit/query.py``), though with no bound on a
-free-text scan. Faults are set by the test:
+filters, cursors and bounded free-text scans (``gateway/audit/query.py``).
+Faults are set by the test:
 
 * ``failing``: an exception every write raises while it is set (a disk that
   went away), before anything is stored;
@@ -23,6 +23,7 @@ from gateway.audit.query import (
     DEFAULT_LIMIT,
     EQUALITY_FILTERS,
     MAX_LIMIT,
+    TEXT_SCAN_LIMIT,
     AuditFilter,
     decode_cursor,
     encode_cursor,
@@ -48,6 +49,7 @@ class MemoryAuditStore:
         self.before_write = before_write
         self.commits = 0
         self.closed = False
+        self.text_scan_limit = TEXT_SCAN_LIMIT  # records one free-text page may examine
         self._entries: list[Entry] = []
         self._lock = threading.Lock()
 
@@ -98,9 +100,15 @@ class MemoryAuditStore:
                 raise InvalidRequest("the cursor does not point at a record of this log")
             after = _order(by_seq[seq])
             matching = [e for e in matching if (_order(e) > after if oldest_first else _order(e) < after)]
+        boundary: Entry | None = None
+        if filters.q:  # a bounded scan: the text_scan_limit-th record in page order ends this page's window
+            if len(matching) >= self.text_scan_limit:
+                boundary = matching[self.text_scan_limit - 1]
+                matching = matching[: self.text_scan_limit]
+            matching = [e for e in matching if _contains(e, filters.q)]
         if len(matching) > limit:
             return AuditPage(matching[:limit], encode_cursor(int(matching[limit - 1]["seq"])))
-        return AuditPage(matching, None)
+        return AuditPage(matching, None if boundary is None else encode_cursor(int(boundary["seq"])))
 
     def close(self) -> None:
         """Nothing to release; noted for tests that check the log closed its store."""
@@ -112,17 +120,16 @@ def _order(entry: Entry) -> tuple[str, int]:
 
 
 def _matches(entry: Entry, filters: AuditFilter) -> bool:
-    """Whether ``entry`` passes every filter that is set (times compare in the stored text form)."""
+    """Whether ``entry`` passes every filter but the free text (times compare in the stored text form)."""
     for name in EQUALITY_FILTERS:
         wanted = getattr(filters, name)
         if wanted is not None and text_column(entry.get(name)) != wanted:
             return False
     time = str(entry.get("time"))
-    if filters.since is not None and time < format_time(filters.since):
-        return False
-    if filters.until is not None and time >= format_time(filters.until):
-        return False
-    if filters.q:
-        statement = statement_text(entry)
-        return statement is not None and filters.q.lower() in statement.lower()
-    return True
+    after_since = filters.since is None or time >= format_time(filters.since)
+    return after_since and (filters.until is None or time < format_time(filters.until))
+
+
+def _contains(entry: Entry, text: str) -> bool:
+    statement = statement_text(entry)
+    return statement is not None and text.lower() in statement.lower()

@@ -1,7 +1,7 @@
 """How audit records are written down: times in one fixed form, literals redacted on request.
 
 With ``audit.redact_literals`` on, :func:`redact_fields` replaces the literals
-of every field that carries statement text (:data:`~gateway.audit.records.REDACTED`):
+of every field that carries statement text (:data:`~gateway.audit.fields.REDACTED`):
 ``statement`` (one statement, or a transaction's list of them) and ``error``
 (MariaDB's messages quote the values they refused, e.g. ``Duplicate entry
 'alice@example.com'``). Strings and identifiers are found by the SQL guard's own
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from gateway.audit.records import REDACTED
+from gateway.audit.fields import REDACTED
 from gateway.sql.lexer import tokens
 
 _PADDED_YEARS = 1000

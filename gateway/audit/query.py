@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from gateway.audit.records import COLUMNS
+from gateway.audit.fields import COLUMNS
 from gateway.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50

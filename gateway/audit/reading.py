@@ -1,6 +1,6 @@
 """What both SQL audit stores share: the row layout, and reading entries back.
 
-A row holds ``seq``, the plain columns (:data:`~gateway.audit.records.COLUMNS`,
+A row holds ``seq``, the plain columns (:data:`~gateway.audit.fields.COLUMNS`,
 copied out of the record for filters, and the statement text for the free-text
 search), the hashed record bytes and the chain columns. :class:`SQLAuditStore`
 implements every read of :class:`~gateway.audit.store.AuditStore` once, over
@@ -14,8 +14,8 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING
 
+from gateway.audit.fields import COLUMNS
 from gateway.audit.query import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, Row, page
-from gateway.audit.records import COLUMNS
 from gateway.audit.store import AuditPage, Entry, column_mismatches, decode_entry, statement_text
 
 if TYPE_CHECKING:

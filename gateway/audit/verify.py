@@ -3,7 +3,7 @@
 Each entry is checked as it was hashed (``gateway/audit/store.py``), whatever
 its kind: a log written by any version of the gateway verifies. Besides the
 hashed record, each row of an SQL store keeps plain copies of the fields
-auditors filter on (:data:`~gateway.audit.records.COLUMNS`: ``time``,
+auditors filter on (:data:`~gateway.audit.fields.COLUMNS`: ``time``,
 ``user``, ``target``, ...). Verification compares every such stored column
 with the value its hashed record implies, so an edit that would hide a row
 from filters (its ``user`` or ``time`` changed) is found too.
