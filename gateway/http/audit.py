@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BeforeValidator
 
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
-from gateway.audit.records import AuditReadRecord
+from gateway.audit.records import EVENTS, AuditReadRecord
 from gateway.audit.store import AuditStore
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
@@ -31,6 +31,7 @@ from gateway.pipeline import Pipeline, RequestContext
 VERIFY_BATCH = 5000
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in both stores (and in the JSON audit record)
 Short = Annotated[str | None, Query(min_length=1, max_length=255)]
+Event = Annotated[str | None, Query(min_length=1, max_length=255, description=f"the record kind: {', '.join(EVENTS)}")]
 _NUMBER = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*")
 
 
@@ -92,7 +93,7 @@ async def audit_log(
     target: Short = None,
     decision: Short = None,
     code: Short = None,
-    event: Short = None,
+    event: Event = None,
     request_id: Short = None,
     since: Time = None,
     until: Time = None,
