@@ -1,15 +1,16 @@
-"""structlog set-up: JSON lines with the request id, and secret scrubbing."""
+"""structlog set-up: JSON lines with the request id, secret scrubbing, and groups of lines in one write."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -40,64 +41,81 @@ def dumps(value: Any, **kwargs: Any) -> str:  # noqa: ANN401
         return json.dumps(value, **kwargs)
 
 
-@dataclass(frozen=True, slots=True)
-class _JSONLines:
-    """What :func:`configure` set up for JSON lines, so :func:`info_batch` can write many in one go."""
+class LineOutput:
+    """structlog's output: each rendered event one line on ``file``, written and flushed at once.
 
-    processors: tuple[Any, ...]
-    level: int
-    stamper: structlog.processors.TimeStamper
-    output: structlog.PrintLogger
+    Inside :meth:`gathered`, the lines this thread renders are held and
+    written in one go at its end: one write and one flush for a group of
+    events (the audit log emits every committed record), not one per line.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()  # lines from several threads never interleave
+        self._held = threading.local()
+
+    def msg(self, message: str) -> None:
+        """Write one rendered event (held while this thread gathers)."""
+        held: list[str] | None = getattr(self._held, "lines", None)
+        if held is not None:
+            held.append(message)
+            return
+        self._write(message)
+
+    log = debug = info = warn = warning = error = err = critical = exception = failure = fatal = msg
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Hold this thread's lines until the end of the block, then write them at once."""
+        if getattr(self._held, "lines", None) is not None:  # already gathering: the outer block writes
+            yield
+            return
+        self._held.lines = []
+        try:
+            yield
+        finally:
+            lines, self._held.lines = self._held.lines, None
+            if lines:
+                self._write("\n".join(lines))
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._file.write(text + "\n")
+            self._file.flush()
 
 
-_json_lines: _JSONLines | None = None
+_output: LineOutput | None = None
 
 
 def configure(*, json: bool = True, level: int = logging.INFO) -> None:
     """Configure structlog once per process (called by the CLI, not at import)."""
-    global _json_lines  # noqa: PLW0603 - the process-wide logging set-up, like structlog's own
+    global _output  # noqa: PLW0603 - the process-wide logging set-up, like structlog's own
     renderer: Any = structlog.processors.JSONRenderer(serializer=dumps) if json else structlog.dev.ConsoleRenderer()
-    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    processors = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        stamper,
-        scrub_secrets,
-        structlog.processors.format_exc_info,
-        renderer,
-    ]
+    output = LineOutput(sys.stderr)
     structlog.configure(
-        processors=processors,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_: output,
         cache_logger_on_first_use=True,
     )
-    _json_lines = _JSONLines(tuple(processors), level, stamper, structlog.PrintLogger(sys.stderr)) if json else None
+    _output = output
 
 
 def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> None:
-    """Log ``event`` at INFO once per item of ``events``: what ``.info(event, **fields)`` would write, per item.
+    """Log ``event`` at INFO once per item of ``events``, as ``.info(event, **fields)`` would, per item.
 
-    Under :func:`configure`'s JSON set-up the lines go out in one write (the
-    audit log emits every committed record): the same fields, context
-    variables, level and secret scrubbing as the processor chain, one
-    timestamp per write, one flush instead of one per line. Under any other set-up (the console
-    renderer, ``structlog.testing.capture_logs``) each item is an ordinary
-    structlog call.
+    Each item goes through structlog's own processor chain (level, context
+    variables, timestamp, secret scrubbing, renderer) as any event does;
+    under :func:`configure`'s set-up the lines are written in one go.
     """
-    sink = _json_lines
-    # By content: capture_logs() swaps the processors inside the same list.
-    if sink is None or tuple(structlog.get_config()["processors"]) != sink.processors:
-        bound = structlog.get_logger(logger)
+    bound = structlog.get_logger(logger)
+    with _output.gathered() if _output is not None else contextlib.nullcontext():
         for fields in events:
             bound.info(event, **{"logger": logger, **fields})
-        return
-    if sink.level > logging.INFO or not events:
-        return
-    context = structlog.contextvars.get_contextvars()
-    stamp = sink.stamper(None, "info", {})["timestamp"]
-    lines = []
-    for fields in events:
-        line = {**context, "logger": logger, **fields, "event": event, "level": "info", "timestamp": stamp}
-        lines.append(dumps(scrub_secrets(None, "info", line), default=repr))  # repr: as structlog's fallback
-    sink.output.msg("\n".join(lines))

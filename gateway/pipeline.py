@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -25,6 +25,18 @@ import structlog
 from gateway import tracing
 from gateway.audit.flood import FloodControl
 from gateway.audit.log import AuditLog
+from gateway.audit.records import (
+    UNSET,
+    AuditRecord,
+    AuthRecord,
+    DecisionRecord,
+    OutcomeRecord,
+    RevocationCancelRecord,
+    RouteDenied,
+    Unset,
+    Who,
+)
+from gateway.clock import utcnow
 from gateway.db import execution, streaming
 from gateway.db.catalog import ViewCatalog
 from gateway.db.encoding import JSONValue
@@ -76,14 +88,18 @@ class StatementRequest:
     params: Sequence[JSONValue]
 
 
+@dataclass(slots=True)
+class _Analysed:
+    """What the decision record says of the statements once they are analysed (unset: refused before)."""
+
+    kind: str | Unset = UNSET
+    tables: tuple[str, ...] | Unset = UNSET
+
+
 _DENIALS: dict[str, type[GatewayError]] = {
     "revoked": Revoked,
     "statement_rejected": StatementRejected,
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Pipeline:
@@ -98,7 +114,7 @@ class Pipeline:
         audit: AuditLog,
         *,
         key_sources: Sequence[KeySource] = (),
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         tracing: Tracing | None = None,
         views: ViewCatalog | None = None,
         request_ids: RequestIds | None = None,
@@ -124,11 +140,12 @@ class Pipeline:
             running.cancelled = True
             raise Revoked(f"access to {running.target} was revoked")
 
-    async def _record(self, record: dict[str, Any]) -> None:
-        self.decisions[(record["decision"], record["code"])] += 1
+    async def _record(self, record: DecisionRecord | RouteDenied | AuthRecord) -> None:
+        self.decisions[(record.decision, record.code)] += 1
         if self.tracing.enabled:
+            fields: dict[str, Any] = record.fields()
             tracing.annotate(
-                **{f"gateway.{k}": record.get(k) for k in ("request_id", "target", "decision", "code", "grant")}
+                **{f"gateway.{k}": fields.get(k) for k in ("request_id", "target", "decision", "code", "grant")}
             )
         try:
             with self.tracing.span("audit.decision"):
@@ -136,12 +153,12 @@ class Pipeline:
         except AuditUnavailable:
             log.error(
                 "audit_write_failed",
-                request_id=record.get("request_id"),
-                event_kind=record["event"],
+                request_id=record.who.request_id,
+                event_kind=record.EVENT,
             )
             raise
 
-    async def _record_unverified(self, record: dict[str, Any]) -> None:
+    async def _record_unverified(self, record: AuthRecord | RouteDenied) -> None:
         """Record a request refused before a valid token: one by one within the flood limits, else aggregated.
 
         An admitted record is durable before the caller is answered, as every
@@ -153,7 +170,7 @@ class Pipeline:
         if admitted:
             await self._record(record)
         else:
-            self.decisions[(record["decision"], record["code"])] += 1
+            self.decisions[(record.decision, record.code)] += 1
 
     def write_floods(self, *, everything: bool = False) -> None:
         """Queue the ``auth_flood`` aggregates that are due (all of them at shutdown)."""
@@ -161,47 +178,39 @@ class Pipeline:
             try:
                 self.audit.submit(aggregate, retry=True)  # retried through an outage, like an outcome
             except AuditUnavailable:
-                log.error("audit_record_unsaved", logger="audit", reason="the audit log refused it", record=aggregate)
+                log.error(
+                    "audit_record_unsaved", logger="audit", reason="the audit log refused it", record=aggregate.fields()
+                )
 
     async def record_refusal(self, ctx: RequestContext, refusal: GatewayError, route: str) -> None:
         """Durably record a request refused before its token was looked at (oversized headers or body)."""
-        record = self._base(ctx, "decision", None)
-        record.update(decision="deny", code=refusal.code, reason=refusal.detail, route=route)
+        record = RouteDenied(who=self.who(ctx, None), code=refusal.code, reason=refusal.detail, route=route)
         await self._record_unverified(record)
 
-    def _base(self, ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, Any]:
-        record = {
-            "event": event,
-            "request_id": ctx.request_id,
-            "client": ctx.client,
-            "user_agent": ctx.user_agent,
-            # The person (issuer, sub) and the canonical name used (SECURITY rule 26).
-            "user": identity.user if identity else None,
-            "issuer": identity.issuer if identity else None,
-            "sub": identity.subject if identity else None,
-            "user_verified": identity is not None,
-            "groups": sorted(identity.groups) if identity else [],
-            "policy_revision": self.policies.current.revision,
-        }
-        if ctx.client_request_id is not None:
-            record["client_request_id"] = ctx.client_request_id
-        return record
+    def who(self, ctx: RequestContext, identity: Identity | None) -> Who:
+        """The fields every audit record of this request starts with (``identity`` None: no valid token)."""
+        return Who.of(
+            ctx.request_id,
+            identity,
+            self.policies.current.revision,
+            client=ctx.client,
+            user_agent=ctx.user_agent,
+            client_request_id=ctx.client_request_id,
+        )
 
-    async def record_event(self, ctx: RequestContext, event: str, identity: Identity, **fields: Any) -> None:  # noqa: ANN401
+    async def record_event(self, record: AuditRecord) -> None:
         """Durably record an event outside the query path (policy edits, access requests, audit reads)."""
-        await self.audit.append({**self._base(ctx, event, identity), **fields})
+        await self.audit.append(record)
 
     async def _record_cancel(self, running: Running, *, killed: bool) -> None:
         """Record that a revocation cancelled a running statement (the kill is a decision of its own)."""
-        record = self._base(RequestContext(running.request_id, None, None), "revocation_cancel", running.identity)
-        record.update(
+        record = RevocationCancelRecord(
+            who=self.who(RequestContext(running.request_id, None, None), running.identity),
             target=running.target,
             db_user=running.db_user,
             thread_id=running.thread_id,
             action="KILL CONNECTION" if running.transaction else "KILL QUERY",
             killed=killed,
-            decision="deny",
-            code="revoked",
         )
         try:
             await self.audit.append(record)
@@ -210,8 +219,9 @@ class Pipeline:
 
     async def deny_role(self, ctx: RequestContext, identity: Identity, role: str, route: str) -> None:
         """Durably record a call refused for want of ``role`` (admin, auditor) before it is answered."""
-        record = self._base(ctx, "decision", identity)
-        record.update(decision="deny", code="forbidden", reason=f"the {role} role is required", route=route)
+        record = RouteDenied(
+            who=self.who(ctx, identity), code="forbidden", reason=f"the {role} role is required", route=route
+        )
         await self._record(record)
 
     async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
@@ -222,10 +232,8 @@ class Pipeline:
             with self.tracing.span("authn"):
                 return await self.validator.validate(token)
         except Unauthenticated as exc:
-            record = self._base(ctx, "auth", None)
-            record.update(
-                user=exc.unverified_subject,
-                decision="deny",
+            record = AuthRecord(
+                who=dataclasses.replace(self.who(ctx, None), user=exc.unverified_subject),
                 code=exc.code,
                 reason=exc.reason,
                 token_hash=_token_hash(token),
@@ -233,8 +241,9 @@ class Pipeline:
             await self._record_unverified(record)
             raise
         except GatewayError as exc:  # e.g. an oversized token
-            record = self._base(ctx, "auth", None)
-            record.update(decision="deny", code=exc.code, reason=exc.detail, token_hash=_token_hash(token))
+            record = AuthRecord(
+                who=self.who(ctx, None), code=exc.code, reason=exc.detail, token_hash=_token_hash(token)
+            )
             await self._record_unverified(record)
             raise
 
@@ -273,22 +282,35 @@ class Pipeline:
         requests: Sequence[StatementRequest],
         *,
         transaction: bool,
-    ) -> tuple[Decision, list[Statement], dict[str, Any]]:
+    ) -> tuple[Decision, list[Statement], DecisionRecord]:
         """Analyse and decide; write the decision record; raise on any denial."""
-        record = self._base(ctx, "decision", identity)
-        record.update(
-            target=target,
-            statement=requests[0].sql if len(requests) == 1 else [r.sql for r in requests],
-            transaction=transaction,
-        )
+        who = self.who(ctx, identity)
+        statement = requests[0].sql if len(requests) == 1 else tuple(r.sql for r in requests)
+        analysed = _Analysed()
         try:
             with self.tracing.span("policy"):
-                statements, decision = await self._decide(identity, target, requests, record, transaction=transaction)
+                statements, decision = await self._decide(identity, target, requests, analysed, transaction=transaction)
         except GatewayError as exc:
-            record.update(decision="deny", code=exc.code, reason=exc.detail)
-            await self._record(record)
+            refused = DecisionRecord(
+                who=who,
+                target=target,
+                statement=statement,
+                transaction=transaction,
+                kind=analysed.kind,
+                tables=analysed.tables,
+                decision="deny",
+                code=exc.code,
+                reason=exc.detail,
+            )
+            await self._record(refused)
             raise
-        record.update(
+        record = DecisionRecord(
+            who=who,
+            target=target,
+            statement=statement,
+            transaction=transaction,
+            kind=analysed.kind,
+            tables=analysed.tables,
             decision="allow" if decision.allowed else "deny",
             code=decision.code,
             grant=decision.grant,
@@ -305,7 +327,7 @@ class Pipeline:
         identity: Identity,
         target: str,
         requests: Sequence[StatementRequest],
-        record: dict[str, Any],
+        analysed: _Analysed,
         *,
         transaction: bool,
     ) -> tuple[list[Statement], Decision]:
@@ -319,10 +341,8 @@ class Pipeline:
                 raise InvalidRequest(f"the statement has {wanted} placeholders but {given} params were given")
         if transaction and any(s.kind is Kind.DDL for s in statements):
             raise StatementRejected("DDL commits implicitly in MariaDB, so it cannot run inside a transaction")
-        record.update(
-            kind=_joined(s.kind.value for s in statements),
-            tables=sorted({t for s in statements for t in s.tables}),
-        )
+        analysed.kind = _joined(s.kind.value for s in statements)
+        analysed.tables = tuple(sorted({t for s in statements for t in s.tables}))
         decision = decide(
             identity,
             statements,
@@ -333,7 +353,7 @@ class Pipeline:
         )
         if decision.allowed and self.views is not None and any(s.kind in _VIEW_KINDS for s in statements):
             statements, decision = await self._through_views(identity, target, statements, decision)
-            record["tables"] = sorted({t for s in statements for t in s.tables})
+            analysed.tables = tuple(sorted({t for s in statements for t in s.tables}))
         return statements, decision
 
     async def _through_views(
@@ -554,8 +574,7 @@ class Pipeline:
         started: float,
         **fields: Any,  # noqa: ANN401
     ) -> None:
-        record = self._base(ctx, "outcome", identity)
-        record.update(target=target, duration_ms=_ms(started), **fields)
+        record = OutcomeRecord(who=self.who(ctx, identity), target=target, duration_ms=_ms(started), **fields)
         # The decision record is already durable; the statement has run, so
         # failing the reply now would only invite a blind retry of a write.
         try:

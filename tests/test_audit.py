@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from contextlib import closing
@@ -10,9 +11,12 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.audit.fake import MemoryAuditStore
 from gateway.audit.format import redact_literals
 from gateway.audit.log import AuditLog
-from gateway.audit.sqlite import GENESIS_HASH, SQLiteAuditStore, canonical, chain_hash
+from gateway.audit.records import DecisionRecord, OutcomeRecord, Who
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import GENESIS_HASH, canonical, chain_hash
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable
 
@@ -36,27 +40,40 @@ def clock():
     return NOW
 
 
-def record(i, **extra):
+def who(i, user="alice"):
+    """The shared fields of request ``i`` by ``user``."""
+    return Who(request_id=f"req-{i}", user=user, user_verified=True, groups=("eng",))
+
+
+def record(i, user="alice", **extra):
     """Build a decision record for request ``i``."""
-    return {
-        "event": "decision",
-        "request_id": f"req-{i}",
-        "user": "alice",
-        "user_verified": True,
-        "groups": ["eng"],
+    fields = {
         "target": "main",
         "db_user": "reader",
         "statement": "SELECT name FROM users WHERE id = 7",
+        "transaction": False,
         "decision": "allow",
+        "code": "ok",
         "grant": "eng-read",
         **extra,
     }
+    return DecisionRecord(who=who(i, user), **fields)
+
+
+def outcome(i, **extra):
+    """Build an outcome record for request ``i``."""
+    return OutcomeRecord(who=who(i), **{"target": "main", "duration_ms": 1.5, "code": "ok", **extra})
+
+
+def stored(i, **extra):
+    """The mapping the log stores for decision ``i`` (for writing to a store directly)."""
+    return record(i, **extra).fields()
 
 
 def filled_store(path, n=10):
     """Write ``n`` chained entries to a SQLite audit file and close it."""
     store = SQLiteAuditStore(path)
-    store.append_batch([record(i) for i in range(1, n + 1)])
+    store.append_batch([stored(i) for i in range(1, n + 1)])
     store.close()
     return path
 
@@ -76,45 +93,18 @@ def check(path, **kwargs):
         store.close()
 
 
-class FlakyStore:
-    """A real SQLite store whose writes fail while ``failing`` is set."""
-
-    def __init__(self, path):
-        self.inner = SQLiteAuditStore(path)
-        self.failing = False
-
-    def append_batch(self, records):
-        """Fail while ``failing`` is set, else write through."""
-        if self.failing:
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.inner.append_batch(records)
-
-    def iter_entries(self, after_seq=0, batch=1000):
-        """Read through."""
-        return self.inner.iter_entries(after_seq, batch)
-
-    def last(self):
-        """Read through."""
-        return self.inner.last()
-
-    def close(self):
-        """Close the real store."""
-        self.inner.close()
+DISK_GONE = sqlite3.OperationalError("disk I/O error")
 
 
-class GatedStore(FlakyStore):
-    """A store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
+def gated():
+    """The in-memory store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
+    entered, gate = threading.Event(), threading.Event()
 
-    def __init__(self, path):
-        super().__init__(path)
-        self.entered = threading.Event()
-        self.gate = threading.Event()
+    def wait(records):
+        entered.set()
+        gate.wait(10)
 
-    def append_batch(self, records):
-        """Signal ``entered``, then wait for ``gate`` before writing."""
-        self.entered.set()
-        self.gate.wait(10)
-        return super().append_batch(records)
+    return MemoryAuditStore(before_write=wait), entered, gate
 
 
 @pytest.mark.anyio
@@ -267,15 +257,15 @@ def test_verify_detects_an_inserted_record(path):
     rows(path, "UPDATE audit SET seq = -seq WHERE seq > 5")
     rows(path, "UPDATE audit SET seq = 1 - seq WHERE seq < 0")
     prev = rows(path, "SELECT hash FROM audit WHERE seq = 5")[0][0]
-    forged = record(99, user="mallory")
+    forged = stored(99, user="mallory")
     body = canonical({**forged, "seq": 6})
     # A careful forger fills the plain columns too, so only the chain can give the row away.
     rows(
         path,
-        "INSERT INTO audit (seq, request_id, event, user, target, decision, statement, record, prev_hash, hash)"
-        " VALUES (6, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit (seq, request_id, event, user, target, decision, code, statement, record, prev_hash, hash)"
+        " VALUES (6, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            *(forged[k] for k in ("request_id", "event", "user", "target", "decision", "statement")),
+            *(forged[k] for k in ("request_id", "event", "user", "target", "decision", "code", "statement")),
             body,
             prev,
             chain_hash(prev, body),
@@ -296,7 +286,7 @@ def test_verify_detects_an_inserted_record(path):
 def test_verify_detects_a_forged_row_appended_with_a_bad_hash(path):
     """A row appended outside the log without the chain key material fails its hash."""
     filled_store(path)
-    body = canonical({**record(11), "seq": 11})
+    body = canonical({**stored(11), "seq": 11})
     rows(
         path,
         "INSERT INTO audit (seq, record, prev_hash, hash) VALUES (11, ?, ?, ?)",
@@ -321,19 +311,19 @@ def test_truncated_tail_is_found_only_against_the_shipped_head(path):
 @pytest.mark.anyio
 async def test_failing_store_refuses_then_recovers(path):
     """A store write error raises AuditUnavailable; later appends work without a seq gap."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore()
     log = AuditLog(store)
     await log.append(record(1))
-    store.failing = True
+    store.failing = DISK_GONE
     with capture_logs() as logs, pytest.raises(AuditUnavailable) as caught:
         await log.append(record(2))
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
     # record 1's audit_record event is emitted after its caller is answered, so it may land here.
     assert [e["event"] for e in logs if e["event"] != "audit_record"] == ["audit_write_failed"]
-    store.failing = False
+    store.failing = None
     assert (await log.append(record(3)))["seq"] == 2
     await log.close()
-    assert check(path).ok
+    assert verify(store).ok
 
 
 @pytest.mark.anyio
@@ -355,15 +345,15 @@ async def test_locked_database_refuses_then_recovers(path):
 @pytest.mark.anyio
 async def test_full_queue_refuses_instead_of_growing(path):
     """With the writer busy and the queue at its bound, append fails at once."""
-    store = GatedStore(path)
+    store, entered, gate = gated()
     log = AuditLog(store, max_pending=1)
     first = asyncio.create_task(log.append(record(1)))
-    await asyncio.to_thread(store.entered.wait, 10)
+    await asyncio.to_thread(entered.wait, 10)
     second = asyncio.create_task(log.append(record(2)))
     await asyncio.sleep(0)
     with pytest.raises(AuditUnavailable, match="queue is full"):
         await log.append(record(3))
-    store.gate.set()
+    gate.set()
     assert [e["seq"] for e in await asyncio.gather(first, second)] == [1, 2]
     await log.close()
 
@@ -371,26 +361,26 @@ async def test_full_queue_refuses_instead_of_growing(path):
 @pytest.mark.anyio
 async def test_slow_store_times_out_as_unavailable(path):
     """An append the store does not commit within the timeout fails; the log carries on."""
-    store = GatedStore(path)
+    store, _, gate = gated()
     log = AuditLog(store, timeout=0.05)
     with pytest.raises(AuditUnavailable, match="in time"):
         await log.append(record(1))
-    store.gate.set()
+    gate.set()
     assert (await log.append(record(2)))["seq"] == 2
     await log.close()
-    assert check(path).count == 2
+    assert verify(store).count == 2
 
 
 @pytest.mark.anyio
 async def test_invalid_records_are_refused_without_using_a_seq(path):
-    """Records without event/request_id, with chain fields or non-JSON values are refused."""
+    """Records without a request_id, with fields of no kind, non-JSON values or naive times are refused."""
     log = AuditLog(SQLiteAuditStore(path))
     with pytest.raises(ValueError, match="request_id"):
-        await log.append({"event": "auth"})
-    with pytest.raises(ValueError, match="set by the audit log"):
-        await log.append(record(1, seq=7))
+        await log.append(dataclasses.replace(record(1), who=Who(request_id="", user=None)))
+    with pytest.raises(TypeError, match="seq"):
+        record(1, seq=7)  # the chain fields are the log's: no record kind has them
     with pytest.raises(TypeError):
-        await log.append(record(1, rows=object()))
+        await log.append(outcome(1, rows=object()))
     with pytest.raises(ValueError, match="timezone"):
         await log.append(record(1, time=datetime(2025, 1, 1)))  # noqa: DTZ001
     entry = await log.append(record(1, time=datetime(2025, 1, 1, 12, tzinfo=UTC)))
@@ -476,44 +466,39 @@ async def test_verify_reads_while_the_log_writes(path):
 @pytest.mark.anyio
 async def test_queued_outcomes_outlive_a_store_outage(path):
     """A failed commit fails the awaited records at once but keeps retry records until the store takes them."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore()
     log = AuditLog(store, clock=clock)
     await log.append(record(1))
-    store.failing = True
-    outcome = log.submit(record(2, event="outcome"), retry=True)
+    store.failing = DISK_GONE
+    kept = log.submit(outcome(2), retry=True)
     with pytest.raises(AuditUnavailable):
         await log.append(record(3))  # a decision: refused while the store fails
-    assert not outcome.done()
+    assert not kept.done()
     barrier = asyncio.create_task(asyncio.to_thread(log.wait_committed, 10))
     await asyncio.sleep(0.3)  # several retries fail meanwhile
     assert not barrier.done(), "a barrier waits for the records kept for a retry"
     assert log.pending == 1
-    store.failing = False
-    entry = await asyncio.wait_for(outcome, 10)
+    store.failing = None
+    entry = await asyncio.wait_for(kept, 10)
     assert await barrier
     await log.close()
     assert entry["request_id"] == "req-2"
-    reader = SQLiteAuditStore(path, readonly=True)
-    try:
-        assert [e["request_id"] for e in reader.iter_entries()] == ["req-1", "req-2"]
-    finally:
-        reader.close()
-    assert check(path).ok
+    assert [e["request_id"] for e in store.iter_entries()] == ["req-1", "req-2"]
+    assert verify(store).ok
 
 
 @pytest.mark.anyio
 async def test_close_logs_whole_the_records_it_cannot_store(path):
     """Closing while the store still fails: after the retry window each kept record is logged in full, then failed."""
-    store = FlakyStore(path)
+    store = MemoryAuditStore(failing=DISK_GONE)
     log = AuditLog(store, clock=clock, close_retry=0.3)
-    store.failing = True
-    outcome = log.submit(record(7, event="outcome", statement="SELECT 7"), retry=True)
+    kept = log.submit(outcome(7, error="lock wait timeout"), retry=True)
     with capture_logs() as logs:
         await log.close()
     unsaved = [e for e in logs if e["event"] == "audit_record_unsaved"]
-    assert [(e["record"]["request_id"], e["record"]["statement"]) for e in unsaved] == [("req-7", "SELECT 7")]
+    assert [(e["record"]["request_id"], e["record"]["error"]) for e in unsaved] == [("req-7", "lock wait timeout")]
     with pytest.raises(AuditUnavailable):
-        outcome.result()
+        kept.result()
 
 
 @pytest.mark.anyio
@@ -522,7 +507,7 @@ async def test_a_queued_record_waits_to_share_the_next_commit(path, linger, comm
     """A queued record nobody awaits lingers so the next awaited record commits with it: one commit, not two."""
     store = SQLiteAuditStore(path)
     log = AuditLog(store, clock=clock, linger=linger)
-    queued = log.submit(record(1, event="outcome"), retry=True)
+    queued = log.submit(outcome(1), retry=True)
     await asyncio.sleep(0.05)
     decision = await log.append(record(2))  # ends the linger at once: someone waits on this one
     assert (await queued)["seq"] == 1
@@ -535,9 +520,9 @@ async def test_a_queued_record_waits_to_share_the_next_commit(path, linger, comm
 async def test_a_lone_queued_record_commits_after_the_linger(path):
     """With nothing else coming, a queued record is committed once the linger ends (and a barrier ends it early)."""
     log = AuditLog(SQLiteAuditStore(path), clock=clock, linger=0.05)
-    entry = await asyncio.wait_for(log.submit(record(1, event="outcome"), retry=True), 5)
+    entry = await asyncio.wait_for(log.submit(outcome(1), retry=True), 5)
     assert entry["seq"] == 1
     slow = AuditLog(SQLiteAuditStore(path.with_name("slow.db")), clock=clock, linger=30)
-    slow.submit(record(2, event="outcome"), retry=True)
+    slow.submit(outcome(2), retry=True)
     assert await asyncio.to_thread(slow.wait_committed, 5)
     await asyncio.gather(log.close(), slow.close())

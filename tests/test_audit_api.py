@@ -4,55 +4,34 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from conftest import RunningGateway, gateway_settings, root_query, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
 
-from gateway.audit.sqlite import Entry, SQLiteAuditStore
+from gateway.audit.fake import MemoryAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.verify import verify
 
 
-class BrokenStore:
-    """Our own AuditStore interface, failing every write (a disk that went away)."""
-
-    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
-        raise OSError("disk gone")
-
-    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
-        return iter(())
-
-    def last(self) -> Entry | None:
-        return None
-
-    def close(self) -> None:
-        return None
+def broken_store() -> MemoryAuditStore:
+    """An audit store failing every write (a disk that went away)."""
+    return MemoryAuditStore(failing=OSError("disk gone"))
 
 
 class HeldOutcomes:
-    """Our own AuditStore interface over a real SQLite store; outcome writes wait for ``release``."""
+    """Outcome writes wait for ``release``; ``holding`` is set once one waits."""
 
-    def __init__(self, path: Path) -> None:
-        self.inner = SQLiteAuditStore(path)
+    def __init__(self) -> None:
         self.release = threading.Event()
         self.holding = threading.Event()
 
-    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+    def __call__(self, records: Sequence[Mapping[str, object]]) -> None:
         if any(r["event"] == "outcome" for r in records):
             self.holding.set()
             assert self.release.wait(20)
-        return self.inner.append_batch(records)
-
-    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
-        return self.inner.iter_entries(after_seq, batch)
-
-    def last(self) -> Entry | None:
-        return self.inner.last()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
@@ -131,7 +110,7 @@ def test_chain_verifies(gateway: RunningGateway):
 def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider, test_db):
     """With an audit store that cannot write, a write is refused with 503 and never reaches MariaDB."""
     settings = gateway_settings(tmp_path, idp, test_db)
-    running = start_gateway(settings, idp, test_db, audit_store=BrokenStore)
+    running = start_gateway(settings, idp, test_db, audit_store=broken_store)
     try:
         with running.client("writer") as http:
             reply = http.post(
@@ -160,22 +139,23 @@ def _held_query(tmp_path: Path, idp: OidcProvider, test_db: Any, *, await_outcom
     settings = gateway_settings(
         tmp_path, idp, test_db, audit={"path": tmp_path / "audit.db", "await_outcome": await_outcome}
     )
-    store = HeldOutcomes(tmp_path / "audit.db")
+    held = HeldOutcomes()
+    store = MemoryAuditStore(before_write=held)
     running = start_gateway(settings, idp, test_db, audit_store=lambda: store)
     try:
         with running.client("reader") as http, concurrent.futures.ThreadPoolExecutor(1) as pool:
             reply = pool.submit(http.post, "/v1/query", json={"target": "shop", "sql": "SELECT id FROM items"})
-            assert store.holding.wait(20)
+            assert held.holding.wait(20)
             try:
                 answered_while_held = reply.result(timeout=2).status_code == 200
             except concurrent.futures.TimeoutError:
                 answered_while_held = False
-            store.release.set()
+            held.release.set()
             assert reply.result(timeout=20).status_code == 200
         running.audit_settled()
-        outcomes = [e for e in store.inner.iter_entries() if e["event"] == "outcome"]
+        outcomes = [e for e in store.iter_entries() if e["event"] == "outcome"]
     finally:
-        store.release.set()
+        held.release.set()
         stop_gateway(running)
     return answered_while_held, len(outcomes)
 

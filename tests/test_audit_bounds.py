@@ -23,6 +23,7 @@ from gateway.audit.caps import RecordCaps, bound_record, cut_text
 from gateway.audit.format import format_time
 from gateway.audit.log import AuditLog
 from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.records import AuditReadRecord, AuthRecord, DecisionRecord, OutcomeRecord, Who
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.verify import verify
 
@@ -58,9 +59,8 @@ async def test_an_8mb_field_is_stored_cut_with_a_marker(tmp_path):
     """An 8 MB user agent, claimed user or reason is stored as its first 4,096 characters plus a marker."""
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), clock=lambda: NOW)
     huge = "A" * MB8
-    entry = await log.append(
-        {"event": "auth", "request_id": "r-1", "user_agent": huge, "user": huge, "reason": huge, "client": "10.0.0.1"}
-    )
+    who = Who(request_id="r-1", user_agent=huge, user=huge, client="10.0.0.1")
+    entry = await log.append(AuthRecord(who=who, code="unauthenticated", reason=huge))
     await log.close()
     for name in ("user_agent", "user", "reason"):
         assert entry[name] == "A" * 4096 + f"…[truncated, {MB8} chars]"
@@ -74,19 +74,24 @@ async def test_lists_nested_values_and_statements_are_bounded(tmp_path):
     """Long lists keep their first entries plus a count; deep nesting is cut; a statement has its own cap."""
     caps = RecordCaps(text=10, statement=20, items=3, depth=2)
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), caps=caps)
+    who = Who(request_id="r-1", user=None, groups=tuple(f"group-{n}" for n in range(10)))
     entry = await log.append(
-        {
-            "event": "decision",
-            "request_id": "r-1",
-            "groups": [f"group-{n}" for n in range(10)],
-            "statement": ["SELECT 1 FROM t WHERE x = 'abcdefghijkl'", "SELECT 2"],
-            "filters": {"deep": {"deeper": {"deepest": 1}}, "k" * 50: "v"},
-        }
+        DecisionRecord(
+            who=who,
+            target="t",
+            statement=("SELECT 1 FROM t WHERE x = 'abcdefghijkl'", "SELECT 2"),
+            transaction=True,
+            decision="deny",
+            code="forbidden",
+        )
+    )
+    read = await log.append(
+        AuditReadRecord(who=who, reason="q", filters={"deep": {"deeper": {"deepest": 1}}, "k" * 50: "v"})
     )
     await log.close()
     assert entry["groups"] == ["group-0", "group-1", "group-2", "…[+7 more]"]
     assert entry["statement"] == [cut_text("SELECT 1 FROM t WHERE x = 'abcdefghijkl'", 20), "SELECT 2"]
-    assert entry["filters"] == {"deep": {"deeper": "…[nested too deep]"}, cut_text("k" * 50, 10): "v"}
+    assert read["filters"] == {"deep": {"deeper": "…[nested too deep]"}, cut_text("k" * 50, 10): "v"}
 
 
 @pytest.mark.fuzz
@@ -127,16 +132,25 @@ def test_every_bounded_record_fits_its_caps(value):
 async def test_redaction_covers_transactions_and_database_errors(tmp_path):
     """With redact_literals on, a transaction's statements and a MariaDB error message lose their literals."""
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), redact_literals=True)
+    who = Who(request_id="r-1", user="alice")
     decision = await log.append(
-        {
-            "event": "decision",
-            "request_id": "r-1",
-            "transaction": True,
-            "statement": ["UPDATE t SET pw = 'hunter2' WHERE id = 7", "DELETE FROM t WHERE card = '4111'"],
-        }
+        DecisionRecord(
+            who=who,
+            target="t",
+            transaction=True,
+            statement=("UPDATE t SET pw = 'hunter2' WHERE id = 7", "DELETE FROM t WHERE card = '4111'"),
+            decision="allow",
+            code="ok",
+        )
     )
     outcome = await log.append(
-        {"event": "outcome", "request_id": "r-1", "error": "(1062) Duplicate entry 'hunter2' for key 'PRIMARY'"}
+        OutcomeRecord(
+            who=who,
+            target="t",
+            duration_ms=1.0,
+            code="database_error",
+            error="(1062) Duplicate entry 'hunter2' for key 'PRIMARY'",
+        )
     )
     await log.close()
     assert decision["statement"] == ["UPDATE t SET pw = ? WHERE id = ?", "DELETE FROM t WHERE card = ?"]

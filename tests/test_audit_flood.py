@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.flood import FloodControl
+from gateway.audit.records import AuthRecord, Who
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.verify import verify
 from gateway.requestids import RequestIds
@@ -41,9 +42,9 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def refused(client: str, n: int, code: str = "unauthenticated") -> dict[str, object]:
+def refused(client: str, n: int, code: str = "unauthenticated") -> AuthRecord:
     """The record of one refused request from ``client``."""
-    return {"event": "auth", "request_id": f"{client}-{n}", "client": client, "code": code, "reason": f"bad {n % 3}"}
+    return AuthRecord(who=Who(request_id=f"{client}-{n}", user=None, client=client), code=code, reason=f"bad {n % 3}")
 
 
 def control(clock: Clock, **limits: float) -> FloodControl:
@@ -82,15 +83,15 @@ def test_aggregates_wait_for_their_window_and_all_go_at_shutdown():
     assert floods.due() == []
     clock.advance(1)
     (record,) = floods.due()
-    assert (record["event"], record["client"], record["suppressed"]) == ("auth_flood", "a", 3)
-    assert record["codes"] == {"unauthenticated": 2, "payload_too_large": 1}
-    assert record["sample_request_ids"] == ["a-1", "a-2", "a-3"]
-    assert record["sample_reasons"] == ["bad 1", "bad 2", "bad 0"]
-    assert (record["window_start"], record["window_end"]) == ("2026-03-01T12:00:00.000000Z",) * 2
-    assert (record["decision"], record["code"], record["user_verified"]) == ("deny", "auth_flood", False)
+    assert (record.EVENT, record.client, record.suppressed) == ("auth_flood", "a", 3)
+    assert record.codes == {"unauthenticated": 2, "payload_too_large": 1}
+    assert record.sample_request_ids == ("a-1", "a-2", "a-3")
+    assert record.sample_reasons == ("bad 1", "bad 2", "bad 0")
+    assert (record.window_start, record.window_end) == ("2026-03-01T12:00:00.000000Z",) * 2
+    assert (record.decision, record.code, record.user_verified) == ("deny", "auth_flood", False)
     floods.admit(refused("b", 0))
     floods.admit(refused("b", 1))
-    assert [r["client"] for r in floods.due(everything=True)] == ["b"]
+    assert [r.client for r in floods.due(everything=True)] == ["b"]
     assert floods.pending == 0
 
 
@@ -100,7 +101,7 @@ def test_many_addresses_share_one_aggregate_beyond_the_limit():
     for client in ("a", "b", "c", "d"):
         floods.admit(refused(client, 0))
         floods.admit(refused(client, 1))
-    aggregates = {r["client"]: r["suppressed"] for r in floods.due(everything=True)}
+    aggregates = {r.client: r.suppressed for r in floods.due(everything=True)}
     assert aggregates == {"a": 1, "b": 1, "*": 2}
 
 
@@ -115,8 +116,8 @@ def test_every_refused_request_is_recorded_or_counted(events):
     for n, (client, pause) in enumerate(events):
         clock.advance(pause)
         written += floods.admit(refused(client, n))
-        written += sum(int(r["suppressed"]) for r in floods.due())
-    written += sum(int(r["suppressed"]) for r in floods.due(everything=True))
+        written += sum(r.suppressed for r in floods.due())
+    written += sum(r.suppressed for r in floods.due(everything=True))
     assert written == len(events)
 
 

@@ -1,4 +1,4 @@
-"""Filtering and paging the audit log, the same on the embedded and the shared store."""
+"""Filtering and paging the audit log, the same on the embedded and the shared store (and the fake)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from auditfixture import audit_db
 
+from gateway.audit.fake import MemoryAuditStore
 from gateway.audit.format import format_time
 from gateway.audit.mariadb import MariaDBAuditStore
 from gateway.audit.query import AuditFilter, encode_cursor
@@ -45,11 +46,13 @@ def make_record(i: int) -> dict[str, object]:
 RECORDS = [make_record(i) for i in range(1, 41)]
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", "mariadb", "memory"])
 def store(request, tmp_path):
-    """An audit store of each kind, holding RECORDS (seq i = record i)."""
+    """An audit store of each kind (and the tests' in-memory fake), holding RECORDS (seq i = record i)."""
     if request.param == "sqlite":
         opened = SQLiteAuditStore(tmp_path / "audit.db")
+    elif request.param == "memory":
+        opened = MemoryAuditStore()
     else:
         opened = MariaDBAuditStore(request.getfixturevalue("audit_db"))
     opened.append_batch(RECORDS[:25])

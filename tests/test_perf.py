@@ -190,7 +190,7 @@ def json_logging(monkeypatch):
     gateway_log.configure(json=True)
     yield out
     structlog.reset_defaults()
-    monkeypatch.setattr(gateway_log, "_json_lines", None)
+    monkeypatch.setattr(gateway_log, "_output", None)
 
 
 def test_batched_events_are_the_lines_structlog_would_write(json_logging):
@@ -216,6 +216,19 @@ def test_batched_events_are_the_lines_structlog_would_write(json_logging):
     assert json.loads(batched[0])["password"] == "[redacted]"
     assert json.loads(batched[1])["event"] == "audit_record"
     assert json.loads(batched[1])["request_id"] == "r1"
+
+
+def test_a_batch_of_events_is_one_write(json_logging):
+    """Under the JSON set-up a batch goes out in one write and one flush, each event still its own line."""
+    writes: list[str] = []
+    output = gateway_log._output
+    assert output is not None
+    output._file = type("Counting", (), {"write": writes.append, "flush": lambda: None})
+    info_batch("audit", "audit_record", [{"seq": n} for n in range(5)])
+    structlog.get_logger("audit").info("single")
+    assert len(writes) == 2
+    assert [json.loads(line)["seq"] for line in writes[0].splitlines()] == [0, 1, 2, 3, 4]
+    assert json.loads(writes[1])["event"] == "single"
 
 
 def test_batched_events_honour_the_level_and_other_set_ups(json_logging):

@@ -15,10 +15,11 @@ log calls it before either store sees the record):
 * a value nested deeper than ``depth`` levels is replaced by
   ``…[nested too deep]``.
 
-Caps are per field: each statement (a transaction's too) may be as long as
-the SQL size cap (``limits.max_sql_bytes``), so an allowed statement is always
-recorded whole; a policy edit's ``diff`` has its own, larger cap; every other
-string (and every mapping key) has :attr:`RecordCaps.text`. Numbers, booleans
+Caps are per field, as the record kinds mark them (``gateway/audit/records.py``):
+each statement (a transaction's too) may be as long as the SQL size cap
+(``limits.max_sql_bytes``), so an allowed statement is always recorded whole;
+a policy edit's ``diff`` has its own, larger cap; every other string (and
+every mapping key) has :attr:`RecordCaps.text`. Numbers, booleans
 and nulls are kept as they are.
 """
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from gateway.audit.fields import FIELD_CAPS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,12 +51,9 @@ class RecordCaps:
     depth: int = DEPTH_CAP
 
     def for_field(self, name: str) -> int:
-        """The string cap of the top-level field ``name``."""
-        if name == "statement":
-            return self.statement
-        if name == "diff":
-            return self.diff
-        return self.text
+        """The string cap of the top-level field ``name`` (its own, as the record kinds mark it, else ``text``)."""
+        own = FIELD_CAPS.get(name)
+        return self.text if own is None else int(getattr(self, own))
 
 
 def cut_text(text: str, cap: int) -> str:

@@ -3,12 +3,13 @@
 Without filters the export streams the whole log in chain (seq) order, so a
 JSON-lines export can itself be verified offline (each line is the entry as
 hashed, plus ``prev_hash`` and ``hash``). With filters it pages through
-:meth:`~gateway.audit.sqlite.AuditStore.query` oldest first.
+:meth:`~gateway.audit.store.AuditStore.query` oldest first.
 
-CSV has one column per known field (:data:`CSV_COLUMNS`) and an ``extra``
-column for any other field. A cell holds a string as it is, nothing for a
-null, and JSON for anything else (numbers, booleans, lists such as
-``groups`` and ``tables``), so :func:`csv_value` reads a cell back. Every cell
+CSV has one column per field of the record kinds (:data:`CSV_COLUMNS`, from
+``gateway/audit/records.py``) and an ``extra`` column for any other field (a
+record of an older gateway may have some). A cell holds a string as it is,
+nothing for a null, and JSON for anything else (numbers, booleans, lists such
+as ``groups`` and ``tables``), so :func:`csv_value` reads a cell back. Every cell
 is formula-safe (``gateway/csvcells.py``): one that starts with ``=``, ``+``,
 ``-``, ``@``, tab, CR or ``'`` gets a leading ``'``, which :func:`csv_value`
 removes again.
@@ -23,58 +24,17 @@ from typing import Any, TextIO
 
 import orjson
 
+from gateway.audit.fields import FIELDS, JSON_FIELDS
 from gateway.audit.query import MAX_LIMIT, AuditFilter
-from gateway.audit.sqlite import AuditStore, Entry
+from gateway.audit.store import AuditStore, Entry
 from gateway.csvcells import original_cell, safe_cell
 
 FORMATS = ("jsonl", "csv")
-CSV_COLUMNS = (
-    "seq",
-    "time",
-    "event",
-    "request_id",
-    "user",
-    "user_verified",
-    "groups",
-    "client",
-    "user_agent",
-    "target",
-    "db_user",
-    "kind",
-    "tables",
-    "transaction",
-    "statement",
-    "decision",
-    "code",
-    "grant",
-    "reason",
-    "policy_revision",
-    "rows",
-    "truncated",
-    "committed",
-    "duration_ms",
-    "error",
-    "token_hash",
-    "prev_hash",
-    "hash",
-    "extra",
-)
+# Every field a record kind defines (gateway/audit/records.py), between the seq and the chain's hashes.
+CSV_COLUMNS = ("seq", *FIELDS, "prev_hash", "hash", "extra")
 _KNOWN = frozenset(CSV_COLUMNS) - {"extra"}
 # Fields whose values are not text: their cells hold JSON.
-_JSON_COLUMNS = frozenset(
-    {
-        "seq",
-        "user_verified",
-        "groups",
-        "tables",
-        "transaction",
-        "rows",
-        "truncated",
-        "committed",
-        "duration_ms",
-        "extra",
-    }
-)
+_JSON_COLUMNS = JSON_FIELDS | {"seq", "extra"}
 
 
 def csv_cell(value: object) -> str:

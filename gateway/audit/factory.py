@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.audit.sqlite import AuditStore, SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStore
 from gateway.settings import AuditSettings
 
 

@@ -37,11 +37,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.audit.format import format_time
+from gateway.audit.records import AuthFloodRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from datetime import datetime
 
+    from gateway.audit.records import AuthRecord, RouteDenied
     from gateway.settings import FloodSettings
 
 SAMPLES = 5  # reasons and request ids an aggregate keeps as examples
@@ -84,11 +86,11 @@ class FloodControl:
         self._clients: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
         self._aggregates: dict[str, _Aggregate] = {}
 
-    def admit(self, record: Mapping[str, object]) -> bool:
+    def admit(self, record: AuthRecord | RouteDenied) -> bool:
         """Whether ``record`` (of an unauthenticated request) is written; if not, it is counted."""
         moment = self._clock()
         now = moment.timestamp()
-        client = str(record.get("client") or "unknown")
+        client = record.who.client or "unknown"
         s = self.settings
         bucket = self._clients.pop(client, None) or _Bucket(float(s.per_client_burst), now)
         self._clients[client] = bucket  # most recent last
@@ -103,26 +105,26 @@ class FloodControl:
         self._count(client, moment, record)
         return False
 
-    def _count(self, client: str, moment: datetime, record: Mapping[str, object]) -> None:
+    def _count(self, client: str, moment: datetime, record: AuthRecord | RouteDenied) -> None:
         key = client if client in self._aggregates or len(self._aggregates) < self.settings.max_aggregates else None
         aggregate = self._aggregates.get(key or OTHER_CLIENTS)
         if aggregate is None:
             aggregate = self._aggregates[key or OTHER_CLIENTS] = _Aggregate(moment, moment)
         aggregate.suppressed += 1
         aggregate.last = moment
-        aggregate.codes[str(record.get("code"))] += 1
-        reason = str(record.get("reason"))[:SAMPLE_CHARS]
+        aggregate.codes[record.code] += 1
+        reason = str(record.reason)[:SAMPLE_CHARS]
         if len(aggregate.reasons) < SAMPLES and reason not in aggregate.reasons:
             aggregate.reasons.append(reason)
         if len(aggregate.request_ids) < SAMPLES:
-            aggregate.request_ids.append(str(record.get("request_id")))
+            aggregate.request_ids.append(record.who.request_id)
 
     @property
     def pending(self) -> int:
         """Records counted into aggregates not yet written."""
         return sum(a.suppressed for a in self._aggregates.values())
 
-    def due(self, *, everything: bool = False) -> list[dict[str, object]]:
+    def due(self, *, everything: bool = False) -> list[AuthFloodRecord]:
         """The aggregate records whose window has passed (all of them with ``everything``), now taken out."""
         moment = self._clock()
         window = self.settings.window
@@ -133,21 +135,17 @@ class FloodControl:
         ]
         return [self._record(client, self._aggregates.pop(client), moment) for client in ready]
 
-    def _record(self, client: str, aggregate: _Aggregate, moment: datetime) -> dict[str, object]:
-        return {
-            "event": "auth_flood",
-            "request_id": self._new_id(),
-            "time": format_time(moment),
-            "client": client,
-            "user": None,
-            "user_verified": False,
-            "decision": "deny",
-            "code": "auth_flood",
-            "suppressed": aggregate.suppressed,
-            "codes": dict(aggregate.codes),
-            "window_start": format_time(aggregate.started),
-            "window_end": format_time(aggregate.last),
-            "window_seconds": self.settings.window,
-            "sample_reasons": aggregate.reasons,
-            "sample_request_ids": aggregate.request_ids,
-        }
+    def _record(self, client: str, aggregate: _Aggregate, moment: datetime) -> AuthFloodRecord:
+        return AuthFloodRecord(
+            request_id=self._new_id(),
+            time=moment,
+            client=client,
+            user=None,
+            suppressed=aggregate.suppressed,
+            codes=dict(aggregate.codes),
+            window_start=format_time(aggregate.started),
+            window_end=format_time(aggregate.last),
+            window_seconds=self.settings.window,
+            sample_reasons=tuple(aggregate.reasons),
+            sample_request_ids=tuple(aggregate.request_ids),
+        )

@@ -1,10 +1,14 @@
 """How audit records are written down: times in one fixed form, literals redacted on request.
 
 With ``audit.redact_literals`` on, :func:`redact_fields` replaces the literals
-of every field that carries statement text: ``statement`` (one statement, or
-a transaction's list of them, whether the record is a decision of a query, a
-stream or a transaction) and ``error`` (MariaDB's messages quote the values
-they refused, e.g. ``Duplicate entry 'alice@example.com'``).
+of every field that carries statement text (:data:`~gateway.audit.fields.REDACTED`):
+``statement`` (one statement, or a transaction's list of them) and ``error``
+(MariaDB's messages quote the values they refused, e.g. ``Duplicate entry
+'alice@example.com'``). Strings and identifiers are found by the SQL guard's own
+lexer (``gateway/sql/lexer.py``), so redaction reads quotes as MariaDB does:
+a string becomes ``?`` (with its ``X``/``B``/``N`` prefix), a number outside
+strings and identifiers becomes ``?``, literals inside comments too, and an
+unterminated string hides everything after its quote.
 """
 
 from __future__ import annotations
@@ -12,34 +16,45 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from gateway.audit.fields import REDACTED
+from gateway.sql.lexer import tokens
+
 _PADDED_YEARS = 1000
-
-# Quoted identifiers are matched only to be kept as they are; strings may use
-# backslash escapes or doubled quotes and may be unterminated (then they run to
-# the end, so nothing after a stray quote leaks); numbers are whole tokens.
-_LITERALS = re.compile(
-    r"""
-    (?P<ident>`(?:[^`]|``)*`?)
-    | (?:(?<![\w$])[xXbBnN])?'(?:[^'\\]|\\.?|'')*(?:'|\Z)
-    | "(?:[^"\\]|\\.?|"")*(?:"|\Z)
-    | (?<![\w$.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$.])
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-# The record fields that carry statement text (see the module docstring).
-REDACTED_FIELDS = ("statement", "error")
+# Numbers are whole tokens: not part of a name (t1, x3) or of a qualified one (t.5x).
+_NUMBER = re.compile(r"(?<![\w$.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$.])")
+_PREFIX = re.compile(r"(?<![\w$])[xXbBnN]\Z")  # X'0F', B'101', N'text': the prefix goes with the string
 
 
 def redact_literals(sql: str) -> str:
     """Replace every string and number literal in ``sql`` with ``?``."""
-    return _LITERALS.sub(lambda m: m.group("ident") or "?", sql)
+    out: list[str] = []
+    end = 0
+    for token in tokens(sql):
+        out.append(_NUMBER.sub("?", sql[end : token.start()]))
+        end = token.end()
+        kind, text = token.lastgroup, token[0]
+        if kind == "string":
+            out[-1] = _PREFIX.sub("", out[-1])
+            out.append("?")
+        elif kind == "comment":  # /* ... */, # ... or -- ...
+            opener, closer = ("/*", "*/") if text.startswith("/*") else (text[: 1 if text[0] == "#" else 2], "")
+            out.append(f"{opener}{redact_literals(text[len(opener) : len(text) - len(closer)])}{closer}")
+        elif kind == "unterminated":
+            # A stray quote runs to the end, so nothing after it leaks; a stray ` or /* keeps its text, redacted.
+            if text in "'\"":
+                out[-1] = _PREFIX.sub("", out[-1])
+                out.append("?")
+                return "".join(out)
+            out.append(text)
+        else:
+            out.append(text)
+    out.append(_NUMBER.sub("?", sql[end:]))
+    return "".join(out)
 
 
 def redact_fields(record: dict[str, object]) -> None:
     """Redact, in place, the literals of every field of ``record`` that carries statement text."""
-    for name in REDACTED_FIELDS:
+    for name in REDACTED:
         value = record.get(name)
         if isinstance(value, str):
             record[name] = redact_literals(value)

@@ -1,7 +1,8 @@
 """The audit log: durable, hash-chained records of every decision and outcome.
 
-``await log.append(record)`` returns the stored entry (the record plus ``seq``,
-``prev_hash`` and ``hash``) only once it is committed to the store, so a caller
+``await log.append(record)`` takes a typed record (``gateway/audit/records.py``)
+and returns the stored entry (the record's fields plus ``seq``, ``prev_hash``
+and ``hash``) only once it is committed to the store, so a caller
 that gets an answer may run the statement (SECURITY rule 21). If the store
 cannot be written the caller gets :class:`~gateway.errors.AuditUnavailable`
 and the statement must not run. ``log.submit(record)`` queues a record without
@@ -31,7 +32,7 @@ import dataclasses
 import queue
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
@@ -39,15 +40,17 @@ import structlog
 
 from gateway.audit.caps import RecordCaps, bound_record
 from gateway.audit.format import format_time, redact_fields
-from gateway.audit.sqlite import CHAIN_FIELDS, canonical
+from gateway.audit.store import canonical
+from gateway.clock import utcnow
 from gateway.errors import AuditUnavailable
 from gateway.log import info_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import TypeAlias
 
-    from gateway.audit.sqlite import AuditStore, Entry
+    from gateway.audit.records import AuditRecord
+    from gateway.audit.store import AuditStore, Entry
 
     # (record, its caller's loop, the caller's future, retried until committed?)
     _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
@@ -64,10 +67,6 @@ CLOSE_RETRY_SECONDS = 5.0  # how long close() keeps retrying before it logs what
 QUEUED_LINGER_SECONDS = 0.02
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclasses.dataclass(slots=True)
 class AuditStats:
     """What the writer thread has done (plain ints: read at scrape time, written by one thread)."""
@@ -78,7 +77,7 @@ class AuditStats:
 
 
 class AuditLog:
-    """Append-only audit log in front of an :class:`~gateway.audit.sqlite.AuditStore`.
+    """Append-only audit log in front of an :class:`~gateway.audit.store.AuditStore`.
 
     The log owns the store and its writer thread; :meth:`close` commits what
     is pending, stops the thread and closes the store. Every record is cut to
@@ -95,7 +94,7 @@ class AuditLog:
         self,
         store: AuditStore,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         redact_literals: bool = False,
         caps: RecordCaps | None = None,
         max_pending: int = 10_000,
@@ -126,12 +125,12 @@ class AuditLog:
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    async def append(self, record: Mapping[str, object]) -> Entry:
+    async def append(self, record: AuditRecord) -> Entry:
         """Durably store ``record``; return the entry with ``seq``, ``prev_hash``, ``hash``.
 
-        ``record`` needs ``event`` and ``request_id``; ``time`` is added from
-        the clock when missing. Raises ``ValueError``/``TypeError`` for a record
-        that cannot be stored, and ``AuditUnavailable`` when the store fails.
+        ``record`` needs a ``request_id``; its ``time`` is the clock's when it
+        has none. Raises ``ValueError``/``TypeError`` for a record that cannot
+        be stored, and ``AuditUnavailable`` when the store fails.
         """
         return await self.settled(self.submit(record))
 
@@ -145,7 +144,7 @@ class AuditLog:
         finally:
             timer.cancel()
 
-    def submit(self, record: Mapping[str, object], *, retry: bool = False) -> asyncio.Future[Entry]:
+    def submit(self, record: AuditRecord, *, retry: bool = False) -> asyncio.Future[Entry]:
         """Queue ``record`` without waiting; the future settles once it is committed (or failed).
 
         Raises at once, as :meth:`append` does, for a record that cannot be
@@ -179,18 +178,13 @@ class AuditLog:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def _prepare(self, record: Mapping[str, object]) -> dict[str, object]:
+    def _prepare(self, record: AuditRecord) -> dict[str, object]:
+        """The mapping stored for ``record``: its fields, its time, redacted if asked, every field capped."""
+        prepared = record.fields()
         for name in ("event", "request_id"):
-            if not record.get(name):
+            if not prepared.get(name):
                 raise ValueError(f"an audit record needs {name!r}")
-        if CHAIN_FIELDS & record.keys():
-            raise ValueError(f"{sorted(CHAIN_FIELDS)} are set by the audit log")
-        prepared = dict(record)
-        moment = prepared.get("time")
-        if moment is None:
-            prepared["time"] = format_time(self._clock())
-        elif isinstance(moment, datetime):
-            prepared["time"] = format_time(moment)
+        prepared["time"] = format_time(record.time or self._clock())
         if self.redact_literals:
             redact_fields(prepared)
         # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.

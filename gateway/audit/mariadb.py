@@ -27,34 +27,20 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
 
-from gateway.audit.query import DEFAULT_LIMIT, TEXT_SCAN_LIMIT, AuditFilter, Dialect, page
+from gateway.audit.query import Dialect, Row
+from gateway.audit.reading import SQLAuditStore, insert_sql, text_column
 from gateway.audit.schema import HEAD_TABLE, LATEST, LOG_TABLE, WIDTHS, applied_versions, migrate
-from gateway.audit.sqlite import (
-    AuditPage,
-    Entry,
-    canonical,
-    chain_hash,
-    column_mismatches,
-    decode_entry,
-    statement_text,
-)
+from gateway.audit.store import Entry, link
 from gateway.db.credentials import read_plain_secret
 from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource
 
-_COLUMNS = ("request_id", "event", "user", "target", "decision", "code")
-_PLACEHOLDERS = ", ".join(["%s"] * (len(_COLUMNS) + 6))
-_INSERT = f"INSERT INTO {LOG_TABLE} (seq, time, {', '.join(_COLUMNS)}, statement, record, prev_hash, hash) VALUES ({_PLACEHOLDERS})"  # noqa: E501, S608 - fixed names
-_SELECT = f"SELECT seq, record, prev_hash, hash FROM {LOG_TABLE}"  # noqa: S608 - fixed names
-# Every column a row holds besides record, prev_hash and hash (which the chain check covers).
-_CHECKED = ("seq", "time", *_COLUMNS, "statement")
-_SELECT_CHECKED = f"SELECT seq, record, prev_hash, hash, {', '.join(_CHECKED)} FROM {LOG_TABLE}"  # noqa: S608
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - DATETIME columns hold naive UTC
 _IDLE_CHECK = 30.0
 _LOCK_WAIT = 10
@@ -65,6 +51,7 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 _DIALECT = Dialect(table=LOG_TABLE, param="%s", time_value=_naive_utc)
+_INSERT = insert_sql(_DIALECT)
 
 
 def read_secret(source: SecretSource) -> str:
@@ -75,39 +62,19 @@ def read_secret(source: SecretSource) -> str:
         raise AuditUnavailable(f"audit store {exc.detail}") from None
 
 
-def _record_time(record: Mapping[str, object]) -> datetime:
-    value = record.get("time")
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return _EPOCH  # only a caller-made time string can be unreadable; it still sorts
-    return _naive_utc(moment) if moment.tzinfo else moment
-
-
-def _row_columns(record: Mapping[str, object]) -> tuple[object, ...]:
-    """The plain columns copied out of ``record``: time, the filter columns (cut to width), the statement."""
-    return (_record_time(record), *(_column(record, name) for name in _COLUMNS), statement_text(record))
-
-
-def _column(record: Mapping[str, object], name: str) -> str | None:
-    value = record.get(name)
-    if value is None:
-        return None
-    return (value if isinstance(value, str) else str(value))[: WIDTHS[name]]
-
-
-class MariaDBAuditStore:
+class MariaDBAuditStore(SQLAuditStore):
     """The shared audit store in MariaDB; see the module docstring.
 
     ``commits`` counts successful transactions. Raises ``AuditUnavailable``
     when the database cannot be reached or its schema is missing (readonly).
     """
 
+    dialect = _DIALECT
+
     def __init__(self, settings: AuditDatabaseSettings, *, readonly: bool = False) -> None:
         self.settings = settings
         self.readonly = readonly
         self.commits = 0
-        self.text_scan_limit = TEXT_SCAN_LIMIT  # records one free-text page may examine
         self._lock = threading.Lock()
         self._conn: pymysql.connections.Connection[Any] | None = None
         self._used = 0.0
@@ -186,7 +153,18 @@ class MariaDBAuditStore:
                 self._conn.close()
             self._conn = None
 
-    def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    def _time_column(self, value: object) -> datetime:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return _EPOCH  # only a caller-made time string can be unreadable; it still sorts
+        return _naive_utc(moment) if moment.tzinfo else moment
+
+    def _text_column(self, name: str, value: object) -> str | None:
+        text = text_column(value)
+        return None if text is None else text[: WIDTHS[name]]  # the whole value stays in the record
+
+    def _rows(self, sql: str, params: Sequence[object]) -> list[Row]:
         with self._lock:
             try:
                 with self._connection().cursor() as cur:
@@ -207,45 +185,17 @@ class MariaDBAuditStore:
                     head = cur.fetchone()
                     if head is None:
                         raise AuditUnavailable("the audit chain head row is missing")
-                    seq, prev = int(head[0]), str(head[1])
-                    rows: list[tuple[object, ...]] = []
-                    entries: list[Entry] = []
-                    for record in records:
-                        seq += 1
-                        body = canonical({**record, "seq": seq})
-                        digest = chain_hash(prev, body)
-                        rows.append((seq, *_row_columns(record), body, prev, digest))
-                        entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
-                        prev = digest
-                    cur.executemany(_INSERT, rows)
-                    cur.execute(f"UPDATE {HEAD_TABLE} SET seq = %s, hash = %s WHERE id = 1", (seq, prev))  # noqa: S608
+                    linked = link(records, int(head[0]), str(head[1]), self.row_columns)
+                    cur.executemany(_INSERT, linked.rows)
+                    advance = f"UPDATE {HEAD_TABLE} SET seq = %s, hash = %s WHERE id = 1"  # noqa: S608 - a fixed name
+                    cur.execute(advance, (linked.seq, linked.hash))
                 conn.commit()
             except BaseException:
                 # Whatever state the session is in (open transaction, lost link), never reuse it.
                 self._discard()
                 raise
             self.commits += 1
-            return entries
-
-    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
-        """Yield entries with ``seq > after_seq`` in seq order, one short query per ``batch``."""
-        for row in self._rows_after(_SELECT, after_seq, batch):
-            yield decode_entry(row[1], row[2], row[3])
-
-    def iter_checked(self, after_seq: int = 0, batch: int = 1000) -> Iterator[tuple[Entry, tuple[str, ...]]]:
-        """Entries in seq order, each with the names of its plain columns that disagree with its record."""
-        for row in self._rows_after(_SELECT_CHECKED, after_seq, batch):
-            entry = decode_entry(row[1], row[2], row[3])
-            yield entry, column_mismatches(_CHECKED, row[4:], (entry.get("seq"), *_row_columns(entry)))
-
-    def _rows_after(self, select: str, after_seq: int, batch: int) -> Iterator[tuple[Any, ...]]:
-        while True:
-            rows = self._rows(f"{select} WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, batch))
-            yield from rows
-            if rows:
-                after_seq = int(rows[-1][0])
-            if len(rows) < batch:
-                return
+            return linked.entries
 
     def recorded_head(self) -> tuple[int, str]:
         """The chain head row (seq, hash): verification checks the log still reaches it (a cut tail)."""
@@ -253,25 +203,6 @@ class MariaDBAuditStore:
         if not rows:
             raise AuditUnavailable("the audit chain head row is missing")
         return int(rows[0][0]), str(rows[0][1])
-
-    def last(self) -> Entry | None:
-        """Return the entry with the highest seq, or ``None`` for an empty log."""
-        rows = self._rows(f"{_SELECT} ORDER BY seq DESC LIMIT 1", ())
-        return decode_entry(rows[0][1], rows[0][2], rows[0][3]) if rows else None
-
-    def query(
-        self,
-        filters: AuditFilter,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
-        *,
-        oldest_first: bool = False,
-    ) -> AuditPage:
-        """One page of entries matching ``filters``, newest first; see ``gateway/audit/query.py``."""
-        result = page(
-            self._rows, _DIALECT, filters, cursor, limit, oldest_first=oldest_first, scan_limit=self.text_scan_limit
-        )
-        return AuditPage([decode_entry(r[1], r[2], r[3]) for r in result.rows], result.next_cursor)
 
     def close(self) -> None:
         """Close the connection."""

@@ -28,13 +28,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from gateway.audit.fields import COLUMNS
 from gateway.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 TEXT_SCAN_LIMIT = 10_000
 MAX_TEXT = 200
-EQUALITY_FILTERS = ("user", "target", "decision", "code", "event", "request_id")
+# Exact matches on the plain columns both stores keep (every one but the time, which is a range).
+EQUALITY_FILTERS = tuple(name for name in COLUMNS if name != "time")
 _CURSOR_PREFIX = "gwa1:"
 
 Row = tuple[Any, ...]
@@ -45,7 +47,9 @@ Execute = Callable[[str, Sequence[object]], list[Row]]
 class AuditFilter:
     """What an auditor asks for; every field that is set must match.
 
-    ``since`` is inclusive and ``until`` exclusive; both are timezone-aware.
+    One field per plain column (:data:`EQUALITY_FILTERS`, from the record
+    definitions in ``gateway/audit/records.py``); ``since`` is inclusive and
+    ``until`` exclusive, both timezone-aware; ``q`` is the free text.
     """
 
     user: str | None = None

@@ -1,9 +1,12 @@
 """Check an audit store's hash chain: find edited, deleted, inserted or reordered entries.
 
-Besides the hashed record, each row keeps plain copies of the fields auditors
-filter on (``time``, ``user``, ``target``, ...). Verification compares every
-such stored column with the value its hashed record implies, so an edit that
-would hide a row from filters (its ``user`` or ``time`` changed) is found too.
+Each entry is checked as it was hashed (``gateway/audit/store.py``), whatever
+its kind: a log written by any version of the gateway verifies. Besides the
+hashed record, each row of an SQL store keeps plain copies of the fields
+auditors filter on (:data:`~gateway.audit.fields.COLUMNS`: ``time``,
+``user``, ``target``, ...). Verification compares every such stored column
+with the value its hashed record implies, so an edit that would hide a row
+from filters (its ``user`` or ``time`` changed) is found too.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.audit.sqlite import GENESIS_HASH, AnchoredStore, ColumnCheckedStore, canonical, chain_hash
+from gateway.audit.store import GENESIS_HASH, AnchoredStore, ColumnCheckedStore, chain_hash, chained_body
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from gateway.audit.sqlite import AuditStore, Entry
+    from gateway.audit.store import AuditStore, Entry
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,7 @@ def _problem(entry: Entry, expected_seq: int, prev_hash: str) -> str | None:
     seq = entry.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool):
         return f"seq {expected_seq}: entry has no valid seq (corrupt record)"
-    body = canonical({k: v for k, v in entry.items() if k not in ("prev_hash", "hash")})
-    if chain_hash(str(entry.get("prev_hash")), body) != entry.get("hash"):
+    if chain_hash(str(entry.get("prev_hash")), chained_body(entry)) != entry.get("hash"):
         return f"seq {seq}: hash does not match the record (record edited)"
     if seq < expected_seq:
         return f"seq {seq}: out of order after seq {expected_seq - 1} (reordered or inserted)"

@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from gateway.audit.export import FORMATS, export
 from gateway.audit.factory import open_audit_store
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
-from gateway.audit.sqlite import AuditStore, SQLiteAuditStore
+from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditStore
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import load_settings
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from gateway.audit.records import AccessRequestRecord, RouteDenied
 from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
 from gateway.http.admin import applied, audit_edit
 from gateway.http.bodies import json_body
@@ -83,10 +84,8 @@ def _seconds(text: str, limit: float) -> float:
 
 
 async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
-    await pipeline.record_event(
-        ctx,
-        "access_request",
-        caller,
+    record = AccessRequestRecord(
+        who=pipeline.who(ctx, caller),
         action=action,
         access_request=item["id"],
         requester=item["requester"],
@@ -96,6 +95,7 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
         access=item["access"],
         reason=item.get("decision_reason") or item["reason"],
     )
+    await pipeline.record_event(record)
 
 
 @router.post("/v1/access-requests", status_code=201)
@@ -159,16 +159,10 @@ async def _not_own(
     if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
         reason = "nobody approves or denies their own access request (under any of their names)"
         # An admin trying to approve their own access is a denial the audit log must show (rule 21).
-        await pipeline.record_event(
-            ctx,
-            "decision",
-            caller,
-            decision="deny",
-            code="forbidden",
-            reason=reason,
-            route=route,
-            access_request=item["id"],
+        refusal = RouteDenied(
+            who=pipeline.who(ctx, caller), code="forbidden", reason=reason, route=route, access_request=item["id"]
         )
+        await pipeline.record_event(refusal)
         raise Forbidden(reason)
 
 

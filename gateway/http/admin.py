@@ -14,11 +14,13 @@ form (``gateway.identity.subjects``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from gateway.audit.records import UNSET, PolicyEditRecord
 from gateway.errors import PreconditionRequired
 from gateway.http.bodies import json_body
 from gateway.http.deps import Admin, Context, EditorDep, PipelineDep, PoliciesDep
@@ -67,22 +69,22 @@ class RevocationBody(BaseModel):
     until: StrictStr | None = None
 
 
-def audit_edit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, **extra: Any) -> Audit:  # noqa: ANN401
+def audit_edit(
+    pipeline: Pipeline, ctx: RequestContext, caller: Identity, *, access_request: str | None = None
+) -> Audit:
     """An audit callback writing the ``policy_edit`` record (before the file is replaced)."""
 
     async def record(result: EditResult) -> None:
-        await pipeline.record_event(
-            ctx,
-            "policy_edit",
-            caller,
+        edit = PolicyEditRecord(
+            who=dataclasses.replace(pipeline.who(ctx, caller), policy_revision=result.previous_revision),
             action=result.action,
             detail=result.detail,
             file=result.file,
             diff=result.diff,
-            policy_revision=result.previous_revision,
             new_revision=result.revision,
-            **extra,
+            access_request=UNSET if access_request is None else access_request,
         )
+        await pipeline.record_event(edit)
 
     return record
 

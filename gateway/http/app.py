@@ -8,7 +8,7 @@ import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -17,7 +17,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import tracing
-from gateway.audit.sqlite import AuditStore
+from gateway.audit.store import AuditStore
+from gateway.clock import utcnow
 from gateway.http import access as accessapi
 from gateway.http import admin as adminapi
 from gateway.http import audit as auditapi
@@ -38,14 +39,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.http.app")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     settings: Settings,
     *,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     audit_store: Callable[[], AuditStore] | None = None,
     span_exporter: SpanExporter | None = None,
 ) -> FastAPI:

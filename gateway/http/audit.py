@@ -3,7 +3,7 @@
 Both need the ``auditor`` role. They read through the app's own reader store
 (``Services.audit_reader``: a second connection, read-only for MariaDB), so
 a long scan never holds up the audit writer. The query logic sits behind
-:meth:`~gateway.audit.sqlite.AuditStore.query`; nothing here knows SQL.
+:meth:`~gateway.audit.store.AuditStore.query`; nothing here knows SQL.
 
 Every read of the log is itself recorded (event ``audit_read``, with the
 filters) before it is answered: who looked at the audit log is part of it.
@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
+from gateway.audit.records import EVENTS, AuditReadRecord
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.deps import Auditor, AuditReaderDep, Context, PipelineDep
@@ -30,6 +31,7 @@ from gateway.pipeline import Pipeline, RequestContext
 VERIFY_BATCH = 5000
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in both stores (and in the JSON audit record)
 Short = Annotated[str | None, Query(min_length=1, max_length=255)]
+Event = Annotated[str | None, Query(min_length=1, max_length=255, description=f"the record kind: {', '.join(EVENTS)}")]
 _NUMBER = re.compile(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*")
 
 
@@ -63,7 +65,7 @@ async def _record_read(
     pipeline: Pipeline, ctx: RequestContext, caller: Identity, what: str, details: dict[str, Any]
 ) -> None:
     """Durably record that ``caller`` read the audit log; fail closed like every audit write."""
-    await pipeline.record_event(ctx, "audit_read", caller, decision="allow", code="ok", reason=what, filters=details)
+    await pipeline.record_event(AuditReadRecord(who=pipeline.who(ctx, caller), reason=what, filters=details))
 
 
 async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through
@@ -87,7 +89,7 @@ async def audit_log(
     target: Short = None,
     decision: Short = None,
     code: Short = None,
-    event: Short = None,
+    event: Event = None,
     request_id: Short = None,
     since: Time = None,
     until: Time = None,

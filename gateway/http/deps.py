@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.audit.sqlite import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.errors import Forbidden
 from gateway.http.problems import client_request_id_of, request_id_of
 from gateway.http.services import Services

@@ -23,7 +23,7 @@ import structlog
 from gateway.audit.caps import RecordCaps
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
-from gateway.audit.sqlite import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.db.catalog import ViewCatalog
 from gateway.db.drift import PrivilegeMonitor, drift_state
 from gateway.db.pools import PoolRegistry

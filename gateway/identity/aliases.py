@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.clock import utcnow
 from gateway.errors import IdentityUnavailable
 
 if TYPE_CHECKING:
@@ -45,10 +46,6 @@ CREATE TABLE IF NOT EXISTS aliases (
   PRIMARY KEY (issuer, sub, name)
 ) WITHOUT ROWID
 """
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class AliasRegistry(Protocol):
@@ -90,7 +87,7 @@ class MemoryAliasRegistry:
 class SqliteAliasRegistry:
     """The registry in SQLite (WAL), shared by the replicas that share ``admin.state_dir``."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utcnow) -> None:
         """Open (creating if needed) the database at ``path``; blocking, so call it in a thread."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)

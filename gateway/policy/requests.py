@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
 
 STATES = ("pending", "approved", "denied", "expired")
@@ -68,10 +69,6 @@ _COLUMNS = (
 )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -79,7 +76,7 @@ def _iso(moment: datetime) -> str:
 class AccessRequestStore:
     """The shared table of access requests (thread-safe; call it off the event loop)."""
 
-    def __init__(self, path: Path, *, ttl: float, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, path: Path, *, ttl: float, clock: Callable[[], datetime] = utcnow) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self._conn.execute(_SCHEMA)

@@ -20,9 +20,12 @@ into a reading MariaDB would not make.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.errors import StatementRejected
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _TOKEN = re.compile(
     r"""
@@ -114,6 +117,18 @@ class _Adjacency:
             self._after_string = True
         elif kind != "comment":
             self._after_string = False
+
+
+def tokens(sql: str) -> Iterator[re.Match[str]]:
+    """Every token of ``sql`` in order, unchecked: ``match.lastgroup`` names its kind.
+
+    The kinds: ``string``, ``ident``, ``comment``, ``executable`` (the opener
+    only), ``unterminated`` (the opening quote or ``/*`` only), ``placeholder``,
+    ``variable``, ``separator``, ``open``, ``close``. The text between tokens
+    is plain SQL. For readers of SQL text that must not refuse it (the audit
+    log's literal redaction); :func:`scan` is the guard.
+    """
+    return _TOKEN.finditer(sql)
 
 
 def check_comments(sql: str) -> None:
