@@ -13,8 +13,6 @@ import dataclasses
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 
@@ -25,6 +23,7 @@ from gateway.audit.fields import COLUMNS, FIELD_CAPS
 from gateway.audit.format import format_time
 from gateway.audit.log import AuditLog
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
+from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import (
     KINDS,
     UNSET,
@@ -43,8 +42,9 @@ from gateway.audit.schema import WIDTHS
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import canonical
 from gateway.audit.verify import verify
+from gateway.clock import utcnow
 from gateway.identity.tokens import Identity
-from gateway.pipeline import Pipeline, RequestContext
+from gateway.settings import AuditSettings
 
 NOW = datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=UTC)
 REVISION = "rev-0123456789ab"
@@ -81,9 +81,11 @@ def old_base(ctx: RequestContext, event: str, identity: Identity | None) -> dict
 
 
 def who(ctx: RequestContext, identity: Identity | None):
-    """The pipeline's own ``who`` under a policy at :data:`REVISION`."""
-    pipeline = SimpleNamespace(policies=SimpleNamespace(current=SimpleNamespace(revision=REVISION)))
-    return Pipeline.who(cast("Pipeline", pipeline), ctx, identity)  # who reads only .policies
+    """The recorder's own ``who`` under a policy at :data:`REVISION` (the fake store: nothing is written)."""
+    recorder = Recorder(
+        AuditLog(MemoryAuditStore()), AuditSettings(), revision=lambda: REVISION, clock=utcnow, new_id=lambda: "x"
+    )
+    return recorder.who(ctx, identity)
 
 
 def old_decision(ctx, identity, *, sql, analysed, decided, error=None):

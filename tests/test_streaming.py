@@ -12,7 +12,7 @@ from streamfixture import audit_records, reader_pool, stream_gateway
 
 from gateway.db import execution, streaming
 from gateway.db.pools import ConnectionPool
-from gateway.db.streaming import open_stream, stream_limits
+from gateway.policy.decide import Decision
 from gateway.settings import LimitSettings, PoolSettings
 from gateway.sql.statements import analyze
 
@@ -86,13 +86,18 @@ def test_requested_max_rows_caps_the_stream(stream_gateway: RunningGateway):
     assert lines[-1]["truncated"] is True
 
 
+def _stream_cap(limits: LimitSettings, grant_max_rows: int | None, requested: int | None) -> int:
+    decision = Decision(allowed=True, code="allowed", reason="", target="shop", max_rows=grant_max_rows)
+    return execution.limits_for(limits, decision, requested, stream=True).max_rows
+
+
 def test_stream_cap_is_separate_from_the_buffered_cap():
     """Streams are capped by limits.max_stream_rows, the grant and the request, not limits.max_rows."""
     limits = LimitSettings(max_rows=100, max_stream_rows=5_000_000)
-    assert stream_limits(limits, None, None) == 5_000_000
-    assert stream_limits(limits, 2_000_000, None) == 2_000_000
-    assert stream_limits(limits, 2_000_000, 10) == 10
-    assert stream_limits(LimitSettings(max_stream_rows=7), 2_000_000, None) == 7
+    assert _stream_cap(limits, None, None) == 5_000_000
+    assert _stream_cap(limits, 2_000_000, None) == 2_000_000
+    assert _stream_cap(limits, 2_000_000, 10) == 10
+    assert _stream_cap(LimitSettings(max_stream_rows=7), 2_000_000, None) == 7
 
 
 def test_statement_timeout_ends_the_stream_with_an_error(stream_gateway: RunningGateway):
@@ -184,30 +189,23 @@ def test_slow_reader_makes_mariadb_wait_instead_of_filling_memory(test_db):
         statement = analyze(
             "SELECT a.seq, b.seq FROM seq_1_to_2000 a JOIN seq_1_to_1000 b", default_database=test_db.name
         )
-        outcomes = []
-
-        async def outcome(**fields):
-            outcomes.append(fields)
-
         limits = execution.Limits(timeout=30, max_rows=5_000_000, max_bytes=1, read_only=True)
-        stream = await open_stream(
-            pool, statement, [], limits, "/* gw test */", header={"request_id": "bp"}, started=0.0, outcome=outcome
-        )
-        chunks = stream.chunks()
-        await anext(chunks)  # header
-        await anext(chunks)  # first batch
-        proto = stream._conn.raw._proto
+        conn = await pool.acquire()
+        stream = await streaming.start(pool, conn, statement, [], limits, "/* gw test */")
+        batches = stream.lines()
+        await anext(batches)  # first batch
+        proto = conn.raw._proto
         for _ in range(20):  # give a greedy reader every chance to run ahead
             await asyncio.sleep(0.02)
         buffered = proto.length - proto.pos
         held = len(proto.buffer)
-        await chunks.aclose()
-        await asyncio.gather(*streaming._CLEANUPS)  # KILL QUERY and the outcome record
-        return buffered, held, pool.in_use, outcomes
+        await batches.aclose()
+        abandoned = stream.close()
+        await asyncio.gather(*streaming._CLEANUPS)  # KILL QUERY
+        return buffered, held, pool.in_use, abandoned
 
-    buffered, held, in_use, outcomes = asyncio.run(scenario())
+    buffered, held, in_use, abandoned = asyncio.run(scenario())
     assert buffered <= 1024 * 1024
     assert held <= 4 * 1024 * 1024
     assert in_use == 0
-    assert outcomes
-    assert outcomes[-1]["code"] == "client_disconnected"
+    assert abandoned  # it had not finished: the slot was freed and the statement killed

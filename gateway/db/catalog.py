@@ -22,6 +22,7 @@ too); ``forget`` drops a target's entries when the gateway itself ran DDL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -35,6 +36,7 @@ from gateway.errors import DatabaseUnavailable, StatementRejected
 from gateway.policy.decide import Decision
 from gateway.sql.dialect import MariaDB
 from gateway.sql.functions import regenerate
+from gateway.sql.statements import Statement
 from gateway.sql.tables import tables_of
 
 MAX_DEPTH = 16
@@ -80,6 +82,11 @@ class ViewCatalog:
                 found |= bases
                 calls |= functions
         raise StatementRejected(f"views are nested deeper than {MAX_DEPTH} levels")
+
+    async def expand_statement(self, decision: Decision, statement: Statement) -> Statement:
+        """``statement`` with its views' base tables added, and the functions their definitions call."""
+        tables, functions = await self.expand(decision, statement.tables)
+        return dataclasses.replace(statement, tables=tables, functions=statement.functions | functions)
 
     def forget(self, target: str) -> None:
         """Drop what is known of ``target``'s views (after DDL through the gateway)."""

@@ -33,6 +33,8 @@ from gateway.errors import (
     PayloadTooLarge,
     StatementTimeout,
 )
+from gateway.policy.decide import Decision
+from gateway.settings import LimitSettings
 from gateway.sql.statements import Kind, Statement
 
 ER_STATEMENT_TIMEOUT = 1969
@@ -55,6 +57,21 @@ class Limits:
     max_rows: int
     max_bytes: int
     read_only: bool
+
+
+def limits_for(
+    settings: LimitSettings, decision: Decision, requested_rows: int | None, *, stream: bool = False
+) -> Limits:
+    """What a statement the ``decision`` allows may use: the tightest of the gateway's caps, the grant's, the request's.
+
+    A stream keeps memory flat, so its row cap starts from ``max_stream_rows``.
+    """
+    caps = [settings.max_stream_rows if stream else settings.max_rows]
+    caps.extend(cap for cap in (decision.max_rows, requested_rows) if cap is not None)
+    timeout = min(decision.statement_timeout or settings.default_statement_timeout, settings.max_statement_timeout)
+    return Limits(
+        timeout=timeout, max_rows=min(caps), max_bytes=settings.max_result_bytes, read_only=decision.access == "read"
+    )
 
 
 @dataclass(slots=True)

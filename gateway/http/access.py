@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import AccessRequestRecord, RouteDenied
 from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
 from gateway.http.admin import applied, audit_edit
@@ -34,15 +35,14 @@ from gateway.http.deps import (
     ClockDep,
     Context,
     EditorDep,
-    PipelineDep,
     PoliciesDep,
+    RecorderDep,
     SettingsDep,
 )
 from gateway.http.problems import JSONResponse
 from gateway.identity.aliases import AliasRegistry
 from gateway.identity.subjects import canonical_name
 from gateway.identity.tokens import Identity
-from gateway.pipeline import Pipeline, RequestContext
 from gateway.policy.decide import roles_of
 from gateway.policy.durations import parse_duration
 from gateway.policy.requests import STATES
@@ -83,9 +83,9 @@ def _seconds(text: str, limit: float) -> float:
     return seconds
 
 
-async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
+async def _audit(recorder: Recorder, ctx: RequestContext, caller: Identity, action: str, item: dict[str, Any]) -> None:
     record = AccessRequestRecord(
-        who=pipeline.who(ctx, caller),
+        who=recorder.who(ctx, caller),
         action=action,
         access_request=item["id"],
         requester=item["requester"],
@@ -95,14 +95,14 @@ async def _audit(pipeline: Pipeline, ctx: RequestContext, caller: Identity, acti
         access=item["access"],
         reason=item.get("decision_reason") or item["reason"],
     )
-    await pipeline.record_event(record)
+    await recorder.event(record)
 
 
 @router.post("/v1/access-requests", status_code=201)
 async def create_request(  # noqa: PLR0917 - FastAPI dependencies
     caller: Caller,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     settings: SettingsDep,
     requests: AccessRequestsDep,
     body: Annotated[RequestBody, Depends(json_body(RequestBody))],
@@ -118,7 +118,7 @@ async def create_request(  # noqa: PLR0917 - FastAPI dependencies
     item = await asyncio.to_thread(
         requests.create, caller.user, body.target, access.label, seconds, body.reason, person=caller.person
     )
-    await _audit(pipeline, ctx, caller, "create", item)
+    await _audit(recorder, ctx, caller, "create", item)
     return JSONResponse(item, status_code=201)
 
 
@@ -140,7 +140,7 @@ async def list_requests(
 
 
 async def _not_own(
-    pipeline: Pipeline,
+    recorder: Recorder,
     aliases: AliasRegistry,
     ctx: RequestContext,
     caller: Identity,
@@ -160,9 +160,9 @@ async def _not_own(
         reason = "nobody approves or denies their own access request (under any of their names)"
         # An admin trying to approve their own access is a denial the audit log must show (rule 21).
         refusal = RouteDenied(
-            who=pipeline.who(ctx, caller), code="forbidden", reason=reason, route=route, access_request=item["id"]
+            who=recorder.who(ctx, caller), code="forbidden", reason=reason, route=route, access_request=item["id"]
         )
-        await pipeline.record_event(refusal)
+        await recorder.event(refusal)
         raise Forbidden(reason)
 
 
@@ -187,7 +187,7 @@ def _db_user(policies: PolicyStore, item: dict[str, Any], chosen: str | None) ->
 async def approve(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     policies: PoliciesDep,
     editor: EditorDep,
     requests: AccessRequestsDep,
@@ -198,7 +198,7 @@ async def approve(  # noqa: PLR0917 - FastAPI dependencies
 ) -> JSONResponse:
     """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
     item = await asyncio.to_thread(requests.get, request_id)
-    await _not_own(pipeline, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/approve")
+    await _not_own(recorder, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/approve")
     db_user = _db_user(policies, item, body.db_user)
     now = clock().replace(microsecond=0)
     expires = now + timedelta(seconds=float(item["duration_s"]))
@@ -217,13 +217,13 @@ async def approve(  # noqa: PLR0917 - FastAPI dependencies
         requests.decide, request_id, by=caller.user, state="approved", reason=body.reason, grant_name=item["id"]
     )
     try:
-        audit = audit_edit(pipeline, ctx, caller, access_request=item["id"])
+        audit = audit_edit(recorder, ctx, caller, access_request=item["id"])
         result = await editor.add_grant(entry, None, audit, comment)
     except BaseException:
         await asyncio.to_thread(requests.undo, request_id)
         raise
     decided = await asyncio.to_thread(requests.get, request_id)
-    await _audit(pipeline, ctx, caller, "approve", decided)
+    await _audit(recorder, ctx, caller, "approve", decided)
     response = await applied(policies, result)
     return JSONResponse(
         {"request": decided, "grant": entry, "revision": result.revision}, headers={"ETag": response.headers["etag"]}
@@ -234,7 +234,7 @@ async def approve(  # noqa: PLR0917 - FastAPI dependencies
 async def deny(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     requests: AccessRequestsDep,
     aliases: AliasesDep,
     request_id: str,
@@ -244,10 +244,10 @@ async def deny(  # noqa: PLR0917 - FastAPI dependencies
     if not body.reason:
         raise InvalidRequest("a denial needs a reason")
     item = await asyncio.to_thread(requests.get, request_id)
-    await _not_own(pipeline, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/deny")
+    await _not_own(recorder, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/deny")
     await asyncio.to_thread(
         requests.decide, request_id, by=caller.user, state="denied", reason=body.reason, grant_name=None
     )
     decided = await asyncio.to_thread(requests.get, request_id)
-    await _audit(pipeline, ctx, caller, "deny", decided)
+    await _audit(recorder, ctx, caller, "deny", decided)
     return JSONResponse({"request": decided})

@@ -20,13 +20,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import UNSET, PolicyEditRecord
 from gateway.errors import PreconditionRequired
 from gateway.http.bodies import json_body
-from gateway.http.deps import Admin, Context, EditorDep, PipelineDep, PoliciesDep
+from gateway.http.deps import Admin, Context, EditorDep, PoliciesDep, RecorderDep
 from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
-from gateway.pipeline import Pipeline, RequestContext
 from gateway.policy import views
 from gateway.policy.edit import Audit, EditResult
 from gateway.policy.store import PolicyStore
@@ -70,13 +70,13 @@ class RevocationBody(BaseModel):
 
 
 def audit_edit(
-    pipeline: Pipeline, ctx: RequestContext, caller: Identity, *, access_request: str | None = None
+    recorder: Recorder, ctx: RequestContext, caller: Identity, *, access_request: str | None = None
 ) -> Audit:
     """An audit callback writing the ``policy_edit`` record (before the file is replaced)."""
 
     async def record(result: EditResult) -> None:
         edit = PolicyEditRecord(
-            who=dataclasses.replace(pipeline.who(ctx, caller), policy_revision=result.previous_revision),
+            who=dataclasses.replace(recorder.who(ctx, caller), policy_revision=result.previous_revision),
             action=result.action,
             detail=result.detail,
             file=result.file,
@@ -84,7 +84,7 @@ def audit_edit(
             new_revision=result.revision,
             access_request=UNSET if access_request is None else access_request,
         )
-        await pipeline.record_event(edit)
+        await recorder.event(edit)
 
     return record
 
@@ -127,7 +127,7 @@ async def get_policy(caller: Admin, policies: PoliciesDep) -> JSONResponse:
 async def add_grant(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     editor: EditorDep,
     policies: PoliciesDep,
     if_match: IfMatch,
@@ -137,7 +137,7 @@ async def add_grant(  # noqa: PLR0917 - FastAPI dependencies
     entry = body.model_dump(exclude_none=True)
     if "tables" in entry and not entry["tables"]:
         del entry["tables"]
-    result = await editor.add_grant(entry, if_match, audit_edit(pipeline, ctx, caller))
+    result = await editor.add_grant(entry, if_match, audit_edit(recorder, ctx, caller))
     return await applied(policies, result, 201)
 
 
@@ -145,14 +145,14 @@ async def add_grant(  # noqa: PLR0917 - FastAPI dependencies
 async def delete_grant(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     editor: EditorDep,
     policies: PoliciesDep,
     if_match: IfMatch,
     name: str,
 ) -> JSONResponse:
     """Remove a grant from whichever file holds it."""
-    result = await editor.delete_grant(name, if_match, audit_edit(pipeline, ctx, caller))
+    result = await editor.delete_grant(name, if_match, audit_edit(recorder, ctx, caller))
     return await applied(policies, result)
 
 
@@ -160,7 +160,7 @@ async def delete_grant(  # noqa: PLR0917 - FastAPI dependencies
 async def add_revocation(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     editor: EditorDep,
     policies: PoliciesDep,
     if_match: IfMatch,
@@ -168,7 +168,7 @@ async def add_revocation(  # noqa: PLR0917 - FastAPI dependencies
 ) -> JSONResponse:
     """Revoke a subject's access (every target by default); in force at once."""
     entry = body.model_dump(exclude_none=True)
-    result = await editor.add_revocation(entry, if_match, audit_edit(pipeline, ctx, caller))
+    result = await editor.add_revocation(entry, if_match, audit_edit(recorder, ctx, caller))
     return await applied(policies, result, 201)
 
 
@@ -176,7 +176,7 @@ async def add_revocation(  # noqa: PLR0917 - FastAPI dependencies
 async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
     caller: Admin,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     editor: EditorDep,
     policies: PoliciesDep,
     if_match: IfMatch,
@@ -184,7 +184,7 @@ async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
     target: Annotated[str | None, Query(max_length=128)] = None,
 ) -> JSONResponse:
     """Lift a revocation (``?target=`` when the subject has several)."""
-    result = await editor.lift_revocation(subject, target, if_match, audit_edit(pipeline, ctx, caller))
+    result = await editor.lift_revocation(subject, target, if_match, audit_edit(recorder, ctx, caller))
     return await applied(policies, result)
 
 

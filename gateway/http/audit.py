@@ -20,13 +20,13 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
+from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import EVENTS, AuditReadRecord
 from gateway.audit.verify import verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
-from gateway.http.deps import Auditor, AuditReaderDep, Context, PipelineDep
+from gateway.http.deps import Auditor, AuditReaderDep, Context, RecorderDep
 from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
-from gateway.pipeline import Pipeline, RequestContext
 
 VERIFY_BATCH = 5000
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in both stores (and in the JSON audit record)
@@ -62,10 +62,10 @@ def _aware(moment: datetime | None, name: str) -> datetime | None:
 
 
 async def _record_read(
-    pipeline: Pipeline, ctx: RequestContext, caller: Identity, what: str, details: dict[str, Any]
+    recorder: Recorder, ctx: RequestContext, caller: Identity, what: str, details: dict[str, Any]
 ) -> None:
     """Durably record that ``caller`` read the audit log; fail closed like every audit write."""
-    await pipeline.record_event(AuditReadRecord(who=pipeline.who(ctx, caller), reason=what, filters=details))
+    await recorder.event(AuditReadRecord(who=recorder.who(ctx, caller), reason=what, filters=details))
 
 
 async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through
@@ -83,7 +83,7 @@ async def audit_log(
     *,
     caller: Auditor,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     store: Reader,
     user: Short = None,
     target: Short = None,
@@ -111,7 +111,7 @@ async def audit_log(
     )
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidRequest("since must be before until")
-    await _record_read(pipeline, ctx, caller, "audit query", {**filters.describe(), "cursor": cursor})
+    await _record_read(recorder, ctx, caller, "audit query", {**filters.describe(), "cursor": cursor})
     page = await _in_thread(store.query, filters, cursor, limit)
     return JSONResponse({"entries": page.entries, "next_cursor": page.next_cursor, "limit": min(limit, MAX_LIMIT)})
 
@@ -121,7 +121,7 @@ async def audit_verify(
     *,
     caller: Auditor,
     ctx: Context,
-    pipeline: PipelineDep,
+    recorder: RecorderDep,
     store: Reader,
     head_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     head_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
@@ -134,7 +134,7 @@ async def audit_verify(
     if (head_seq is None) != (head_hash is None):
         raise InvalidRequest("head_seq and head_hash go together")
     expected = (head_seq, head_hash) if head_seq is not None and head_hash is not None else None
-    await _record_read(pipeline, ctx, caller, "audit verify", {"head_seq": head_seq})
+    await _record_read(recorder, ctx, caller, "audit verify", {"head_seq": head_seq})
     result = await _in_thread(verify, store, expected_head=expected, batch=VERIFY_BATCH)
     return JSONResponse(
         {

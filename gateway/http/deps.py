@@ -14,13 +14,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.audit.recorder import Recorder, RequestContext
+from gateway.audit.records import RouteDenied
 from gateway.audit.store import AuditStore
 from gateway.errors import Forbidden
 from gateway.http.problems import client_request_id_of, request_id_of
 from gateway.http.services import Services
 from gateway.identity.aliases import AliasRegistry
 from gateway.identity.tokens import Identity
-from gateway.pipeline import Pipeline, RequestContext
+from gateway.pipeline import Pipeline
+from gateway.policy.decide import roles_of
 from gateway.policy.edit import PolicyEditor
 from gateway.policy.requests import AccessRequestStore
 from gateway.policy.store import PolicyStore
@@ -72,6 +75,10 @@ async def _pipeline(request: Request) -> Pipeline:
     return services_of(request).pipeline
 
 
+async def _recorder(request: Request) -> Recorder:
+    return services_of(request).recorder
+
+
 async def _policies(request: Request) -> PolicyStore:
     return services_of(request).policies
 
@@ -101,6 +108,7 @@ Context = Annotated[RequestContext, Depends(_context)]
 Caller = Annotated[Identity, Depends(_identity)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
+RecorderDep = Annotated[Recorder, Depends(_recorder)]
 PoliciesDep = Annotated[PolicyStore, Depends(_policies)]
 EditorDep = Annotated[PolicyEditor, Depends(_editor)]
 AccessRequestsDep = Annotated[AccessRequestStore, Depends(_access_requests)]
@@ -113,11 +121,14 @@ def require_role(role: str) -> Callable[[Request, Identity], Awaitable[Identity]
     """A dependency that lets only callers holding ``role`` (admin, auditor) through."""
 
     async def check(request: Request, caller: Caller) -> Identity:
-        pipeline = services_of(request).pipeline
-        if role not in pipeline.roles(caller):
+        services = services_of(request)
+        if role not in roles_of(caller, services.policies.current):
             # A refused admin or auditor call is a decision too: recorded before the 403.
-            await pipeline.deny_role(context_of(request), caller, role, f"{request.method} {request.url.path}")
-            raise Forbidden(f"the {role} role is required")
+            reason = f"the {role} role is required"
+            who = services.recorder.who(context_of(request), caller)
+            route = f"{request.method} {request.url.path}"
+            await services.recorder.decision(RouteDenied(who=who, code="forbidden", reason=reason, route=route))
+            raise Forbidden(reason)
         return caller
 
     return check

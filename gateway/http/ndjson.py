@@ -6,7 +6,8 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.db.streaming import NDJSON, RowStream
+from gateway.db.streaming import NDJSON
+from gateway.pipeline import Stream
 
 
 def wants_ndjson(request: Request) -> bool:
@@ -16,14 +17,14 @@ def wants_ndjson(request: Request) -> bool:
 
 
 class NDJSONResponse(StreamingResponse):
-    """Streams a ``RowStream``; whatever way the response ends, the stream is closed at once.
+    """Streams a pipeline ``Stream``; whatever way the response ends, the stream is closed at once.
 
     Starlette cancels the sending task when the client disconnects; the body
     generator may then stay suspended until garbage collection, so closing
     the stream here (synchronously) is what frees the connection promptly.
     """
 
-    def __init__(self, stream: RowStream) -> None:
+    def __init__(self, stream: Stream) -> None:
         super().__init__(stream.chunks(), media_type=NDJSON, headers={"Cache-Control": "no-store"})
         self._stream = stream
 

@@ -23,6 +23,7 @@ import structlog
 from gateway.audit.caps import RecordCaps
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
+from gateway.audit.recorder import Recorder
 from gateway.audit.store import AuditStore
 from gateway.db.catalog import ViewCatalog
 from gateway.db.drift import PrivilegeMonitor, drift_state
@@ -38,6 +39,8 @@ from gateway.policy.edit import PolicyEditor
 from gateway.policy.requests import AccessRequestStore
 from gateway.policy.store import PolicyStore
 from gateway.requestids import RequestIds
+from gateway.revocation.inflight import InFlight
+from gateway.revocation.revoker import Revoker
 from gateway.settings import Settings
 from gateway.tracing import Tracing
 
@@ -52,6 +55,7 @@ class Services:
     settings: Settings
     clock: Callable[[], datetime]
     pipeline: Pipeline
+    recorder: Recorder
     policies: PolicyStore
     pools: PoolRegistry
     audit: AuditLog
@@ -112,29 +116,39 @@ async def open_services(
         for source in sources.values():
             if isinstance(source, JwksCache):
                 stack.push_async_callback(source.aclose)
+        recorder = Recorder(
+            audit,
+            settings.audit,
+            revision=lambda: policies.current.revision,
+            clock=clock,
+            new_id=request_ids.new,
+            spans=spans,
+        )
+        stack.callback(recorder.write_floods, everything=True)  # every suppressed record is accounted for
+        inflight = InFlight()
+        policies.listeners.append(Revoker(inflight, pools, recorder, clock).policy_changed)
         pipeline = Pipeline(
             settings,
             TokenValidator(configs, sources, aliases=aliases),
             policies,
             pools,
-            audit,
+            recorder,
+            inflight,
             clock=clock,
-            tracing=spans,
+            spans=spans,
             views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
-            request_ids=request_ids,
         )
-        stack.callback(pipeline.write_floods, everything=True)  # every suppressed record is accounted for
         editor = PolicyEditor(
             settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
         )
         metrics.watch_pools(pools.pools)
         metrics.watch_policies(policies)
-        metrics.watch_audit(audit, pipeline.decisions)
+        metrics.watch_audit(audit, recorder.decisions)
         metrics.watch_privileges(pools.drift)
         monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
         for name, work in (
             ("policy-watch", policies.watch()),
-            ("auth-flood-writer", _write_floods(pipeline, settings.audit.unauthenticated.window)),
+            ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
         ):
             stack.push_async_callback(_stop, _start(name, work))
@@ -142,6 +156,7 @@ async def open_services(
             settings=settings,
             clock=clock,
             pipeline=pipeline,
+            recorder=recorder,
             policies=policies,
             pools=pools,
             audit=audit,
@@ -181,9 +196,9 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _write_floods(pipeline: Pipeline, window: float) -> None:
+async def _write_floods(recorder: Recorder, window: float) -> None:
     """Write due ``auth_flood`` aggregates even when no further unauthenticated request comes to do it."""
     period = min(window / 4, 15.0)
     while True:
         await asyncio.sleep(period)
-        pipeline.write_floods()
+        recorder.write_floods()

@@ -17,6 +17,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Scope
 
+from gateway.audit.recorder import RequestContext
+from gateway.audit.records import RouteDenied
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.bodies import Model, QueryBody, TransactionBody, json_body
 from gateway.http.deps import authenticate, context_of, services_of
@@ -24,7 +26,7 @@ from gateway.http.ndjson import NDJSONResponse, wants_ndjson
 from gateway.http.problems import JSONResponse
 from gateway.http.services import Services
 from gateway.identity.tokens import Identity
-from gateway.pipeline import RequestContext, StatementRequest
+from gateway.pipeline import StatementRequest
 from gateway.settings import LimitSettings
 
 router = APIRouter()
@@ -62,7 +64,7 @@ async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_quer
     _check_params(call.services.settings.limits, len(body.params))
     statement = StatementRequest(body.sql, body.params)
     if wants_ndjson(request):
-        return NDJSONResponse(await pipeline.query_stream(ctx, caller, body.target, statement, body.max_rows))
+        return NDJSONResponse(await pipeline.open_stream(ctx, caller, body.target, statement, body.max_rows))
     return JSONResponse(await pipeline.query(ctx, caller, body.target, statement, body.max_rows))
 
 
@@ -97,11 +99,13 @@ DIRECT_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
 
 
 async def record_refusal(app: FastAPI, scope: Scope, refusal: GatewayError) -> None:
-    """Durably record a request the middleware refused (oversized headers or body); see ``Pipeline.record_refusal``."""
+    """Record a request the middleware refused (oversized headers or body), under the flood control of 401s."""
     services: Services | None = getattr(app.state, "services", None)
     if services is None:  # not started (or stopped): nothing can be recorded, so nothing is answered but 503
         raise AuditUnavailable("the gateway is not serving yet")
-    await services.pipeline.record_refusal(context_of(Request(scope)), refusal, f"{scope['method']} {scope['path']}")
+    who = services.recorder.who(context_of(Request(scope)), None)
+    route = f"{scope['method']} {scope['path']}"
+    await services.recorder.unverified(RouteDenied(who=who, code=refusal.code, reason=refusal.detail, route=route))
 
 
 def _check_params(limits: LimitSettings, count: int) -> None:

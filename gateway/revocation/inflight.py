@@ -1,7 +1,7 @@
 """Statements running now, per user, so a revocation can cancel them at once.
 
 The pipeline registers each statement (or transaction) with the MariaDB
-thread id of the connection running it. When a new policy takes a user's
+thread id of the connection running it (``InFlight.admitted``). When a new policy takes a user's
 access to a target away (a revocation, or no grant left), ``lost_access``
 marks their entries cancelled and returns them; the pipeline then sends
 ``KILL QUERY`` (a statement) or ``KILL CONNECTION`` (a transaction, which
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.errors import GatewayError, Revoked
 from gateway.identity.tokens import Identity
 from gateway.policy.decide import active_revocations, effective_grants
 from gateway.policy.types import PolicySet
@@ -48,6 +49,19 @@ class InFlight:
         self._by_user: dict[str, set[Running]] = {}
 
     @contextlib.contextmanager
+    def admitted(self, running: Running, policy: PolicySet, now: datetime) -> Iterator[Running]:
+        """Register ``running`` for the block, once ``policy`` (the one in force now) still allows it.
+
+        Closes the gap between the decision and the registration: a reload in
+        between, which no revocation could have seen yet, is seen here.
+        """
+        with self.track(running):
+            if not still_allowed(running.identity, running.target, policy, now):
+                running.cancelled = True
+                raise Revoked(f"access to {running.target} was revoked")
+            yield running
+
+    @contextlib.contextmanager
     def track(self, running: Running) -> Iterator[Running]:
         """Register ``running`` for the block."""
         entries = self._by_user.setdefault(running.identity.user, set())
@@ -72,3 +86,10 @@ class InFlight:
                     running.cancelled = True
                     victims.append(running)
         return victims
+
+
+def as_revoked(error: GatewayError, running: Running | None) -> GatewayError:
+    """A statement a revocation cancelled fails as ``revoked``, whatever MariaDB said."""
+    if running is not None and running.cancelled and not isinstance(error, Revoked):
+        return Revoked(f"access to {running.target} was revoked; the running statement was cancelled")
+    return error

@@ -3,19 +3,23 @@
 Called on every policy reload. Single statements get ``KILL QUERY`` and open
 transactions ``KILL CONNECTION`` (so they cannot go on between statements),
 each sent over a fresh connection of the same database account (MariaDB lets
-an account kill its own threads without PROCESS).
+an account kill its own threads without PROCESS). Each kill is recorded
+(``revocation_cancel``) by the revoker itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 
+from gateway.audit.recorder import Recorder, RequestContext
+from gateway.audit.records import RevocationCancelRecord
 from gateway.db.pools import PoolRegistry
+from gateway.errors import AuditUnavailable
 from gateway.policy.types import PolicySet
 from gateway.revocation.inflight import InFlight, Running
 
@@ -26,15 +30,10 @@ class Revoker:
     """Listens to policy reloads and kills what lost its access."""
 
     def __init__(
-        self,
-        inflight: InFlight,
-        pools: PoolRegistry,
-        clock: Callable[[], datetime],
-        *,
-        on_cancel: Callable[..., Awaitable[None]] | None = None,
+        self, inflight: InFlight, pools: PoolRegistry, recorder: Recorder, clock: Callable[[], datetime]
     ) -> None:
         self._inflight = inflight
-        self._on_cancel = on_cancel  # awaited with (running, killed=...) after each kill: the audit record
+        self._recorder = recorder
         self._pools = pools
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
@@ -60,5 +59,19 @@ class Revoker:
                 thread_id=running.thread_id,
                 killed=killed,
             )
-            if self._on_cancel is not None:
-                await self._on_cancel(running, killed=killed)
+            await self._record(running, killed=killed)
+
+    async def _record(self, running: Running, *, killed: bool) -> None:
+        """Record the kill (a decision of its own): the request it cancelled, the thread, whether it took."""
+        record = RevocationCancelRecord(
+            who=self._recorder.who(RequestContext(running.request_id, None, None), running.identity),
+            target=running.target,
+            db_user=running.db_user,
+            thread_id=running.thread_id,
+            action="KILL CONNECTION" if running.transaction else "KILL QUERY",
+            killed=killed,
+        )
+        try:
+            await self._recorder.event(record)
+        except AuditUnavailable:
+            log.error("audit_write_failed", request_id=running.request_id, event_kind=record.EVENT)

@@ -15,6 +15,7 @@ characters (``sqlliterals``), so what runs means what was checked, and a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from gateway.sql.literals import check_typed_literal
 from gateway.sql.placeholders import check_executable, check_placeholders
 from gateway.sql.tables import is_dual, tables_of
 
-__all__ = ["SAFE_FUNCTIONS", "Kind", "Statement", "analyze"]
+__all__ = ["SAFE_FUNCTIONS", "Kind", "Statement", "analyze", "analyze_async"]
 
 
 class Kind(StrEnum):
@@ -59,6 +60,7 @@ class Statement:
 _DIALECT = MariaDB()
 _CACHE_SIZE = 1024
 _CACHEABLE_CHARS = 4096  # longer statements are analysed afresh: keeps the cache small
+INLINE_CHARS = 4096  # longer statements are analysed off the event loop (analyze_async)
 
 # Never allowed, wherever they appear (SECURITY rules 10, 12, 17).
 _FORBIDDEN: dict[type[exp.Expr], str] = {
@@ -116,6 +118,21 @@ def analyze(sql: str, *, default_database: str, max_sql_bytes: int = 65536, max_
     if isinstance(result, str):
         raise StatementRejected(result)
     return result
+
+
+async def analyze_async(
+    sql: str, *, default_database: str, max_sql_bytes: int = 65536, max_depth: int = 64
+) -> Statement:
+    """``analyze``, in a thread for statements over ``INLINE_CHARS``.
+
+    Parsing is pure Python and a long statement can take a large share of a
+    second: in a thread, the GIL's switch interval keeps the event loop
+    serving meanwhile. Short statements are usually a cache hit, always quick.
+    """
+    analysis = functools.partial(
+        analyze, sql, default_database=default_database, max_sql_bytes=max_sql_bytes, max_depth=max_depth
+    )
+    return analysis() if len(sql) <= INLINE_CHARS else await asyncio.to_thread(analysis)
 
 
 def _utf8_size(sql: str) -> int:
