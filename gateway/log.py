@@ -25,7 +25,7 @@ def _is_secret_key(key: str) -> bool:
     return key not in _SAFE_KEYS and _SECRET_KEYS.search(key) is not None
 
 
-def scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:  # noqa: ANN401
+def scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:  # noqa: ANN401 - structlog's processor signature
     """Replace the value of any key that looks like it holds a secret (SECURITY rule 23)."""
     for key in list(event):
         if _is_secret_key(key) if isinstance(key, str) else _SECRET_KEYS.search(str(key)):
@@ -33,7 +33,7 @@ def scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def dumps(value: Any, **kwargs: Any) -> str:  # noqa: ANN401
+def dumps(value: Any, **kwargs: Any) -> str:  # noqa: ANN401 - any JSON-able value, as json.dumps
     """JSON for log lines with orjson (every audit record is logged); stdlib json if orjson refuses."""
     try:
         return orjson.dumps(value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()

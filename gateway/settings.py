@@ -367,7 +367,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_settings(path: Path | None, **overrides: Any) -> Settings:  # noqa: ANN401
+def load_settings(path: Path | None, **overrides: Any) -> Settings:  # noqa: ANN401 - overrides are raw config values, validated by Settings
     """Load settings from ``path`` (YAML) and the environment; raise ``ConfigError``."""
     values: dict[str, Any] = {}
     if path is not None:

@@ -61,7 +61,7 @@ class Tracing:
     @contextlib.contextmanager
     def _request(tracer: Tracer, name: str, headers: Mapping[bytes, bytes], attributes: Attributes) -> Iterator[Any]:
         from opentelemetry.propagate import extract  # noqa: PLC0415 - only with tracing on
-        from opentelemetry.trace import SpanKind  # noqa: PLC0415
+        from opentelemetry.trace import SpanKind  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
 
         carrier = {
             key.decode("latin-1"): value.decode("latin-1")
@@ -93,14 +93,14 @@ def build(settings: TracingSettings, exporter: SpanExporter | None = None) -> Tr
     if not settings.enabled:
         return Tracing()
     try:
-        import opentelemetry.sdk  # noqa: F401, PLC0415
+        import opentelemetry.sdk  # noqa: F401, PLC0415 - OpenTelemetry is optional: imported to check it is installed
     except ImportError:
         raise RuntimeError("tracing.enabled needs the tracing extra: pip install 'db-gateway[tracing]'") from None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415 - OpenTelemetry is optional: loaded only when tracing is on
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.service_name}),

@@ -181,7 +181,7 @@ class MariaDBAuditStore(SQLAuditStore):
                 conn = self._connection()
                 conn.begin()
                 with conn.cursor() as cur:
-                    cur.execute(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE")  # noqa: S608
+                    cur.execute(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE")  # noqa: S608 - a constant table name
                     head = cur.fetchone()
                     if head is None:
                         raise AuditUnavailable("the audit chain head row is missing")

@@ -197,7 +197,7 @@ def page(
     if filters.q:
         # The scan window: the scan_limit-th row in page order bounds the work.
         rows = execute(
-            f"SELECT time, seq FROM {table}{where.sql}{order} LIMIT 1 OFFSET {int(scan_limit) - 1}",  # noqa: S608
+            f"SELECT time, seq FROM {table}{where.sql}{order} LIMIT 1 OFFSET {int(scan_limit) - 1}",  # noqa: S608 - names are the store's constants; values are bound
             where.params,
         )
         boundary = rows[0] if rows else None
@@ -205,7 +205,7 @@ def page(
             where.until(boundary[0], boundary[1], newest_first=newest)
         where.add("statement LIKE ? ESCAPE '!'", like_pattern(filters.q))
     rows = execute(
-        f"SELECT seq, record, prev_hash, hash FROM {table}{where.sql}{order} LIMIT {limit + 1}",  # noqa: S608
+        f"SELECT seq, record, prev_hash, hash FROM {table}{where.sql}{order} LIMIT {limit + 1}",  # noqa: S608 - names are the store's constants; values are bound
         where.params,
     )
     if len(rows) > limit:

@@ -189,7 +189,7 @@ class OutcomeRecord(AuditRecord):
     duration_ms: float
     code: str = _marked(column=True)
     # MariaDB's messages quote the values they refused. (_marked returns a dataclasses.field.)
-    error: str | Unset = _marked(redacted=True, default=UNSET)  # noqa: RUF009
+    error: str | Unset = _marked(redacted=True, default=UNSET)  # noqa: RUF009 - a field marker, built once per class
     rows: int | Unset = UNSET
     truncated: bool | Unset = UNSET
     committed: bool | Unset = UNSET  # transactions only

@@ -106,7 +106,7 @@ def migrate(cursor: Any, database: str) -> list[int]:  # noqa: ANN401 - a DB-API
             for sql in statements:
                 cursor.execute(sql)
             cursor.execute(
-                f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608
+                f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608 - a constant table name
                 (version, description),
             )
             done.append(version)

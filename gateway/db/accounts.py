@@ -79,7 +79,7 @@ def servers(targets: Mapping[str, TargetSettings], names: Sequence[str]) -> dict
 
 async def admin_connect(target: TargetSettings, user: str, password: str) -> Any:  # noqa: ANN401 - asyncmy is untyped
     """An administrator connection to ``target``'s server: its TLS settings, one statement per call."""
-    conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]
+    conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
         host=target.host,
         port=target.port,
         user=user,
@@ -96,7 +96,7 @@ async def admin_connect(target: TargetSettings, user: str, password: str) -> Any
     return conn
 
 
-async def rows(conn: Any, sql: str, args: Sequence[object] | None = None) -> list[tuple[Any, ...]]:  # noqa: ANN401
+async def rows(conn: Any, sql: str, args: Sequence[object] | None = None) -> list[tuple[Any, ...]]:  # noqa: ANN401 - asyncmy is untyped
     """Run one statement and return its rows."""
     async with conn.cursor() as cur:
         await cur.execute(sql, args)
@@ -120,7 +120,7 @@ async def account_hosts(conn: Any, user: str) -> list[str]:  # noqa: ANN401 - as
     return [str(r[0]) for r in found]
 
 
-async def grant_lines(conn: Any, user: str, host: str) -> tuple[GrantLine, ...]:  # noqa: ANN401
+async def grant_lines(conn: Any, user: str, host: str) -> tuple[GrantLine, ...]:  # noqa: ANN401 - asyncmy is untyped
     """``SHOW GRANTS FOR 'user'@'host'``, parsed."""
     found = await rows(conn, f"SHOW GRANTS FOR {account_name(user, host)}")
     return parse_grants([str(r[0]) for r in found])

@@ -122,7 +122,7 @@ class Connector:
 
     async def _open(self, password: str) -> Any:  # noqa: ANN401 - asyncmy is untyped
         target, db_user = self.target, self.db_user
-        conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]
+        conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
             host=target.host,
             port=target.port,
             user=db_user,
@@ -137,7 +137,7 @@ class Connector:
         )
         # asyncmy always asks for multi-statements; take it back so MariaDB itself
         # refuses a second statement (SECURITY rule 8).
-        conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001
+        conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001 - asyncmy offers no way to drop the flag but its own field
         try:
             await conn.connect()
         except CleartextRefused:

@@ -151,7 +151,7 @@ def _translate(exc: db_errors.MySQLError, conn: Pooled) -> GatewayError:
     return classify(exc)
 
 
-async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: ANN401
+async def _fetch(cursor: Any, conn: Pooled, limits: Limits) -> Result:  # noqa: ANN401 - asyncmy is untyped
     description = cursor.description
     if description is None:
         return Result(

@@ -181,7 +181,7 @@ async def grant_extra(
     return statement
 
 
-async def _create(root: Any, db: str, *, demo_data: bool) -> None:  # noqa: ANN401
+async def _create(root: Any, db: str, *, demo_data: bool) -> None:  # noqa: ANN401 - asyncmy is untyped
     async with root.cursor() as cur:
         await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
         await cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
@@ -189,7 +189,7 @@ async def _create(root: Any, db: str, *, demo_data: bool) -> None:  # noqa: ANN4
             await _seed(cur, db)
 
 
-async def _accounts(root: Any, prefix: str) -> dict[str, Account]:  # noqa: ANN401
+async def _accounts(root: Any, prefix: str) -> dict[str, Account]:  # noqa: ANN401 - asyncmy is untyped
     """Create the three accounts with no privileges (only USAGE: they may log in)."""
     accounts: dict[str, Account] = {}
     async with root.cursor() as cur:
@@ -202,7 +202,7 @@ async def _accounts(root: Any, prefix: str) -> dict[str, Account]:  # noqa: ANN4
     return accounts
 
 
-async def _seed(cur: Any, db: str) -> None:  # noqa: ANN401
+async def _seed(cur: Any, db: str) -> None:  # noqa: ANN401 - asyncmy is untyped
     for ddl in DEMO_SCHEMA:
         await cur.execute(ddl.replace("CREATE TABLE ", f"CREATE TABLE `{db}`.", 1))
     await cur.executemany(
@@ -223,7 +223,7 @@ async def _seed(cur: Any, db: str) -> None:  # noqa: ANN401
         items,
     )
     await cur.executemany(
-        f"INSERT INTO `{db}`.orders (customer_id, item_id, quantity, ordered_at, note) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608
+        f"INSERT INTO `{db}`.orders (customer_id, item_id, quantity, ordered_at, note) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608 - a checked identifier
         [
             (1, 1, 2, "2024-04-01 10:00:00", None),
             (2, 3, 1, "2024-04-02 11:30:00", "gift"),
@@ -236,14 +236,14 @@ async def _seed(cur: Any, db: str) -> None:  # noqa: ANN401
     )
 
 
-async def drop(root: Any, database: str, prefix: str) -> None:  # noqa: ANN401
+async def drop(root: Any, database: str, prefix: str) -> None:  # noqa: ANN401 - asyncmy is untyped
     """Drop ``database`` and its accounts (for test clean-up)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         await _drop(root, database, prefix)
 
 
-async def _drop(root: Any, database: str, prefix: str) -> None:  # noqa: ANN401
+async def _drop(root: Any, database: str, prefix: str) -> None:  # noqa: ANN401 - asyncmy is untyped
     async with root.cursor() as cur:
         await cur.execute(f"DROP DATABASE IF EXISTS `{_check(database)}`")
         for level in LEVELS:

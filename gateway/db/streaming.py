@@ -41,7 +41,7 @@ from asyncmy.cursors import SSCursor
 from gateway.db import execution
 from gateway.db.encoding import TYPE_NAMES, JSONValue, dump_row_line
 from gateway.db.pools import ConnectionPool, Pooled
-from gateway.errors import GatewayError, InvalidRequest, StatementTimeout
+from gateway.errors import InvalidRequest, StatementTimeout
 from gateway.sql.statements import Statement
 
 log = structlog.get_logger("gateway.db.streaming")
@@ -57,10 +57,6 @@ DISCONNECTED = "client_disconnected"
 # Strong references to clean-up tasks started when a client goes away (asyncio
 # keeps only weak ones); each removes itself when done.
 _CLEANUPS: set[asyncio.Task[None]] = set()
-
-
-def _translate(exc: db_errors.MySQLError) -> GatewayError:
-    return execution.classify(exc)  # one classification for buffered and streamed statements
 
 
 class _ReadGate:
@@ -197,9 +193,9 @@ class RowStream:
             raise StatementTimeout("the statement ran past its timeout") from None
         except db_errors.MySQLError as exc:
             self._release(discard=True)
-            raise _translate(exc) from None
+            raise execution.classify(exc) from None
         self._gate.pause()
-        return rows  # type: ignore[no-any-return]
+        return rows  # type: ignore[no-any-return]  # asyncmy is untyped
 
     async def _close_cursor(self, *, truncated: bool) -> None:
         if truncated:
@@ -278,7 +274,7 @@ async def start(  # noqa: PLR0917 - the statement and everything it runs with
     except db_errors.MySQLError as exc:
         conn.discard = True
         pool.release(conn)
-        raise _translate(exc) from None
+        raise execution.classify(exc) from None
     except BaseException:
         conn.discard = True
         pool.release(conn)

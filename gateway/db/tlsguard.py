@@ -53,7 +53,7 @@ class GuardedConnection(Connection):
                 f"refused to send the password with {plugin_name.decode('ascii', 'replace')}: "
                 "the connection is not TLS with certificate and hostname verification",
             )
-        return await super()._process_auth(plugin_name, auth_packet)  # type: ignore[misc]
+        return await super()._process_auth(plugin_name, auth_packet)  # type: ignore[misc]  # asyncmy is untyped: the base method is untyped
 
     def sends_cleartext_safely(self) -> bool:
         """True when this connection is encrypted with a verifying TLS context."""

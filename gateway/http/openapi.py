@@ -101,7 +101,7 @@ def install(app: FastAPI) -> None:
             )
         return app.openapi_schema
 
-    app.openapi = document  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]  # FastAPI documents replacing app.openapi
 
 
 def complete(doc: dict[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _load_key(path: Path) -> ECKey | RSAKey:
             break
         if isinstance(key, ECKey) and key.curve_name == "P-256":
             return key
-        if isinstance(key, RSAKey) and key.private_key.key_size >= MIN_RSA_BITS:  # type: ignore[union-attr]
+        if isinstance(key, RSAKey) and key.private_key.key_size >= MIN_RSA_BITS:  # type: ignore[union-attr]  # joserfc types the private key as a union of every kind
             return key
         break
     raise ConfigError(f"dev issuer key {path} is not an EC P-256 or RSA >= 2048 private key")

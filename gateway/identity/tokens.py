@@ -199,7 +199,7 @@ class TokenValidator:
 
     def _parse(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         segments = token.split(".")
-        if len(segments) != 3 or not all(_SEGMENT.fullmatch(s) for s in segments):  # noqa: PLR2004
+        if len(segments) != 3 or not all(_SEGMENT.fullmatch(s) for s in segments):  # noqa: PLR2004 - a JWS has exactly three segments
             raise Unauthenticated("token is not three base64url segments")
         try:
             claims = _json_segment(segments[1])

@@ -219,7 +219,7 @@ class Pipeline:
         identity: Identity,
         target: str,
         started: float,
-        **fields: Any,  # noqa: ANN401
+        **fields: Any,  # noqa: ANN401 - the outcome record's fields
     ) -> None:
         who = self._recorder.who(ctx, identity)
         await self._recorder.outcome(OutcomeRecord(who=who, target=target, duration_ms=_ms(started), **fields))

@@ -42,7 +42,7 @@ def parse_duration(value: object) -> float:
     else:
         raise TypeError(f"must be {DURATION_HINT}")
     # `seconds == seconds` is False only for NaN.
-    if not (seconds == seconds and 0 < seconds < float("inf")):  # noqa: PLR0124
+    if not (seconds == seconds and 0 < seconds < float("inf")):  # noqa: PLR0124 - x == x is false only for NaN
         raise ValueError(f"must be a positive duration (got {value!r})")
     return seconds
 

@@ -300,10 +300,10 @@ def _write_atomically(path: Path, content: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)  # noqa: PTH101 - the temp file is known by its path string
-        os.replace(tmp, path)  # noqa: PTH105
+        os.replace(tmp, path)  # noqa: PTH105 - the temp file is known by its path string
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # noqa: PTH108
+            os.unlink(tmp)  # noqa: PTH108 - the temp file is known by its path string
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

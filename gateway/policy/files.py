@@ -134,7 +134,7 @@ class _Constructor(RoundTripConstructor):
         return True
 
     # The base signature has a positional boolean; keep it for the override.
-    def construct_object(self, node: Node, deep: bool = False) -> object:  # noqa: FBT001, FBT002
+    def construct_object(self, node: Node, deep: bool = False) -> object:  # noqa: FBT001, FBT002 - ruamel.yaml's signature
         try:
             value = super().construct_object(node, deep=deep)
         except ValueError as exc:

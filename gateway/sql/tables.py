@@ -86,10 +86,11 @@ def _delete_aliases(delete: exp.Delete) -> set[str]:
 
 def _is_dml_target(table: exp.Table) -> bool:
     """INSERT / UPDATE / DELETE targets are always real tables, never CTEs."""
+    node: exp.Expr = table
     parent = table.parent
-    if isinstance(parent, exp.Schema):
-        table, parent = parent, parent.parent  # type: ignore[assignment]
-    return isinstance(parent, (exp.Insert, exp.Update, exp.Delete)) and table.arg_key == "this"
+    if isinstance(parent, exp.Schema):  # INSERT INTO t (a, b): the table sits inside the column list
+        node, parent = parent, parent.parent
+    return isinstance(parent, (exp.Insert, exp.Update, exp.Delete)) and node.arg_key == "this"
 
 
 def _is_cte_reference(table: exp.Table) -> bool:
