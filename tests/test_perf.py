@@ -20,13 +20,13 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from gateway.http.api import router
 from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
 from gateway import log as gateway_log
 from gateway.audit.format import format_time
 from gateway.errors import Unauthenticated
+from gateway.http import statements, status
 from gateway.http.app import create_app
 from gateway.http.front import GatewayApp, StatementEndpoints
 from gateway.http.metrics import Metrics
@@ -56,8 +56,8 @@ def test_request_path_dependencies_are_async(tmp_path):
         dev={"key_file": tmp_path / "dev-key.pem"},
         audit={"path": tmp_path / "audit.db"},
     )
-    create_app(settings)  # installs the routes
-    routes = {r.path: r for r in router.routes if isinstance(r, APIRoute)}
+    create_app(settings)  # builds what the routes use
+    routes = {r.path: r for r in (*statements.router.routes, *status.router.routes) if isinstance(r, APIRoute)}
     for path in ("/v1/query", "/v1/transaction", "/v1/me", "/v1/targets"):
         calls = list(_dependency_calls(routes[path].dependant))
         assert calls, path
@@ -118,7 +118,7 @@ def test_hot_routes_resolve_one_dependency(tmp_path):
         audit={"path": tmp_path / "audit.db"},
     )
     create_app(settings)
-    routes = {r.path: r for r in router.routes if isinstance(r, APIRoute)}
+    routes = {r.path: r for r in statements.router.routes if isinstance(r, APIRoute)}
     for path in ("/v1/query", "/v1/transaction"):
         assert len(list(_dependency_calls(routes[path].dependant))) == 1, path
 
