@@ -58,7 +58,7 @@ def _templates() -> Environment:
     return env
 
 
-def _static_router(secure: bool) -> APIRouter:
+def _static_router(*, secure: bool) -> APIRouter:
     """``/console/static/<name>``: the stylesheet and icon, read once, served with the console's headers."""
     folder = resources.files("gateway.console") / "static"
     files = {name: (folder / name).read_bytes() for name in STATIC}
@@ -92,7 +92,9 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
         if settings.console.enabled:
             log.warning("console_disabled", reason="console.public_url is required off loopback")
         return None
-    secure = settings.console.cookie_secure if settings.console.cookie_secure is not None else url.startswith("https://")
+    secure = (
+        settings.console.cookie_secure if settings.console.cookie_secure is not None else url.startswith("https://")
+    )
     issuer = settings.console.issuer or (
         dev_issuer_url(settings.listen.port, settings.listen.host) if settings.dev_mode else settings.issuers[0].issuer
     )
@@ -116,7 +118,7 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
         pages.include_router(module.router)
     pages.add_api_route("/console", _home_redirect, methods=["GET"])
     app.include_router(pages)
-    app.include_router(_static_router(secure))
+    app.include_router(_static_router(secure=secure))
     if settings.dev_mode:
         devlogin.install(app)
     catch_all = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

@@ -49,7 +49,9 @@ def _moment(text: str) -> str | None:
     """A ``datetime-local`` value (``YYYY-MM-DDTHH:MM``, UTC) as the API's ISO 8601 text."""
     if not text:
         return None
-    return text if text.endswith("Z") or "+" in text[10:] else f"{text}:00Z" if len(text) == 16 else f"{text}Z"
+    if text.endswith("Z") or "+" in text[10:]:
+        return text
+    return f"{text}:00Z" if len(text) == len("YYYY-MM-DDTHH:MM") else f"{text}Z"
 
 
 async def _policy_page(request: Request, status: int = 200, error: str | None = None, **form: Any) -> Response:  # noqa: ANN401 - form values
@@ -59,7 +61,7 @@ async def _policy_page(request: Request, status: int = 200, error: str | None = 
     by_target: dict[str, dict[str, list[Any]]] = defaultdict(lambda: {"grants": [], "revocations": []})
     by_subject: dict[str, dict[str, list[Any]]] = defaultdict(lambda: {"grants": [], "revocations": []})
     for name in services.settings.targets:
-        by_target[name]  # noqa: B018 - every configured target gets its section, even an empty one
+        by_target[name]
     for grant in policy.grants:
         by_target[grant.target]["grants"].append(grant)
         for subject in grant.subjects:
@@ -69,9 +71,17 @@ async def _policy_page(request: Request, status: int = 200, error: str | None = 
         by_subject[revocation.subject]["revocations"].append(revocation)
     view = "subject" if request.query_params.get("view") == "subject" else "target"
     return await render(
-        request, "policy.html", status=status, policy=policy, by_target=dict(sorted(by_target.items())),
-        by_subject=dict(sorted(by_subject.items())), view=view, error=error, form=form,
-        last_error=services.policies.last_error, targets=sorted(services.settings.targets),
+        request,
+        "policy.html",
+        status=status,
+        policy=policy,
+        by_target=dict(sorted(by_target.items())),
+        by_subject=dict(sorted(by_subject.items())),
+        view=view,
+        error=error,
+        form=form,
+        last_error=services.policies.last_error,
+        targets=sorted(services.settings.targets),
     )
 
 
@@ -93,18 +103,24 @@ async def _edit(request: Request, viewer: Viewer, form: Form, action: str) -> Re
         if action == "add-grant":
             tables = {"allow": _list(form.get("tables_allow")), "deny": _list(form.get("tables_deny"))}
             body = adminapi.GrantBody(
-                name=form.get("name"), subjects=_list(form.get("subjects")) or [], target=form.get("target"),
-                access=form.get("access"), db_user=form.get("db_user"),
+                name=form.get("name"),
+                subjects=_list(form.get("subjects")) or [],
+                target=form.get("target"),
+                access=form.get("access"),
+                db_user=form.get("db_user"),
                 tables=adminapi.TablesBody(**tables) if any(tables.values()) else None,
                 max_rows=int(form.get("max_rows")) if form.get("max_rows") else None,
-                statement_timeout=form.get("statement_timeout") or None, expires=_moment(form.get("expires")),
+                statement_timeout=form.get("statement_timeout") or None,
+                expires=_moment(form.get("expires")),
             )
             reply = await adminapi.add_grant(*args, body)
         elif action == "remove-grant":
             reply = await adminapi.delete_grant(*args, form.get("name"))
         elif action == "revoke":
             revoke = adminapi.RevocationBody(
-                subject=form.get("subject"), target=form.get("target") or "*", reason=form.get("reason") or None,
+                subject=form.get("subject"),
+                target=form.get("target") or "*",
+                reason=form.get("reason") or None,
                 until=_moment(form.get("until")),
             )
             reply = await adminapi.add_revocation(*args, revoke)
@@ -172,11 +188,15 @@ async def history(
     services = services_of(request)
     filters = AuditFilter(event="policy_edit")
     record = AuditReadRecord(
-        who=services.recorder.who(viewer.ctx, viewer.identity), reason="console: policy history", filters=filters.describe()
+        who=services.recorder.who(viewer.ctx, viewer.identity),
+        reason="console: policy history",
+        filters=filters.describe(),
     )
     await services.recorder.event(record)
     try:
         page = await asyncio.to_thread(services.audit_reader.query, filters, cursor, HISTORY_PAGE)
     except Exception as exc:  # any driver error means the log cannot be read now
         raise AuditUnavailable("the audit store could not be read") from exc
-    return await render(request, "policy_history.html", entries=page.entries, next_cursor=page.next_cursor, diff_lines=diff_lines)
+    return await render(
+        request, "policy_history.html", entries=page.entries, next_cursor=page.next_cursor, diff_lines=diff_lines
+    )

@@ -42,8 +42,15 @@ async def _page(request: Request, viewer: Viewer, state: str, status: int = 200,
     for grant in services.policies.current.grants:
         accounts.setdefault(grant.target, set()).add(grant.db_user)
     return await render(
-        request, "approvals.html", status=status, items=items, state=state, states=STATES, own=lambda i: _own(viewer, i),
-        accounts={t: sorted(a) for t, a in accounts.items()}, error=error,
+        request,
+        "approvals.html",
+        status=status,
+        items=items,
+        state=state,
+        states=STATES,
+        own=lambda i: _own(viewer, i),
+        accounts={t: sorted(a) for t, a in accounts.items()},
+        error=error,
     )
 
 
@@ -60,17 +67,32 @@ async def _decide(request: Request, viewer: Viewer, request_id: str, action: str
     form = await read_form(request)
     try:
         body = accessapi.DecisionBody(
-            reason=form.get("reason") or None, db_user=form.get("db_user") or None,
+            reason=form.get("reason") or None,
+            db_user=form.get("db_user") or None,
             duration=form.get("duration") or None if action == "approve" else None,
         )
         if action == "approve":
             await accessapi.approve(
-                viewer.identity, viewer.ctx, services.recorder, services.policies, services.editor,
-                services.access_requests, services.aliases, services.clock, request_id, body,
+                viewer.identity,
+                viewer.ctx,
+                services.recorder,
+                services.policies,
+                services.editor,
+                services.access_requests,
+                services.aliases,
+                services.clock,
+                request_id,
+                body,
             )
         else:
             await accessapi.deny(
-                viewer.identity, viewer.ctx, services.recorder, services.access_requests, services.aliases, request_id, body
+                viewer.identity,
+                viewer.ctx,
+                services.recorder,
+                services.access_requests,
+                services.aliases,
+                request_id,
+                body,
             )
     except ValidationError as exc:
         return await _page(request, viewer, "pending", status=422, error=invalid_form(exc).detail)

@@ -74,18 +74,40 @@ async def _in_thread(func: Any, *args: Any) -> Any:  # noqa: ANN401 - passes thr
 
 
 @router.get("/console/audit")
-async def log_page(request: Request, viewer: AuditorViewer, cursor: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+async def log_page(
+    request: Request, viewer: AuditorViewer, cursor: Annotated[str | None, Query(max_length=64)] = None
+) -> Response:
     """The audit log, newest first, filtered, one page at a time."""
     services = services_of(request)
     values, f = _filters(request)
     reply = await auditapi.audit_log(
-        caller=viewer.identity, ctx=viewer.ctx, recorder=services.recorder, store=services.audit_reader,
-        user=f.user, target=f.target, decision=f.decision, code=f.code, event=f.event, request_id=f.request_id,
-        since=f.since, until=f.until, q=f.q, cursor=cursor, limit=PAGE,
+        caller=viewer.identity,
+        ctx=viewer.ctx,
+        recorder=services.recorder,
+        store=services.audit_reader,
+        user=f.user,
+        target=f.target,
+        decision=f.decision,
+        code=f.code,
+        event=f.event,
+        request_id=f.request_id,
+        since=f.since,
+        until=f.until,
+        q=f.q,
+        cursor=cursor,
+        limit=PAGE,
     )
     page = body_of(reply)
     query = {k: v for k, v in values.items() if v}
-    return await render(request, "audit.html", entries=page["entries"], next_cursor=page["next_cursor"], filters=values, query=query, events=EVENTS)
+    return await render(
+        request,
+        "audit.html",
+        entries=page["entries"],
+        next_cursor=page["next_cursor"],
+        filters=values,
+        query=query,
+        events=EVENTS,
+    )
 
 
 def _neighbours(store: Any, seq: int) -> list[Entry]:  # noqa: ANN401 - an AuditStore
@@ -111,7 +133,10 @@ async def record_page(request: Request, viewer: AuditorViewer, seq: int) -> Resp
         "previous": previous,
         "following": following,
     }
-    fields = {k: v if isinstance(v, str) or v is None else orjson.dumps(v, option=orjson.OPT_INDENT_2).decode() for k, v in entry.items()}
+    fields = {
+        k: v if isinstance(v, str) or v is None else orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
+        for k, v in entry.items()
+    }
     return await render(request, "record.html", entry=entry, fields=fields, chain=chain)
 
 
@@ -150,11 +175,15 @@ async def export_log(request: Request, viewer: AuditorViewer, format: Text = "cs
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     stamp = services_of(request).clock().strftime("%Y%m%dT%H%M%SZ")
     headers = {"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'}
-    return StreamingResponse(_export_body(services_of(request).audit_reader, filters, format), media_type=media, headers=headers)
+    return StreamingResponse(
+        _export_body(services_of(request).audit_reader, filters, format), media_type=media, headers=headers
+    )
 
 
 @router.get("/console/audit/verify")
-async def verify_page(request: Request, viewer: AuditorViewer, job: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+async def verify_page(
+    request: Request, viewer: AuditorViewer, job: Annotated[str | None, Query(max_length=32)] = None
+) -> Response:
     """The verification page: start one, or follow one (it refreshes itself while running)."""
     del viewer
     jobs = console_of(request).jobs
@@ -195,7 +224,15 @@ async def charts_page(request: Request, viewer: AuditorViewer) -> Response:
     entries = await _in_thread(_scan, services_of(request).audit_reader, filters)
     summary, hourly = charts.summarise(entries)
     return await render(
-        request, "charts.html", summary=summary, hourly=hourly, window=CHART_WINDOW, filters=values, events=EVENTS,
-        timeline=charts.timeline(summary), denied_users=charts.ranking(summary.denied_users),
-        denied_targets=charts.ranking(summary.denied_targets), targets=charts.ranking(summary.targets),
+        request,
+        "charts.html",
+        summary=summary,
+        hourly=hourly,
+        window=CHART_WINDOW,
+        filters=values,
+        events=EVENTS,
+        timeline=charts.timeline(summary),
+        denied_users=charts.ranking(summary.denied_users),
+        denied_targets=charts.ranking(summary.denied_targets),
+        targets=charts.ranking(summary.targets),
     )

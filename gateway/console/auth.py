@@ -59,7 +59,9 @@ async def login(request: Request, next: str | None = None) -> Response:  # noqa:
 async def _refused(request: Request, reason: str) -> None:
     """Record a sign-in the console refused, as the pipeline records a refused token (flood-limited)."""
     recorder = services_of(request).recorder
-    await recorder.unverified(AuthRecord(who=recorder.who(console_context(request), None), code="unauthenticated", reason=reason))
+    await recorder.unverified(
+        AuthRecord(who=recorder.who(console_context(request), None), code="unauthenticated", reason=reason)
+    )
 
 
 @router.get("/console/callback")
@@ -105,4 +107,3 @@ async def logout(request: Request) -> Response:
 async def signed_out(request: Request) -> Response:
     """Say the session has ended."""
     return await render(request, "signed_out.html")
-

@@ -22,6 +22,7 @@ WIDTH = 640
 BAR_AREA = 180  # px of height for the timeline's bars
 ROW = 22  # px per bar of a ranking
 LABEL = 220  # px for a ranking's labels
+HOURLY_UP_TO = 48  # hours a window may span and still be drawn per hour (else per day)
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class Chart:
     maximum: int
 
 
-def _bucket(moment: str, hourly: bool) -> str:
+def _bucket(moment: str, *, hourly: bool) -> str:
     return moment[:13] + ":00" if hourly else moment[:10]
 
 
@@ -71,12 +72,14 @@ def summarise(entries: Iterable[Entry]) -> tuple[Summary, bool]:
     if not window:
         return summary, True
     summary.last, summary.first = str(window[0].get("time")), str(window[-1].get("time"))
-    hourly = _span_hours(summary.first, summary.last) <= 48
+    hourly = _span_hours(summary.first, summary.last) <= HOURLY_UP_TO
     for entry in window:
         if entry.get("event") != "decision":
             continue
         decision, target, user = entry.get("decision"), entry.get("target"), entry.get("user")
-        summary.buckets[(_bucket(str(entry.get("time")), hourly), "deny" if decision == "deny" else "allow")] += 1
+        summary.buckets[
+            (_bucket(str(entry.get("time")), hourly=hourly), "deny" if decision == "deny" else "allow")
+        ] += 1
         if isinstance(target, str):
             summary.targets[target] += 1
         if decision == "deny":
@@ -101,12 +104,22 @@ def timeline(summary: Summary) -> Chart:
     step = WIDTH / max(len(keys), 1)
     bars: list[Bar] = []
     for i, key in enumerate(keys):
-        base = BAR_AREA
+        base = float(BAR_AREA)
         for kind in ("allow", "deny"):
             value = summary.buckets[(key, kind)]
             height = BAR_AREA * value / maximum if maximum else 0.0
             base -= height
-            bars.append(Bar(key, value, round(i * step + 1, 1), round(base, 1), round(max(step - 2, 1), 1), round(height, 1), kind))
+            bars.append(
+                Bar(
+                    key,
+                    value,
+                    round(i * step + 1, 1),
+                    round(base, 1),
+                    round(max(step - 2, 1), 1),
+                    round(height, 1),
+                    kind,
+                )
+            )
     return Chart(bars, WIDTH, BAR_AREA, maximum)
 
 

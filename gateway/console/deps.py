@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -67,7 +68,9 @@ async def _refuse(request: Request, viewer: Viewer, reason: str) -> None:
     """Record a refused console request (before answering 403), then raise."""
     recorder = services_of(request).recorder
     route = f"{request.method} {request.url.path}"
-    await recorder.decision(RouteDenied(who=recorder.who(viewer.ctx, viewer.identity), code="forbidden", reason=reason, route=route))
+    await recorder.decision(
+        RouteDenied(who=recorder.who(viewer.ctx, viewer.identity), code="forbidden", reason=reason, route=route)
+    )
     raise Forbidden(reason)
 
 
@@ -105,7 +108,7 @@ async def _viewer(request: Request) -> Viewer:
     return viewer
 
 
-def _role(role: str) -> object:
+def _role(role: str) -> Callable[[Request, Viewer], Awaitable[Viewer]]:
     async def check(request: Request, viewer: Annotated[Viewer, Depends(_viewer)]) -> Viewer:
         if role not in viewer.roles:
             await _refuse(request, viewer, f"the {role} role is required")
@@ -117,4 +120,10 @@ def _role(role: str) -> object:
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
 AdminViewer = Annotated[Viewer, Depends(_role("admin"))]
 AuditorViewer = Annotated[Viewer, Depends(_role("auditor"))]
-ConsoleDep = Annotated[Console, Depends(lambda request: console_of(request))]
+
+
+async def _console(request: Request) -> Console:
+    return console_of(request)
+
+
+ConsoleDep = Annotated[Console, Depends(_console)]

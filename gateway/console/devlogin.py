@@ -24,7 +24,15 @@ from gateway.identity.devcodes import AuthorizationError, DevCodes
 from gateway.identity.devissuer import DEV_ISSUER_PATH
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-_REQUEST_FIELDS = ("client_id", "redirect_uri", "response_type", "state", "code_challenge", "code_challenge_method", "scope")
+_REQUEST_FIELDS = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "scope",
+)
 MAX_GROUPS = 20
 
 
@@ -35,7 +43,9 @@ def _codes(request: Request) -> DevCodes:
         if services.dev_issuer is None:  # the routes are installed in dev mode only, where it is always built
             raise InvalidRequest("the dev issuer is not running")
         settings = services.settings.dev
-        console.dev_codes = DevCodes(services.dev_issuer, audience=settings.audience, token_lifetime=settings.token_lifetime)
+        console.dev_codes = DevCodes(
+            services.dev_issuer, audience=settings.audience, token_lifetime=settings.token_lifetime
+        )
     return console.dev_codes
 
 
@@ -67,11 +77,16 @@ async def authorize(request: Request) -> Response:
             raise ValueError(f"at most {MAX_GROUPS} groups")
         code = codes.issue(checked, user, groups)
     except ValueError as exc:
-        page = await render(
-            request, "dev_login.html", status=422, auth=checked, params=params, problem=str(exc), user=user,
+        return await render(
+            request,
+            "dev_login.html",
+            status=422,
+            auth=checked,
+            params=params,
+            problem=str(exc),
+            user=user,
             groups=form.get("groups"),
         )
-        return page
     query = urllib.parse.urlencode({"code": code, "state": checked.state})
     return RedirectResponse(f"{checked.redirect_uri}?{query}", status_code=303)
 

@@ -45,7 +45,9 @@ async def home(request: Request, viewer: ViewerDep) -> Response:
 
 async def _own_requests(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
     store = services_of(request).access_requests
-    found: list[dict[str, Any]] = await asyncio.to_thread(store.list, requester=viewer.user, person=viewer.identity.person)
+    found: list[dict[str, Any]] = await asyncio.to_thread(
+        store.list, requester=viewer.user, person=viewer.identity.person
+    )
     return found
 
 
@@ -54,8 +56,13 @@ async def requests_page(request: Request, viewer: ViewerDep) -> Response:
     """The viewer's access requests, newest first, and the form to ask for more."""
     services = services_of(request)
     return await render(
-        request, "requests.html", requests=await _own_requests(request, viewer), targets=sorted(services.settings.targets),
-        form={}, error=None, created=request.query_params.get("created"),
+        request,
+        "requests.html",
+        requests=await _own_requests(request, viewer),
+        targets=sorted(services.settings.targets),
+        form={},
+        error=None,
+        created=request.query_params.get("created"),
     )
 
 
@@ -81,6 +88,12 @@ async def create_request(request: Request, viewer: ViewerDep) -> Response:
 async def _requests_error(request: Request, viewer: Viewer, values: dict[str, str], error: GatewayError) -> Response:
     services = services_of(request)
     return await render(
-        request, "requests.html", status=error.status, requests=await _own_requests(request, viewer),
-        targets=sorted(services.settings.targets), form=values, error=error, created=None,
+        request,
+        "requests.html",
+        status=error.status,
+        requests=await _own_requests(request, viewer),
+        targets=sorted(services.settings.targets),
+        form=values,
+        error=error,
+        created=None,
     )

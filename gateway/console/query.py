@@ -58,7 +58,9 @@ async def _read_own(request: Request, viewer: Viewer, filters: AuditFilter, curs
     """A page of the viewer's own audit records; the read itself is recorded first."""
     services = services_of(request)
     recorder = services.recorder
-    record = AuditReadRecord(who=recorder.who(viewer.ctx, viewer.identity), reason="console: own history", filters=filters.describe())
+    record = AuditReadRecord(
+        who=recorder.who(viewer.ctx, viewer.identity), reason="console: own history", filters=filters.describe()
+    )
     await recorder.event(record)
     try:
         return await asyncio.to_thread(services.audit_reader.query, filters, cursor, limit)
@@ -78,7 +80,9 @@ async def editor(
     """The SQL editor, empty or holding a statement of the viewer's history."""
     sql = ""
     if rerun:
-        page = await _read_own(request, viewer, AuditFilter(user=viewer.user, request_id=rerun, event="decision"), None, 1)
+        page = await _read_own(
+            request, viewer, AuditFilter(user=viewer.user, request_id=rerun, event="decision"), None, 1
+        )
         if page.entries:
             sql = statement_text(page.entries[0]) or ""
             target = target or page.entries[0].get("target")
@@ -89,15 +93,28 @@ async def editor(
 async def _page(request: Request, viewer: Viewer, form: dict[str, str], error: GatewayError | None = None) -> Response:
     """The editor with the form's values and, after a refusal, why (with the refusal's status)."""
     return await render(
-        request, "query.html", status=error.status if error else 200, targets=_targets(request, viewer), form=form,
-        result=None, error=error, result_cap=console_of(request).settings.console.page_rows,
+        request,
+        "query.html",
+        status=error.status if error else 200,
+        targets=_targets(request, viewer),
+        form=form,
+        result=None,
+        error=error,
+        result_cap=console_of(request).settings.console.page_rows,
     )
 
 
-async def _open(request: Request, viewer: Viewer, *, page: bool) -> tuple[StreamResult | None, dict[str, str], GatewayError | None]:
+async def _open(
+    request: Request, viewer: Viewer, *, page: bool
+) -> tuple[StreamResult | None, dict[str, str], GatewayError | None]:
     """Run the form's statement as a stream; a refusal before the first row is returned, not raised."""
     form = await read_form(request)
-    values = {"target": form.get("target"), "sql": form.raw("sql"), "params": form.raw("params"), "max_rows": form.get("max_rows")}
+    values = {
+        "target": form.get("target"),
+        "sql": form.raw("sql"),
+        "params": form.raw("params"),
+        "max_rows": form.get("max_rows"),
+    }
     services = services_of(request)
     try:
         params = parse_params(values["params"])
@@ -111,7 +128,9 @@ async def _open(request: Request, viewer: Viewer, *, page: bool) -> tuple[Stream
         if page:
             cap = console_of(request).settings.console.page_rows
             wanted = min(wanted or cap, cap)
-        stream = await services.pipeline.open_stream(viewer.ctx, viewer.identity, values["target"], StatementRequest(values["sql"], params), wanted)
+        stream = await services.pipeline.open_stream(
+            viewer.ctx, viewer.identity, values["target"], StatementRequest(values["sql"], params), wanted
+        )
     except ValueError:
         return None, values, InvalidRequest("max rows must be a number")
     except GatewayError as exc:
@@ -134,7 +153,11 @@ async def run(request: Request, viewer: ViewerDep) -> Response:
     console = console_of(request)
     template = console.templates.get_template("query.html")
     body = template.generate_async(
-        **common(request), targets=_targets(request, viewer), form=values, result=result, error=None,
+        **common(request),
+        targets=_targets(request, viewer),
+        form=values,
+        result=result,
+        error=None,
         result_cap=console.settings.console.page_rows,
     )
     return ClosingStream(body, result, media_type="text/html; charset=utf-8")
@@ -158,4 +181,6 @@ async def history(
     """The viewer's own recent statements (decision records), newest first, each re-runnable."""
     page = await _read_own(request, viewer, AuditFilter(user=viewer.user, event="decision"), cursor, HISTORY_PAGE)
     entries = [e for e in page.entries if e.get("statement") is not None]
-    return await render(request, "history.html", entries=entries, next_cursor=page.next_cursor, statement_text=statement_text)
+    return await render(
+        request, "history.html", entries=entries, next_cursor=page.next_cursor, statement_text=statement_text
+    )

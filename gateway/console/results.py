@@ -96,7 +96,7 @@ async def csv_chunks(result: StreamResult) -> AsyncIterator[str]:
     yield buffer.getvalue()
 
 
-class ResultCut(Exception):  # noqa: N818 - names what happened to the download
+class ResultCut(Exception):
     """The statement failed after the first rows went out."""
 
 

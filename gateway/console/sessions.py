@@ -27,6 +27,7 @@ from typing import Protocol
 
 MAX_PENDING_LOGINS = 5  # sign-ins started in other tabs of one browser
 LOGIN_TIMEOUT = 600.0  # seconds a sign-in may take at the IdP
+MAX_COOKIE = 128  # characters; ours are 43
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class Sessions:
 
     def current(self, cookie: str | None, now: float) -> Session | None:
         """The live session named by ``cookie``; an expired one is deleted and ``None`` returned."""
-        if not cookie or len(cookie) > 128:
+        if not cookie or len(cookie) > MAX_COOKIE:
             return None
         session = self.store.get(key_of(cookie))
         if session is None:

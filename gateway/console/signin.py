@@ -113,7 +113,9 @@ class SignIn:
         state = secrets.token_urlsafe(24)
         verifier = secrets.token_urlsafe(48)  # 64 characters of [A-Za-z0-9_-]: a valid RFC 7636 verifier
         async with self._client() as client:
-            url, _ = client.create_authorization_url(meta["authorization_endpoint"], state=state, code_verifier=verifier)
+            url, _ = client.create_authorization_url(
+                meta["authorization_endpoint"], state=state, code_verifier=verifier
+            )
         return str(url), state, verifier
 
     async def finish(self, code: str, verifier: str, now: float) -> Tokens:

@@ -14,7 +14,7 @@ Errors a console route raises are pages, not problem+json: a
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,18 +37,9 @@ if TYPE_CHECKING:
 
     from gateway.console.jobs import VerifyJobs
 
-CSP = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'none'",
-        "object-src 'none'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-    )
+CSP = (
+    "default-src 'self'; script-src 'none'; object-src 'none'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 HEADERS = {
     "Content-Security-Policy": CSP,
@@ -83,7 +74,7 @@ def console_of(request: Request) -> Console:
     return console
 
 
-class SignInRequired(Exception):  # noqa: N818 - a signal to redirect, not an error
+class SignInRequired(Exception):
     """The page needs a signed-in person: redirect to the sign-in, then back to ``next``."""
 
     def __init__(self, next_path: str) -> None:
@@ -111,7 +102,7 @@ def secure_headers(response: Response, *, secure: bool) -> Response:
 class ConsoleRoute(APIRoute):
     """A console route: security headers on every response; errors become pages."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Wrap FastAPI's handler."""
         handler = super().get_route_handler()
 
