@@ -96,12 +96,18 @@ def csrf_of(http: httpx.Client, path: str = "/console/") -> str:
 def records(gateway: RunningGateway, **filters: Any) -> list[Entry]:
     """Audit entries matching ``filters``, newest first (after the writer has committed)."""
     gateway.audit_settled()
-    store = gateway.server.config.app.state.services.audit_reader
+    store = app_state(gateway).services.audit_reader
     entries: list[Entry] = store.query(AuditFilter(**filters), None, 500).entries
     return entries
 
 
-def wait_for(check: Any, seconds: float = 10.0) -> None:  # noqa: ANN401 - any predicate
+def app_state(gateway: RunningGateway) -> Any:
+    """The running app's state (``services``, ``console``)."""
+    app: Any = gateway.server.config.app
+    return app.state
+
+
+def wait_for(check: Any, seconds: float = 10.0) -> None:
     """Wait until ``check()`` is true (bounded)."""
     deadline = time.monotonic() + seconds
     while not check():

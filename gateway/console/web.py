@@ -4,7 +4,7 @@ Every console response carries the headers of SECURITY rule 33: a strict
 Content-Security-Policy (nothing but the console's own stylesheet and
 images; no script at all, inline or not; ``frame-ancestors 'none'``,
 ``form-action 'self'``, ``base-uri 'none'``), ``X-Frame-Options: DENY``,
-``nosniff``, ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``
+``nosniff``, ``Referrer-Policy: same-origin`` and ``Cache-Control: no-store``
 (pages hold data); ``Strict-Transport-Security`` when cookies are Secure.
 Errors a console route raises are pages, not problem+json: a
 ``GatewayError`` renders ``error.html`` with its status and code, and
@@ -45,7 +45,7 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send "Origin: null" on our own forms
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
