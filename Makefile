@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test test-faults test-fuzz soak lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials
+.PHONY: run test test-faults test-fuzz soak lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials chromium bench-console
 
 venv: $(STAMP)
 
@@ -27,10 +27,16 @@ mariadb:
 iamdeps:
 	bash scripts/ensure-iam-test-deps.sh
 
+# Debian's headless Chromium and its driver for the console's browser tests (never a downloaded browser build).
+chromium:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 seed: venv mariadb
 	$(BIN)/gateway demo seed --state-dir .run
 
 run: seed
+	@echo "web console: http://127.0.0.1:8080/console/ (dev mode: sign in with any name at the dev issuer's page)"
 	$(BIN)/gateway serve --config .run/gateway.yaml
 
 lint: venv
@@ -39,7 +45,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv node mariadb iamdeps lint
+test: venv node mariadb iamdeps chromium lint
 	$(BIN)/pytest -q
 
 # The fault suite alone (MariaDB restarts, cut/stalled links, IdP and audit store outages,
@@ -82,7 +88,7 @@ bench-profile: bench-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --apps gateway --duration 10 --profile $(or $(PROFILE),point:64)
 
 clean:
-	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache .faults-report.json .hypothesis
+	rm -rf $(VENV) tests/oidc/node_modules .run .pytest_cache .mypy_cache .ruff_cache .faults-report.json .hypothesis tests/artifacts
 
 # Streaming benchmark (issue 5): gateway peak RSS over 1,000,000 streamed rows and rows/s vs the mariadb client.
 .PHONY: bench-stream
@@ -93,3 +99,7 @@ bench-stream: venv mariadb
 BENCH_AUDIT_ROWS ?= 10000000
 bench-audit: venv mariadb
 	$(BIN)/python bench/audit_query.py --rows $(BENCH_AUDIT_ROWS)
+# Server-side render time of the console's audit browser over a generated 1,000,000-record log (issue 15).
+BENCH_CONSOLE_ROWS ?= 1000000
+bench-console: seed
+	$(BIN)/python bench/console_render.py --rows $(BENCH_CONSOLE_ROWS)

@@ -312,6 +312,25 @@ class AdminSettings(BaseModel):
     max_request_duration: Annotated[float, Field(gt=0)] = 7 * 86400.0  # longest grant a request may ask for
 
 
+class ConsoleSettings(BaseModel):
+    """The web console (``gateway/console/``): sign-in, sessions, result pages."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    # The URL browsers reach the gateway at (the sign-in redirect URI is <public_url>/console/callback).
+    # None: http://<listen.host>:<listen.port>, which is accepted on loopback only.
+    public_url: Annotated[str | None, Field(pattern=r"^https?://[A-Za-z0-9.:\[\]-]+$")] = None
+    issuer: str | None = None  # which configured issuer signs people in; None: the first (dev mode: the dev issuer)
+    client_id: Annotated[str, Field(min_length=1, max_length=256)] = "gateway-console"
+    client_secret: SecretSource | None = None  # a confidential client's secret (env or file); PKCE always
+    scope: Annotated[str, Field(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$")] = "openid email"
+    idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 1800.0  # seconds without a request ends a session
+    absolute_timeout: Annotated[float, Field(gt=0, le=7 * 86400)] = 8 * 3600.0  # seconds after sign-in, whatever
+    cookie_secure: bool | None = None  # None: Secure unless public_url is http on loopback
+    max_sessions: Annotated[int, Field(ge=1)] = 10_000  # per process; the oldest go first past it
+    page_rows: Annotated[int, Field(gt=0, le=100_000)] = 1000  # rows a result page shows (CSV: the stream cap)
+
+
 class Settings(BaseSettings):
     """The whole gateway configuration (frozen)."""
 
@@ -334,10 +353,11 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     tracing: TracingSettings = TracingSettings()
     privileges: PrivilegeSettings = PrivilegeSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:
-        if self.dev_mode and not _is_loopback(self.listen.host):
+        if self.dev_mode and not is_loopback(self.listen.host):
             raise ValueError("dev mode is refused unless the gateway listens on loopback")
         if not self.dev_mode and not self.issuers:
             raise ValueError("no issuers configured (only dev mode runs without an IdP)")
@@ -358,7 +378,8 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is the loopback interface."""
     if host == "localhost":
         return True
     try:

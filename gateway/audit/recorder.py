@@ -49,6 +49,7 @@ class RequestContext:
     client: str | None
     user_agent: str | None
     client_request_id: str | None = None  # the caller's sane X-Request-ID, kept beside the gateway's
+    via: str | None = None  # "console" for the web console's calls (recorded as ``via``); None for the API
 
 
 class Recorder:
@@ -80,6 +81,7 @@ class Recorder:
             client=ctx.client,
             user_agent=ctx.user_agent,
             client_request_id=ctx.client_request_id,
+            via=ctx.via,
         )
 
     async def decision(self, record: Counted) -> None:

@@ -70,6 +70,7 @@ class Who:
     groups: tuple[str, ...] = ()
     policy_revision: str | None = None
     client_request_id: str | Unset = UNSET  # the caller's sane X-Request-ID, when it sent one
+    via: str | Unset = UNSET  # "console": the web console made the call (absent for API calls)
 
     @classmethod
     def of(
@@ -81,8 +82,9 @@ class Who:
         client: str | None = None,
         user_agent: str | None = None,
         client_request_id: str | None = None,
+        via: str | None = None,
     ) -> Who:
-        """The fields of a request by ``identity`` (``None``: no valid token)."""
+        """The fields of a request by ``identity`` (``None``: no valid token); ``via``: the console's marker."""
         return cls(
             request_id=request_id,
             client=client,
@@ -94,6 +96,7 @@ class Who:
             groups=tuple(sorted(identity.groups)) if identity else (),
             policy_revision=policy_revision,
             client_request_id=UNSET if client_request_id is None else client_request_id,
+            via=UNSET if via is None else via,
         )
 
 

@@ -36,13 +36,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway with uvicorn (uvloop and httptools where available)."""
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
-    from gateway import log  # noqa: PLC0415 - loaded only by the command that uses it
+    from gateway import console, log  # noqa: PLC0415 - loaded only by the command that uses it
     from gateway.http.app import create_app  # noqa: PLC0415 - loaded only by the command that uses it
 
     settings = _settings(args)
     log.configure(json=not sys.stderr.isatty())
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, pages=console.install),
         host=settings.listen.host,
         port=settings.listen.port,
         log_level="warning",

@@ -70,6 +70,7 @@ class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[str | None, Field(max_length=500)] = None
     db_user: Annotated[str | None, Field(min_length=1, max_length=80)] = None
+    duration: Annotated[str | None, Field(min_length=1, max_length=32)] = None  # approve: at most the asked-for one
 
 
 def _seconds(text: str, limit: float) -> float:
@@ -196,12 +197,14 @@ async def approve(  # noqa: PLR0917 - FastAPI dependencies
     request_id: str,
     body: Annotated[DecisionBody, Depends(json_body(DecisionBody))],
 ) -> JSONResponse:
-    """Approve: write a grant expiring ``duration`` from now, attributed to the approver and the request."""
+    """Approve: write a grant expiring ``duration`` from now (or the shorter one given), attributed to the approver."""
     item = await asyncio.to_thread(requests.get, request_id)
     await _not_own(recorder, aliases, ctx, caller, item, route=f"POST /v1/access-requests/{request_id}/approve")
     db_user = _db_user(policies, item, body.db_user)
+    asked = float(item["duration_s"])
+    seconds = asked if body.duration is None else _seconds(body.duration, asked)  # an admin may only shorten it
     now = clock().replace(microsecond=0)
-    expires = now + timedelta(seconds=float(item["duration_s"]))
+    expires = now + timedelta(seconds=seconds)
     entry = {
         "name": item["id"],
         "subjects": [f"user:{item['requester']}"],

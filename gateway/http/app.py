@@ -45,12 +45,14 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
     audit_store: Callable[[], AuditStore] | None = None,
     span_exporter: SpanExporter | None = None,
+    pages: Callable[[FastAPI, Settings], object] | None = None,
 ) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts.
 
     ``audit_store`` swaps the audit store factory (the settings pick the default);
     ``span_exporter`` where spans go when tracing is on (default: OTLP/HTTP to
-    ``tracing.endpoint``).
+    ``tracing.endpoint``); ``pages`` adds routes of a layer above this one to the
+    app (``gateway serve`` passes the web console's ``gateway.console.install``).
     """
     metrics = Metrics()
     request_ids = RequestIds()  # one id source for the middleware and the pipeline (auth_flood records)
@@ -95,6 +97,9 @@ def create_app(
         @app.get("/metrics", include_in_schema=False)
         async def metrics_endpoint() -> Response:
             return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if pages is not None:
+        pages(app, settings)  # the web console (gateway.console.install), passed in by the caller above this layer
 
     if settings.dev_mode:
 

@@ -118,15 +118,7 @@ class DevIssuer:
         ``ValueError`` when ``user`` or a group is not a usable name (``gateway.identity.subjects``):
         the gateway would refuse the token anyway.
         """
-        try:
-            canonical_name(user)
-        except ValueError as exc:
-            raise ValueError(f"user {user!r}: {exc}") from None
-        for group in groups:
-            try:
-                canonical_name(group, kind="group")
-            except ValueError as exc:
-                raise ValueError(f"group {group!r}: {exc}") from None
+        self.check_names(user, groups)
         if not 0 < lifetime <= MAX_DEV_LIFETIME:
             raise ValueError(f"lifetime must be between 1 and {MAX_DEV_LIFETIME} seconds")
         now = int(self._clock())
@@ -144,6 +136,19 @@ class DevIssuer:
         }
         header = {"alg": self.alg, "kid": self._kid, "typ": "at+jwt"}
         return jwt.encode(header, claims, self._private, algorithms=[self.alg])
+
+    @staticmethod
+    def check_names(user: str, groups: Sequence[str] = ()) -> None:
+        """``ValueError`` unless ``user`` and every group are names the gateway accepts."""
+        try:
+            canonical_name(user)
+        except ValueError as exc:
+            raise ValueError(f"user {user!r}: {exc}") from None
+        for group in groups:
+            try:
+                canonical_name(group, kind="group")
+            except ValueError as exc:
+                raise ValueError(f"group {group!r}: {exc}") from None
 
     @property
     def has_keys(self) -> bool:
@@ -165,8 +170,13 @@ class DevIssuer:
         return {
             "issuer": self.issuer,
             "jwks_uri": f"{self.issuer}/jwks",
+            # The console's sign-in (gateway/identity/devcodes.py): authorization code with PKCE.
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "token_endpoint": f"{self.issuer}/token",
+            "token_endpoint_auth_methods_supported": ["none"],
+            "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": [self.alg],
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
-            "grant_types_supported": [],
+            "grant_types_supported": ["authorization_code"],
         }

@@ -102,6 +102,17 @@ clients.push({
   token_endpoint_auth_method: 'none',
 });
 
+// The web console's sign-in: authorization code with PKCE, a public client. "native" so that its
+// loopback redirect URI matches any port (RFC 8252 section 7.3): each test gateway picks a free one.
+clients.push({
+  client_id: 'gateway-console',
+  application_type: 'native',
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/console/callback'],
+  token_endpoint_auth_method: 'none',
+});
+
 const provider = new Provider(issuer, {
   clients,
   // Without this a keystore lacking an RSA key (ES256-only tests) fails client validation.
