@@ -130,6 +130,12 @@ def integration_policy(database: str, accounts: dict[str, Account]) -> PolicySet
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Run every async test on asyncio, the gateway's event loop (one definition for the suite)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def test_db() -> Iterator[ScratchDatabase]:
     """A fresh demo-shaped database for this test session, dropped at the end.
 

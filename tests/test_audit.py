@@ -24,12 +24,6 @@ NOW = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
 @pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio, the gateway's event loop."""
-    return "asyncio"
-
-
-@pytest.fixture
 def path(tmp_path):
     """Path of a fresh audit database file."""
     return tmp_path / "audit.db"

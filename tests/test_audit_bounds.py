@@ -33,12 +33,6 @@ NOW = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 MB8 = 8 * 1024 * 1024
 
 
-@pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio, the gateway's event loop."""
-    return "asyncio"
-
-
 def record(i: int, **extra: object) -> dict[str, object]:
     """A decision record with every filter column set."""
     return {

@@ -26,12 +26,6 @@ PASSWORD = "cleartext-canary-7d1f"
 CAPABILITIES = 0x1 | 0x8 | 0x200 | 0x8000 | 0x80000
 
 
-@pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio (the gateway's loop)."""
-    return "asyncio"
-
-
 def _packet(seq: int, payload: bytes) -> bytes:
     return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
 

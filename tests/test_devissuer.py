@@ -22,12 +22,6 @@ pytestmark = pytest.mark.anyio
 AUDIENCE = "gateway"
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Run the async tests on asyncio only."""
-    return "asyncio"
-
-
 @pytest.fixture
 def dev(tmp_path: Path) -> DevIssuer:
     """A dev issuer for a gateway on port 8080, with its key in a fresh directory."""

@@ -15,12 +15,6 @@ from gateway.settings import PoolSettings, TargetSettings
 from gateway.sql.statements import Kind, Statement
 
 
-@pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio (the gateway's loop)."""
-    return "asyncio"
-
-
 def _pool(db: ScratchDatabase, level: str, monkeypatch: pytest.MonkeyPatch) -> ConnectionPool:
     monkeypatch.setenv(f"GWTEST_EXEC_{level}", db.accounts[level].password)
     target = TargetSettings(host=DB_HOST, port=DB_PORT, database=db.name, pool=PoolSettings(max_size=2))

@@ -45,12 +45,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Run the async tests on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def attacker() -> RSAKey:
     """An RSA key the provider has never seen (kid ``attacker``)."""
     return RSAKey.generate_key(2048, parameters={"kid": "attacker"})

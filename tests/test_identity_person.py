@@ -30,12 +30,6 @@ pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Run the async tests on asyncio only."""
-    return "asyncio"
-
-
 @contextlib.asynccontextmanager
 async def validator_for(
     provider: OidcProvider, aliases: AliasRegistry | None = None, **overrides: Any

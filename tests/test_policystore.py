@@ -14,12 +14,6 @@ from gateway.policy.files import load_policies
 from gateway.policy.store import PolicyStore
 
 
-@pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio (the gateway's loop)."""
-    return "asyncio"
-
-
 def _names(store: PolicyStore) -> set[str]:
     return {g.name for g in store.current.grants}
 

@@ -16,12 +16,6 @@ from gateway.policy.decide import Decision
 from gateway.settings import PoolSettings, TargetSettings
 
 
-@pytest.fixture
-def anyio_backend():
-    """Run the async tests on asyncio (the gateway's loop)."""
-    return "asyncio"
-
-
 def _target(db: ScratchDatabase, **pool: Any) -> TargetSettings:
     return TargetSettings(
         host=DB_HOST,
