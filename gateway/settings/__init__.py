@@ -14,12 +14,45 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from gateway.settings.common import FROZEN, refuse_passwords
+from gateway.settings.targets import (
+    AwsSecretSource,
+    IamSettings,
+    PoolSettings,
+    PrivilegeSettings,
+    SecretSource,
+    TargetSettings,
+    TlsSettings,
+)
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "AdminSettings",
+    "AuditDatabaseSettings",
+    "AuditSettings",
+    "AwsSecretSource",
+    "ConsoleSettings",
+    "DevSettings",
+    "FloodSettings",
+    "IamSettings",
+    "IssuerSettings",
+    "LimitSettings",
+    "ListenSettings",
+    "PoolSettings",
+    "PrivilegeSettings",
+    "SecretSource",
+    "Settings",
+    "TargetSettings",
+    "TlsSettings",
+    "TracingSettings",
+    "is_loopback",
+    "load_settings",
+]
+
 # Asymmetric algorithms with RSA and EC keys: what the token validator can verify (gateway.identity.oidc).
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 
@@ -27,7 +60,7 @@ ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS
 class IssuerSettings(BaseModel):
     """One trusted OIDC issuer."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     issuer: str
     audience: str
     algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
@@ -51,148 +84,10 @@ class IssuerSettings(BaseModel):
         return value
 
 
-def _refuse_passwords(data: object, instead: str) -> object:
-    """Refuse a mapping with a key naming a password (``password``, ``db_password``, ...)."""
-    if isinstance(data, dict) and any("password" in str(key).lower() for key in data):
-        raise ValueError(f"passwords never sit in the config file: use {instead}")
-    return data
-
-
-class AwsSecretSource(BaseModel):
-    """A password in AWS Secrets Manager, cached for ``ttl`` seconds."""
-
-    model_config = _FROZEN
-    secret_id: str
-    region: str | None = None  # None: boto3's normal chain (AWS_REGION, profile)
-    key: str | None = "password"  # JSON key of the secret string; None: the whole string
-    ttl: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    endpoint_url: str | None = None  # a VPC endpoint, or a local stand-in in tests
-
-
-class SecretSource(BaseModel):
-    """Where a database password comes from: an env var, a file or AWS Secrets Manager (never inline)."""
-
-    model_config = _FROZEN
-    env: str | None = None
-    file: Path | None = None
-    aws_secret: AwsSecretSource | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretSource:
-        if sum(v is not None for v in (self.env, self.file, self.aws_secret)) != 1:
-            raise ValueError("a secret source names exactly one of env, file or aws_secret")
-        return self
-
-
-# RDS IAM auth tokens are valid for 15 minutes; reuse and recycle well before.
-IAM_TOKEN_LIFETIME = 900.0
-IAM_MAX_REUSE = 840.0
-
-
-class IamSettings(BaseModel):
-    """RDS IAM authentication: a short-lived token per new connection, for each ``db_user``."""
-
-    model_config = _FROZEN
-    region: str
-    db_users: Annotated[tuple[str, ...], Field(min_length=1)]
-    token_ttl: Annotated[float, Field(gt=0, le=IAM_MAX_REUSE)] = 600.0  # reuse a minted token this long
-
-
-class TlsSettings(BaseModel):
-    """TLS to the database."""
-
-    model_config = _FROZEN
-    enabled: bool = False
-    ca_file: Path | None = None
-    verify_hostname: bool = True
-
-
-class PoolSettings(BaseModel):
-    """Limits of the pool for each (target, db_user)."""
-
-    model_config = _FROZEN
-    min_size: Annotated[int, Field(ge=0, le=100)] = 0
-    max_size: Annotated[int, Field(ge=1, le=500)] = 10
-    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
-    acquire_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
-    max_lifetime: Annotated[float, Field(gt=0, le=86400)] = 600.0
-    max_waiting: Annotated[int, Field(ge=0, le=100_000)] = 1000
-    max_connects_per_second: Annotated[float, Field(gt=0, le=1000)] = 50.0  # per target (RDS throttles IAM logins)
-
-
-DriftMode = Literal["warn", "refuse"]
-
-
-class PrivilegeSettings(BaseModel):
-    """The database accounts' own privileges as the second enforcer (SECURITY rule 32).
-
-    The gateway compares each pool account's ``SHOW GRANTS`` with what the
-    policies need (as ``gateway db check`` does) at start-up, after every policy
-    change and every ``recheck_interval`` seconds (``retry_interval`` after a
-    check that could not run). An account holding more is reported in
-    ``/readyz``, the ``gateway_db_privilege_drift`` metric and a
-    ``db_privilege_drift`` log event; with ``drift: refuse`` its statements are
-    also refused (``503 privilege_drift``) until a check finds it clean.
-    """
-
-    model_config = _FROZEN
-    drift: DriftMode = "warn"
-    recheck_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    retry_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
-
-
-class TargetSettings(BaseModel):
-    """One database target: where it is and how the gateway authenticates."""
-
-    model_config = _FROZEN
-    host: str
-    port: Annotated[int, Field(gt=0, lt=65536)] = 3306
-    database: str
-    tls: TlsSettings = TlsSettings()
-    pool: PoolSettings = PoolSettings()
-    auth_mode: Literal["secret", "iam"] = "secret"
-    secrets: dict[str, SecretSource] = Field(default_factory=dict)  # db_user -> source
-    iam: IamSettings | None = None
-    privilege_drift: DriftMode | None = None  # this target's privileges.drift (None: the global one)
-
-    @model_validator(mode="after")
-    def _auth_mode_fits(self) -> TargetSettings:
-        if self.auth_mode == "secret":
-            if self.iam is not None:
-                raise ValueError("iam settings given but auth_mode is secret")
-            return self
-        problems = []
-        if self.iam is None:
-            problems.append("auth_mode iam needs iam: {region, db_users}")
-        if self.secrets:
-            problems.append("auth_mode iam takes its accounts from iam.db_users, not secrets")
-        if not (self.tls.enabled and self.tls.verify_hostname):
-            problems.append(
-                "auth_mode iam requires TLS with certificate and hostname verification "
-                "(tls.enabled: true, tls.verify_hostname: true): IAM tokens are sent in cleartext inside TLS"
-            )
-        if self.pool.max_lifetime > IAM_MAX_REUSE:
-            problems.append(f"auth_mode iam caps pool.max_lifetime at {IAM_MAX_REUSE:g}s (tokens live 15 minutes)")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def db_users(self) -> tuple[str, ...]:
-        """The database accounts the gateway opens pools for on this target."""
-        if self.iam is not None:
-            return self.iam.db_users
-        return tuple(self.secrets)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
-        return _refuse_passwords(data, "secrets.<db_user>.env or .file")
-
-
 class AuditDatabaseSettings(BaseModel):
     """The shared MariaDB audit store (``audit.store: mariadb``); its password comes from ``secret``."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     host: str
     port: Annotated[int, Field(gt=0, lt=65536)] = 3306
     database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]
@@ -205,7 +100,7 @@ class AuditDatabaseSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
-        return _refuse_passwords(data, "audit.mariadb.secret.env or .file")
+        return refuse_passwords(data, "audit.mariadb.secret.env or .file")
 
     @model_validator(mode="after")
     def _readable_secret(self) -> AuditDatabaseSettings:
@@ -219,7 +114,7 @@ class AuditDatabaseSettings(BaseModel):
 class FloodSettings(BaseModel):
     """How many records of unauthenticated requests are written one by one (``gateway/audit/flood.py``)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     per_client_rate: Annotated[float, Field(gt=0)] = 0.2  # records per second, refilled, per client address
     per_client_burst: Annotated[int, Field(ge=1)] = 10
     global_rate: Annotated[float, Field(gt=0)] = 2.0  # the same for the whole gateway
@@ -232,7 +127,7 @@ class FloodSettings(BaseModel):
 class AuditSettings(BaseModel):
     """Where the audit log goes."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     store: Literal["sqlite", "mariadb"] = "sqlite"
     path: Path = Path("audit.db")
     mariadb: AuditDatabaseSettings | None = None
@@ -255,7 +150,7 @@ class AuditSettings(BaseModel):
 class LimitSettings(BaseModel):
     """Caps on what one request may ask for."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     max_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024
     # All request headers together (names and values); a bearer token alone may be 8 KB.
     max_header_bytes: Annotated[int, Field(ge=16 * 1024)] = 32 * 1024
@@ -277,7 +172,7 @@ class LimitSettings(BaseModel):
 class TracingSettings(BaseModel):
     """OpenTelemetry tracing (off by default): spans exported with OTLP over HTTP."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     enabled: bool = False
     endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
     service_name: str = "db-gateway"
@@ -288,7 +183,7 @@ class TracingSettings(BaseModel):
 class DevSettings(BaseModel):
     """The built-in dev issuer (dev mode only)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     key_file: Path = Path(".run/dev-issuer-key.json")
     audience: str = "db-gateway"
     token_lifetime: Annotated[int, Field(gt=0, le=86400)] = 3600
@@ -297,7 +192,7 @@ class DevSettings(BaseModel):
 class ListenSettings(BaseModel):
     """Where the HTTP server listens."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, lt=65536)] = 8080
 
@@ -305,7 +200,7 @@ class ListenSettings(BaseModel):
 class AdminSettings(BaseModel):
     """Admin edits of the policy files and access requests."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     managed_file: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")] = "managed.yaml"
     state_dir: Path = Path("state")  # access requests (SQLite); never inside the policies directory
     request_ttl: Annotated[float, Field(gt=0)] = 86400.0  # seconds a pending access request lives
@@ -315,7 +210,7 @@ class AdminSettings(BaseModel):
 class ConsoleSettings(BaseModel):
     """The web console (``gateway/console/``): sign-in, sessions, result pages."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     enabled: bool = True
     # The URL browsers reach the gateway at (the sign-in redirect URI is <public_url>/console/callback).
     # None: http://<listen.host>:<listen.port>, which is accepted on loopback only.
