@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncmy
 import pytest
@@ -99,6 +99,9 @@ def corpus_policy(db: str, accounts: dict[str, Account], directory: Path) -> Pol
     return load_policies(write_policy(directory, db, accounts), known_targets={"shop"})
 
 
+T = TypeVar("T")
+
+
 class RootSession:
     """One administrator connection on an event loop of its own, used from synchronous fixture code.
 
@@ -109,7 +112,7 @@ class RootSession:
         self._loop = asyncio.new_event_loop()
         self.conn: Any = self.run(root_connection())
 
-    def run(self, coro: Any) -> Any:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on this session's loop."""
         return self._loop.run_until_complete(coro)
 

@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from joserfc.jwk import RSAKey
@@ -79,7 +79,7 @@ def _sign(signing_input: bytes, alg: str, key: Any) -> bytes:
 def _mangle(token: str, how: str | None) -> str:
     head, payload, signature = token.split(".")
     flipped = signature[:-2] + ("A" if signature[-2:-1] != "A" else "B") + signature[-1:]
-    mangled = {
+    mangled: dict[str | None, Callable[[], str]] = {
         None: lambda: token,
         "two-segments": lambda: f"{head}.{payload}",
         "four-segments": lambda: f"{token}.{signature}",

@@ -53,21 +53,6 @@ def _subjects() -> st.SearchStrategy[str]:
     return st.one_of(valid, valid, spaced, broken)
 
 
-def _canonical(subject: str) -> str | None:
-    try:
-        return canonical_subject(subject)
-    except ValueError:
-        return None
-
-
-def _subjects() -> st.SearchStrategy[str]:
-    """Subjects from requests: valid ones in odd spellings, and ones that must be refused."""
-    valid = st.builds(lambda k, n: f"{k}:{n}", st.sampled_from(["user", "group"]), subject_names())
-    spaced = st.builds(lambda n: f"user: {n} ", subject_names())
-    broken = st.sampled_from(["user:a\u2028b", "user:a\nb", "user:a\x85b", "bob@example.com", "user:", "user:a\u200bb"])
-    return st.one_of(valid, valid, spaced, broken)
-
-
 @st.composite
 def edits(draw: st.DrawFn, policy: PolicyFile, db_user: str = "gw_reader") -> Edit:
     """One random edit of ``policy`` (grants get ``db_user``)."""

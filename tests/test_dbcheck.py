@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncmy
 import pytest
 from asyncmy import errors as db_errors
-from conftest import DB_HOST, DB_PORT, root_connection, root_query, run, write_policies
+from conftest import DB_HOST, DB_PORT, ScratchDatabase, root_connection, root_query, run, write_policies
 
 from gateway.cli.demo import seed
 from gateway.cli.main import main
@@ -33,7 +33,7 @@ NOTHING = PolicySet(roles={}, grants=(), revocations=(), revision="none")
 
 
 @pytest.fixture(autouse=True)
-def admin_env(monkeypatch):
+def admin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's administrator: the tests' root account, from the environment (never an argument)."""
     monkeypatch.setenv("GATEWAY_DB_ADMIN_USER", os.environ.get("GATEWAY_TEST_DB_ROOT_USER", "root"))
     monkeypatch.setenv("GATEWAY_DB_ADMIN_PASSWORD", os.environ.get("GATEWAY_TEST_DB_ROOT_PASSWORD", ""))
@@ -106,13 +106,13 @@ def write_config(path: Path, policies: Path, targets: dict[str, str], users: lis
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Iterator[Scratch]:
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     """Databases A (customers, items, payment_cards, audit_x, view v_items) and B (t1), accounts from the plan."""
     a, prefix = scratch_names()
     b = f"{a}_b"
     policies = tmp_path_factory.mktemp("dbcheck-policies")
 
-    def policy(database: str, accounts: dict[str, Account]):
+    def policy(database: str, accounts: dict[str, Account]) -> PolicySet:
         users = {level: account.user for level, account in accounts.items()}
         (policies / "policy.yaml").write_text(POLICY.format(a=database, b=b, **users), encoding="utf-8")
         return load_policies(policies, known_targets={"shop", "crm"})
@@ -161,7 +161,7 @@ def _config(scratch: Scratch, tmp_path: Path) -> Path:
     return write_config(tmp_path / "gateway.yaml", scratch.policies, {"shop": scratch.a, "crm": scratch.b}, users)
 
 
-def _gateway(args: list[str], capsys) -> tuple[int, str, str]:
+def _gateway(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()
     return code, out, err
@@ -171,7 +171,9 @@ def _escaped(name: str) -> str:
     return name.replace("_", "\\_")
 
 
-def test_plan_prints_the_exact_least_grants(scratch, tmp_path, capsys):
+def test_plan_prints_the_exact_least_grants(
+    scratch: Scratch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Allow/deny patterns expand against what exists: views count, denied tables and expired grants do not."""
     code, out, err = _gateway(["db", "plan", "--config", str(_config(scratch, tmp_path))], capsys)
     assert code == 0, err
@@ -196,14 +198,18 @@ def test_plan_prints_the_exact_least_grants(scratch, tmp_path, capsys):
     ]
 
 
-def test_check_passes_for_accounts_provisioned_from_the_plan(scratch, tmp_path, capsys):
+def test_check_passes_for_accounts_provisioned_from_the_plan(
+    scratch: Scratch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Accounts created with nothing and given the plan hold nothing beyond it, and lack nothing: exit 0."""
     code, out, err = _gateway(["db", "check", "--config", str(_config(scratch, tmp_path))], capsys)
     assert (code, out) == (0, "")
     assert err.startswith("ok: 3 accounts on 1 servers")
 
 
-def test_check_finds_excess_at_every_level_and_revoke_excess_removes_it(scratch, tmp_path, capsys):
+def test_check_finds_excess_at_every_level_and_revoke_excess_removes_it(
+    scratch: Scratch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Global, database, table, column, GRANT OPTION and role drift: exit 1 naming each; the REVOKEs clean it up."""
     a, reader, writer, ddl = scratch.a, scratch.user("reader"), scratch.user("writer"), scratch.user("ddl")
     role = f"{scratch.prefix}_role"
@@ -255,7 +261,9 @@ async def _grant_extra(user: str, privileges: list[str], database: str, *, table
         conn.close()
 
 
-def test_check_lists_missing_grants_without_failing(scratch, tmp_path, capsys):
+def test_check_lists_missing_grants_without_failing(
+    scratch: Scratch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A planned right the account lacks (a table created after the plan) is MISSING, not drift: exit 0."""
     root_query(f"CREATE TABLE `{scratch.a}`.customers_new (id INT)")
     try:
@@ -273,7 +281,9 @@ def test_check_lists_missing_grants_without_failing(scratch, tmp_path, capsys):
     assert not [line for line in out.splitlines() if line.startswith("EXCESS")]
 
 
-def test_the_test_sessions_accounts_are_provisioned_from_the_plan(test_db, tmp_path, capsys):
+def test_the_test_sessions_accounts_are_provisioned_from_the_plan(
+    test_db: ScratchDatabase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The session's accounts (reader/writer/ddl) hold exactly what the integration policies need."""
     write_policies(tmp_path / "policies", test_db)
     users = [a.user for a in test_db.accounts.values()]
@@ -285,7 +295,9 @@ def test_the_test_sessions_accounts_are_provisioned_from_the_plan(test_db, tmp_p
     assert not any("payment_cards" in g for g in reader.grants)
 
 
-def test_check_refuses_to_guess_when_it_cannot_connect(scratch, tmp_path, capsys, monkeypatch):
+def test_check_refuses_to_guess_when_it_cannot_connect(
+    scratch: Scratch, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A wrong admin password: exit 2 with the cause, never the password, never an ok."""
     monkeypatch.setenv("GATEWAY_DB_ADMIN_PASSWORD", "wrong-Pa55word")
     monkeypatch.setenv("GATEWAY_DB_ADMIN_USER", scratch.user("reader"))
@@ -295,7 +307,9 @@ def test_check_refuses_to_guess_when_it_cannot_connect(scratch, tmp_path, capsys
     assert "wrong-Pa55word" not in out + err
 
 
-def test_demo_seed_creates_accounts_empty_then_applies_the_plan(tmp_path, capsys):
+def test_demo_seed_creates_accounts_empty_then_applies_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`gateway demo seed`'s set-up on a scratch name: plan-only rights, db check clean, MariaDB refuses card data."""
     database, prefix = scratch_names()
     policies = tmp_path / "policies"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from iamfixture import aws_test_credentials
 
 from gateway.cli.main import main
+from gateway.db.connector import Connector
 from gateway.db.connectrate import ConnectRate
 from gateway.db.credentials import provider_for
 from gateway.db.iamtokens import IamTokenProvider
@@ -21,7 +23,7 @@ from gateway.settings import Settings, TargetSettings, load_settings
 
 __all__ = ["aws_test_credentials"]
 
-IAM_TARGET = {
+IAM_TARGET: dict[str, Any] = {
     "host": "db.example.internal",
     "port": 3306,
     "database": "shop",
@@ -31,8 +33,8 @@ IAM_TARGET = {
 }
 
 
-def _config(tmp_path, target: dict) -> Path:
-    path = tmp_path / "gateway.yaml"
+def _config(tmp_path: Path, target: dict[str, Any]) -> Path:
+    path: Path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({"dev_mode": True, "targets": {"shop": target}}), encoding="utf-8")
     return path
 
@@ -46,7 +48,7 @@ def _config(tmp_path, target: dict) -> Path:
         ({"iam": None}, "needs iam"),
     ],
 )
-def test_iam_target_refused_without_its_safeguards(tmp_path, change, message):
+def test_iam_target_refused_without_its_safeguards(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     """An iam target without verified TLS, with long-lived connections or no iam block stops start-up."""
     target = {**IAM_TARGET, **change}
     if target["iam"] is None:
@@ -56,24 +58,22 @@ def test_iam_target_refused_without_its_safeguards(tmp_path, change, message):
     assert message in str(err.value)
 
 
-def test_serve_refuses_to_start_with_iam_and_tls_off(tmp_path, capsys):
+def test_serve_refuses_to_start_with_iam_and_tls_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway serve` exits with a clear message instead of starting with an iam target and no TLS."""
     path = _config(tmp_path, {**IAM_TARGET, "tls": {"enabled": False}})
     assert main(["serve", "--config", str(path)]) == 2
     assert "auth_mode iam requires TLS" in capsys.readouterr().err
 
 
-def test_secret_sources_are_exactly_one():
+def test_secret_sources_are_exactly_one() -> None:
     """A secret source names exactly one of env, file or aws_secret."""
     with pytest.raises(ValueError, match="exactly one"):
-        TargetSettings(
-            host="h",
-            database="d",
-            secrets={"u": {"env": "X", "aws_secret": {"secret_id": "s"}}},
+        TargetSettings.model_validate(
+            {"host": "h", "database": "d", "secrets": {"u": {"env": "X", "aws_secret": {"secret_id": "s"}}}}
         )
 
 
-def test_iam_pools_come_from_db_users():
+def test_iam_pools_come_from_db_users() -> None:
     """An iam target opens pools for its iam.db_users, each with a token provider."""
     target = TargetSettings(**IAM_TARGET)
     assert target.db_users() == ("gw_reader",)
@@ -84,7 +84,7 @@ def test_iam_pools_come_from_db_users():
         provider_for("shop", target, "gw_writer")
 
 
-def test_token_is_reused_until_its_ttl(aws_test_credentials):
+def test_token_is_reused_until_its_ttl(aws_test_credentials: None) -> None:
     """A minted token is reused within its TTL (no new mint) and replaced after it."""
     now = [0.0]
     provider = IamTokenProvider("db.example.internal", 3306, "gw_reader", "eu-west-1", ttl=600, timer=lambda: now[0])
@@ -104,7 +104,7 @@ def test_token_is_reused_until_its_ttl(aws_test_credentials):
     assert first.startswith("db.example.internal:3306/?Action=connect&DBUser=gw_reader&")
 
 
-def test_concurrent_connects_share_one_mint(aws_test_credentials):
+def test_concurrent_connects_share_one_mint(aws_test_credentials: None) -> None:
     """Many connections opening at once wait for a single mint instead of minting each."""
     provider = IamTokenProvider("db.example.internal", 3306, "gw_reader", "eu-west-1", ttl=600)
 
@@ -115,7 +115,7 @@ def test_concurrent_connects_share_one_mint(aws_test_credentials):
     assert provider.mints == 1
 
 
-def test_connect_rate_spaces_and_refuses():
+def test_connect_rate_spaces_and_refuses() -> None:
     """Bursts pass, then connects are spaced at the rate; a wait longer than allowed is refused."""
     now = [100.0]
     rate = ConnectRate("shop", per_second=10, burst=2, clock=lambda: now[0])
@@ -130,16 +130,17 @@ def test_connect_rate_spaces_and_refuses():
     assert (rate.delayed, rate.refused) == (2, 1)
 
 
-def test_botocore_debug_logs_never_carry_a_token(tmp_path, caplog, aws_test_credentials):
+def test_botocore_debug_logs_never_carry_a_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, aws_test_credentials: None
+) -> None:
     """Even with DEBUG logging, the app keeps botocore from logging a token's signature."""
-    create_app(
-        Settings(
-            dev_mode=True,
-            dev={"key_file": tmp_path / "dev.json"},
-            targets={"shop": IAM_TARGET},
-            audit={"path": tmp_path / "audit.db"},
-        )
-    )
+    config: dict[str, Any] = {
+        "dev_mode": True,
+        "dev": {"key_file": tmp_path / "dev.json"},
+        "targets": {"shop": IAM_TARGET},
+        "audit": {"path": tmp_path / "audit.db"},
+    }
+    create_app(Settings(**config))
     provider = IamTokenProvider("db.example.internal", 3306, "gw_reader", "eu-west-1", ttl=600)
     with caplog.at_level(logging.DEBUG):
         token = asyncio.run(provider.password())
@@ -147,7 +148,7 @@ def test_botocore_debug_logs_never_carry_a_token(tmp_path, caplog, aws_test_cred
     assert signature not in caplog.text
 
 
-def test_pools_of_a_target_share_its_connect_rate():
+def test_pools_of_a_target_share_its_connect_rate() -> None:
     """One new-connection budget per target (RDS throttles per instance), shared by its db_user pools."""
     target = TargetSettings(**{**IAM_TARGET, "iam": {"region": "eu-west-1", "db_users": ["gw_reader", "gw_writer"]}})
 
@@ -155,7 +156,8 @@ def test_pools_of_a_target_share_its_connect_rate():
         registry = PoolRegistry({"shop": target})
         await registry.open()  # min_size 0: nothing connects
         try:
-            return [pool._connect.rate for pool in registry.pools().values()]
+            connectors = [pool._connect for pool in registry.pools().values()]
+            return [connect.rate for connect in connectors if isinstance(connect, Connector)]
         finally:
             await registry.close()
 

@@ -174,7 +174,7 @@ async def test_a_changed_email_keeps_the_revocation_of_the_old_one(person_idp: O
         person_idp.update_user("renamed", email="ren.old@example.com", groups=["analysts"])
         registry.close()
     assert (before.user, before.aliases) == ("ren.old@example.com", frozenset())
-    assert (after.user, after.aliases) == ("ren.new@example.com", {"ren.old@example.com"})
+    assert (after.user, after.aliases) == ("ren.new@example.com", frozenset({"ren.old@example.com"}))
     assert old_token_again.aliases == {"ren.new@example.com"}  # the cached identity learned the new name
     revoking_old = policy(grants=(grant_for("user:ren.new@example.com"),), revoked=("user:ren.old@example.com",))
     assert [r.subject for r in active_revocations(after, revoking_old, NOW)] == ["user:ren.old@example.com"]

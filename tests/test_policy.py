@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 
@@ -24,7 +25,7 @@ SAFE = frozenset({"COUNT", "LOWER", "NOW"})
 COMMANDS = {Kind.READ: "SELECT", Kind.WRITE: "UPDATE", Kind.DDL: "ALTER TABLE", Kind.OTHER: "SET"}
 
 
-def who(user="alice@example.com", *groups, aliases=()):
+def who(user: str = "alice@example.com", *groups: str, aliases: Iterable[str] = ()) -> Identity:
     """Build an identity for ``user`` in ``groups``, whose person was also seen as ``aliases``."""
     return Identity(
         user=user,
@@ -38,7 +39,7 @@ def who(user="alice@example.com", *groups, aliases=()):
     )
 
 
-def stmt(kind=Kind.READ, *tables, functions=(), command=None):
+def stmt(kind: Kind = Kind.READ, *tables: str, functions: Iterable[str] = (), command: str | None = None) -> Statement:
     """Build an analysed statement of ``kind`` touching ``tables``."""
     return Statement(
         sql="-- test",
@@ -53,18 +54,18 @@ def stmt(kind=Kind.READ, *tables, functions=(), command=None):
 
 
 def grant(
-    name,
-    *subjects,
-    access=Access.READ,
-    target="shop",
-    db_user="gw_reader",
-    allow=None,
-    deny=(),
-    max_rows=None,
-    timeout=None,
-    expires=None,
-    functions=(),
-):
+    name: str,
+    *subjects: str,
+    access: Access = Access.READ,
+    target: str = "shop",
+    db_user: str = "gw_reader",
+    allow: tuple[str, ...] | None = None,
+    deny: tuple[str, ...] = (),
+    max_rows: int | None = None,
+    timeout: float | None = None,
+    expires: datetime | None = None,
+    functions: Iterable[str] = (),
+) -> Grant:
     """Build a grant; defaults: read on shop as gw_reader, no table rules."""
     return Grant(
         name=name,
@@ -83,7 +84,7 @@ def grant(
     )
 
 
-def revoke(subject, target="*", reason="left the team", until=None):
+def revoke(subject: str, target: str = "*", reason: str = "left the team", until: datetime | None = None) -> Revocation:
     """Build a revocation."""
     return Revocation(
         subject=subject,
@@ -95,7 +96,9 @@ def revoke(subject, target="*", reason="left the team", until=None):
     )
 
 
-def policy(*grants, revocations=(), roles=None):
+def policy(
+    *grants: Grant, revocations: Iterable[Revocation] = (), roles: Mapping[str, frozenset[str]] | None = None
+) -> PolicySet:
     """Build a policy set from grants in order."""
     return PolicySet(
         roles=MappingProxyType(roles or {"admin": frozenset(), "auditor": frozenset()}),
@@ -105,7 +108,9 @@ def policy(*grants, revocations=(), roles=None):
     )
 
 
-def check(identity, statements, pol, *, target="shop", now=NOW) -> Decision:
+def check(
+    identity: Identity, statements: Sequence[Statement], pol: PolicySet, *, target: str = "shop", now: datetime = NOW
+) -> Decision:
     """Decide with the test safe-function list, on ``shop`` at ``NOW`` by default."""
     return decide(identity, statements, target, pol, now, safe_functions=SAFE)
 
@@ -134,7 +139,7 @@ SHOP = policy(ANALYSTS, ENGINEERS, DBA)
 # --- deny by default, subjects ----------------------------------------------
 
 
-def test_no_grants_denies():
+def test_no_grants_denies() -> None:
     """With no grant at all, every statement is forbidden (deny by default)."""
     decision = check(who(), [stmt(Kind.READ, "shop.items")], policy())
     assert decision == Decision(
@@ -145,7 +150,7 @@ def test_no_grants_denies():
     )
 
 
-def test_stranger_is_denied_and_learns_nothing_about_other_grants():
+def test_stranger_is_denied_and_learns_nothing_about_other_grants() -> None:
     """A caller no grant names is denied, and the reason names no grant or subject."""
     decision = check(who("eve@example.com", "visitors"), [stmt(Kind.READ, "shop.items")], SHOP)
     assert not decision.allowed
@@ -155,21 +160,21 @@ def test_stranger_is_denied_and_learns_nothing_about_other_grants():
     assert decision.db_user is None
 
 
-def test_user_subject_matches():
+def test_user_subject_matches() -> None:
     """A ``user:`` subject grants to that user, whatever their groups."""
     decision = check(who("alice@example.com"), [stmt(Kind.READ, "shop.items")], SHOP)
     assert decision.allowed
     assert decision.grant == "analysts-read"
 
 
-def test_group_subject_matches():
+def test_group_subject_matches() -> None:
     """A ``group:`` subject grants to every member of the group."""
     decision = check(who("bob@example.com", "analysts"), [stmt(Kind.READ, "shop.items")], SHOP)
     assert decision.allowed
     assert decision.grant == "analysts-read"
 
 
-def test_subject_match_is_exact():
+def test_subject_match_is_exact() -> None:
     """A user named like a group, or a group named like a user, matches nothing."""
     pol = policy(grant("g", "group:analysts"))
     assert not check(who("analysts"), [stmt()], pol).allowed
@@ -177,7 +182,7 @@ def test_subject_match_is_exact():
     assert not check(who("x@example.com", "analyst"), [stmt()], pol).allowed
 
 
-def test_grant_for_another_target_does_not_apply():
+def test_grant_for_another_target_does_not_apply() -> None:
     """A grant is for its own target only."""
     decision = check(who("bob@example.com", "analysts"), [stmt()], SHOP, target="billing")
     assert decision.code == "forbidden"
@@ -201,20 +206,20 @@ def test_grant_for_another_target_does_not_apply():
         (Access.DDL, Kind.DDL, True),
     ],
 )
-def test_access_levels_are_ordered(granted, kind, allowed):
+def test_access_levels_are_ordered(granted: Access, kind: Kind, allowed: bool) -> None:
     """Access levels are ordered read < write < ddl: a grant allows statements of its level and below."""
     pol = policy(grant("g", "user:u", access=granted))
     assert check(who("u"), [stmt(kind, "shop.items")], pol).allowed is allowed
 
 
-def test_write_on_read_grant_names_the_missing_level():
+def test_write_on_read_grant_names_the_missing_level() -> None:
     """A write under a read-only grant is refused as 'no grant allows write'."""
     decision = check(who("alice@example.com"), [stmt(Kind.WRITE, "shop.items")], SHOP)
     assert decision.code == "forbidden"
     assert decision.reason == "no grant allows write on shop for you"
 
 
-def test_other_statements_are_rejected_even_for_ddl_grants():
+def test_other_statements_are_rejected_even_for_ddl_grants() -> None:
     """Kind OTHER is statement_rejected, named by its command, whatever the grants."""
     decision = check(who("d", "db-admins"), [stmt(Kind.OTHER, command="SET")], SHOP)
     assert decision == Decision(
@@ -225,7 +230,7 @@ def test_other_statements_are_rejected_even_for_ddl_grants():
     )
 
 
-def test_other_statement_anywhere_in_a_batch_rejects_the_batch():
+def test_other_statement_anywhere_in_a_batch_rejects_the_batch() -> None:
     """One OTHER statement in a transaction rejects the whole transaction."""
     batch = [stmt(Kind.READ, "shop.items"), stmt(Kind.OTHER, command="LOCK TABLES")]
     decision = check(who("d", "db-admins"), batch, SHOP)
@@ -233,7 +238,7 @@ def test_other_statement_anywhere_in_a_batch_rejects_the_batch():
     assert decision.reason == "LOCK TABLES statements are not allowed"
 
 
-def test_empty_batch_is_rejected():
+def test_empty_batch_is_rejected() -> None:
     """An empty list of statements is not silently allowed."""
     decision = check(who("d", "db-admins"), [], SHOP)
     assert decision.code == "statement_rejected"
@@ -243,7 +248,7 @@ def test_empty_batch_is_rejected():
 # --- the deciding grant -------------------------------------------------------------
 
 
-def test_allowed_decision_carries_the_grant_settings():
+def test_allowed_decision_carries_the_grant_settings() -> None:
     """The decision names the grant, its db_user, access, max_rows and timeout."""
     decision = check(who("bob@example.com", "analysts"), [stmt(Kind.READ, "shop.orders")], SHOP)
     assert decision == Decision(
@@ -259,7 +264,7 @@ def test_allowed_decision_carries_the_grant_settings():
     )
 
 
-def test_lowest_access_grant_is_chosen_for_a_read():
+def test_lowest_access_grant_is_chosen_for_a_read() -> None:
     """Holding read, write and ddl grants, a SELECT runs under the read grant."""
     caller = who("a@example.com", "analysts", "engineers", "db-admins")
     decision = check(caller, [stmt(Kind.READ, "shop.items")], SHOP)
@@ -270,7 +275,7 @@ def test_lowest_access_grant_is_chosen_for_a_read():
     )
 
 
-def test_lowest_sufficient_grant_is_chosen_for_a_write():
+def test_lowest_sufficient_grant_is_chosen_for_a_write() -> None:
     """Holding read, write and ddl grants, an UPDATE runs under the write grant."""
     caller = who("a@example.com", "analysts", "engineers", "db-admins")
     decision = check(caller, [stmt(Kind.WRITE, "shop.items")], SHOP)
@@ -283,7 +288,7 @@ def test_lowest_sufficient_grant_is_chosen_for_a_write():
     assert decision.statement_timeout == 10.0
 
 
-def test_higher_grant_used_when_the_lower_one_refuses_the_table():
+def test_higher_grant_used_when_the_lower_one_refuses_the_table() -> None:
     """A read the read grant refuses (payment cards) falls to a wider grant."""
     caller = who("a@example.com", "analysts", "db-admins")
     decision = check(caller, [stmt(Kind.READ, "shop.payment_cards")], SHOP)
@@ -291,7 +296,7 @@ def test_higher_grant_used_when_the_lower_one_refuses_the_table():
     assert decision.grant == "dba-ddl"
 
 
-def test_equal_access_ties_go_to_policy_order():
+def test_equal_access_ties_go_to_policy_order() -> None:
     """Two grants of the same level: the first in policy order decides."""
     first = grant("first", "user:u", db_user="one")
     second = grant("second", "user:u", db_user="two")
@@ -299,7 +304,7 @@ def test_equal_access_ties_go_to_policy_order():
     assert check(who("u"), [stmt()], policy(second, first)).grant == "second"
 
 
-def test_unset_limits_stay_unset():
+def test_unset_limits_stay_unset() -> None:
     """A grant without max_rows/statement_timeout yields None for both."""
     decision = check(who("d", "db-admins"), [stmt(Kind.DDL, "shop.items")], SHOP)
     assert decision.allowed
@@ -310,20 +315,20 @@ def test_unset_limits_stay_unset():
 # --- tables --------------------------------------------------------------------------
 
 
-def test_table_deny_beats_allow():
+def test_table_deny_beats_allow() -> None:
     """``deny: shop.payment_*`` refuses a table that ``allow: shop.*`` matches."""
     decision = check(who("alice@example.com"), [stmt(Kind.READ, "shop.payment_cards")], SHOP)
     assert decision.code == "forbidden"
     assert decision.reason == "table shop.payment_cards is not allowed by your grants"
 
 
-def test_table_outside_allow_list_is_denied():
+def test_table_outside_allow_list_is_denied() -> None:
     """With an allow list, a table matching no pattern is refused."""
     decision = check(who("alice@example.com"), [stmt(Kind.READ, "billing.invoices")], SHOP)
     assert decision.reason == "table billing.invoices is not allowed by your grants"
 
 
-def test_every_table_of_a_statement_is_checked():
+def test_every_table_of_a_statement_is_checked() -> None:
     """One refused table among several refuses the statement (joins, subqueries)."""
     statement = stmt(Kind.READ, "shop.items", "shop.orders", "shop.payment_cards")
     decision = check(who("alice@example.com"), [statement], SHOP)
@@ -344,12 +349,12 @@ def test_every_table_of_a_statement_is_checked():
         ("shop.items", "shop.items_archive", False),
     ],
 )
-def test_table_patterns_are_fnmatch_and_case_insensitive(pattern, table, allowed):
+def test_table_patterns_are_fnmatch_and_case_insensitive(pattern: str, table: str, allowed: bool) -> None:
     """Allow patterns are fnmatch patterns on db.table, matched case-insensitively."""
     assert table_allowed(grant("g", "user:u", allow=(pattern,)), table) is allowed
 
 
-def test_no_allow_list_allows_every_non_system_table():
+def test_no_allow_list_allows_every_non_system_table() -> None:
     """Without ``allow`` any db.table is allowed, except those the deny list names."""
     g = grant("g", "user:u", deny=("shop.payment_*",))
     assert table_allowed(g, "shop.items")
@@ -358,20 +363,20 @@ def test_no_allow_list_allows_every_non_system_table():
 
 
 @pytest.mark.parametrize("schema", ["mysql", "information_schema", "performance_schema", "sys"])
-def test_system_schemas_are_denied_without_an_allow_list(schema):
+def test_system_schemas_are_denied_without_an_allow_list(schema: str) -> None:
     """A grant without ``allow`` never reaches the system schemas."""
     assert not table_allowed(grant("g", "user:u", access=Access.DDL), f"{schema}.user")
 
 
 @pytest.mark.parametrize("pattern", ["*", "*.*", "*.user", "m*.*", "mysq?.user", "[m]ysql.*"])
-def test_wildcards_do_not_grant_system_schemas(pattern):
+def test_wildcards_do_not_grant_system_schemas(pattern: str) -> None:
     """Only an allow pattern naming the schema literally opens it; wildcards do not."""
     g = grant("g", "user:u", allow=(pattern,))
     assert not table_allowed(g, "mysql.user")
     assert table_allowed(g, "shop.user") is (pattern in {"*", "*.*", "*.user"})
 
 
-def test_system_schema_allowed_when_named_explicitly():
+def test_system_schema_allowed_when_named_explicitly() -> None:
     """``allow: [information_schema.*]`` opens that schema, and only that one."""
     g = grant("g", "user:u", allow=("information_schema.*", "shop.*"))
     assert table_allowed(g, "information_schema.tables")
@@ -380,21 +385,21 @@ def test_system_schema_allowed_when_named_explicitly():
     assert not table_allowed(g, "performance_schema.threads")
 
 
-def test_deny_beats_an_explicit_system_schema_allow():
+def test_deny_beats_an_explicit_system_schema_allow() -> None:
     """A deny pattern still refuses a system table that an allow pattern names."""
     g = grant("g", "user:u", allow=("mysql.*",), deny=("mysql.user",))
     assert table_allowed(g, "mysql.db")
     assert not table_allowed(g, "mysql.user")
 
 
-def test_unqualified_table_name_is_refused():
+def test_unqualified_table_name_is_refused() -> None:
     """A table name without its schema fails closed, even under a bare ``*``."""
     assert not table_allowed(grant("g", "user:u", allow=("*",)), "items")
     assert not table_allowed(grant("g", "user:u"), "items")
     assert not table_allowed(grant("g", "user:u"), ".items")
 
 
-def test_statement_without_tables_needs_only_the_access_level():
+def test_statement_without_tables_needs_only_the_access_level() -> None:
     """``SELECT 1`` touches no table, so any read grant allows it."""
     assert check(who("alice@example.com"), [stmt(Kind.READ)], SHOP).allowed
 
@@ -402,13 +407,13 @@ def test_statement_without_tables_needs_only_the_access_level():
 # --- functions -----------------------------------------------------------------------
 
 
-def test_safe_functions_are_allowed():
+def test_safe_functions_are_allowed() -> None:
     """Functions in the safe list need no policy entry."""
     statement = stmt(Kind.READ, "shop.items", functions=("COUNT", "LOWER"))
     assert check(who("alice@example.com"), [statement], SHOP).allowed
 
 
-def test_unsafe_function_is_denied_by_name():
+def test_unsafe_function_is_denied_by_name() -> None:
     """A function outside the safe list is refused, and the reason names it."""
     statement = stmt(Kind.READ, "shop.items", functions=("COUNT", "SLEEP"))
     decision = check(who("alice@example.com"), [statement], SHOP)
@@ -416,7 +421,7 @@ def test_unsafe_function_is_denied_by_name():
     assert decision.reason == "function SLEEP is not allowed"
 
 
-def test_grant_functions_extend_the_safe_list():
+def test_grant_functions_extend_the_safe_list() -> None:
     """A grant's ``functions`` allows those functions, for that grant only."""
     with_fn = grant("stats", "user:u", functions=("SHOP.MARGIN",))
     statement = stmt(Kind.READ, "shop.items", functions=("SHOP.MARGIN",))
@@ -424,13 +429,13 @@ def test_grant_functions_extend_the_safe_list():
     assert not check(who("alice@example.com"), [statement], policy(ANALYSTS, with_fn)).allowed
 
 
-def test_function_names_compare_case_insensitively():
+def test_function_names_compare_case_insensitively() -> None:
     """Function names are compared upper case, whatever case the caller used."""
     statement = stmt(Kind.READ, "shop.items", functions=("count",))
     assert check(who("alice@example.com"), [statement], SHOP).allowed
 
 
-def test_functions_in_writes_are_checked_too():
+def test_functions_in_writes_are_checked_too() -> None:
     """An unsafe function is refused in a write as well as in a read."""
     statement = stmt(Kind.WRITE, "shop.items", functions=("BENCHMARK",))
     decision = check(who("e", "engineers"), [statement], SHOP)
@@ -440,13 +445,13 @@ def test_functions_in_writes_are_checked_too():
 # --- expiry --------------------------------------------------------------------------
 
 
-def test_grant_is_valid_until_just_before_expiry():
+def test_grant_is_valid_until_just_before_expiry() -> None:
     """One microsecond before ``expires`` the grant still allows."""
     pol = policy(grant("temp", "user:u", expires=NOW))
     assert check(who("u"), [stmt()], pol, now=NOW - timedelta(microseconds=1)).allowed
 
 
-def test_grant_is_dead_exactly_at_expiry():
+def test_grant_is_dead_exactly_at_expiry() -> None:
     """At the ``expires`` instant the grant no longer allows, and says so."""
     pol = policy(grant("temp", "user:u", expires=NOW))
     decision = check(who("u"), [stmt()], pol, now=NOW)
@@ -455,7 +460,7 @@ def test_grant_is_dead_exactly_at_expiry():
     assert not check(who("u"), [stmt()], pol, now=NOW + timedelta(seconds=1)).allowed
 
 
-def test_expiry_compares_instants_across_timezones():
+def test_expiry_compares_instants_across_timezones() -> None:
     """An expiry written in another zone is the same instant in UTC."""
     plus_two = datetime(2026, 6, 1, 16, 0, 0, tzinfo=timezone(timedelta(hours=2)))
     pol = policy(grant("temp", "user:u", expires=plus_two))
@@ -463,14 +468,14 @@ def test_expiry_compares_instants_across_timezones():
     assert not check(who("u"), [stmt()], pol, now=NOW + timedelta(hours=2)).allowed
 
 
-def test_expired_grant_falls_back_to_a_live_one():
+def test_expired_grant_falls_back_to_a_live_one() -> None:
     """When one grant expired, another live grant still decides."""
     old = grant("old-write", "user:u", access=Access.WRITE, expires=NOW - timedelta(days=1))
     live = grant("live-write", "user:u", access=Access.WRITE)
     assert check(who("u"), [stmt(Kind.WRITE)], policy(old, live)).grant == "live-write"
 
 
-def test_expiry_reason_beats_the_generic_access_reason():
+def test_expiry_reason_beats_the_generic_access_reason() -> None:
     """With a live read grant and an expired write grant, a write hears of the expiry."""
     old = grant("old-write", "user:u", access=Access.WRITE, expires=NOW - timedelta(days=1))
     read = grant("read", "user:u")
@@ -481,7 +486,7 @@ def test_expiry_reason_beats_the_generic_access_reason():
 # --- revocations -------------------------------------------------------------------
 
 
-def test_revocation_beats_every_grant():
+def test_revocation_beats_every_grant() -> None:
     """A matching revocation refuses with code revoked, even for a DDL grant holder."""
     pol = policy(ANALYSTS, ENGINEERS, DBA, revocations=[revoke("user:bob@example.com")])
     decision = check(who("bob@example.com", "db-admins"), [stmt(Kind.READ, "shop.items")], pol)
@@ -493,14 +498,14 @@ def test_revocation_beats_every_grant():
     )
 
 
-def test_revocation_is_checked_before_statement_kind():
+def test_revocation_is_checked_before_statement_kind() -> None:
     """A revoked caller hears 'revoked' even when sending a forbidden statement."""
     pol = policy(DBA, revocations=[revoke("user:bob@example.com")])
     decision = check(who("bob@example.com", "db-admins"), [stmt(Kind.OTHER)], pol)
     assert decision.code == "revoked"
 
 
-def test_revocation_of_a_group_applies_to_its_members():
+def test_revocation_of_a_group_applies_to_its_members() -> None:
     """A ``group:`` revocation refuses every member of the group."""
     pol = policy(ANALYSTS, revocations=[revoke("group:analysts", "shop", "audit pending")])
     decision = check(who("bob@example.com", "analysts"), [stmt()], pol)
@@ -508,21 +513,21 @@ def test_revocation_of_a_group_applies_to_its_members():
     assert decision.reason == "access to shop is revoked: audit pending"
 
 
-def test_revocation_for_another_target_does_not_apply():
+def test_revocation_for_another_target_does_not_apply() -> None:
     """A revocation for target ``billing`` leaves ``shop`` access alone."""
     pol = policy(ANALYSTS, revocations=[revoke("user:alice@example.com", "billing")])
     assert check(who("alice@example.com"), [stmt()], pol).allowed
     assert check(who("alice@example.com"), [stmt()], pol, target="billing").code == "revoked"
 
 
-def test_star_revocation_applies_to_every_target():
+def test_star_revocation_applies_to_every_target() -> None:
     """``target: "*"`` revokes on every target, including ones no grant names."""
     pol = policy(ANALYSTS, revocations=[revoke("user:alice@example.com", "*")])
     assert check(who("alice@example.com"), [stmt()], pol).code == "revoked"
     assert check(who("alice@example.com"), [stmt()], pol, target="other").code == "revoked"
 
 
-def test_revocation_until_ends_it():
+def test_revocation_until_ends_it() -> None:
     """A revocation applies before ``until`` and not from that instant on."""
     pol = policy(ANALYSTS, revocations=[revoke("user:alice@example.com", until=NOW)])
     before = check(who("alice@example.com"), [stmt()], pol, now=NOW - timedelta(seconds=1))
@@ -531,20 +536,20 @@ def test_revocation_until_ends_it():
     assert check(who("alice@example.com"), [stmt()], pol, now=NOW).allowed
 
 
-def test_revocation_without_reason():
+def test_revocation_without_reason() -> None:
     """A revocation with an empty reason still refuses, with the bare reason."""
     pol = policy(ANALYSTS, revocations=[revoke("user:alice@example.com", reason="")])
     assert check(who("alice@example.com"), [stmt()], pol).reason == "access to shop is revoked"
 
 
-def test_identity_holds_canonical_names_only():
+def test_identity_holds_canonical_names_only() -> None:
     """An identity cannot be built with a name in another spelling: exact comparison with policies is sound."""
     for user, groups in (("Bob@Example.com", ()), (" bob@example.com", ()), ("bob", ("Admins",))):
         with pytest.raises(ValueError, match="canonical"):
             who(user, *groups)
 
 
-def test_revocation_of_an_alias_applies_to_the_person():
+def test_revocation_of_an_alias_applies_to_the_person() -> None:
     """A revocation of any name the person was seen with applies, whatever name the token carries now."""
     pol = policy(grant("g", "user:robert@example.com"), revocations=[revoke("user:bob@example.com")])
     robert = who("robert@example.com", aliases={"bob@example.com"})
@@ -554,7 +559,7 @@ def test_revocation_of_an_alias_applies_to_the_person():
     assert check(who("robert@example.com"), [stmt()], pol).allowed
 
 
-def test_grants_and_roles_match_the_current_name_only():
+def test_grants_and_roles_match_the_current_name_only() -> None:
     """A grant or role naming an old alias does not follow the person: only the name the token carries grants."""
     pol = policy(grant("g", "user:bob@example.com"), roles={"admin": frozenset({"user:bob@example.com"})})
     robert = who("robert@example.com", aliases={"bob@example.com"})
@@ -566,7 +571,7 @@ def test_grants_and_roles_match_the_current_name_only():
 # --- batches -------------------------------------------------------------------------
 
 
-def test_batch_allowed_by_one_grant():
+def test_batch_allowed_by_one_grant() -> None:
     """A read and a write in one transaction run under one write grant."""
     batch = [stmt(Kind.READ, "shop.items"), stmt(Kind.WRITE, "shop.orders")]
     decision = check(who("e", "engineers"), batch, SHOP)
@@ -574,7 +579,7 @@ def test_batch_allowed_by_one_grant():
     assert decision.grant == "engineers-write"
 
 
-def test_batch_needing_two_grants_is_denied():
+def test_batch_needing_two_grants_is_denied() -> None:
     """Statements each allowed by a different grant, but none by one, are refused."""
     reader = grant("reader", "user:u", allow=("shop.customers",))
     writer = grant("writer", "user:u", access=Access.WRITE, allow=("shop.orders",))
@@ -586,14 +591,14 @@ def test_batch_needing_two_grants_is_denied():
     assert check(who("u"), batch[1:], policy(reader, writer)).grant == "writer"
 
 
-def test_batch_with_a_refused_table_names_it():
+def test_batch_with_a_refused_table_names_it() -> None:
     """A transaction with a table no grant allows names that table."""
     batch = [stmt(Kind.READ, "shop.items"), stmt(Kind.READ, "shop.payment_cards")]
     decision = check(who("alice@example.com"), batch, SHOP)
     assert decision.reason == "table shop.payment_cards is not allowed by your grants"
 
 
-def test_batch_access_level_is_the_highest_statement():
+def test_batch_access_level_is_the_highest_statement() -> None:
     """A batch with one DDL statement needs a DDL grant."""
     batch = [stmt(Kind.READ, "shop.items"), stmt(Kind.DDL, "shop.items")]
     decision = check(who("e", "engineers"), batch, SHOP)
@@ -604,7 +609,7 @@ def test_batch_access_level_is_the_highest_statement():
 # --- roles, effective grants ---------------------------------------------------------
 
 
-def test_roles_of_matches_users_and_groups():
+def test_roles_of_matches_users_and_groups() -> None:
     """Roles come from the caller's user and group subjects."""
     roles = {
         "admin": frozenset({"group:db-admins"}),
@@ -616,7 +621,7 @@ def test_roles_of_matches_users_and_groups():
     assert roles_of(who("x", "analysts"), pol) == frozenset()
 
 
-def test_effective_grants_lists_live_grants_of_the_caller():
+def test_effective_grants_lists_live_grants_of_the_caller() -> None:
     """Effective grants: the caller's, unexpired, in policy order; others' are hidden."""
     old = grant("old", "user:u", expires=NOW)
     live = grant("live", "group:g", target="billing")
@@ -627,7 +632,7 @@ def test_effective_grants_lists_live_grants_of_the_caller():
     assert [g.name for g in effective_grants(who("u", "g"), pol, before)] == ["old", "live"]
 
 
-def test_effective_grants_leave_out_revoked_targets():
+def test_effective_grants_leave_out_revoked_targets() -> None:
     """Grants on a target revoked for the caller are not usable, so not listed."""
     shop = grant("s", "user:u")
     billing = grant("b", "user:u", target="billing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
 import pytest
 from fuzzprofile import budget
@@ -122,7 +123,7 @@ _TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
 @example("\u00df" * 129, "user")
 def test_canonical_form_is_a_fixed_point_and_clean(text: str, kind: str) -> None:
     """Any accepted name is NFC, stripped, case-folded, capped, and canonical again: reading it back changes nothing."""
-    checked = "group" if kind == "group" else "user"
+    checked: Literal["user", "group"] = "group" if kind == "group" else "user"
     try:
         name = canonical_name(text, kind=checked)
     except ValueError:
