@@ -6,9 +6,11 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from adminfixture import Replicas, edit, replicas
+from conftest import RunningGateway
 
 from gateway.errors import Conflict
 from gateway.policy.requests import AccessRequestStore
@@ -16,16 +18,17 @@ from gateway.policy.requests import AccessRequestStore
 __all__ = ["replicas"]
 
 
-def _ask(gateway, user: str = "nobody", **body: object) -> dict:
+def _ask(gateway: RunningGateway, user: str = "nobody", **body: object) -> dict[str, Any]:
     payload = {"target": "shop", "access": "read", "duration": "4h", "reason": "ticket 7: debug an order"} | body
     with gateway.client(user) as http:
         reply = http.post("/v1/access-requests", json=payload)
     assert reply.status_code == 201, reply.text
-    return reply.json()
+    item: dict[str, Any] = reply.json()
+    return item
 
 
 @pytest.mark.parametrize("path", ["/approve", "/deny"])
-def test_decisions_need_admin_and_a_token(replicas: Replicas, path: str):
+def test_decisions_need_admin_and_a_token(replicas: Replicas, path: str) -> None:
     """Approve and deny: 401 without a token, 403 for a non-admin (even the requester)."""
     item = _ask(replicas.first)
     url = f"/v1/access-requests/{item['id']}{path}"
@@ -39,7 +42,7 @@ def test_decisions_need_admin_and_a_token(replicas: Replicas, path: str):
         assert (reply.status_code, reply.json()["code"]) == (403, "forbidden")
 
 
-def test_approval_writes_an_attributed_time_boxed_grant(replicas: Replicas):
+def test_approval_writes_an_attributed_time_boxed_grant(replicas: Replicas) -> None:
     """An admin on replica 2 approves; the grant (expiring after the duration) works on replica 1 too."""
     item = _ask(replicas.first)
     assert item["state"] == "pending"
@@ -82,7 +85,7 @@ def test_approval_writes_an_attributed_time_boxed_grant(replicas: Replicas):
         assert [e["action"] for e in _events(replica, item["id"])] == ["create", "grant_add", "approve"]
 
 
-def test_nobody_approves_their_own_request(replicas: Replicas):
+def test_nobody_approves_their_own_request(replicas: Replicas) -> None:
     """An admin's own request cannot be approved (or denied) by that admin; each refusal is a recorded denial."""
     item = _ask(replicas.first, "admin")
     with replicas.first.client("admin") as http:
@@ -102,7 +105,7 @@ def test_nobody_approves_their_own_request(replicas: Replicas):
     ]
 
 
-def test_deny_needs_a_reason_and_ends_the_request(replicas: Replicas):
+def test_deny_needs_a_reason_and_ends_the_request(replicas: Replicas) -> None:
     """A denial without a reason is refused; with one, the request is denied and cannot be approved."""
     item = _ask(replicas.first)
     url = f"/v1/access-requests/{item['id']}"
@@ -117,7 +120,7 @@ def test_deny_needs_a_reason_and_ends_the_request(replicas: Replicas):
     assert states[item["id"]] == "denied"
 
 
-def test_bad_requests_are_refused(replicas: Replicas):
+def test_bad_requests_are_refused(replicas: Replicas) -> None:
     """Unknown target: 404; bad access level or duration (or over the maximum): 422."""
     with replicas.first.client("nobody") as http:
         base = {"target": "shop", "access": "read", "duration": "4h", "reason": "r"}
@@ -127,7 +130,7 @@ def test_bad_requests_are_refused(replicas: Replicas):
             assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), bad
 
 
-def test_pending_requests_expire(tmp_path: Path):
+def test_pending_requests_expire(tmp_path: Path) -> None:
     """Past its TTL a pending request shows as expired and can no longer be approved."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = AccessRequestStore(tmp_path / "ar.db", ttl=3600, clock=lambda: now[0])
@@ -144,7 +147,7 @@ def test_pending_requests_expire(tmp_path: Path):
         store.close()
 
 
-def test_a_store_from_before_persons_gains_the_columns(tmp_path: Path):
+def test_a_store_from_before_persons_gains_the_columns(tmp_path: Path) -> None:
     """A database made before requests stored the person opens; its old rows have no person, new rows do."""
     old_columns = "id, requester, target, access, duration_s, reason, state, created_at, expires_at"
     with sqlite3.connect(tmp_path / "ar.db") as conn:
@@ -170,9 +173,9 @@ def test_a_store_from_before_persons_gains_the_columns(tmp_path: Path):
         store.close()
 
 
-def _events(gateway, request_id: str) -> list[dict]:
+def _events(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
     """The access request's audit records, oldest first, read through the auditor API."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     with gateway.client("admin") as auditor:  # admin@example.com is also an auditor in the test policy
         for event in ("access_request", "policy_edit"):
             page = auditor.get("/v1/audit", params={"event": event, "limit": 500}).json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -13,10 +14,13 @@ from rich.console import Console
 
 from gateway.audit.export import CSV_COLUMNS, csv_value
 from gateway.audit.mariadb import MariaDBAuditStore
+from gateway.audit.query import DEFAULT_LIMIT, AuditFilter
 from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import AuditPage, Entry
 from gateway.audit.verify import verify
 from gateway.cli.audit import progress_bar
 from gateway.cli.main import main
+from gateway.settings import AuditDatabaseSettings
 
 __all__ = ["audit_db"]
 
@@ -41,13 +45,27 @@ def make_record(i: int) -> dict[str, object]:
 
 
 class ListStore:
-    """Our own AuditStore reading side over exported entries, to verify an export offline."""
+    """Our own AuditStore over exported entries (read only), to verify an export offline."""
 
-    def __init__(self, entries):
+    def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
 
-    def iter_entries(self, after_seq=0, batch=1000):
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        raise NotImplementedError("an export is read only")
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
         return iter(self.entries)
+
+    def last(self) -> Entry | None:
+        return self.entries[-1] if self.entries else None
+
+    def query(
+        self, filters: AuditFilter, cursor: str | None = None, limit: int = DEFAULT_LIMIT, *, oldest_first: bool = False
+    ) -> AuditPage:
+        raise NotImplementedError("verify reads entries in seq order, it never queries")
+
+    def close(self) -> None:
+        pass
 
 
 def write_config(path: Path, audit: str) -> Path:
@@ -64,7 +82,7 @@ def write_config(path: Path, audit: str) -> Path:
 
 
 @pytest.fixture
-def sqlite_log(tmp_path):
+def sqlite_log(tmp_path: Path) -> Path:
     """An embedded audit file with 12 records."""
     path = tmp_path / "audit.db"
     store = SQLiteAuditStore(path)
@@ -73,7 +91,7 @@ def sqlite_log(tmp_path):
     return path
 
 
-def stored(path: Path) -> list[dict]:
+def stored(path: Path) -> list[Entry]:
     """The entries as the store holds them, in chain order."""
     store = SQLiteAuditStore(path)
     try:
@@ -82,7 +100,9 @@ def stored(path: Path) -> list[dict]:
         store.close()
 
 
-def test_jsonl_export_round_trips_and_verifies_offline(sqlite_log, tmp_path, capsys):
+def test_jsonl_export_round_trips_and_verifies_offline(
+    sqlite_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The JSON-lines export holds every entry exactly as stored, so the export itself verifies."""
     out = tmp_path / "audit.jsonl"
     assert main(["audit", "export", "--path", str(sqlite_log), "--format", "jsonl", "-o", str(out)]) == 0
@@ -92,20 +112,22 @@ def test_jsonl_export_round_trips_and_verifies_offline(sqlite_log, tmp_path, cap
     assert "exported 12 records" in capsys.readouterr().err
 
 
-def test_csv_export_round_trips(sqlite_log, capsys):
+def test_csv_export_round_trips(sqlite_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The CSV export (to standard output) reads back to the stored entries, commas and newlines included."""
     assert main(["audit", "export", "--path", str(sqlite_log), "--format", "csv"]) == 0
     reader = csv.DictReader(io.StringIO(capsys.readouterr().out))
     assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
-    back = []
+    back: list[dict[str, object]] = []
     for row in reader:
         entry = {k: csv_value(k, v) for k, v in row.items() if k != "extra"}
-        entry.update(csv_value("extra", row["extra"]) or {})
+        extra = csv_value("extra", row["extra"])
+        assert extra is None or isinstance(extra, dict)
+        entry.update(extra or {})
         back.append({k: v for k, v in entry.items() if v is not None})
     assert back == stored(sqlite_log)
 
 
-def test_export_filters_oldest_first(sqlite_log, tmp_path):
+def test_export_filters_oldest_first(sqlite_log: Path, tmp_path: Path) -> None:
     """Filters narrow the export; filtered entries come oldest first."""
     out = tmp_path / "bob.jsonl"
     assert main(["audit", "export", "--path", str(sqlite_log), "--user", "bob@example.com", "-o", str(out)]) == 0
@@ -117,7 +139,9 @@ def test_export_filters_oldest_first(sqlite_log, tmp_path):
     assert [orjson.loads(line)["request_id"] for line in out2.read_text(encoding="utf-8").splitlines()] == ["exp-6"]
 
 
-def test_export_and_verify_read_the_shared_store_from_the_config(audit_db, tmp_path, capsys):
+def test_export_and_verify_read_the_shared_store_from_the_config(
+    audit_db: AuditDatabaseSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With audit.store mariadb, export and verify read the shared store; verify exits 1 on a tampered row."""
     store = MariaDBAuditStore(audit_db)
     store.append_batch([make_record(i) for i in range(1, 6)])
@@ -139,7 +163,7 @@ def test_export_and_verify_read_the_shared_store_from_the_config(audit_db, tmp_p
     assert "seq 2: missing" in capsys.readouterr().err
 
 
-def test_progress_bar_draws_on_a_terminal_only():
+def test_progress_bar_draws_on_a_terminal_only() -> None:
     """On a terminal the (rich) bar ends on the final count of the total; off a terminal it writes nothing."""
     drawn_on = io.StringIO()
     with progress_bar("exported", 200, Console(file=drawn_on, force_terminal=True, width=120)) as progress:
@@ -155,7 +179,7 @@ def test_progress_bar_draws_on_a_terminal_only():
     assert quiet.getvalue() == ""
 
 
-def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path, capsys):
+def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Verify or export on a file that does not exist fails (exit 2) and creates nothing."""
     missing = tmp_path / "missing.db"
     assert main(["audit", "verify", "--path", str(missing)]) == 2
@@ -168,7 +192,9 @@ def test_a_missing_audit_file_is_an_error_not_an_empty_log(tmp_path, capsys):
 FORMULAS = ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x", "'=already quoted"]
 
 
-def test_csv_export_neutralises_formula_cells_and_reads_them_back(tmp_path, capsys):
+def test_csv_export_neutralises_formula_cells_and_reads_them_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Cells starting with = + - @ tab CR get a leading ' (numbers stay numbers); csv_value restores them exactly."""
     path = tmp_path / "audit.db"
     store = SQLiteAuditStore(path)
