@@ -12,6 +12,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -23,7 +24,7 @@ from gateway.db.awssecrets import AwsSecretsManagerSecret
 from gateway.db.connector import Connector
 from gateway.db.credentials import provider_for
 from gateway.errors import DatabaseUnavailable
-from gateway.settings import AwsSecretSource, TargetSettings
+from gateway.settings import AwsSecretSource, SecretSource, TargetSettings
 
 __all__ = ["aws_test_credentials"]
 REGION = "eu-west-1"
@@ -40,7 +41,7 @@ def secrets_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def sm(secrets_endpoint, aws_test_credentials):
+def sm(secrets_endpoint: str, aws_test_credentials: None) -> Any:  # boto3 ships no types
     """An admin client for the stand-in (creates and rotates secrets)."""
     return boto3.client("secretsmanager", region_name=REGION, endpoint_url=secrets_endpoint)
 
@@ -55,12 +56,12 @@ def account(test_db: ScratchDatabase) -> Iterator[tuple[str, str]]:
     root_query(f"DROP USER IF EXISTS '{user}'@'%'")
 
 
-def _source(endpoint: str, secret_id: str, **kwargs) -> AwsSecretSource:
-    return AwsSecretSource(secret_id=secret_id, region=REGION, endpoint_url=endpoint, **kwargs)
+def _source(endpoint: str, secret_id: str, *, key: str | None = "password", ttl: float = 300.0) -> AwsSecretSource:
+    return AwsSecretSource(secret_id=secret_id, region=REGION, endpoint_url=endpoint, key=key, ttl=ttl)
 
 
 def _target(db: ScratchDatabase, user: str, source: AwsSecretSource) -> TargetSettings:
-    return TargetSettings(host=DB_HOST, port=DB_PORT, database=db.name, secrets={user: {"aws_secret": source}})
+    return TargetSettings(host=DB_HOST, port=DB_PORT, database=db.name, secrets={user: SecretSource(aws_secret=source)})
 
 
 async def _whoami(connect: Connector) -> str:
@@ -74,7 +75,9 @@ async def _whoami(connect: Connector) -> str:
         conn.close()
 
 
-def test_password_from_secrets_manager(sm, secrets_endpoint, test_db, account):
+def test_password_from_secrets_manager(
+    sm: Any, secrets_endpoint: str, test_db: ScratchDatabase, account: tuple[str, str]
+) -> None:
     """A JSON secret's ``password`` logs the account in; the provider comes from the target's config."""
     user, password = account
     sm.create_secret(Name=f"gw/{user}", SecretString=json.dumps({"username": user, "password": password}))
@@ -84,7 +87,9 @@ def test_password_from_secrets_manager(sm, secrets_endpoint, test_db, account):
     assert asyncio.run(_whoami(Connector(target, user, provider, "SELECT 1"))).startswith(f"{user}@")
 
 
-def test_rotation_is_picked_up_after_one_refusal(sm, secrets_endpoint, test_db, account):
+def test_rotation_is_picked_up_after_one_refusal(
+    sm: Any, secrets_endpoint: str, test_db: ScratchDatabase, account: tuple[str, str]
+) -> None:
     """After rotation the cached password is refused once, refetched, and the login succeeds."""
     user, password = account
     sm.create_secret(Name=f"gw/{user}", SecretString=json.dumps({"password": password}))
@@ -105,7 +110,7 @@ def test_rotation_is_picked_up_after_one_refusal(sm, secrets_endpoint, test_db, 
     assert connect.stats.results == {"ok": 3}
 
 
-def test_ttl_expiry_refetches_without_a_refusal(sm, secrets_endpoint):
+def test_ttl_expiry_refetches_without_a_refusal(sm: Any, secrets_endpoint: str) -> None:
     """Within the TTL the cached value is used; after it, Secrets Manager is asked again."""
     sm.create_secret(Name="gw/ttl", SecretString="first")
     now = [0.0]
@@ -123,7 +128,7 @@ def test_ttl_expiry_refetches_without_a_refusal(sm, secrets_endpoint):
     assert provider.fetches == 2
 
 
-def test_failures_name_the_cause_never_the_secret(sm, secrets_endpoint):
+def test_failures_name_the_cause_never_the_secret(sm: Any, secrets_endpoint: str) -> None:
     """A missing secret names AWS's error code; a secret of the wrong shape is never echoed."""
     missing = AwsSecretsManagerSecret(_source(secrets_endpoint, "gw/missing"))
     with pytest.raises(DatabaseUnavailable) as err:

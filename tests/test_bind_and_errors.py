@@ -22,7 +22,7 @@ EDGES = [2**64 - 1, -(2**63)]
 
 
 @pytest.mark.parametrize("value", BEYOND)
-def test_an_integer_beyond_64_bits_is_refused_by_the_gateway(gateway: RunningGateway, value: int):
+def test_an_integer_beyond_64_bits_is_refused_by_the_gateway(gateway: RunningGateway, value: int) -> None:
     """Params beyond BIGINT / BIGINT UNSIGNED: 422 invalid_request naming the param, nothing decided or run."""
     with gateway.client("reader") as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT ?", "params": [value]})
@@ -38,7 +38,7 @@ def test_an_integer_beyond_64_bits_is_refused_by_the_gateway(gateway: RunningGat
 
 
 @pytest.mark.parametrize("value", EDGES)
-def test_the_64_bit_edges_are_bound_exactly(gateway: RunningGateway, value: int):
+def test_the_64_bit_edges_are_bound_exactly(gateway: RunningGateway, value: int) -> None:
     """The largest unsigned and the smallest signed 64-bit integers reach MariaDB exactly as sent."""
     with gateway.client("reader") as http:
         reply = http.post(
@@ -49,7 +49,7 @@ def test_the_64_bit_edges_are_bound_exactly(gateway: RunningGateway, value: int)
 
 
 @pytest.mark.parametrize("text", ["[NaN]", "[Infinity]", "[-Infinity]", "[1e400]"])
-def test_non_finite_numbers_are_refused(gateway: RunningGateway, text: str):
+def test_non_finite_numbers_are_refused(gateway: RunningGateway, text: str) -> None:
     """NaN and infinities (as tokens or by overflow) never become a parameter: 422 invalid_request."""
     body = f'{{"target": "shop", "sql": "SELECT ?", "params": {text}}}'
     with gateway.client("reader") as http:
@@ -58,7 +58,7 @@ def test_non_finite_numbers_are_refused(gateway: RunningGateway, text: str):
 
 
 @pytest.mark.parametrize("value", [2**64, -(2**63) - 1, float("nan"), float("inf")])
-def test_bind_refuses_what_it_cannot_bind_exactly(value: object):
+def test_bind_refuses_what_it_cannot_bind_exactly(value: object) -> None:
     """The binding step itself refuses the same values, whatever route a parameter took to it."""
     statement = analyze("SELECT ?", default_database="shop")
     with pytest.raises(InvalidRequest):
@@ -80,7 +80,7 @@ def test_bind_refuses_what_it_cannot_bind_exactly(value: object):
         (db_errors.OperationalError(1969, "max_statement_time exceeded"), StatementTimeout),
     ],
 )
-def test_errors_are_classified_by_what_they_are(error: db_errors.MySQLError, expected: type):
+def test_errors_are_classified_by_what_they_are(error: db_errors.MySQLError, expected: type) -> None:
     """Client-library and session errors are unavailability; a server error of any number is database_error."""
     assert type(execution.classify(error)) is expected
 
@@ -94,7 +94,9 @@ def test_errors_are_classified_by_what_they_are(error: db_errors.MySQLError, exp
     ],
 )
 @pytest.mark.parametrize("accept", ["application/json", "application/x-ndjson"])
-def test_a_4000_range_server_error_is_a_database_error(gateway: RunningGateway, sql: str, errno: int, accept: str):
+def test_a_4000_range_server_error_is_a_database_error(
+    gateway: RunningGateway, sql: str, errno: int, accept: str
+) -> None:
     """MariaDB's own 4000-range errors, raised by statements a read grant may send: database_error with errno.
 
     A buffered reply is a 422 problem; a stream that has sent its header ends with an error line instead.
@@ -119,7 +121,9 @@ def test_a_4000_range_server_error_is_a_database_error(gateway: RunningGateway, 
     ],
     ids=["query-missing-param", "transaction-extra-param"],
 )
-def test_placeholder_and_param_counts_are_refused_before_the_decision(gateway: RunningGateway, body: dict):
+def test_placeholder_and_param_counts_are_refused_before_the_decision(
+    gateway: RunningGateway, body: dict[str, object]
+) -> None:
     """A count mismatch is a 422 recorded as a denial (not an allow that fails at bind), before any connection."""
     path = "/v1/transaction" if "statements" in body else "/v1/query"
     with gateway.client("reader") as http:
@@ -145,7 +149,7 @@ def test_placeholder_and_param_counts_are_refused_before_the_decision(gateway: R
     ],
     ids=["sql-twice", "sql-escaped-twice", "target-twice", "nested-params-twice"],
 )
-def test_a_member_name_given_twice_is_refused(gateway: RunningGateway, path: str, body: str):
+def test_a_member_name_given_twice_is_refused(gateway: RunningGateway, path: str, body: str) -> None:
     """JSON with one member name twice is ambiguous (RFC 8259): 422 invalid_request, whichever member comes first."""
     with gateway.client("reader") as http:
         reply = http.post(path, content=body)
@@ -153,7 +157,7 @@ def test_a_member_name_given_twice_is_refused(gateway: RunningGateway, path: str
     assert reply.json()["detail"] == "a JSON object in the body has the same member name twice"
 
 
-def test_colons_in_values_do_not_refuse_a_body(gateway: RunningGateway):
+def test_colons_in_values_do_not_refuse_a_body(gateway: RunningGateway) -> None:
     """Colons inside strings (times, JSON) only trigger the second parse; a body without repeats still runs."""
     body = '{"target": "shop", "sql": "SELECT \'10:00:00\', ?", "params": ["{\\"a\\": 1}"]}'
     with gateway.client("reader") as http:

@@ -305,7 +305,7 @@ def reparsed(sql: str, *, strict: bool = True) -> exp.Expr | None:
 @example("SELECT \ud800")
 @example("(" * 65 + ")" * 65)
 @example("SELECT " + "NOT " * 3000 + "1")
-def test_any_text_is_a_statement_or_a_rejection(sql):
+def test_any_text_is_a_statement_or_a_rejection(sql: str) -> None:
     """Analysis returns a Statement or raises StatementRejected / PayloadTooLarge: no other exception, no hang.
 
     An accepted statement is self-consistent: its placeholder parts join back
@@ -331,7 +331,7 @@ def test_any_text_is_a_statement_or_a_rejection(sql):
     executable_comments,
     st.lists(safe_tokens, max_size=8).map(" ".join),
 )
-def test_executable_comment_outside_literals_is_rejected(before, comment, after):
+def test_executable_comment_outside_literals_is_rejected(before: str, comment: str, after: str) -> None:
     """`/*!`, `/*!NNNNN`, `/*M!` and `/*+` after any run of complete tokens are refused (SECURITY rule 9)."""
     with pytest.raises(StatementRejected):
         analyze(f"{before} {comment} {after}", default_database=DB)
@@ -344,7 +344,7 @@ def test_executable_comment_outside_literals_is_rejected(before, comment, after)
     st.one_of(selects(), writes(), others()),
     st.sampled_from(["", ";", " ; "]),
 )
-def test_two_statements_are_rejected(first, separator, second, end):
+def test_two_statements_are_rejected(first: str, separator: str, second: str, end: str) -> None:
     """Two statements in one text are refused, whatever separates or ends them (SECURITY rule 8)."""
     with pytest.raises(StatementRejected):
         analyze(f"{first}{separator}{second}{end}", default_database=DB)
@@ -352,7 +352,7 @@ def test_two_statements_are_rejected(first, separator, second, end):
 
 @settings(max_examples=budget(300))
 @given(st.one_of(selects(), noisy()))
-def test_reads_regenerate_as_reads(sql):
+def test_reads_regenerate_as_reads(sql: str) -> None:
     """A statement classified read holds no write, DDL or locking node when sqlglot re-reads the SQL that runs."""
     statement = outcome(sql)
     if statement is None or statement.kind is not Kind.READ:
@@ -368,7 +368,7 @@ def test_reads_regenerate_as_reads(sql):
 
 @settings(max_examples=budget(300))
 @given(st.one_of(statements, noisy()))
-def test_regenerated_sql_analyses_to_the_same_statement(sql):
+def test_regenerated_sql_analyses_to_the_same_statement(sql: str) -> None:
     """Analysing the SQL that runs gives the same kind, command, tables, functions and placeholders (idempotence).
 
     Only for kinds a grant can allow (read, write, DDL): an ``other``
@@ -398,7 +398,7 @@ def test_regenerated_sql_analyses_to_the_same_statement(sql):
 
 @settings(max_examples=budget(200))
 @given(st.text(ALPHABET, max_size=40), st.integers(1, 64))
-def test_size_cap_is_measured_in_utf8_bytes(sql, cap):
+def test_size_cap_is_measured_in_utf8_bytes(sql: str, cap: int) -> None:
     """Text over the cap (UTF-8 bytes) is PayloadTooLarge; text within it never is."""
     try:
         size = len(sql.encode("utf-8"))
@@ -418,7 +418,7 @@ def test_size_cap_is_measured_in_utf8_bytes(sql, cap):
 
 @settings(max_examples=budget(150))
 @given(st.one_of(selects(), writes()))
-def test_grammar_reads_and_writes_are_understood(sql):
+def test_grammar_reads_and_writes_are_understood(sql: str) -> None:
     """The analyzer parses the grammar's reads and writes: each is accepted or refused for a stated reason.
 
     Guards the strategies above: if most grammar statements were unparseable,

@@ -83,7 +83,7 @@ def _items(line: str) -> list[Privilege]:
         ("GRANT ALL ON `we'ird db`.* TO `u`@`h`", "u@h", [Privilege(Level.DATABASE, "ALL PRIVILEGES", "we'ird db")]),
     ],
 )
-def test_every_show_grants_form_becomes_typed_items(line, grantee, expected):
+def test_every_show_grants_form_becomes_typed_items(line: str, grantee: str, expected: list[Privilege]) -> None:
     """Global, database, table, column, routine, proxy, role and PUBLIC lines parse into one item per right."""
     parsed = parse_line(line)
     assert parsed.grantee == grantee
@@ -106,7 +106,7 @@ def test_every_show_grants_form_becomes_typed_items(line, grantee, expected):
         f"GRANT SELECT ON `a`.`b` TO `u`@`%` IDENTIFIED BY PASSWORD '{HASH}' WITH MAX_ROWS 1",
     ],
 )
-def test_unparsable_lines_fail_closed_without_their_literals(line):
+def test_unparsable_lines_fail_closed_without_their_literals(line: str) -> None:
     """A line the parser does not fully know is one UNPARSED item, and its summary drops every string literal."""
     (item,) = _items(line)
     assert item.level is Level.UNPARSED
@@ -114,14 +114,14 @@ def test_unparsable_lines_fail_closed_without_their_literals(line):
     assert "secret" not in item.name
 
 
-def test_role_grantee_lines_are_told_apart():
+def test_role_grantee_lines_are_told_apart() -> None:
     """A role's own lines (no host, not PUBLIC) are marked, an account's and PUBLIC's are not."""
     lines = parse_grants(["GRANT USAGE ON *.* TO `r`", "GRANT USAGE ON *.* TO `u`@`%`", "GRANT USAGE ON *.* TO PUBLIC"])
     assert [line.role_grantee for line in lines] == [True, False, False]
     assert GrantLine("", ()).role_grantee is False  # an unparsed line is never skipped as a role's
 
 
-NAMES = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=12)
+NAMES = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=12)
 PRIVILEGES = st.sampled_from(["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE VIEW", "LOCK TABLES", "SHOW VIEW"])
 
 
@@ -141,7 +141,7 @@ def privileges(draw: st.DrawFn) -> Privilege:
 @pytest.mark.fuzz
 @settings(max_examples=budget(300))
 @given(privileges(), NAMES, NAMES)
-def test_rendered_grants_parse_back_to_the_same_item(item, user, host):
+def test_rendered_grants_parse_back_to_the_same_item(item: Privilege, user: str, host: str) -> None:
     """Whatever the names (backticks, quotes, spaces, any script), GRANT <item> TO user@host parses back to item."""
     line = f"GRANT {item.sql()} TO {quote(user)}@{quote(host)}"
     parsed = parse_line(line)
@@ -152,7 +152,7 @@ def test_rendered_grants_parse_back_to_the_same_item(item, user, host):
 @pytest.mark.fuzz
 @settings(max_examples=budget(300))
 @given(st.text(max_size=200))
-def test_any_text_parses_or_fails_closed(text):
+def test_any_text_parses_or_fails_closed(text: str) -> None:
     """No input makes the parser raise; what it returns is typed items or exactly one UNPARSED item."""
     parsed = parse_line(text)
     unparsed = [p for p in parsed.privileges if p.level is Level.UNPARSED]
