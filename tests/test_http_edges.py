@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import uvicorn
-from conftest import RunningGateway, free_port, gateway_settings, start_gateway, stop_gateway
-from oidcfixture import GATEWAY_AUDIENCE
+from conftest import RunningGateway, ScratchDatabase, free_port, gateway_settings, start_gateway, stop_gateway
+from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
 
 from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.audit.store import Entry
 from gateway.cli.main import h11_header_limit
 from gateway.http.app import create_app
 from gateway.requestids import RequestIds, client_request_id
@@ -27,7 +29,7 @@ MB8 = 8 * 1024 * 1024
 HEX = frozenset("0123456789abcdef")
 
 
-def records(gateway: RunningGateway, request_id: str) -> list[dict]:
+def records(gateway: RunningGateway, request_id: str) -> list[Entry]:
     """The stored records with the gateway's ``request_id``, in seq order (no waiting)."""
     store = SQLiteAuditStore(gateway.settings.audit.path, readonly=True)
     try:
@@ -54,7 +56,7 @@ def is_gateway_id(value: str) -> bool:
 # --- oversized requests (rule 29) -----------------------------------------------------------------
 
 
-def test_an_8mb_header_is_a_431_problem_with_a_small_record(gateway: RunningGateway):
+def test_an_8mb_header_is_a_431_problem_with_a_small_record(gateway: RunningGateway) -> None:
     """An unauthenticated request with an 8 MB header: 431 headers_too_large, recorded first, the record capped."""
     reply = httpx.get(f"{gateway.url}/v1/me", headers={"User-Agent": "U" * MB8}, timeout=60)
     assert reply.status_code == 431
@@ -69,7 +71,7 @@ def test_an_8mb_header_is_a_431_problem_with_a_small_record(gateway: RunningGate
     assert len(orjson.dumps(record)) < 8 * 1024
 
 
-def test_a_long_header_under_the_cap_is_recorded_capped(gateway: RunningGateway):
+def test_a_long_header_under_the_cap_is_recorded_capped(gateway: RunningGateway) -> None:
     """A 20 KB user agent (headers within their cap) with a bad token: 401, its auth record's field cut to 4,096."""
     reply = httpx.get(
         f"{gateway.url}/v1/me", headers={"User-Agent": "V" * 20_000, "Authorization": "Bearer not.a.token"}
@@ -80,7 +82,7 @@ def test_a_long_header_under_the_cap_is_recorded_capped(gateway: RunningGateway)
     assert record["user_agent"] == "V" * 4096 + "…[truncated, 20000 chars]"
 
 
-def test_a_declared_oversized_body_is_413_and_recorded(gateway: RunningGateway):
+def test_a_declared_oversized_body_is_413_and_recorded(gateway: RunningGateway) -> None:
     """A Content-Length over the body cap: 413 payload_too_large before anything is read, and a deny record."""
     body = b"x" * (gateway.settings.limits.max_body_bytes + 1)
     reply = httpx.post(f"{gateway.url}/v1/query", content=body, headers={"X-Request-ID": "big-body-1"})
@@ -93,11 +95,11 @@ def test_a_declared_oversized_body_is_413_and_recorded(gateway: RunningGateway):
 
 
 @pytest.mark.parametrize("path", ["/v1/query", "/v1/transaction", "/v1/access-requests"])
-def test_a_streamed_oversized_body_is_413_and_recorded(gateway: RunningGateway, path: str):
+def test_a_streamed_oversized_body_is_413_and_recorded(gateway: RunningGateway, path: str) -> None:
     """A chunked body (no Content-Length) that passes the cap: 413 once it does, on every route, and a record."""
     cap = gateway.settings.limits.max_body_bytes
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         for _ in range(cap // 65536 + 2):
             yield b"y" * 65536
 
@@ -112,7 +114,7 @@ def test_a_streamed_oversized_body_is_413_and_recorded(gateway: RunningGateway, 
 # --- request ids (rule 30) ------------------------------------------------------------------------
 
 
-def test_a_caller_cannot_pick_or_claim_a_request_id(gateway: RunningGateway):
+def test_a_caller_cannot_pick_or_claim_a_request_id(gateway: RunningGateway) -> None:
     """Sending another request's id as X-Request-ID gets a fresh id; the audit keeps the two apart."""
     with gateway.client("reader") as http:
         first = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
@@ -132,7 +134,7 @@ def test_a_caller_cannot_pick_or_claim_a_request_id(gateway: RunningGateway):
     assert all(r["client_request_id"] == victim and r["user"] == "writer@example.com" for r in claimed)
 
 
-def test_the_callers_id_is_kept_apart_in_problems_and_streams(gateway: RunningGateway):
+def test_the_callers_id_is_kept_apart_in_problems_and_streams(gateway: RunningGateway) -> None:
     """A denial's problem and a stream's header carry the gateway's id and, apart, the caller's sane one."""
     with gateway.client("reader") as http:
         denied = http.post(
@@ -155,7 +157,7 @@ def test_the_callers_id_is_kept_apart_in_problems_and_streams(gateway: RunningGa
     assert "client_request_id" not in record
 
 
-def test_request_ids_are_unique_and_keyed():
+def test_request_ids_are_unique_and_keyed() -> None:
     """Ids are 32 hex digits, all distinct, and another key gives an unrelated sequence (nothing to extrapolate)."""
     one, other = RequestIds(b"k" * 32), RequestIds(b"j" * 32)
     ids = [one.new() for _ in range(100_000)]
@@ -171,7 +173,7 @@ def test_request_ids_are_unique_and_keyed():
     ("offered", "kept"),
     [("abc-123", "abc-123"), ("a" * 64, "a" * 64), ("a" * 65, None), ("x y", None), ("", None), ("a\n", None)],
 )
-def test_only_a_sane_client_request_id_is_kept(offered: str, kept: str | None):
+def test_only_a_sane_client_request_id_is_kept(offered: str, kept: str | None) -> None:
     """A caller's id is kept only when it is 1-64 characters of [A-Za-z0-9._:-]."""
     assert client_request_id(offered) == kept
 
@@ -179,14 +181,14 @@ def test_only_a_sane_client_request_id_is_kept(offered: str, kept: str | None):
 # --- /readyz (rule 31) ----------------------------------------------------------------------------
 
 
-def test_readyz_without_a_token_says_only_ready(gateway: RunningGateway):
+def test_readyz_without_a_token_says_only_ready(gateway: RunningGateway) -> None:
     """Unauthenticated /readyz: 200 and the status alone, nothing about files, grants, hosts or accounts."""
     reply = httpx.get(f"{gateway.url}/readyz")
     assert reply.status_code == 200
     assert reply.json() == {"status": "ready"}
 
 
-def test_readyz_details_need_the_admin_role(gateway: RunningGateway):
+def test_readyz_details_need_the_admin_role(gateway: RunningGateway) -> None:
     """A reader's valid token gets the status alone; an admin's gets the checks; a bad token is a recorded 401."""
     with gateway.client("reader") as http:
         assert http.get("/readyz").json() == {"status": "ready"}
@@ -200,7 +202,9 @@ def test_readyz_details_need_the_admin_role(gateway: RunningGateway):
     assert [r["event"] for r in records(gateway, bad.headers["x-request-id"])] == ["auth"]
 
 
-def test_readyz_not_ready_is_503_and_still_says_nothing_more(tmp_path, idp, test_db):
+def test_readyz_not_ready_is_503_and_still_says_nothing_more(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """With an issuer whose keys cannot be fetched: 503 {"status": "not_ready"}; an admin sees the failing check."""
     unreachable = {"issuer": f"http://127.0.0.1:{free_port()}", "audience": GATEWAY_AUDIENCE}
     issuers = [{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}, unreachable]
@@ -216,7 +220,9 @@ def test_readyz_not_ready_is_503_and_still_says_nothing_more(tmp_path, idp, test
     assert admin.json()["checks"]["keys"]["ok"] is False
 
 
-def test_with_h11_a_header_past_the_cap_is_431_and_far_past_it_a_bounded_400(tmp_path, idp, test_db):
+def test_with_h11_a_header_past_the_cap_is_431_and_far_past_it_a_bounded_400(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """Under h11 as ``gateway serve`` sets it up, 40 KB of headers is a recorded 431 and 8 MB a bounded 400.
 
     h11 (used when httptools is missing) reads at most ``max_header_bytes`` plus a margin: up to there

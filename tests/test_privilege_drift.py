@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,15 +28,16 @@ from conftest import (
     start_gateway,
     stop_gateway,
 )
+from oidcfixture import OidcProvider
 from structlog.testing import capture_logs
 from test_dbcheck import scratch_names
 
 from gateway.db.driftstate import AccountState, DriftState
 from gateway.db.pools import PoolRegistry
-from gateway.db.provision import drop, grant_extra, provision
+from gateway.db.provision import Account, drop, grant_extra, provision
 from gateway.errors import GatewayError
 from gateway.policy.decide import Decision
-from gateway.settings import TargetSettings
+from gateway.settings import SecretSource, TargetSettings
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def drift_db() -> Iterator[ScratchDatabase]:
     """A demo-shaped database whose accounts hold exactly the integration policies' plan."""
     name, prefix = scratch_names()
 
-    async def setup() -> Any:
+    async def setup() -> dict[str, Account]:
         conn = await root_connection()
         try:
             return await provision(conn, name, prefix, policy=integration_policy, sequence_tables=SEQUENCE_TABLES)
@@ -106,7 +108,9 @@ def _query(gw: RunningGateway, user: str, sql: str) -> httpx.Response:
         return http.post("/v1/query", json={"target": "shop", "sql": sql})
 
 
-def test_drift_shows_in_readyz_the_metric_and_a_log_event(tmp_path, idp, drift_db):
+def test_drift_shows_in_readyz_the_metric_and_a_log_event(
+    tmp_path: Path, idp: OidcProvider, drift_db: ScratchDatabase
+) -> None:
     """An account holding a denied table: /readyz details, the drift metric and a log event; warn still serves it."""
     reader, writer = drift_db.accounts["reader"].user, drift_db.accounts["writer"].user
     _grant(drift_db, "reader", "payment_cards")
@@ -141,7 +145,9 @@ def test_drift_shows_in_readyz_the_metric_and_a_log_event(tmp_path, idp, drift_d
     assert served.status_code == 200, served.text  # warn: reported, still served
 
 
-def test_refuse_stops_only_the_drifting_account_until_a_recheck_finds_it_clean(tmp_path, idp, drift_db):
+def test_refuse_stops_only_the_drifting_account_until_a_recheck_finds_it_clean(
+    tmp_path: Path, idp: OidcProvider, drift_db: ScratchDatabase
+) -> None:
     """Refuse mode on the target: reader statements get 503 privilege_drift, the writer's run; fixed, it serves."""
     reader = drift_db.accounts["reader"].user
     _grant(drift_db, "reader", "payment_cards")
@@ -182,7 +188,7 @@ def _revoke_quietly(db: ScratchDatabase, level: str, table: str) -> None:
         _revoke(db, level, table)
 
 
-def test_a_policy_reload_rechecks_every_account(tmp_path, idp, drift_db):
+def test_a_policy_reload_rechecks_every_account(tmp_path: Path, idp: OidcProvider, drift_db: ScratchDatabase) -> None:
     """A policy edit that stops needing a right turns the account into drift, and the edit back clears it."""
     reader = drift_db.accounts["reader"].user
     with capture_logs() as logs:
@@ -212,9 +218,9 @@ def test_a_policy_reload_rechecks_every_account(tmp_path, idp, drift_db):
     assert events[-1] == "db_privileges_clean"
 
 
-def test_refuse_mode_serves_only_accounts_checked_clean():
+def test_refuse_mode_serves_only_accounts_checked_clean() -> None:
     """The pool registry's hook: pending or failed checks are database_unavailable, drift is privilege_drift."""
-    target = TargetSettings(host="127.0.0.1", database="shop", secrets={"u": {"env": "UNUSED"}})
+    target = TargetSettings(host="127.0.0.1", database="shop", secrets={"u": SecretSource(env="UNUSED")})
     state = DriftState({"shop": "refuse"})
     decision = Decision(allowed=True, code="allowed", reason="allowed by grant g", target="shop", db_user="u")
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from conftest import gateway_settings, start_gateway, stop_gateway
+from conftest import ScratchDatabase, gateway_settings, start_gateway, stop_gateway
+from oidcfixture import OidcProvider
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway.settings import TracingSettings
+from gateway.settings import Settings, TracingSettings
 from gateway.tracing import Tracing, build
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -20,7 +23,7 @@ CALLER_SPAN = "00f067aa0ba902b7"
 STAGES = ["authn", "policy", "audit.decision", "pool.wait", "execute", "audit.outcome"]
 
 
-def test_tracing_off_is_one_shared_no_op():
+def test_tracing_off_is_one_shared_no_op() -> None:
     """With tracing off (the default) every span is the same no-op object: nothing is recorded or exported."""
     tracing = build(TracingSettings())
     assert not tracing.enabled
@@ -29,22 +32,26 @@ def test_tracing_off_is_one_shared_no_op():
         assert span is None
 
 
-def _traced_gateway(tmp_path: Path, idp, test_db, **tracing):
+def _traced_gateway(tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, **tracing: object) -> Settings:
     return gateway_settings(tmp_path, idp, test_db, tracing={"enabled": True, **tracing})
 
 
-def _server_span(spans, request_id):
-    (span,) = [s for s in spans if s.kind is SpanKind.SERVER and s.attributes.get("gateway.request_id") == request_id]
+def _server_span(spans: Sequence[ReadableSpan], request_id: str) -> ReadableSpan:
+    (span,) = [
+        s for s in spans if s.kind is SpanKind.SERVER and (s.attributes or {}).get("gateway.request_id") == request_id
+    ]
     return span
 
 
-def _children(spans, parent):
-    return sorted(
-        (s for s in spans if s.parent and s.parent.span_id == parent.context.span_id), key=lambda s: s.start_time
-    )
+def _started(span: ReadableSpan) -> int:
+    """A finished span's start time (ns), to order spans by."""
+    assert span.start_time is not None
+    return span.start_time
 
 
-def test_a_query_is_one_trace_with_a_span_per_stage(tmp_path, idp, test_db):
+def test_a_query_is_one_trace_with_a_span_per_stage(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """A query continues the caller's traceparent: a server span with the stages as children, no secrets in it."""
     exporter = InMemorySpanExporter()
     running = start_gateway(_traced_gateway(tmp_path, idp, test_db), idp, test_db, span_exporter=exporter)
@@ -68,24 +75,21 @@ def test_a_query_is_one_trace_with_a_span_per_stage(tmp_path, idp, test_db):
     root = _server_span(spans, reply.headers["x-request-id"])
     assert root.name == "POST /v1/query"
     assert format(root.context.trace_id, "032x") == CALLER_TRACE
+    assert root.parent is not None
     assert format(root.parent.span_id, "016x") == CALLER_SPAN
+    assert root.attributes is not None
     assert root.attributes["http.response.status_code"] == 200
     assert (root.attributes["gateway.decision"], root.attributes["gateway.target"]) == ("allow", "shop")
-    children = sorted(
-        (s for s in spans if s.parent and s.parent.span_id == root.context.span_id), key=lambda s: s.start_time
-    )
+    children = sorted((s for s in spans if s.parent and s.parent.span_id == root.context.span_id), key=_started)
     assert [s.name for s in children] == STAGES
     assert all(s.context.trace_id == root.context.trace_id for s in children)
     everything = repr([dict(s.attributes or {}) for s in spans])
     assert "secret-literal" not in everything
     assert token not in everything
-    (denied_root,) = [
-        s
-        for s in spans
-        if s.attributes.get("gateway.request_id") == denied.headers["x-request-id"] and s.kind is SpanKind.SERVER
-    ]
+    denied_root = _server_span(spans, denied.headers["x-request-id"])
     denied_children = [s.name for s in spans if s.parent and s.parent.span_id == denied_root.context.span_id]
     assert sorted(denied_children) == ["audit.decision", "authn", "policy"]
+    assert denied_root.attributes is not None
     assert denied_root.attributes["http.response.status_code"] == 403
 
 
@@ -106,7 +110,7 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         return
 
 
-def test_spans_leave_over_otlp_http(tmp_path, idp, test_db):
+def test_spans_leave_over_otlp_http(tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase) -> None:
     """With the default exporter, spans reach an OTLP/HTTP collector as protobuf on its traces URL."""
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=collector.serve_forever, daemon=True).start()

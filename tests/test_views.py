@@ -9,6 +9,7 @@ in the session's test database; the analysts' grant there denies
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import RunningGateway, ScratchDatabase, root_query
@@ -40,13 +41,14 @@ def views(test_db: ScratchDatabase) -> Iterator[ScratchDatabase]:
     root_query(f"DROP VIEW IF EXISTS `{db}`.v_items, `{db}`.v_cards, `{db}`.v_nested, `{db}`.v_hidden, `{db}`.v_const")
 
 
-def _query(gateway: RunningGateway, sql: str) -> tuple[int, dict]:
+def _query(gateway: RunningGateway, sql: str) -> tuple[int, dict[str, Any]]:
     with gateway.client("reader") as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": sql})
-    return reply.status_code, reply.json()
+    body: dict[str, Any] = reply.json()
+    return reply.status_code, body
 
 
-def test_a_view_over_an_allowed_table_reads(gateway: RunningGateway, views: ScratchDatabase):
+def test_a_view_over_an_allowed_table_reads(gateway: RunningGateway, views: ScratchDatabase) -> None:
     """The view and its base table are both allowed: the rows come back, and the record lists both."""
     status, body = _query(gateway, "SELECT id, name FROM v_items WHERE id = 1")
     assert (status, body.get("rows")) == (200, [[1, "pen"]]), body
@@ -62,7 +64,9 @@ def test_a_view_over_an_allowed_table_reads(gateway: RunningGateway, views: Scra
 
 
 @pytest.mark.parametrize("view", ["v_cards", "v_nested"])
-def test_a_view_over_a_denied_table_is_refused_by_the_gateway(gateway: RunningGateway, views: ScratchDatabase, view):
+def test_a_view_over_a_denied_table_is_refused_by_the_gateway(
+    gateway: RunningGateway, views: ScratchDatabase, view: str
+) -> None:
     """`payment_cards` is denied; reading it through a view (or a view of a view) is refused by policy, not MariaDB."""
     status, body = _query(gateway, f"SELECT * FROM {view}")
     assert (status, body["code"]) == (403, "forbidden"), body
@@ -71,14 +75,14 @@ def test_a_view_over_a_denied_table_is_refused_by_the_gateway(gateway: RunningGa
     assert root_query(f"SELECT COUNT(*) FROM `{views.name}`.`{view}`")[0][0] == 2
 
 
-def test_a_view_hidden_inside_a_subquery_or_join_is_resolved(gateway: RunningGateway, views: ScratchDatabase):
+def test_a_view_hidden_inside_a_subquery_or_join_is_resolved(gateway: RunningGateway, views: ScratchDatabase) -> None:
     """Every table of every subquery and join is expanded, not only the first."""
     status, body = _query(gateway, "SELECT i.id FROM items AS i JOIN (SELECT * FROM v_nested) AS n ON 1 LIMIT 1")
     assert (status, body["code"]) == (403, "forbidden"), body
     assert "payment_cards" in body["detail"]
 
 
-def test_a_view_whose_definition_cannot_be_seen_is_refused(gateway: RunningGateway, views: ScratchDatabase):
+def test_a_view_whose_definition_cannot_be_seen_is_refused(gateway: RunningGateway, views: ScratchDatabase) -> None:
     """Without SHOW VIEW the account cannot see what the view reads: unknown, so refused (fail closed)."""
     status, body = _query(gateway, "SELECT id FROM v_hidden")
     assert (status, body["code"]) == (400, "statement_rejected"), body
@@ -86,13 +90,13 @@ def test_a_view_whose_definition_cannot_be_seen_is_refused(gateway: RunningGatew
     assert "SHOW VIEW" in body["detail"]
 
 
-def test_a_view_of_no_table_reads(gateway: RunningGateway, views: ScratchDatabase):
+def test_a_view_of_no_table_reads(gateway: RunningGateway, views: ScratchDatabase) -> None:
     """A view that reads no table adds nothing to check."""
     status, body = _query(gateway, "SELECT one FROM v_const")
     assert (status, body.get("rows")) == (200, [[1]]), body
 
 
-def test_a_view_redefined_through_the_gateway_is_seen_at_once(gateway: RunningGateway, views: ScratchDatabase):
+def test_a_view_redefined_through_the_gateway_is_seen_at_once(gateway: RunningGateway, views: ScratchDatabase) -> None:
     """DDL run through the gateway drops what was cached of the target's views."""
     with gateway.client("admin") as http:
         reply = http.post(
@@ -137,8 +141,8 @@ def function_views(views: ScratchDatabase) -> Iterator[ScratchDatabase]:
     ("view", "function"), [("v_fn", "{db}.`F_CARD`"), ("v_fn_nested", "{db}.`F_CARD`"), ("v_sleep", "SLEEP")]
 )
 def test_the_functions_a_view_calls_are_checked(
-    gateway: RunningGateway, function_views: ScratchDatabase, view, function
-):
+    gateway: RunningGateway, function_views: ScratchDatabase, view: str, function: str
+) -> None:
     """The functions a view's definition calls are checked as if the statement called them.
 
     A view runs its calls with the definer's rights: a stored function (reading a denied table) or SLEEP in
