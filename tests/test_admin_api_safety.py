@@ -63,7 +63,7 @@ def _reset(gateway: RunningGateway) -> None:
 
 def test_approving_a_name_with_a_line_separator_is_refused_and_lifting_bob_lifts_only_bob(
     edit_gateway: RunningGateway, idp: OidcProvider
-):
+) -> None:
     """The attack: EVIL's request is not approved into the file (422, nothing written); bob's lift takes only bob's."""
     gateway = edit_gateway
     _reset(gateway)
@@ -105,7 +105,7 @@ def test_approving_a_name_with_a_line_separator_is_refused_and_lifting_bob_lifts
     _reset(gateway)
 
 
-def test_the_file_the_old_editor_left_is_edited_exactly(edit_gateway: RunningGateway):
+def test_the_file_the_old_editor_left_is_edited_exactly(edit_gateway: RunningGateway) -> None:
     """A managed file holding raw U+2028 in a comment and a value: lifting bob through the API removes only bob's."""
     gateway = edit_gateway
     managed = gateway.settings.policies_dir / "managed.yaml"
@@ -148,7 +148,7 @@ def _send(http: httpx.Client, change: Edit) -> httpx.Response:
 @given(data=st.data(), policy=policy_files(name_prefix="fz"))
 def test_random_edits_through_the_api_are_exact_or_refused(
     edit_gateway: RunningGateway, data: st.DataObject, policy: PolicyFile
-):
+) -> None:
     """A random valid managed file, a random edit by HTTP: exactly the intended change, or a 4xx and no byte changed."""
     gateway = edit_gateway
     directory: Path = gateway.settings.policies_dir

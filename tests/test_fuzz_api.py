@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -45,24 +45,26 @@ from hypothesis import strategies as st
 from oidcfixture import OidcProvider
 from schemathesis.core import NotSet
 
-from gateway.db.provision import drop, provision
+from gateway.db.provision import Account, drop, provision
 from gateway.db.streaming import NDJSON
 from gateway.http.app import create_app
 from gateway.http.openapi import BODIES, IF_MATCH
 from gateway.http.problems import PROBLEM
 from gateway.settings import Settings
 
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
+
 pytestmark = pytest.mark.fuzz
 
 # Only the document is taken from this app: it is never started.
-_DOCUMENT_APP = create_app(
-    Settings(
-        issuers=[{"issuer": "https://idp.invalid", "audience": "gateway"}],
-        policies_dir=Path("policies"),
-        targets={"shop": {"host": "127.0.0.1", "database": "shop", "secrets": {"gw_reader": {"env": "UNUSED"}}}},
-        audit={"path": Path("unused-audit.db")},
-    )
-)
+_DOCUMENT_CONFIG: dict[str, Any] = {
+    "issuers": [{"issuer": "https://idp.invalid", "audience": "gateway"}],
+    "policies_dir": Path("policies"),
+    "targets": {"shop": {"host": "127.0.0.1", "database": "shop", "secrets": {"gw_reader": {"env": "UNUSED"}}}},
+    "audit": {"path": Path("unused-audit.db")},
+}
+_DOCUMENT_APP = create_app(Settings(**_DOCUMENT_CONFIG))
 DOCUMENT = _DOCUMENT_APP.openapi()
 CONFIG = schemathesis.Config.from_dict(
     {
@@ -98,7 +100,7 @@ def fuzz_db() -> Iterator[ScratchDatabase]:
     stamp, rand = str(int(time.time())), secrets.token_hex(3)
     name, prefix = f"gwtest_{stamp}_{rand}", f"gwt{stamp[-4:]}{rand}"
 
-    async def setup() -> Any:
+    async def setup() -> dict[str, Account]:
         conn = await root_connection()
         try:
             return await provision(conn, name, prefix)
@@ -136,7 +138,7 @@ def tokens(idp: OidcProvider) -> dict[str, str]:
     return {user: idp.token(user) for user in ("reader", "admin")}
 
 
-def call(case: schemathesis.Case, gateway: RunningGateway, token: str | None) -> None:
+def call(case: OpenApiCase, gateway: RunningGateway, token: str | None) -> None:
     """Send ``case`` as the given identity and run every check on the reply.
 
     Beyond schemathesis' checks (no 5xx, status, content type, headers and
@@ -172,7 +174,7 @@ def call(case: schemathesis.Case, gateway: RunningGateway, token: str | None) ->
         assert problem["request_id"] == response.headers["x-request-id"][0]
 
 
-def test_the_fuzzed_document_is_the_one_served(fuzz_gateway):
+def test_the_fuzzed_document_is_the_one_served(fuzz_gateway: RunningGateway) -> None:
     """The running gateway serves at /openapi.json exactly the document fuzzed below."""
     with httpx.Client(base_url=fuzz_gateway.url, timeout=10) as http:
         assert http.get("/openapi.json").json() == DOCUMENT
@@ -180,27 +182,29 @@ def test_the_fuzzed_document_is_the_one_served(fuzz_gateway):
 
 @schema.parametrize()
 @settings(max_examples=EXAMPLES)
-def test_without_a_token(case, fuzz_gateway):
+def test_without_a_token(case: OpenApiCase, fuzz_gateway: RunningGateway) -> None:
     """Anonymous callers: every operation answers 2xx (public ones) or a documented problem, never a 5xx."""
     call(case, fuzz_gateway, None)
 
 
 @schema.parametrize()
 @settings(max_examples=EXAMPLES)
-def test_as_a_reader(case, fuzz_gateway, tokens):
+def test_as_a_reader(case: OpenApiCase, fuzz_gateway: RunningGateway, tokens: dict[str, str]) -> None:
     """A caller with a read grant and no role: no 5xx, every error a documented problem."""
     call(case, fuzz_gateway, tokens["reader"])
 
 
 @schema.parametrize()
 @settings(max_examples=EXAMPLES)
-def test_as_an_admin(case, fuzz_gateway, tokens):
+def test_as_an_admin(case: OpenApiCase, fuzz_gateway: RunningGateway, tokens: dict[str, str]) -> None:
     """An admin and auditor with a DDL grant on the module's own database: no 5xx, every error a documented problem."""
     call(case, fuzz_gateway, tokens["admin"])
 
 
 @pytest.mark.parametrize("operation", sorted(BODIES))
-def test_unknown_body_keys_are_refused(fuzz_gateway, tokens, operation):
+def test_unknown_body_keys_are_refused(
+    fuzz_gateway: RunningGateway, tokens: dict[str, str], operation: tuple[str, str]
+) -> None:
     """Each documented body with an extra key is invalid_request (422), never silently accepted."""
     method, path = operation
     _, example = BODIES[operation]
@@ -229,7 +233,9 @@ EDGE_INTS = st.one_of(st.integers(min_value=1), st.integers(2**62, 10**40)).map(
         st.fixed_dictionaries({"head_seq": EDGE_INTS, "head_hash": st.just("0" * 64)}),
     )
 )
-def test_audit_filters_at_the_edges(fuzz_gateway, tokens, params):
+def test_audit_filters_at_the_edges(
+    fuzz_gateway: RunningGateway, tokens: dict[str, str], params: dict[str, str]
+) -> None:
     """Times of any year and offset, and integers far past 64 bits, in audit filters: a reply or a 422, never a 5xx.
 
     schemathesis rarely draws these: they once came back as 503 audit_unavailable (a time leaving

@@ -65,7 +65,7 @@ async def _no_audit(result: EditResult) -> None:
     del result
 
 
-def test_append_then_remove_restores_every_byte():
+def test_append_then_remove_restores_every_byte() -> None:
     """Adding a grant only adds lines; removing it again gives the original file byte for byte."""
     original = COMMENTED.encode()
     added = append_entry(original, "grants", _entry("new-one"), "approved by admin@example.com")
@@ -83,7 +83,7 @@ def test_append_then_remove_restores_every_byte():
     assert restored == original
 
 
-def test_remove_middle_entry_keeps_everything_else():
+def test_remove_middle_entry_keeps_everything_else() -> None:
     """Removing one grant removes exactly its lines (and its own leading comment), nothing else."""
     original = COMMENTED.encode()
     new, count = remove_entries(original, "grants", lambda item: item.get("name") == "shop-read")
@@ -96,7 +96,7 @@ def test_remove_middle_entry_keeps_everything_else():
     assert new.decode() == expected
 
 
-def test_append_to_offset_zero_list_and_to_missing_list():
+def test_append_to_offset_zero_list_and_to_missing_list() -> None:
     """A list written without indentation gets items in the same layout; a missing list is created."""
     added = append_entry(COMMENTED.encode(), "revocations", {"subject": "user:eve@example.com", "target": "shop"}, None)
     assert added.decode().endswith(
@@ -106,7 +106,7 @@ def test_append_to_offset_zero_list_and_to_missing_list():
     assert created.decode().startswith('version: 1\ngrants:\n  - name: "g1"\n')
 
 
-def test_editor_validates_and_refuses_stale_revisions(tmp_path: Path):
+def test_editor_validates_and_refuses_stale_revisions(tmp_path: Path) -> None:
     """An invalid edit and a stale If-Match both leave every file untouched; a good edit loads."""
     path = _write(tmp_path)
     editor = PolicyEditor(tmp_path, known_targets={"shop"})
@@ -128,7 +128,7 @@ def test_editor_validates_and_refuses_stale_revisions(tmp_path: Path):
     assert path.read_text(encoding="utf-8") == COMMENTED
 
 
-def test_editor_duplicate_name_is_invalid(tmp_path: Path):
+def test_editor_duplicate_name_is_invalid(tmp_path: Path) -> None:
     """A grant name already used in another file is refused (names are unique across files)."""
     _write(tmp_path)
     editor = PolicyEditor(tmp_path, known_targets={"shop"})
@@ -136,7 +136,7 @@ def test_editor_duplicate_name_is_invalid(tmp_path: Path):
         asyncio.run(editor.add_grant(_entry("shop-read"), None, _no_audit))
 
 
-def test_editor_audit_failure_writes_nothing(tmp_path: Path):
+def test_editor_audit_failure_writes_nothing(tmp_path: Path) -> None:
     """When the audit record cannot be written the file is not changed (fail closed)."""
     path = _write(tmp_path)
     editor = PolicyEditor(tmp_path, known_targets={"shop"})
@@ -149,7 +149,7 @@ def test_editor_audit_failure_writes_nothing(tmp_path: Path):
     assert path.read_text(encoding="utf-8") == COMMENTED
 
 
-def test_lift_revocation_in_another_file(tmp_path: Path):
+def test_lift_revocation_in_another_file(tmp_path: Path) -> None:
     """Lifting edits whichever file holds the revocation, matching the subject case-insensitively."""
     path = _write(tmp_path)
     editor = PolicyEditor(tmp_path, known_targets={"shop"})
@@ -159,7 +159,7 @@ def test_lift_revocation_in_another_file(tmp_path: Path):
     assert "# trailing comment" in path.read_text(encoding="utf-8")
 
 
-def test_watcher_sees_a_same_size_rewrite_within_one_clock_tick(tmp_path: Path):
+def test_watcher_sees_a_same_size_rewrite_within_one_clock_tick(tmp_path: Path) -> None:
     """A rewrite with the same size and the same mtime (coarse file clocks) is still picked up."""
     from gateway.policy.store import PolicyStore  # noqa: PLC0415
 

@@ -81,7 +81,7 @@ def _audit_records(gateway: RunningGateway) -> list[dict[str, Any]]:
         store.close()
 
 
-def test_real_token_accepted(gateway: RunningGateway):
+def test_real_token_accepted(gateway: RunningGateway) -> None:
     """The control: a real token from the provider is accepted."""
     with gateway.client("reader") as http:
         assert http.get("/v1/me").status_code == 200
@@ -109,7 +109,7 @@ def test_real_token_accepted(gateway: RunningGateway):
         "garbage",
     ],
 )
-def test_hostile_token_is_401_and_audited(gateway: RunningGateway, name: str):
+def test_hostile_token_is_401_and_audited(gateway: RunningGateway, name: str) -> None:
     """Each hostile token gets the same generic 401 with WWW-Authenticate, and an audit record."""
     token = _hostile(gateway.idp)[name]
     request_id = f"hostile-{name}"
@@ -132,7 +132,7 @@ def test_hostile_token_is_401_and_audited(gateway: RunningGateway, name: str):
     assert token not in json.dumps(records[0])
 
 
-def test_missing_token_is_401(gateway: RunningGateway):
+def test_missing_token_is_401(gateway: RunningGateway) -> None:
     """No Authorization header, or a non-Bearer scheme: 401."""
     for headers in ({}, {"Authorization": "Basic YWxpY2U6eA=="}):
         reply = httpx.get(f"{gateway.url}/v1/me", headers=headers)
@@ -140,7 +140,7 @@ def test_missing_token_is_401(gateway: RunningGateway):
         assert reply.json()["code"] == "unauthenticated"
 
 
-def test_oversized_token_is_413(gateway: RunningGateway):
+def test_oversized_token_is_413(gateway: RunningGateway) -> None:
     """A token over the 8 KB cap gets 413 payload_too_large, audited."""
     token = gateway.idp.forge(gateway.idp.claims(pad="x" * 9000))
     reply = httpx.get(

@@ -11,7 +11,7 @@ def _count(gateway: RunningGateway, where: str) -> int:
     return int(root_query(f"SELECT COUNT(*) FROM `{gateway.db.name}`.orders WHERE {where}")[0][0])
 
 
-def test_transaction_commits_all(gateway: RunningGateway):
+def test_transaction_commits_all(gateway: RunningGateway) -> None:
     """Two inserts and a read in one transaction: both rows committed, results per statement."""
     body = {
         "target": "shop",
@@ -37,7 +37,7 @@ def test_transaction_commits_all(gateway: RunningGateway):
     assert _count(gateway, "note = 'tx-all'") == 2
 
 
-def test_transaction_rolls_back_on_database_error(gateway: RunningGateway):
+def test_transaction_rolls_back_on_database_error(gateway: RunningGateway) -> None:
     """A failing second statement rolls the first back: nothing is committed."""
     body = {
         "target": "shop",
@@ -53,7 +53,7 @@ def test_transaction_rolls_back_on_database_error(gateway: RunningGateway):
     assert _count(gateway, "note = 'tx-none'") == 0
 
 
-def test_transaction_authorizes_everything_before_running(gateway: RunningGateway):
+def test_transaction_authorizes_everything_before_running(gateway: RunningGateway) -> None:
     """One statement the grant does not allow refuses the whole batch before any runs."""
     body = {
         "target": "shop",
@@ -68,7 +68,7 @@ def test_transaction_authorizes_everything_before_running(gateway: RunningGatewa
     assert _count(gateway, "note = 'tx-auth'") == 0
 
 
-def test_read_grant_transaction_is_read_only(gateway: RunningGateway):
+def test_read_grant_transaction_is_read_only(gateway: RunningGateway) -> None:
     """A read grant holder may run a read-only transaction but not a write inside it."""
     with gateway.client("reader") as http:
         ok = http.post(
@@ -92,7 +92,7 @@ def test_read_grant_transaction_is_read_only(gateway: RunningGateway):
         assert bad.status_code == 403
 
 
-def test_ddl_refused_inside_transaction(gateway: RunningGateway):
+def test_ddl_refused_inside_transaction(gateway: RunningGateway) -> None:
     """DDL commits implicitly in MariaDB, so a transaction holding DDL is refused up front."""
     with gateway.client("admin") as http:
         reply = http.post(
@@ -103,7 +103,7 @@ def test_ddl_refused_inside_transaction(gateway: RunningGateway):
     assert reply.json()["code"] == "statement_rejected"
 
 
-def test_ddl_grant_runs_ddl(gateway: RunningGateway):
+def test_ddl_grant_runs_ddl(gateway: RunningGateway) -> None:
     """The ddl grant (its own account) creates and drops a table; the reader cannot."""
     with gateway.client("admin") as http:
         made = http.post(
