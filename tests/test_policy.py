@@ -206,7 +206,11 @@ def test_grant_for_another_target_does_not_apply() -> None:
         (Access.DDL, Kind.DDL, True),
     ],
 )
-def test_access_levels_are_ordered(granted: Access, kind: Kind, allowed: bool) -> None:
+def test_access_levels_are_ordered(
+    granted: Access,
+    kind: Kind,
+    allowed: bool,  # noqa: FBT001 - a parametrized expectation
+) -> None:
     """Access levels are ordered read < write < ddl: a grant allows statements of its level and below."""
     pol = policy(grant("g", "user:u", access=granted))
     assert check(who("u"), [stmt(kind, "shop.items")], pol).allowed is allowed
@@ -349,7 +353,11 @@ def test_every_table_of_a_statement_is_checked() -> None:
         ("shop.items", "shop.items_archive", False),
     ],
 )
-def test_table_patterns_are_fnmatch_and_case_insensitive(pattern: str, table: str, allowed: bool) -> None:
+def test_table_patterns_are_fnmatch_and_case_insensitive(
+    pattern: str,
+    table: str,
+    allowed: bool,  # noqa: FBT001 - a parametrized expectation
+) -> None:
     """Allow patterns are fnmatch patterns on db.table, matched case-insensitively."""
     assert table_allowed(grant("g", "user:u", allow=(pattern,)), table) is allowed
 
