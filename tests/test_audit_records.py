@@ -13,6 +13,7 @@ import dataclasses
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -319,19 +320,19 @@ def prepared(record: AuditRecord) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("case", "old", "new"), PAIRS, ids=[p[0] for p in PAIRS])
-def test_a_record_built_the_new_way_is_byte_identical_to_the_old_dict(case, old, new):
+def test_a_record_built_the_new_way_is_byte_identical_to_the_old_dict(case, old, new) -> None:
     """The stored bytes (canonical JSON, the hashed form) of every kind and shape are what the old code wrote."""
     stored_then = canonical({**old, "time": format_time(NOW)})
     assert canonical(prepared(new)) == stored_then, case
     assert sorted(new.fields()) == sorted(k for k in old if k != "time"), "the same fields, none absent or added"
 
 
-def test_every_kind_is_covered():
+def test_every_kind_is_covered() -> None:
     """The byte-identity cases build every record kind."""
     assert {type(new) for _, _, new in PAIRS} == set(KINDS)
 
 
-def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path):
+def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path: Path) -> None:
     """Old dicts and new records chain into the same hashes; a log of old entries followed by new ones verifies."""
     old_store, new_store = SQLiteAuditStore(tmp_path / "old.db"), SQLiteAuditStore(tmp_path / "new.db")
     time = {"time": format_time(NOW)}
@@ -345,7 +346,7 @@ def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path):
     new_store.close()
 
 
-def test_unset_fields_are_absent_and_none_is_null():
+def test_unset_fields_are_absent_and_none_is_null() -> None:
     """UNSET leaves a field out of the record; None writes null (a denial's grant, a missing token's hash)."""
     denied = new_decision(CTX, ALICE, **DECISIONS["denied by the policy"]).fields()
     refused = new_decision(BARE, ALICE, **DECISIONS["refused before analysis"]).fields()
@@ -356,7 +357,7 @@ def test_unset_fields_are_absent_and_none_is_null():
     assert repr(UNSET) == "UNSET"
 
 
-def test_the_stores_columns_are_the_marked_fields(tmp_path):
+def test_the_stores_columns_are_the_marked_fields(tmp_path: Path) -> None:
     """Both stores' plain columns, the API's filters and the caps come from the record definitions."""
     store = SQLiteAuditStore(tmp_path / "audit.db")
     store.close()
@@ -369,7 +370,7 @@ def test_the_stores_columns_are_the_marked_fields(tmp_path):
     assert set(FIELD_CAPS.values()) <= {f.name for f in dataclasses.fields(RecordCaps)}
 
 
-def test_the_export_keeps_every_column_it_had():
+def test_the_export_keeps_every_column_it_had() -> None:
     """The CSV columns derived from the record kinds include every column of the hand-written list they replace."""
     before = [
         "seq",

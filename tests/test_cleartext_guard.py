@@ -11,6 +11,7 @@ import asyncio
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from asyncmy.connection import Connection
@@ -80,7 +81,7 @@ async def fake_server() -> AsyncIterator[tuple[int, bytearray]]:
 
 
 @pytest.mark.anyio
-async def test_plain_asyncmy_sends_the_password_in_cleartext():
+async def test_plain_asyncmy_sends_the_password_in_cleartext() -> None:
     """The control: asyncmy alone answers the cleartext switch without TLS (so the guard matters)."""
     async with fake_server() as (port, received):
         conn = Connection(host="127.0.0.1", port=port, user="u", password=PASSWORD, connect_timeout=5)
@@ -90,7 +91,7 @@ async def test_plain_asyncmy_sends_the_password_in_cleartext():
 
 
 @pytest.mark.anyio
-async def test_gateway_refuses_cleartext_without_tls(monkeypatch):
+async def test_gateway_refuses_cleartext_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without TLS the connector refuses the switch: database_unavailable, the password never sent."""
     monkeypatch.setenv("GWTEST_CLEAR_PW", PASSWORD)
     async with fake_server() as (port, received):
@@ -106,7 +107,7 @@ async def test_gateway_refuses_cleartext_without_tls(monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_iam_token_never_leaves_without_tls(tmp_path):
+async def test_iam_token_never_leaves_without_tls(tmp_path: Path) -> None:
     """An iam target insists on TLS: a server that cannot do TLS never sees the token."""
     async with fake_server() as (port, received):
         target = TargetSettings(

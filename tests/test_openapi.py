@@ -33,7 +33,7 @@ def document():
 
 
 @pytest.mark.parametrize(("operation", "model"), BODIES.items())
-def test_json_bodies_are_documented(document, operation, model):
+def test_json_bodies_are_documented(document, operation, model) -> None:
     """Routes that read their JSON body by hand still document it, with its model and an example."""
     method, path = operation
     content = document["paths"][path][method]["requestBody"]["content"]["application/json"]
@@ -42,7 +42,7 @@ def test_json_bodies_are_documented(document, operation, model):
     assert content["example"]
 
 
-def test_errors_are_problems_and_v1_routes_need_a_token(document):
+def test_errors_are_problems_and_v1_routes_need_a_token(document) -> None:
     """Every 4xx is problem+json with code and request_id (not FastAPI's 422 shape); /v1 routes declare bearer auth.
 
     /readyz takes an optional token: without one it says ready or not; an admin's also gets the checks.
@@ -62,7 +62,7 @@ def test_errors_are_problems_and_v1_routes_need_a_token(document):
                 assert ("security" in operation) == path.startswith("/v1/"), path
 
 
-def test_policy_edits_need_if_match_and_creations_answer_201(document):
+def test_policy_edits_need_if_match_and_creations_answer_201(document) -> None:
     """Edits document the required If-Match header; POSTs that create document 201, which is what they answer."""
     paths = document["paths"]
     edits = [
@@ -78,7 +78,7 @@ def test_policy_edits_need_if_match_and_creations_answer_201(document):
         assert set(paths[path]["post"]["responses"]) & {"200", "201"} == {"201"}
 
 
-def test_query_documents_the_ndjson_stream(document):
+def test_query_documents_the_ndjson_stream(document) -> None:
     """POST /v1/query answers JSON or, when asked, an NDJSON stream."""
     content = document["paths"]["/v1/query"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "application/x-ndjson"} <= content.keys()

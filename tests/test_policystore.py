@@ -19,7 +19,7 @@ def _names(store: PolicyStore) -> set[str]:
 
 
 @pytest.mark.anyio
-async def test_watch_survives_a_loader_bug(tmp_path: Path):
+async def test_watch_survives_a_loader_bug(tmp_path: Path) -> None:
     """An unexpected exception from the loader is logged and counted; the next change still loads."""
     path = _write(tmp_path)
     calls = {"n": 0}
@@ -48,7 +48,7 @@ async def test_watch_survives_a_loader_bug(tmp_path: Path):
 
 
 @pytest.mark.anyio
-async def test_a_slow_reload_never_replaces_a_newer_admin_load(tmp_path: Path):
+async def test_a_slow_reload_never_replaces_a_newer_admin_load(tmp_path: Path) -> None:
     """What a watcher thread read before an admin edit is dropped if the edit was applied while it parsed."""
     path = _write(tmp_path)
     parsed, release = threading.Event(), threading.Event()
