@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,7 +52,13 @@ def refused(client: str, n: int, code: str = "unauthenticated") -> AuthRecord:
 
 def control(clock: Clock, **limits: float) -> FloodControl:
     """A flood control with ``limits`` over generous defaults."""
-    values = {"per_client_burst": 3, "per_client_rate": 0.5, "global_burst": 1000, "global_rate": 1000, **limits}
+    values: dict[str, Any] = {
+        "per_client_burst": 3,
+        "per_client_rate": 0.5,
+        "global_burst": 1000,
+        "global_rate": 1000,
+        **limits,
+    }
     return FloodControl(FloodSettings(**values), clock, RequestIds(b"k" * 32).new)
 
 
@@ -110,7 +117,7 @@ def test_many_addresses_share_one_aggregate_beyond_the_limit() -> None:
 @pytest.mark.fuzz
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.floats(0, 30)), max_size=300))
 @settings(max_examples=budget(200))
-def test_every_refused_request_is_recorded_or_counted(events) -> None:
+def test_every_refused_request_is_recorded_or_counted(events: list[tuple[str, float]]) -> None:
     """Whatever the traffic: records written one by one plus every aggregate's count equals the requests."""
     clock = Clock()
     floods = control(clock, per_client_burst=2, global_burst=5, global_rate=0.2, max_aggregates=3, window=10)

@@ -11,7 +11,7 @@ ROUTES = ("/v1/audit", "/v1/audit/verify")
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_audit_routes_need_the_auditor_role(gateway: RunningGateway, route) -> None:
+def test_audit_routes_need_the_auditor_role(gateway: RunningGateway, route: str) -> None:
     """No token: 401; a valid token without the auditor role: 403; the auditor: 200."""
     with gateway.client(None) as anonymous:
         reply = anonymous.get(route)
@@ -39,7 +39,7 @@ def test_filters_and_cursor_pages_return_the_right_records_newest_first(gateway:
     denied_id = _run(gateway, "reader", "DELETE FROM items")
     writer_id = _run(gateway, "writer", "SELECT id FROM items WHERE id = 1")
     seen: list[str] = []
-    params: dict[str, object] = {"user": "reader@example.com", "event": "decision", "since": since, "limit": 2}
+    params: dict[str, str | int] = {"user": "reader@example.com", "event": "decision", "since": since, "limit": 2}
     with gateway.client("admin") as auditor:
         for _ in range(10):
             reply = auditor.get("/v1/audit", params=params)
@@ -73,7 +73,7 @@ def test_bad_filters_are_invalid_requests(gateway: RunningGateway) -> None:
 
 
 @pytest.mark.parametrize("params", [{"until": "0.5"}, {"since": "1700000000"}, {"since": " -1e3 "}])
-def test_times_are_iso_8601_not_unix_seconds(gateway: RunningGateway, params) -> None:
+def test_times_are_iso_8601_not_unix_seconds(gateway: RunningGateway, params: dict[str, str]) -> None:
     """A bare number for since/until is refused (422), not read as seconds since 1970 (found by schemathesis)."""
     with gateway.client("admin") as auditor:
         reply = auditor.get("/v1/audit", params=params)
@@ -83,7 +83,7 @@ def test_times_are_iso_8601_not_unix_seconds(gateway: RunningGateway, params) ->
 
 
 @pytest.mark.parametrize("params", [{"since": "0001-01-01T00:00:00+01:00"}, {"until": "9999-12-31T23:59:59-01:00"}])
-def test_times_outside_the_utc_range_are_invalid_requests(gateway: RunningGateway, params) -> None:
+def test_times_outside_the_utc_range_are_invalid_requests(gateway: RunningGateway, params: dict[str, str]) -> None:
     """A time that leaves years 1-9999 once moved to UTC is 422, not 503 audit_unavailable (it is the caller's)."""
     with gateway.client("admin") as auditor:
         reply = auditor.get("/v1/audit", params=params)

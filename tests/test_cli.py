@@ -72,7 +72,7 @@ def dev_config(tmp_path: Path, test_db: ScratchDatabase) -> tuple[Path, dict[str
     return config, env, port
 
 
-def test_dev_mode_newcomer_path(dev_config) -> None:
+def test_dev_mode_newcomer_path(dev_config: tuple[Path, dict[str, str], int]) -> None:
     """Serve + dev-token + query: a dev token from the CLI gets rows; shutdown is clean; audit verifies."""
     config, env, port = dev_config
     server = subprocess.Popen(

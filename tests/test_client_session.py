@@ -166,7 +166,9 @@ def no_login(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
 
 
-def test_every_command_renders_a_refused_token_alike(stream_gateway: RunningGateway, no_login, capsys) -> None:
+def test_every_command_renders_a_refused_token_alike(
+    stream_gateway: RunningGateway, no_login: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A token the gateway refuses: every command prints the problem's code, detail, request id and source; exit 1."""
     seen = run_all(["--url", stream_gateway.url, "--token", "not-a-token"], capsys)
     assert len(seen) == 1, seen
@@ -178,7 +180,7 @@ def test_every_command_renders_a_refused_token_alike(stream_gateway: RunningGate
     assert source == "the token came from --token"
 
 
-def test_every_command_renders_an_unreachable_gateway_alike(no_login, capsys) -> None:
+def test_every_command_renders_an_unreachable_gateway_alike(no_login: None, capsys: pytest.CaptureFixture[str]) -> None:
     """No gateway listening: every command prints the same gateway_unreachable problem and exits 1."""
     url = f"http://127.0.0.1:{free_port()}"
     seen = run_all(["--url", url, "--token", "t"], capsys)
@@ -188,7 +190,9 @@ def test_every_command_renders_an_unreachable_gateway_alike(no_login, capsys) ->
     assert text.startswith(f"error: gateway_unreachable: cannot reach the gateway at {url}: ")
 
 
-def test_every_command_without_a_token_says_how_to_get_one(stream_gateway: RunningGateway, no_login, capsys) -> None:
+def test_every_command_without_a_token_says_how_to_get_one(
+    stream_gateway: RunningGateway, no_login: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Not logged in and no token: every command names the three sources and exits 2 before any request."""
     seen = run_all(["--url", stream_gateway.url], capsys)
     assert seen == {

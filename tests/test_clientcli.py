@@ -150,7 +150,7 @@ def test_logout_forgets_the_token_and_commands_then_say_so(stream_gateway: Runni
 
 
 def test_gateway_token_env_and_in_process_main(
-    stream_gateway: RunningGateway, capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stream_gateway: RunningGateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """GATEWAY_TOKEN and --url work without any cache (in-process main, as scripts would)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))

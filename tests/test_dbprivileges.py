@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,7 +33,16 @@ WRITE = DML | READ
 DDL = WRITE | {"CREATE", "ALTER", "DROP", "INDEX", "CREATE VIEW"}
 
 
-def grant(access=Access.READ, allow=None, deny=(), *, name="g", target="shop", db_user="acct", expires=None):
+def grant(
+    access: Access = Access.READ,
+    allow: tuple[str, ...] | None = None,
+    deny: Iterable[str] = (),
+    *,
+    name: str = "g",
+    target: str = "shop",
+    db_user: str = "acct",
+    expires: datetime | None = None,
+) -> Grant:
     """A grant with the given table rules (patterns lower case, as the loader stores them)."""
     return Grant(
         name=name,
@@ -89,7 +99,12 @@ def test_rights_of_several_grants_add_up() -> None:
         (("information_schema.*",), (), "information_schema", False),  # MariaDB refuses grants there
     ],
 )
-def test_a_database_is_granted_whole_only_when_every_table_of_it_is_allowed(allow, deny, db, whole) -> None:
+def test_a_database_is_granted_whole_only_when_every_table_of_it_is_allowed(
+    allow: tuple[str, ...] | None,
+    deny: tuple[str, ...],
+    db: str,
+    whole: bool,  # noqa: FBT001 - a parametrized expectation
+) -> None:
     """db.* is planned only where the rules allow every table, now and later; otherwise table by table."""
     needs = Needs([grant(Access.READ, allow, deny)])
     assert (needs.database(db) == READ) is whole
@@ -256,7 +271,9 @@ TABLES = st.text(st.sampled_from("ab._*?%[]!x"), min_size=1, max_size=6)
     DATABASES,
     st.lists(TABLES, min_size=1, max_size=8),
 )
-def test_a_database_wide_grant_never_covers_a_table_the_policy_refuses(access, allow, deny, db, tables) -> None:
+def test_a_database_wide_grant_never_covers_a_table_the_policy_refuses(
+    access: Access, allow: tuple[str, ...] | None, deny: list[str], db: str, tables: list[str]
+) -> None:
     """Soundness of db.*: every right planned on a whole database is one the rules give every table in it."""
     needs = Needs([grant(access, allow, deny)])
     rights = needs.database(db)

@@ -146,7 +146,11 @@ async def test_every_value_type_encodes_as_the_spec_says(
 @pytest.mark.parametrize(("max_rows", "expected", "truncated"), [(2500, 2500, False), (1500, 1500, True), (1, 1, True)])
 @pytest.mark.anyio
 async def test_rows_over_several_batches_join_into_one_array(
-    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, max_rows, expected, truncated
+    test_db: ScratchDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    max_rows: int,
+    expected: int,
+    truncated: bool,  # noqa: FBT001 - a parametrized expectation
 ) -> None:
     """Rows fetched in several batches form one JSON array in order; the cap truncates exactly."""
     pool = _pool(test_db, "reader", monkeypatch)
