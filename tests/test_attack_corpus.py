@@ -148,6 +148,7 @@ def _judge(row: LogRow, corpus: CorpusRun) -> str | None:
     if row.command in {"Connect", "Quit", "Ping"}:
         return None
     request = _GW_COMMENT.match(row.argument)
+    wrong: str | None
     if row.command != "Query":
         wrong = f"an unexpected {row.command} command"
     elif request is None:  # the gateway's own statements: only the known shapes

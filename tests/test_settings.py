@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import Settings, load_settings
 
 TARGET = "targets:\n  shop: {host: 127.0.0.1, database: shop, secrets: {gw_reader: {env: PW}}}\n"
 ISSUER = "issuers:\n  - {issuer: 'https://idp.example.com', audience: gw}\n"
 
 
-def _load(tmp_path: Path, text: str, **overrides):
+def _load(tmp_path: Path, text: str, **overrides: Any) -> Settings:
     path = tmp_path / "gateway.yaml"
     path.write_text(text, encoding="utf-8")
     return load_settings(path, **overrides)
@@ -35,7 +36,7 @@ def test_env_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("alg", ["none", "HS256", "HS512"])
-def test_symmetric_or_none_algorithms_refused(tmp_path: Path, alg) -> None:
+def test_symmetric_or_none_algorithms_refused(tmp_path: Path, alg: str) -> None:
     """An issuer may never allow none or HS* (SECURITY rule 2)."""
     text = f"issuers:\n  - {{issuer: 'https://idp.example.com', audience: gw, algorithms: [RS256, {alg}]}}\n"
     with pytest.raises(ConfigError, match="asymmetric"):
@@ -84,7 +85,7 @@ def test_missing_file(tmp_path: Path) -> None:
     ("secret", "loads"),
     [("{env: AUDIT_PW}", True), ("{file: /run/secrets/audit}", True), ("{aws_secret: {secret_id: prod/audit}}", False)],
 )
-def test_audit_store_secret_sources(tmp_path: Path, secret, loads) -> None:
+def test_audit_store_secret_sources(tmp_path: Path, secret: str, loads: bool) -> None:  # noqa: FBT001 - a parametrized expectation
     """The shared audit store reads its password from env or a file; Secrets Manager is refused when loading."""
     text = (
         ISSUER
