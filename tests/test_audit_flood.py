@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -52,14 +51,14 @@ def refused(client: str, n: int, code: str = "unauthenticated") -> AuthRecord:
 
 def control(clock: Clock, **limits: float) -> FloodControl:
     """A flood control with ``limits`` over generous defaults."""
-    values: dict[str, Any] = {
+    values: dict[str, float] = {
         "per_client_burst": 3,
         "per_client_rate": 0.5,
         "global_burst": 1000,
         "global_rate": 1000,
         **limits,
     }
-    return FloodControl(FloodSettings(**values), clock, RequestIds(b"k" * 32).new)
+    return FloodControl(FloodSettings.model_validate(values), clock, RequestIds(b"k" * 32).new)
 
 
 def test_each_client_has_its_own_bucket() -> None:

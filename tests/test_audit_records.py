@@ -14,7 +14,7 @@ import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pytest
 
@@ -64,6 +64,10 @@ CTX = RequestContext("gw-1", "203.0.113.9", "curl/8", client_request_id="mine-1"
 BARE = RequestContext("gw-2", None, None)  # no client request id: the field is absent
 
 
+# (decision, code, grant, db_user, reason) as the policy decided
+Decided = tuple[str, str, str | None, str | None, str]
+
+
 def old_base(ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, object]:
     """``Pipeline._base`` as it was."""
     record: dict[str, object] = {
@@ -97,7 +101,7 @@ def old_decision(
     *,
     sql: str | list[str],
     analysed: bool,
-    decided: tuple[str, str, str | None, str | None, str] | None,
+    decided: Decided | None,
     error: tuple[str, str] | None = None,
 ) -> dict[str, object]:
     """``Pipeline._authorize`` / ``_decide`` as they were: the record at each point a decision is written."""
@@ -119,7 +123,7 @@ def new_decision(
     *,
     sql: str | list[str],
     analysed: bool,
-    decided: tuple[str, str, str | None, str | None, str] | None,
+    decided: Decided | None,
     error: tuple[str, str] | None = None,
 ) -> DecisionRecord:
     """The same decision, as the pipeline builds it now."""
@@ -140,7 +144,16 @@ def new_decision(
     )
 
 
-DECISIONS: dict[str, dict[str, Any]] = {
+class DecisionCase(TypedDict):
+    """The keyword arguments of ``old_decision`` / ``new_decision`` for one case."""
+
+    sql: str | list[str]
+    analysed: bool
+    decided: Decided | None
+    error: NotRequired[tuple[str, str]]
+
+
+DECISIONS: dict[str, DecisionCase] = {
     "allowed": {"sql": "SELECT 1", "analysed": True, "decided": ("allow", "ok", "eng-read", "reader", "granted")},
     "denied by the policy": {
         "sql": "SELECT 1",
@@ -164,7 +177,18 @@ def old_outcome(ctx: RequestContext, identity: Identity | None, **fields: object
     return record
 
 
-OUTCOMES: dict[str, dict[str, Any]] = {
+class OutcomeCase(TypedDict, total=False):
+    """The fields of one outcome beyond who, target and duration."""
+
+    code: str
+    error: str
+    rows: int
+    truncated: bool
+    committed: bool
+    streamed: bool
+
+
+OUTCOMES: dict[str, OutcomeCase] = {
     "a query": {"code": "ok", "rows": 3, "truncated": False},
     "a failed query": {"code": "database_error", "error": "(1146) Table 'shop.nope' doesn't exist"},
     "a failed transaction": {"committed": False, "code": "revoked", "error": "access was revoked"},

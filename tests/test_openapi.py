@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.http.app import create_app
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, IssuerSettings, SecretSource, Settings, TargetSettings
 
 BODIES = {
     ("post", "/v1/query"): "QueryBody",
@@ -24,13 +24,12 @@ BODIES = {
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     """The document of an app that is never started (building it needs no lifespan)."""
-    settings = Settings.model_validate(
-        {
-            "issuers": [{"issuer": "https://idp.invalid", "audience": "gateway"}],
-            "policies_dir": Path("policies"),
-            "targets": {"shop": {"host": "127.0.0.1", "database": "shop", "secrets": {"gw_reader": {"env": "UNUSED"}}}},
-            "audit": {"path": Path("unused-audit.db")},
-        }
+    shop = TargetSettings(host="127.0.0.1", database="shop", secrets={"gw_reader": SecretSource(env="UNUSED")})
+    settings = Settings(
+        issuers=(IssuerSettings(issuer="https://idp.invalid", audience="gateway"),),
+        policies_dir=Path("policies"),
+        targets={"shop": shop},
+        audit=AuditSettings(path=Path("unused-audit.db")),
     )
     return create_app(settings).openapi()
 
