@@ -322,7 +322,10 @@ class Replayer:
         path = _NAMES_ANY.sub(lambda m: names.get(m.group(1), m.group(0)), str(request.get("path", _path(request))))
         method = str(request.get("method", "POST" if body is not None else "GET"))
         reply = self.http.request(
-            method, path, content=body, headers={k: v.encode("utf-8", "surrogatepass") for k, v in headers.items()}
+            method,
+            path,
+            content=body,
+            headers={k.encode("ascii"): v.encode("utf-8", "surrogatepass") for k, v in headers.items()},
         )
         try:
             parsed: Any = reply.json()

@@ -91,7 +91,8 @@ def pod_spec(objects: list[Obj]) -> Obj:
 
 def container(objects: list[Obj]) -> Obj:
     """The gateway container."""
-    (found,) = [c for c in pod_spec(objects)["containers"] if c["name"] == "gateway"]
+    containers: list[Obj] = [c for c in pod_spec(objects)["containers"] if c["name"] == "gateway"]
+    (found,) = containers
     return found
 
 
@@ -103,7 +104,8 @@ def gateway_yaml(objects: list[Obj]) -> str:
 
 def volume_named(objects: list[Obj], name: str) -> Obj:
     """The pod volume called ``name``."""
-    (found,) = [v for v in pod_spec(objects)["volumes"] if v["name"] == name]
+    volumes: list[Obj] = [v for v in pod_spec(objects)["volumes"] if v["name"] == name]
+    (found,) = volumes
     return found
 
 

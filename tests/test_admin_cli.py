@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from adminfixture import Replicas, replicas
 from conftest import free_port
 
@@ -35,12 +36,12 @@ def _run(*argv: str, token: str | None, home: Path | None = None) -> tuple[int, 
     return done.returncode, done.stdout, done.stderr
 
 
-def _cli(replicas: Replicas, capsys, user: str, *argv: str) -> tuple[int, str, str]:
+def _cli(replicas: Replicas, capsys: pytest.CaptureFixture[str], user: str, *argv: str) -> tuple[int, str, str]:
     """Run `gateway ARGV` as ``user`` (token from env GATEWAY_TOKEN) against replica 1."""
     return _run(*argv, "--url", replicas.first.url, token=replicas.first.idp.token(user))
 
 
-def test_grant_and_delete_from_the_cli(replicas: Replicas, capsys):
+def test_grant_and_delete_from_the_cli(replicas: Replicas, capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway grant` adds a grant (the printed revision is the new ETag); `--delete` removes it."""
     db_user = replicas.first.db.accounts["reader"].user
     code, out, err = _cli(
@@ -68,7 +69,7 @@ def test_grant_and_delete_from_the_cli(replicas: Replicas, capsys):
     assert json.loads(out)["action"] == "grant_delete"
 
 
-def test_revoke_and_lift_from_the_cli(replicas: Replicas, capsys):
+def test_revoke_and_lift_from_the_cli(replicas: Replicas, capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway revoke SUBJECT -t shop` then `--lift`; a non-admin gets a clear problem+json error."""
     code, _, err = _cli(replicas, capsys, "reader", "revoke", "user:nobody@example.com")
     assert code == 1
@@ -82,7 +83,7 @@ def test_revoke_and_lift_from_the_cli(replicas: Replicas, capsys):
     assert json.loads(out)["action"] == "revocation_lift"
 
 
-def test_access_request_flow_from_the_cli(replicas: Replicas, capsys):
+def test_access_request_flow_from_the_cli(replicas: Replicas, capsys: pytest.CaptureFixture[str]) -> None:
     """request-access, requests, deny (with reason) and approve, as the engineer and the admin run them."""
     code, out, err = _cli(
         replicas, capsys, "nobody", "request-access", "-t", "shop", "--access", "read", "--for", "2h", "--reason", "why"
@@ -108,7 +109,7 @@ def test_access_request_flow_from_the_cli(replicas: Replicas, capsys):
     assert code == 0, err
 
 
-def test_cli_without_token_or_server(replicas: Replicas, tmp_path: Path):
+def test_cli_without_token_or_server(replicas: Replicas, tmp_path: Path) -> None:
     """No token (and no login cache): a clear message, exit 2; no gateway listening: a clear message, exit 1."""
     code, _, err = _run("requests", "--url", replicas.first.url, token=None, home=tmp_path)
     assert (code, "no token" in err) == (2, True)

@@ -5,11 +5,21 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from pathlib import Path
 
-from conftest import RunningGateway, free_port, gateway_settings, root_query, start_gateway, stop_gateway
+from conftest import (
+    RunningGateway,
+    ScratchDatabase,
+    free_port,
+    gateway_settings,
+    root_query,
+    start_gateway,
+    stop_gateway,
+)
+from oidcfixture import OidcProvider
 
 
-def test_health_and_ready(gateway: RunningGateway):
+def test_health_and_ready(gateway: RunningGateway) -> None:
     """/healthz answers; /readyz shows an admin the policies, keys and every pool as usable."""
     with gateway.client(None) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
@@ -24,7 +34,9 @@ def test_health_and_ready(gateway: RunningGateway):
         assert body["checks"]["audit"]["ok"] is True
 
 
-def test_a_database_outage_is_reported_but_keeps_the_replica_ready(tmp_path, idp, test_db):
+def test_a_database_outage_is_reported_but_keeps_the_replica_ready(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """A target whose database is unreachable: /readyz stays 200 and names the pool; queries get 503 + Retry-After."""
     settings = gateway_settings(tmp_path, idp, test_db)
     shop = settings.targets["shop"].model_copy(update={"port": free_port()})  # nothing listens there
@@ -44,7 +56,7 @@ def test_a_database_outage_is_reported_but_keeps_the_replica_ready(tmp_path, idp
     assert "retry-after" in reply.headers
 
 
-def test_point_select_returns_rows_in_spec_shape(gateway: RunningGateway):
+def test_point_select_returns_rows_in_spec_shape(gateway: RunningGateway) -> None:
     """A read grant holder gets the SPEC's reply shape, with the deciding grant named."""
     with gateway.client("reader") as http:
         reply = http.post(
@@ -70,7 +82,7 @@ def test_point_select_returns_rows_in_spec_shape(gateway: RunningGateway):
     assert reply.headers["x-request-id"] == body["request_id"]
 
 
-def test_value_encoding(gateway: RunningGateway):
+def test_value_encoding(gateway: RunningGateway) -> None:
     """DECIMAL -> string, DATETIME/DATE -> ISO 8601, binary -> base64, NULL -> null."""
     sql = (
         "SELECT i.price, c.created_at, i.sku, o.note, i.added "
@@ -87,7 +99,7 @@ def test_value_encoding(gateway: RunningGateway):
     assert added == "2024-01-01"
 
 
-def test_row_cap_truncates(gateway: RunningGateway):
+def test_row_cap_truncates(gateway: RunningGateway) -> None:
     """The smaller of the grant's max_rows and the request's max_rows caps the rows; truncated says so."""
     with gateway.client("reader") as http:
         body = http.post("/v1/query", json={"target": "shop", "sql": "SELECT id FROM items", "max_rows": 7}).json()
@@ -101,7 +113,7 @@ def test_row_cap_truncates(gateway: RunningGateway):
         assert again["rows"] == [[1000]]
 
 
-def test_request_id_is_always_the_gateways_own(gateway: RunningGateway):
+def test_request_id_is_always_the_gateways_own(gateway: RunningGateway) -> None:
     """The caller never picks the X-Request-ID: a sane one or an unsafe one, the reply's is a fresh 32-hex id."""
     with gateway.client("reader") as http:
         sane = http.get("/v1/me", headers={"X-Request-ID": "abc-123"})
@@ -111,7 +123,7 @@ def test_request_id_is_always_the_gateways_own(gateway: RunningGateway):
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
-def test_wrong_method_is_405_with_allow(gateway: RunningGateway):
+def test_wrong_method_is_405_with_allow(gateway: RunningGateway) -> None:
     """A method a route does not take is a 405 problem listing the allowed ones in Allow (RFC 9110)."""
     with gateway.client(None) as http:
         reply = http.post("/healthz")
@@ -121,7 +133,7 @@ def test_wrong_method_is_405_with_allow(gateway: RunningGateway):
     assert reply.headers["allow"] == "GET"
 
 
-def test_me_and_targets(gateway: RunningGateway):
+def test_me_and_targets(gateway: RunningGateway) -> None:
     """/v1/me shows the caller's groups and grants only; /v1/targets the access level."""
     with gateway.client("writer") as http:
         me = http.get("/v1/me").json()
@@ -133,7 +145,7 @@ def test_me_and_targets(gateway: RunningGateway):
     assert targets["targets"][0]["access"] == "write"
 
 
-def test_forbidden_tables_and_no_grant(gateway: RunningGateway):
+def test_forbidden_tables_and_no_grant(gateway: RunningGateway) -> None:
     """A denied table and a user without grants get 403 forbidden as problem+json."""
     with gateway.client("reader") as http:
         denied = http.post("/v1/query", json={"target": "shop", "sql": "SELECT * FROM payment_cards"})
@@ -148,7 +160,7 @@ def test_forbidden_tables_and_no_grant(gateway: RunningGateway):
     assert none.json()["code"] == "forbidden"
 
 
-def test_revoked_user(gateway: RunningGateway):
+def test_revoked_user(gateway: RunningGateway) -> None:
     """A revocation beats the user's group grant: 403 revoked."""
     with gateway.client("mallory") as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
@@ -156,7 +168,7 @@ def test_revoked_user(gateway: RunningGateway):
     assert reply.json()["code"] == "revoked"
 
 
-def test_error_codes(gateway: RunningGateway):
+def test_error_codes(gateway: RunningGateway) -> None:
     """Unknown target 404, bad body 422, unparseable SQL 400, DB refusal 422, wrong param count 422."""
     with gateway.client("reader") as http:
         assert http.post("/v1/query", json={"target": "nope", "sql": "SELECT 1"}).json()["code"] == "unknown_target"
@@ -182,7 +194,7 @@ def test_error_codes(gateway: RunningGateway):
         assert route.headers["content-type"] == "application/problem+json"
 
 
-def test_statement_timeout(gateway: RunningGateway):
+def test_statement_timeout(gateway: RunningGateway) -> None:
     """A statement over the grant's 2 s timeout is stopped by MariaDB: 504 statement_timeout."""
     heavy = "SELECT COUNT(*) FROM items a, items b, items c, items d"
     with gateway.client("reader") as http:
@@ -191,7 +203,7 @@ def test_statement_timeout(gateway: RunningGateway):
     assert reply.json()["code"] == "statement_timeout"
 
 
-def test_write_grant_insert_and_params(gateway: RunningGateway):
+def test_write_grant_insert_and_params(gateway: RunningGateway) -> None:
     """A write grant inserts with bound params (quotes and backslashes stay data)."""
     tricky = "O'Brien \\' OR 1=1 -- "
     with gateway.client("writer") as http:
@@ -212,7 +224,7 @@ def test_write_grant_insert_and_params(gateway: RunningGateway):
     assert rows == [(tricky,)]
 
 
-def test_reader_cannot_write(gateway: RunningGateway):
+def test_reader_cannot_write(gateway: RunningGateway) -> None:
     """A read grant holder's INSERT is refused by the policy (403), and the row is not there."""
     with gateway.client("reader") as http:
         reply = http.post(
@@ -223,7 +235,7 @@ def test_reader_cannot_write(gateway: RunningGateway):
     assert root_query(f"SELECT COUNT(*) FROM `{gateway.db.name}`.items WHERE name = 'x'") == [(0,)]
 
 
-def test_body_cap(gateway: RunningGateway):
+def test_body_cap(gateway: RunningGateway) -> None:
     """A body over the cap gets 413 payload_too_large before it is parsed."""
     with gateway.client("reader") as http:
         huge = "SELECT 1 -- " + "x" * (300 * 1024)
@@ -232,7 +244,7 @@ def test_body_cap(gateway: RunningGateway):
     assert reply.json()["code"] == "payload_too_large"
 
 
-def test_statement_comment_carries_request_id(gateway: RunningGateway):
+def test_statement_comment_carries_request_id(gateway: RunningGateway) -> None:
     """MariaDB sees the gateway's comment with the gateway's request id, never the caller's (processlist)."""
     seen: list[str] = []
 
@@ -258,7 +270,7 @@ def test_statement_comment_carries_request_id(gateway: RunningGateway):
     assert not any("trace-me-42" in s for s in seen), seen
 
 
-def test_json_body_whatever_the_content_type(gateway: RunningGateway):
+def test_json_body_whatever_the_content_type(gateway: RunningGateway) -> None:
     """A JSON body sent with curl's default form content type is still read as JSON."""
     with gateway.client("reader") as http:
         reply = http.post(
@@ -270,7 +282,7 @@ def test_json_body_whatever_the_content_type(gateway: RunningGateway):
     assert reply.json()["rows"] == [[1]]
 
 
-def test_metrics_exposed(gateway: RunningGateway):
+def test_metrics_exposed(gateway: RunningGateway) -> None:
     """/metrics serves Prometheus text with request counters and pool gauges."""
     with gateway.client("reader") as http:
         http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
@@ -279,7 +291,7 @@ def test_metrics_exposed(gateway: RunningGateway):
     assert "gateway_pool_in_use" in text
 
 
-def test_long_statements_are_analysed_like_short_ones(gateway: RunningGateway):
+def test_long_statements_are_analysed_like_short_ones(gateway: RunningGateway) -> None:
     """A statement past the inline-analysis size (analysed off the event loop) gets the same checks and rows."""
     ids = list(range(1, 901))
     padding = "x" * 1500
@@ -310,7 +322,7 @@ def _samples(text: str) -> dict[str, float]:
     }
 
 
-def test_decision_and_audit_metrics_count_what_happened(gateway: RunningGateway):
+def test_decision_and_audit_metrics_count_what_happened(gateway: RunningGateway) -> None:
     """Decisions by result and code, committed audit records and the commit-latency histogram move with traffic."""
     with gateway.client("reader") as http:
         before = _samples(http.get("/metrics").text)

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,7 +122,7 @@ def _attach_records(outcomes: dict[str, Outcome], path: Any) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_attack_is_refused_by_the_expected_layer(corpus: CorpusRun, case: Case):
+def test_attack_is_refused_by_the_expected_layer(corpus: CorpusRun, case: Case) -> None:
     """The case was refused with its layer's status and code, its detail or reason, and a deny record."""
     outcome = corpus.outcomes[case.id]
     problems = refusal_problems(case, outcome, corpus.names)
@@ -147,6 +148,7 @@ def _judge(row: LogRow, corpus: CorpusRun) -> str | None:
     if row.command in {"Connect", "Quit", "Ping"}:
         return None
     request = _GW_COMMENT.match(row.argument)
+    wrong: str | None
     if row.command != "Query":
         wrong = f"an unexpected {row.command} command"
     elif request is None:  # the gateway's own statements: only the known shapes
@@ -164,7 +166,7 @@ def _judge(row: LogRow, corpus: CorpusRun) -> str | None:
     return wrong
 
 
-def test_general_log_shows_nothing_outside_the_policy(corpus: CorpusRun):
+def test_general_log_shows_nothing_outside_the_policy(corpus: CorpusRun) -> None:
     """MariaDB's own log of the corpus accounts' sessions: nothing a corpus case sent ran, nothing else either.
 
     Every row is a connection event, the gateway's own statement (session
@@ -186,7 +188,7 @@ def test_general_log_shows_nothing_outside_the_policy(corpus: CorpusRun):
         assert ran[request_id].startswith(f"{corpus.accounts[level]}["), ran[request_id]
 
 
-def test_only_the_gateway_stands_in_the_way(corpus: CorpusRun):
+def test_only_the_gateway_stands_in_the_way(corpus: CorpusRun) -> None:
     """The premise holds: MariaDB itself lets the reader's account read everything the corpus reads.
 
     Straight to MariaDB, the account reads the second schema, payment_cards, the
@@ -197,7 +199,7 @@ def test_only_the_gateway_stands_in_the_way(corpus: CorpusRun):
     assert len(corpus.direct) >= 7
 
 
-def test_corpus_is_large_and_covers_every_class(request: pytest.FixtureRequest):
+def test_corpus_is_large_and_covers_every_class(request: pytest.FixtureRequest) -> None:
     """At least 300 cases, every class and every refusing layer represented; the counts go to the summary."""
     per_class = Counter(case.cls for case in CASES)
     per_layer = Counter(case.refused_by for case in CASES)
@@ -208,7 +210,7 @@ def test_corpus_is_large_and_covers_every_class(request: pytest.FixtureRequest):
     assert set(per_layer) == set(LAYERS), per_layer
 
 
-def test_malformed_corpus_data_is_refused(tmp_path):
+def test_malformed_corpus_data_is_refused(tmp_path: Path) -> None:
     """The loader refuses an unknown class, layer or code, a duplicate id and a case missing its expectation."""
     (tmp_path / "tables.yaml").write_text(
         "cases:\n"

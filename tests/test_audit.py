@@ -4,8 +4,11 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,31 +20,31 @@ from gateway.audit.log import AuditLog
 from gateway.audit.records import DecisionRecord, OutcomeRecord, Who
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import GENESIS_HASH, canonical, chain_hash
-from gateway.audit.verify import verify
+from gateway.audit.verify import VerifyResult, verify
 from gateway.errors import AuditUnavailable
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
 @pytest.fixture
-def path(tmp_path):
+def path(tmp_path: Path) -> Path:
     """Path of a fresh audit database file."""
     return tmp_path / "audit.db"
 
 
-def clock():
+def clock() -> datetime:
     """Return a fixed moment with microseconds."""
     return NOW
 
 
-def who(i, user="alice"):
+def who(i: int, user: str = "alice") -> Who:
     """The shared fields of request ``i`` by ``user``."""
     return Who(request_id=f"req-{i}", user=user, user_verified=True, groups=("eng",))
 
 
-def record(i, user="alice", **extra):
+def record(i: int, user: str = "alice", **extra: Any) -> DecisionRecord:
     """Build a decision record for request ``i``."""
-    fields = {
+    fields: dict[str, Any] = {
         "target": "main",
         "db_user": "reader",
         "statement": "SELECT name FROM users WHERE id = 7",
@@ -54,17 +57,17 @@ def record(i, user="alice", **extra):
     return DecisionRecord(who=who(i, user), **fields)
 
 
-def outcome(i, **extra):
+def outcome(i: int, **extra: Any) -> OutcomeRecord:
     """Build an outcome record for request ``i``."""
     return OutcomeRecord(who=who(i), **{"target": "main", "duration_ms": 1.5, "code": "ok", **extra})
 
 
-def stored(i, **extra):
+def stored(i: int, **extra: Any) -> dict[str, object]:
     """The mapping the log stores for decision ``i`` (for writing to a store directly)."""
     return record(i, **extra).fields()
 
 
-def filled_store(path, n=10):
+def filled_store(path: Path, n: int = 10) -> Path:
     """Write ``n`` chained entries to a SQLite audit file and close it."""
     store = SQLiteAuditStore(path)
     store.append_batch([stored(i) for i in range(1, n + 1)])
@@ -72,13 +75,13 @@ def filled_store(path, n=10):
     return path
 
 
-def rows(path, sql, params=()):
+def rows(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
     """Run ``sql`` on the file through a separate connection, as an attacker would."""
     with closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute(sql, params).fetchall()
 
 
-def check(path, **kwargs):
+def check(path: Path, **kwargs: Any) -> VerifyResult:
     """Verify the file through a read-only store."""
     store = SQLiteAuditStore(path, readonly=True)
     try:
@@ -90,11 +93,11 @@ def check(path, **kwargs):
 DISK_GONE = sqlite3.OperationalError("disk I/O error")
 
 
-def gated():
+def gated() -> tuple[MemoryAuditStore, threading.Event, threading.Event]:
     """The in-memory store whose writes wait until ``gate`` opens; ``entered`` is set once one waits."""
     entered, gate = threading.Event(), threading.Event()
 
-    def wait(records):
+    def wait(records: Sequence[Mapping[str, object]]) -> None:
         entered.set()
         gate.wait(10)
 
@@ -102,7 +105,7 @@ def gated():
 
 
 @pytest.mark.anyio
-async def test_append_returns_committed_entry_with_gapless_chain(path):
+async def test_append_returns_committed_entry_with_gapless_chain(path: Path) -> None:
     """Each append returns its chained entry only after the row is committed to the file."""
     log = AuditLog(SQLiteAuditStore(path), clock=clock)
     prev = GENESIS_HASH
@@ -118,7 +121,7 @@ async def test_append_returns_committed_entry_with_gapless_chain(path):
     await log.close()
 
 
-def test_store_is_durable_wal_with_full_sync(path):
+def test_store_is_durable_wal_with_full_sync(path: Path) -> None:
     """The embedded store runs in WAL mode with synchronous=FULL (fsync on every commit)."""
     store = SQLiteAuditStore(path)
     assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -127,7 +130,7 @@ def test_store_is_durable_wal_with_full_sync(path):
 
 
 @pytest.mark.anyio
-async def test_concurrent_appends_are_all_stored_and_group_committed(path):
+async def test_concurrent_appends_are_all_stored_and_group_committed(path: Path) -> None:
     """500 concurrent appends get distinct gap-free seqs, a valid chain and fewer commits."""
     store = SQLiteAuditStore(path)
     log = AuditLog(store)
@@ -141,7 +144,7 @@ async def test_concurrent_appends_are_all_stored_and_group_committed(path):
 
 
 @pytest.mark.anyio
-async def test_close_flushes_pending_appends(path):
+async def test_close_flushes_pending_appends(path: Path) -> None:
     """close() commits every append already queued before stopping the writer."""
     log = AuditLog(SQLiteAuditStore(path))
     tasks = [asyncio.create_task(log.append(record(i))) for i in range(100)]
@@ -154,7 +157,7 @@ async def test_close_flushes_pending_appends(path):
 
 
 @pytest.mark.anyio
-async def test_reopen_resumes_the_chain(path):
+async def test_reopen_resumes_the_chain(path: Path) -> None:
     """A log opened on an existing file continues its seq and hash chain."""
     log = AuditLog(SQLiteAuditStore(path))
     last = [await log.append(record(i)) for i in range(3)][-1]
@@ -166,10 +169,10 @@ async def test_reopen_resumes_the_chain(path):
     assert check(path).ok
 
 
-def test_verify_passes_on_a_clean_log_and_reports_progress(path):
+def test_verify_passes_on_a_clean_log_and_reports_progress(path: Path) -> None:
     """A clean log verifies; progress is reported per batch and at the end."""
     filled_store(path, 25)
-    seen = []
+    seen: list[int] = []
     result = check(path, progress=seen.append, batch=10)
     last = rows(path, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")[0]
     assert (result.ok, result.count, result.problems) == (True, 25, [])
@@ -178,7 +181,7 @@ def test_verify_passes_on_a_clean_log_and_reports_progress(path):
     assert check(path, expected_head=last).ok
 
 
-def test_verify_passes_on_an_empty_log(path):
+def test_verify_passes_on_an_empty_log(path: Path) -> None:
     """An empty log is valid and its head is the genesis hash."""
     SQLiteAuditStore(path).close()
     result = check(path)
@@ -190,7 +193,7 @@ def test_verify_passes_on_an_empty_log(path):
     )
 
 
-def test_verify_detects_an_edited_record(path):
+def test_verify_detects_an_edited_record(path: Path) -> None:
     """Changing a field in one stored record is reported at that seq."""
     filled_store(path)
     blob = orjson.loads(rows(path, "SELECT record FROM audit WHERE seq = 5")[0][0])
@@ -201,7 +204,7 @@ def test_verify_detects_an_edited_record(path):
     assert result.problems == ["seq 5: hash does not match the record (record edited)"]
 
 
-def test_verify_detects_an_edited_and_rehashed_record(path):
+def test_verify_detects_an_edited_and_rehashed_record(path: Path) -> None:
     """Re-computing the edited record's hash breaks the link from the next seq (and the copied column differs)."""
     filled_store(path)
     blob = orjson.loads(rows(path, "SELECT record FROM audit WHERE seq = 5")[0][0])
@@ -216,7 +219,7 @@ def test_verify_detects_an_edited_and_rehashed_record(path):
     ]
 
 
-def test_verify_detects_a_deleted_record(path):
+def test_verify_detects_a_deleted_record(path: Path) -> None:
     """Deleting a middle row is reported as the missing seq."""
     filled_store(path)
     rows(path, "DELETE FROM audit WHERE seq = 5")
@@ -224,7 +227,7 @@ def test_verify_detects_a_deleted_record(path):
     assert problems == ["seq 5: missing, next entry is seq 6 (deleted or reordered)"]
 
 
-def test_verify_detects_a_missing_first_record(path):
+def test_verify_detects_a_missing_first_record(path: Path) -> None:
     """A log that does not start at seq 1 is reported."""
     filled_store(path)
     rows(path, "DELETE FROM audit WHERE seq = 1")
@@ -232,7 +235,7 @@ def test_verify_detects_a_missing_first_record(path):
     assert problems == ["seq 1: missing, next entry is seq 2 (deleted or reordered)"]
 
 
-def test_verify_detects_reordered_records(path):
+def test_verify_detects_reordered_records(path: Path) -> None:
     """Swapping the contents of two rows is reported at the swapped seqs."""
     filled_store(path)
     five, six = (rows(path, f"SELECT record, prev_hash, hash FROM audit WHERE seq = {s}")[0] for s in (5, 6))
@@ -245,7 +248,7 @@ def test_verify_detects_reordered_records(path):
     ]
 
 
-def test_verify_detects_an_inserted_record(path):
+def test_verify_detects_an_inserted_record(path: Path) -> None:
     """A forged row, correctly chained into the middle, breaks the seqs and links after it."""
     filled_store(path)
     rows(path, "UPDATE audit SET seq = -seq WHERE seq > 5")
@@ -277,7 +280,7 @@ def test_verify_detects_an_inserted_record(path):
     ]
 
 
-def test_verify_detects_a_forged_row_appended_with_a_bad_hash(path):
+def test_verify_detects_a_forged_row_appended_with_a_bad_hash(path: Path) -> None:
     """A row appended outside the log without the chain key material fails its hash."""
     filled_store(path)
     body = canonical({**stored(11), "seq": 11})
@@ -289,7 +292,7 @@ def test_verify_detects_a_forged_row_appended_with_a_bad_hash(path):
     assert check(path).problems == ["seq 11: hash does not match the record (record edited)"]
 
 
-def test_truncated_tail_is_found_only_against_the_shipped_head(path):
+def test_truncated_tail_is_found_only_against_the_shipped_head(path: Path) -> None:
     """Cutting the tail keeps a valid chain; the SIEM's last head exposes it."""
     filled_store(path)
     head = rows(path, "SELECT seq, hash FROM audit WHERE seq = 10")[0]
@@ -303,7 +306,7 @@ def test_truncated_tail_is_found_only_against_the_shipped_head(path):
 
 
 @pytest.mark.anyio
-async def test_failing_store_refuses_then_recovers(path):
+async def test_failing_store_refuses_then_recovers(path: Path) -> None:
     """A store write error raises AuditUnavailable; later appends work without a seq gap."""
     store = MemoryAuditStore()
     log = AuditLog(store)
@@ -321,7 +324,7 @@ async def test_failing_store_refuses_then_recovers(path):
 
 
 @pytest.mark.anyio
-async def test_locked_database_refuses_then_recovers(path):
+async def test_locked_database_refuses_then_recovers(path: Path) -> None:
     """While another process holds the file's write lock, appends fail; then they succeed."""
     log = AuditLog(SQLiteAuditStore(path, busy_timeout=0.05))
     await log.append(record(1))
@@ -337,7 +340,7 @@ async def test_locked_database_refuses_then_recovers(path):
 
 
 @pytest.mark.anyio
-async def test_full_queue_refuses_instead_of_growing(path):
+async def test_full_queue_refuses_instead_of_growing(path: Path) -> None:
     """With the writer busy and the queue at its bound, append fails at once."""
     store, entered, gate = gated()
     log = AuditLog(store, max_pending=1)
@@ -353,7 +356,7 @@ async def test_full_queue_refuses_instead_of_growing(path):
 
 
 @pytest.mark.anyio
-async def test_slow_store_times_out_as_unavailable(path):
+async def test_slow_store_times_out_as_unavailable(path: Path) -> None:
     """An append the store does not commit within the timeout fails; the log carries on."""
     store, _, gate = gated()
     log = AuditLog(store, timeout=0.05)
@@ -366,7 +369,7 @@ async def test_slow_store_times_out_as_unavailable(path):
 
 
 @pytest.mark.anyio
-async def test_invalid_records_are_refused_without_using_a_seq(path):
+async def test_invalid_records_are_refused_without_using_a_seq(path: Path) -> None:
     """Records without a request_id, with fields of no kind, non-JSON values or naive times are refused."""
     log = AuditLog(SQLiteAuditStore(path))
     with pytest.raises(ValueError, match="request_id"):
@@ -383,7 +386,7 @@ async def test_invalid_records_are_refused_without_using_a_seq(path):
 
 
 @pytest.mark.anyio
-async def test_redaction_replaces_literals_in_stored_statement(path):
+async def test_redaction_replaces_literals_in_stored_statement(path: Path) -> None:
     """With redact_literals on, the stored and returned statement has no literals."""
     log = AuditLog(SQLiteAuditStore(path), redact_literals=True)
     entry = await log.append(record(1, statement="SELECT * FROM t1 WHERE pw = 'it''s' AND n = 42"))
@@ -393,7 +396,7 @@ async def test_redaction_replaces_literals_in_stored_statement(path):
 
 
 @pytest.mark.anyio
-async def test_statement_is_kept_as_sent_without_redaction(path):
+async def test_statement_is_kept_as_sent_without_redaction(path: Path) -> None:
     """With redact_literals off, the statement is stored exactly as sent."""
     log = AuditLog(SQLiteAuditStore(path))
     entry = await log.append(record(1, statement="SELECT 'x', 1"))
@@ -415,13 +418,13 @@ async def test_statement_is_kept_as_sent_without_redaction(path):
         ("SELECT 1abc FROM t LIMIT 10", "SELECT 1abc FROM t LIMIT ?"),
     ],
 )
-def test_redact_literals(sql, expected):
+def test_redact_literals(sql: str, expected: str) -> None:
     """Strings (quotes, escapes, prefixes), numbers and unterminated strings become ``?``."""
     assert redact_literals(sql) == expected
 
 
 @pytest.mark.anyio
-async def test_committed_entries_are_emitted_as_log_events(path):
+async def test_committed_entries_are_emitted_as_log_events(path: Path) -> None:
     """Each committed entry becomes one ``audit_record`` event on the ``audit`` logger."""
     with capture_logs() as logs:
         log = AuditLog(SQLiteAuditStore(path), clock=clock)
@@ -442,7 +445,7 @@ async def test_committed_entries_are_emitted_as_log_events(path):
 
 
 @pytest.mark.anyio
-async def test_verify_reads_while_the_log_writes(path):
+async def test_verify_reads_while_the_log_writes(path: Path) -> None:
     """A read-only store verifies the file while the log keeps appending."""
     log = AuditLog(SQLiteAuditStore(path))
     await asyncio.gather(*(log.append(record(i)) for i in range(50)))
@@ -458,7 +461,7 @@ async def test_verify_reads_while_the_log_writes(path):
 
 
 @pytest.mark.anyio
-async def test_queued_outcomes_outlive_a_store_outage(path):
+async def test_queued_outcomes_outlive_a_store_outage(path: Path) -> None:
     """A failed commit fails the awaited records at once but keeps retry records until the store takes them."""
     store = MemoryAuditStore()
     log = AuditLog(store, clock=clock)
@@ -482,7 +485,7 @@ async def test_queued_outcomes_outlive_a_store_outage(path):
 
 
 @pytest.mark.anyio
-async def test_close_logs_whole_the_records_it_cannot_store(path):
+async def test_close_logs_whole_the_records_it_cannot_store(path: Path) -> None:
     """Closing while the store still fails: after the retry window each kept record is logged in full, then failed."""
     store = MemoryAuditStore(failing=DISK_GONE)
     log = AuditLog(store, clock=clock, close_retry=0.3)
@@ -497,7 +500,7 @@ async def test_close_logs_whole_the_records_it_cannot_store(path):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("linger", "commits"), [(5.0, 1), (0.0, 2)])
-async def test_a_queued_record_waits_to_share_the_next_commit(path, linger, commits):
+async def test_a_queued_record_waits_to_share_the_next_commit(path: Path, linger: float, commits: int) -> None:
     """A queued record nobody awaits lingers so the next awaited record commits with it: one commit, not two."""
     store = SQLiteAuditStore(path)
     log = AuditLog(store, clock=clock, linger=linger)
@@ -511,7 +514,7 @@ async def test_a_queued_record_waits_to_share_the_next_commit(path, linger, comm
 
 
 @pytest.mark.anyio
-async def test_a_lone_queued_record_commits_after_the_linger(path):
+async def test_a_lone_queued_record_commits_after_the_linger(path: Path) -> None:
     """With nothing else coming, a queued record is committed once the linger ends (and a barrier ends it early)."""
     log = AuditLog(SQLiteAuditStore(path), clock=clock, linger=0.05)
     entry = await asyncio.wait_for(log.submit(outcome(1), retry=True), 5)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conftest import RunningGateway, gateway_settings, root_query, start_gateway, stop_gateway
+from conftest import RunningGateway, ScratchDatabase, gateway_settings, root_query, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
 
 from gateway.audit.fake import MemoryAuditStore
@@ -43,7 +43,7 @@ def _records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
         store.close()
 
 
-def test_decision_then_outcome_records(gateway: RunningGateway):
+def test_decision_then_outcome_records(gateway: RunningGateway) -> None:
     """An allowed query leaves a decision record (allow, grant, tables, revision) then an outcome."""
     with gateway.client("reader") as http:
         reply = http.post(
@@ -66,7 +66,7 @@ def test_decision_then_outcome_records(gateway: RunningGateway):
     assert outcome["seq"] > decision["seq"]
 
 
-def test_denial_recorded(gateway: RunningGateway):
+def test_denial_recorded(gateway: RunningGateway) -> None:
     """A denied statement is recorded with its code and reason, and no outcome follows."""
     with gateway.client("reader") as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": "DELETE FROM items"})
@@ -75,7 +75,7 @@ def test_denial_recorded(gateway: RunningGateway):
     assert record["code"] == "forbidden"
 
 
-def test_role_refusals_recorded(gateway: RunningGateway):
+def test_role_refusals_recorded(gateway: RunningGateway) -> None:
     """A call refused for want of the admin or auditor role leaves a deny decision naming the role and the route."""
     with gateway.client("reader") as http:
         policy = http.get("/v1/policy")
@@ -92,7 +92,7 @@ def test_role_refusals_recorded(gateway: RunningGateway):
     assert (auditor["reason"], auditor["route"]) == ("the auditor role is required", "GET /v1/audit")
 
 
-def test_chain_verifies(gateway: RunningGateway):
+def test_chain_verifies(gateway: RunningGateway) -> None:
     """After the session's traffic so far, the audit log's hash chain verifies."""
     with gateway.client("reader") as http:
         http.get("/v1/me")
@@ -107,7 +107,7 @@ def test_chain_verifies(gateway: RunningGateway):
     assert result.count > 0
 
 
-def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider, test_db):
+def test_audit_unavailable_means_nothing_runs(tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase) -> None:
     """With an audit store that cannot write, a write is refused with 503 and never reaches MariaDB."""
     settings = gateway_settings(tmp_path, idp, test_db)
     running = start_gateway(settings, idp, test_db, audit_store=broken_store)
@@ -160,14 +160,16 @@ def _held_query(tmp_path: Path, idp: OidcProvider, test_db: Any, *, await_outcom
     return answered_while_held, len(outcomes)
 
 
-def test_reply_does_not_wait_for_the_outcome_record(tmp_path: Path, idp: OidcProvider, test_db):
+def test_reply_does_not_wait_for_the_outcome_record(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """By default the reply leaves while the outcome record is still being written; the record lands after."""
     answered_while_held, outcomes = _held_query(tmp_path, idp, test_db, await_outcome=False)
     assert answered_while_held
     assert outcomes == 1
 
 
-def test_await_outcome_makes_the_reply_wait(tmp_path: Path, idp: OidcProvider, test_db):
+def test_await_outcome_makes_the_reply_wait(tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase) -> None:
     """With audit.await_outcome the reply waits until the outcome record is committed."""
     answered_while_held, outcomes = _held_query(tmp_path, idp, test_db, await_outcome=True)
     assert not answered_while_held

@@ -10,13 +10,15 @@ and nothing is lost.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
-from conftest import gateway_settings, start_gateway, stop_gateway
+from conftest import ScratchDatabase, gateway_settings, start_gateway, stop_gateway
 from fuzzprofile import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oidcfixture import OidcProvider
 
 from gateway.audit.flood import FloodControl
 from gateway.audit.records import AuthRecord, Who
@@ -49,11 +51,17 @@ def refused(client: str, n: int, code: str = "unauthenticated") -> AuthRecord:
 
 def control(clock: Clock, **limits: float) -> FloodControl:
     """A flood control with ``limits`` over generous defaults."""
-    values = {"per_client_burst": 3, "per_client_rate": 0.5, "global_burst": 1000, "global_rate": 1000, **limits}
-    return FloodControl(FloodSettings(**values), clock, RequestIds(b"k" * 32).new)
+    values: dict[str, float] = {
+        "per_client_burst": 3,
+        "per_client_rate": 0.5,
+        "global_burst": 1000,
+        "global_rate": 1000,
+        **limits,
+    }
+    return FloodControl(FloodSettings.model_validate(values), clock, RequestIds(b"k" * 32).new)
 
 
-def test_each_client_has_its_own_bucket():
+def test_each_client_has_its_own_bucket() -> None:
     """One address over its burst is aggregated; another address is still recorded one by one."""
     clock = Clock()
     floods = control(clock)
@@ -64,7 +72,7 @@ def test_each_client_has_its_own_bucket():
     assert not floods.admit(refused("a", 6))
 
 
-def test_the_global_bucket_caps_many_addresses():
+def test_the_global_bucket_caps_many_addresses() -> None:
     """Fresh addresses each have a full bucket, but together they cannot pass the gateway's own."""
     floods = control(Clock(), global_burst=10, global_rate=0.001)
     admitted = [floods.admit(refused(f"10.0.0.{n}", n)) for n in range(50)]
@@ -72,7 +80,7 @@ def test_the_global_bucket_caps_many_addresses():
     assert admitted[:10] == [True] * 10
 
 
-def test_aggregates_wait_for_their_window_and_all_go_at_shutdown():
+def test_aggregates_wait_for_their_window_and_all_go_at_shutdown() -> None:
     """An aggregate is due once its window has passed; at shutdown every one is, whatever its age."""
     clock = Clock()
     floods = control(clock, per_client_burst=1, window=60)
@@ -95,7 +103,7 @@ def test_aggregates_wait_for_their_window_and_all_go_at_shutdown():
     assert floods.pending == 0
 
 
-def test_many_addresses_share_one_aggregate_beyond_the_limit():
+def test_many_addresses_share_one_aggregate_beyond_the_limit() -> None:
     """Past ``max_aggregates`` addresses, the rest are counted together under client ``*``."""
     floods = control(Clock(), per_client_burst=1, max_aggregates=2)
     for client in ("a", "b", "c", "d"):
@@ -108,7 +116,7 @@ def test_many_addresses_share_one_aggregate_beyond_the_limit():
 @pytest.mark.fuzz
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.floats(0, 30)), max_size=300))
 @settings(max_examples=budget(200))
-def test_every_refused_request_is_recorded_or_counted(events):
+def test_every_refused_request_is_recorded_or_counted(events: list[tuple[str, float]]) -> None:
     """Whatever the traffic: records written one by one plus every aggregate's count equals the requests."""
     clock = Clock()
     floods = control(clock, per_client_burst=2, global_burst=5, global_rate=0.2, max_aggregates=3, window=10)
@@ -121,7 +129,9 @@ def test_every_refused_request_is_recorded_or_counted(events):
     assert written == len(events)
 
 
-def test_a_flood_against_a_real_gateway_is_answered_and_accounted_for(tmp_path, idp, test_db):
+def test_a_flood_against_a_real_gateway_is_answered_and_accounted_for(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase
+) -> None:
     """Ten bad tokens, an oversized body and oversized headers from one address: all refused, 3 recorded one by one.
 
     The other 9 are one auth_flood record once the window has passed (the clock

@@ -13,6 +13,8 @@ import dataclasses
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
 import pytest
 
@@ -37,6 +39,7 @@ from gateway.audit.records import (
     PolicyEditRecord,
     RevocationCancelRecord,
     RouteDenied,
+    Who,
 )
 from gateway.audit.schema import WIDTHS
 from gateway.audit.sqlite import SQLiteAuditStore
@@ -61,6 +64,10 @@ CTX = RequestContext("gw-1", "203.0.113.9", "curl/8", client_request_id="mine-1"
 BARE = RequestContext("gw-2", None, None)  # no client request id: the field is absent
 
 
+# (decision, code, grant, db_user, reason) as the policy decided
+Decided = tuple[str, str, str | None, str | None, str]
+
+
 def old_base(ctx: RequestContext, event: str, identity: Identity | None) -> dict[str, object]:
     """``Pipeline._base`` as it was."""
     record: dict[str, object] = {
@@ -80,7 +87,7 @@ def old_base(ctx: RequestContext, event: str, identity: Identity | None) -> dict
     return record
 
 
-def who(ctx: RequestContext, identity: Identity | None):
+def who(ctx: RequestContext, identity: Identity | None) -> Who:
     """The recorder's own ``who`` under a policy at :data:`REVISION` (the fake store: nothing is written)."""
     recorder = Recorder(
         AuditLog(MemoryAuditStore()), AuditSettings(), revision=lambda: REVISION, clock=utcnow, new_id=lambda: "x"
@@ -88,7 +95,15 @@ def who(ctx: RequestContext, identity: Identity | None):
     return recorder.who(ctx, identity)
 
 
-def old_decision(ctx, identity, *, sql, analysed, decided, error=None):
+def old_decision(
+    ctx: RequestContext,
+    identity: Identity | None,
+    *,
+    sql: str | list[str],
+    analysed: bool,
+    decided: Decided | None,
+    error: tuple[str, str] | None = None,
+) -> dict[str, object]:
     """``Pipeline._authorize`` / ``_decide`` as they were: the record at each point a decision is written."""
     record = old_base(ctx, "decision", identity)
     record.update(target="shop", statement=sql, transaction=isinstance(sql, list))
@@ -97,24 +112,48 @@ def old_decision(ctx, identity, *, sql, analysed, decided, error=None):
     if error is not None:
         record.update(decision="deny", code=error[0], reason=error[1])
     else:
+        assert decided is not None, "a case without an error has a decision"
         record.update(decision=decided[0], code=decided[1], grant=decided[2], db_user=decided[3], reason=decided[4])
     return record
 
 
-def new_decision(ctx, identity, *, sql, analysed, decided, error=None):
+def new_decision(
+    ctx: RequestContext,
+    identity: Identity | None,
+    *,
+    sql: str | list[str],
+    analysed: bool,
+    decided: Decided | None,
+    error: tuple[str, str] | None = None,
+) -> DecisionRecord:
     """The same decision, as the pipeline builds it now."""
     facts = {"kind": "read", "tables": ("shop.items", "shop.orders")} if analysed else {}
-    common = {"who": who(ctx, identity), "target": "shop", "transaction": isinstance(sql, list), **facts}
+    common: dict[str, Any] = {
+        "who": who(ctx, identity),
+        "target": "shop",
+        "transaction": isinstance(sql, list),
+        **facts,
+    }
     statement = tuple(sql) if isinstance(sql, list) else sql
     if error is not None:
         return DecisionRecord(**common, statement=statement, decision="deny", code=error[0], reason=error[1])
+    assert decided is not None, "a case without an error has a decision"
     allowed, code, grant, db_user, reason = decided
     return DecisionRecord(
         **common, statement=statement, decision=allowed, code=code, grant=grant, db_user=db_user, reason=reason
     )
 
 
-DECISIONS = {
+class DecisionCase(TypedDict):
+    """The keyword arguments of ``old_decision`` / ``new_decision`` for one case."""
+
+    sql: str | list[str]
+    analysed: bool
+    decided: Decided | None
+    error: NotRequired[tuple[str, str]]
+
+
+DECISIONS: dict[str, DecisionCase] = {
     "allowed": {"sql": "SELECT 1", "analysed": True, "decided": ("allow", "ok", "eng-read", "reader", "granted")},
     "denied by the policy": {
         "sql": "SELECT 1",
@@ -131,14 +170,25 @@ DECISIONS = {
 }
 
 
-def old_outcome(ctx, identity, **fields):
+def old_outcome(ctx: RequestContext, identity: Identity | None, **fields: object) -> dict[str, object]:
     """``Pipeline._outcome`` as it was."""
     record = old_base(ctx, "outcome", identity)
     record.update(target="shop", duration_ms=12.5, **fields)
     return record
 
 
-OUTCOMES = {
+class OutcomeCase(TypedDict, total=False):
+    """The fields of one outcome beyond who, target and duration."""
+
+    code: str
+    error: str
+    rows: int
+    truncated: bool
+    committed: bool
+    streamed: bool
+
+
+OUTCOMES: dict[str, OutcomeCase] = {
     "a query": {"code": "ok", "rows": 3, "truncated": False},
     "a failed query": {"code": "database_error", "error": "(1146) Table 'shop.nope' doesn't exist"},
     "a failed transaction": {"committed": False, "code": "revoked", "error": "access was revoked"},
@@ -196,7 +246,7 @@ def old_others() -> dict[str, dict[str, object]]:
         "reason": "audit query",
         "filters": {"user": "bob@example.com", "cursor": None},
     }
-    flood = {
+    flood: dict[str, object] = {
         "event": "auth_flood",
         "request_id": "gw-9",
         "time": format_time(NOW),
@@ -293,14 +343,14 @@ def new_others() -> dict[str, AuditRecord]:
 
 def pairs() -> list[tuple[str, dict[str, object], AuditRecord]]:
     """(case, the old dict, the new record) for every kind and every shape it takes."""
-    out = []
+    out: list[tuple[str, dict[str, object], AuditRecord]] = []
     for name, case in DECISIONS.items():
         for ctx in (CTX, BARE):
-            old, new = old_decision(ctx, ALICE, **case), new_decision(ctx, ALICE, **case)
-            out.append((f"decision {name} {ctx.request_id}", old, new))
+            decision = old_decision(ctx, ALICE, **case), new_decision(ctx, ALICE, **case)
+            out.append((f"decision {name} {ctx.request_id}", *decision))
     for name, fields in OUTCOMES.items():
-        new = OutcomeRecord(who=who(CTX, ALICE), target="shop", duration_ms=12.5, **fields)
-        out.append((f"outcome of {name}", old_outcome(CTX, ALICE, **fields), new))
+        outcome = OutcomeRecord(who=who(CTX, ALICE), target="shop", duration_ms=12.5, **fields)
+        out.append((f"outcome of {name}", old_outcome(CTX, ALICE, **fields), outcome))
     old, new = old_others(), new_others()
     out += [(name, old[name], new[name]) for name in old]
     return out
@@ -319,19 +369,21 @@ def prepared(record: AuditRecord) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("case", "old", "new"), PAIRS, ids=[p[0] for p in PAIRS])
-def test_a_record_built_the_new_way_is_byte_identical_to_the_old_dict(case, old, new):
+def test_a_record_built_the_new_way_is_byte_identical_to_the_old_dict(
+    case: str, old: dict[str, object], new: AuditRecord
+) -> None:
     """The stored bytes (canonical JSON, the hashed form) of every kind and shape are what the old code wrote."""
     stored_then = canonical({**old, "time": format_time(NOW)})
     assert canonical(prepared(new)) == stored_then, case
     assert sorted(new.fields()) == sorted(k for k in old if k != "time"), "the same fields, none absent or added"
 
 
-def test_every_kind_is_covered():
+def test_every_kind_is_covered() -> None:
     """The byte-identity cases build every record kind."""
     assert {type(new) for _, _, new in PAIRS} == set(KINDS)
 
 
-def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path):
+def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path: Path) -> None:
     """Old dicts and new records chain into the same hashes; a log of old entries followed by new ones verifies."""
     old_store, new_store = SQLiteAuditStore(tmp_path / "old.db"), SQLiteAuditStore(tmp_path / "new.db")
     time = {"time": format_time(NOW)}
@@ -345,7 +397,7 @@ def test_a_log_written_by_the_old_code_verifies_and_chains_on(tmp_path):
     new_store.close()
 
 
-def test_unset_fields_are_absent_and_none_is_null():
+def test_unset_fields_are_absent_and_none_is_null() -> None:
     """UNSET leaves a field out of the record; None writes null (a denial's grant, a missing token's hash)."""
     denied = new_decision(CTX, ALICE, **DECISIONS["denied by the policy"]).fields()
     refused = new_decision(BARE, ALICE, **DECISIONS["refused before analysis"]).fields()
@@ -356,7 +408,7 @@ def test_unset_fields_are_absent_and_none_is_null():
     assert repr(UNSET) == "UNSET"
 
 
-def test_the_stores_columns_are_the_marked_fields(tmp_path):
+def test_the_stores_columns_are_the_marked_fields(tmp_path: Path) -> None:
     """Both stores' plain columns, the API's filters and the caps come from the record definitions."""
     store = SQLiteAuditStore(tmp_path / "audit.db")
     store.close()
@@ -369,7 +421,7 @@ def test_the_stores_columns_are_the_marked_fields(tmp_path):
     assert set(FIELD_CAPS.values()) <= {f.name for f in dataclasses.fields(RecordCaps)}
 
 
-def test_the_export_keeps_every_column_it_had():
+def test_the_export_keeps_every_column_it_had() -> None:
     """The CSV columns derived from the record kinds include every column of the hand-written list they replace."""
     before = [
         "seq",

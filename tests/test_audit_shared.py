@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from auditfixture import audit_db, audit_root_query
-from conftest import gateway_settings, start_gateway, stop_gateway
+from conftest import ScratchDatabase, gateway_settings, start_gateway, stop_gateway
+from oidcfixture import OidcProvider
+
+from gateway.settings import AuditDatabaseSettings
 
 __all__ = ["audit_db"]
 
 
-def test_two_gateways_share_one_verifiable_audit_log(tmp_path, idp, test_db, audit_db):
+def test_two_gateways_share_one_verifiable_audit_log(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, audit_db: AuditDatabaseSettings
+) -> None:
     """Requests through both replicas all appear when the log is read through either, and the chain verifies."""
     audit = {"store": "mariadb", "mariadb": audit_db.model_dump()}
     replicas = [

@@ -11,6 +11,7 @@ import asyncio
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from asyncmy.connection import Connection
@@ -19,7 +20,7 @@ from gateway.db.connector import Connector
 from gateway.db.credentials import EnvSecret
 from gateway.db.iamtokens import IamTokenProvider
 from gateway.errors import DatabaseUnavailable
-from gateway.settings import TargetSettings
+from gateway.settings import IamSettings, SecretSource, TargetSettings, TlsSettings
 
 PASSWORD = "cleartext-canary-7d1f"
 # LONG_PASSWORD | CONNECT_WITH_DB | PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH (no SSL)
@@ -80,21 +81,25 @@ async def fake_server() -> AsyncIterator[tuple[int, bytearray]]:
 
 
 @pytest.mark.anyio
-async def test_plain_asyncmy_sends_the_password_in_cleartext():
+async def test_plain_asyncmy_sends_the_password_in_cleartext() -> None:
     """The control: asyncmy alone answers the cleartext switch without TLS (so the guard matters)."""
     async with fake_server() as (port, received):
-        conn = Connection(host="127.0.0.1", port=port, user="u", password=PASSWORD, connect_timeout=5)
+        conn = Connection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
+            host="127.0.0.1", port=port, user="u", password=PASSWORD, connect_timeout=5
+        )
         with pytest.raises(Exception):  # noqa: B017, PT011 - the fake closes after recording
             await conn.connect()
     assert PASSWORD.encode() in received
 
 
 @pytest.mark.anyio
-async def test_gateway_refuses_cleartext_without_tls(monkeypatch):
+async def test_gateway_refuses_cleartext_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without TLS the connector refuses the switch: database_unavailable, the password never sent."""
     monkeypatch.setenv("GWTEST_CLEAR_PW", PASSWORD)
     async with fake_server() as (port, received):
-        target = TargetSettings(host="127.0.0.1", port=port, database="d", secrets={"u": {"env": "GWTEST_CLEAR_PW"}})
+        target = TargetSettings(
+            host="127.0.0.1", port=port, database="d", secrets={"u": SecretSource(env="GWTEST_CLEAR_PW")}
+        )
         connect = Connector(target, "u", EnvSecret("GWTEST_CLEAR_PW"), "SELECT 1")
         with pytest.raises(DatabaseUnavailable) as err:
             await connect()
@@ -106,7 +111,7 @@ async def test_gateway_refuses_cleartext_without_tls(monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_iam_token_never_leaves_without_tls(tmp_path):
+async def test_iam_token_never_leaves_without_tls(tmp_path: Path) -> None:
     """An iam target insists on TLS: a server that cannot do TLS never sees the token."""
     async with fake_server() as (port, received):
         target = TargetSettings(
@@ -114,8 +119,8 @@ async def test_iam_token_never_leaves_without_tls(tmp_path):
             port=port,
             database="d",
             auth_mode="iam",
-            iam={"region": "eu-west-1", "db_users": ["u"]},
-            tls={"enabled": True, "verify_hostname": True},
+            iam=IamSettings(region="eu-west-1", db_users=("u",)),
+            tls=TlsSettings(enabled=True, verify_hostname=True),
         )
 
         class Fixed(IamTokenProvider):

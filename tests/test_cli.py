@@ -22,14 +22,14 @@ def gateway_cmd(*args: str, env: dict[str, str] | None = None, check: bool = Fal
     return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, timeout=60, env=env, cwd=REPO, check=check)
 
 
-def test_policy_check_example_policies():
+def test_policy_check_example_policies() -> None:
     """`gateway policy check policies/` passes on the shipped examples."""
     result = gateway_cmd("policy", "check", "policies")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok:")
 
 
-def test_policy_check_reports_file_and_line(tmp_path):
+def test_policy_check_reports_file_and_line(tmp_path: Path) -> None:
     """A broken policy file fails the check with file:line: reason lines."""
     (tmp_path / "bad.yaml").write_text("version: 1\ngrants:\n  - name: x\n    access: admin\n", encoding="utf-8")
     result = gateway_cmd("policy", "check", str(tmp_path))
@@ -72,7 +72,7 @@ def dev_config(tmp_path: Path, test_db: ScratchDatabase) -> tuple[Path, dict[str
     return config, env, port
 
 
-def test_dev_mode_newcomer_path(dev_config):
+def test_dev_mode_newcomer_path(dev_config: tuple[Path, dict[str, str], int]) -> None:
     """Serve + dev-token + query: a dev token from the CLI gets rows; shutdown is clean; audit verifies."""
     config, env, port = dev_config
     server = subprocess.Popen(
@@ -118,7 +118,7 @@ def test_dev_mode_newcomer_path(dev_config):
     assert verified.stdout.startswith("ok:")
 
 
-def test_dev_token_refused_outside_dev_mode(tmp_path):
+def test_dev_token_refused_outside_dev_mode(tmp_path: Path) -> None:
     """dev-token does nothing unless the config is in dev mode."""
     config = tmp_path / "gateway.yaml"
     config.write_text(
@@ -130,7 +130,7 @@ def test_dev_token_refused_outside_dev_mode(tmp_path):
     assert "dev_mode" in result.stderr
 
 
-def test_bad_config_is_a_clear_error(tmp_path):
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     """An invalid config stops `serve` with exit code 2 and the problem, no traceback."""
     config = tmp_path / "gateway.yaml"
     config.write_text("dev_mode: true\nlisten: {host: 0.0.0.0}\ntargets: {shop: {host: h, database: d}}\n")

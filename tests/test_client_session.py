@@ -33,7 +33,7 @@ def cached(access: str = "from-cache", expires_at: float = NOW + 3600) -> tokenc
     return tokencache.CachedToken("https://idp.test", "gateway-cli", "https://idp.test/token", access, expires_at, "rt")
 
 
-def test_token_precedence_is_flag_then_env_then_cache(tmp_path: Path):
+def test_token_precedence_is_flag_then_env_then_cache(tmp_path: Path) -> None:
     """--token wins over GATEWAY_TOKEN, which wins over the cache; each token says where it came from."""
     path = tokencache.save(cached(), tmp_path / "token.json")
     env = {"GATEWAY_TOKEN": "from-env"}
@@ -42,7 +42,7 @@ def test_token_precedence_is_flag_then_env_then_cache(tmp_path: Path):
     assert access_token(None, {}, cache=path, now=lambda: NOW) == Token("from-cache", f"the login cache {path}")
 
 
-def test_an_expired_cached_token_is_refreshed_and_cached_again(tmp_path: Path):
+def test_an_expired_cached_token_is_refreshed_and_cached_again(tmp_path: Path) -> None:
     """An expired cached token goes through the refresh; the new one is used and replaces it in the cache."""
     path = tokencache.save(cached("old", expires_at=NOW - 1), tmp_path / "token.json")
     seen: list[str] = []
@@ -60,7 +60,7 @@ def test_an_expired_cached_token_is_refreshed_and_cached_again(tmp_path: Path):
     assert seen == ["old"]  # still fresh: no second refresh
 
 
-def test_no_token_or_url_is_a_usage_error(tmp_path: Path):
+def test_no_token_or_url_is_a_usage_error(tmp_path: Path) -> None:
     """Without any token source, or any URL, the command stops before the network with exit 2."""
     with pytest.raises(UsageError, match=r"no token: run `gateway login") as caught:
         access_token(None, {}, cache=tmp_path / "none.json")
@@ -93,7 +93,7 @@ def managed(gateway: RunningGateway) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
-def test_grant_uses_the_token_gateway_login_cached(stream_gateway: RunningGateway, admin_home: Path):
+def test_grant_uses_the_token_gateway_login_cached(stream_gateway: RunningGateway, admin_home: Path) -> None:
     """`gateway grant` with no token but the login cache adds the grant; GATEWAY_TOKEN and --token override it."""
     env = cli_env(stream_gateway, admin_home)
     added = gateway_cli(grant_argv(stream_gateway, "cli-cached"), env)
@@ -112,7 +112,7 @@ def test_grant_uses_the_token_gateway_login_cached(stream_gateway: RunningGatewa
     assert "cli-cached" not in managed(stream_gateway)
 
 
-def test_grant_refreshes_an_expired_cached_token(stream_gateway: RunningGateway, admin_home: Path):
+def test_grant_refreshes_an_expired_cached_token(stream_gateway: RunningGateway, admin_home: Path) -> None:
     """An expired cached token is refreshed at the provider before `gateway grant`, which then succeeds."""
     path = tokencache.cache_path({"XDG_CONFIG_HOME": str(admin_home)})
     login = tokencache.load(path)
@@ -166,7 +166,9 @@ def no_login(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
 
 
-def test_every_command_renders_a_refused_token_alike(stream_gateway: RunningGateway, no_login, capsys):
+def test_every_command_renders_a_refused_token_alike(
+    stream_gateway: RunningGateway, no_login: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A token the gateway refuses: every command prints the problem's code, detail, request id and source; exit 1."""
     seen = run_all(["--url", stream_gateway.url, "--token", "not-a-token"], capsys)
     assert len(seen) == 1, seen
@@ -178,7 +180,7 @@ def test_every_command_renders_a_refused_token_alike(stream_gateway: RunningGate
     assert source == "the token came from --token"
 
 
-def test_every_command_renders_an_unreachable_gateway_alike(no_login, capsys):
+def test_every_command_renders_an_unreachable_gateway_alike(no_login: None, capsys: pytest.CaptureFixture[str]) -> None:
     """No gateway listening: every command prints the same gateway_unreachable problem and exits 1."""
     url = f"http://127.0.0.1:{free_port()}"
     seen = run_all(["--url", url, "--token", "t"], capsys)
@@ -188,7 +190,9 @@ def test_every_command_renders_an_unreachable_gateway_alike(no_login, capsys):
     assert text.startswith(f"error: gateway_unreachable: cannot reach the gateway at {url}: ")
 
 
-def test_every_command_without_a_token_says_how_to_get_one(stream_gateway: RunningGateway, no_login, capsys):
+def test_every_command_without_a_token_says_how_to_get_one(
+    stream_gateway: RunningGateway, no_login: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Not logged in and no token: every command names the three sources and exits 2 before any request."""
     seen = run_all(["--url", stream_gateway.url], capsys)
     assert seen == {

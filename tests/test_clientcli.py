@@ -32,7 +32,7 @@ def logged_in(stream_gateway: RunningGateway, tmp_path_factory: pytest.TempPathF
     return home
 
 
-def test_device_login_caches_a_private_token_with_refresh(logged_in: Path):
+def test_device_login_caches_a_private_token_with_refresh(logged_in: Path) -> None:
     """The device flow, approved at the provider, leaves a 0600 token cache with a refresh token."""
     path = tokencache.cache_path({"XDG_CONFIG_HOME": str(logged_in)})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -43,7 +43,7 @@ def test_device_login_caches_a_private_token_with_refresh(logged_in: Path):
     assert cached.refresh_token
 
 
-def test_whoami_and_targets_use_the_cached_token(stream_gateway: RunningGateway, logged_in: Path):
+def test_whoami_and_targets_use_the_cached_token(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """Whoami shows the signed-in user from /v1/me; targets lists shop with access and grant."""
     env = cli_env(stream_gateway, logged_in)
     me = gateway_cli(["whoami", "--json"], env)
@@ -55,7 +55,7 @@ def test_whoami_and_targets_use_the_cached_token(stream_gateway: RunningGateway,
     assert "write" in targets.stdout
 
 
-def test_expired_token_is_refreshed_with_the_refresh_token(stream_gateway: RunningGateway, logged_in: Path):
+def test_expired_token_is_refreshed_with_the_refresh_token(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """An expired cached access token is replaced through the refresh token, and the call succeeds."""
     path = tokencache.cache_path({"XDG_CONFIG_HOME": str(logged_in)})
     cached = tokencache.load(path)
@@ -69,7 +69,7 @@ def test_expired_token_is_refreshed_with_the_refresh_token(stream_gateway: Runni
     assert not refreshed.expired()
 
 
-def test_query_formats(stream_gateway: RunningGateway, logged_in: Path):
+def test_query_formats(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """Query prints a table, JSON, NDJSON and CSV for the same statement, with params bound."""
     env = cli_env(stream_gateway, logged_in)
     sql = "SELECT id, name, price FROM items WHERE id <= ? ORDER BY id"
@@ -92,7 +92,7 @@ def test_query_formats(stream_gateway: RunningGateway, logged_in: Path):
     assert len(rows) == 3
 
 
-def test_large_export_streams_every_row(stream_gateway: RunningGateway, logged_in: Path):
+def test_large_export_streams_every_row(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """A 100,000-row CSV export through the CLI has every row (streamed, not buffered at the gateway cap)."""
     env = cli_env(stream_gateway, logged_in)
     result = gateway_cli(["query", "-t", "shop", "SELECT seq FROM seq_1_to_100000", "--format", "csv"], env)
@@ -103,7 +103,7 @@ def test_large_export_streams_every_row(stream_gateway: RunningGateway, logged_i
     assert lines[-1] == "100000"
 
 
-def test_errors_show_code_detail_and_request_id(stream_gateway: RunningGateway, logged_in: Path):
+def test_errors_show_code_detail_and_request_id(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """A refused statement prints the problem code, the detail and the request id, and exits 1."""
     result = gateway_cli(["query", "-t", "shop", "DROP TABLE items"], cli_env(stream_gateway, logged_in))
     assert result.returncode == 1
@@ -111,7 +111,7 @@ def test_errors_show_code_detail_and_request_id(stream_gateway: RunningGateway, 
     assert re.search(r"request id: \S+", result.stderr)
 
 
-def test_shell_runs_multiline_statements_and_commands(stream_gateway: RunningGateway, logged_in: Path):
+def test_shell_runs_multiline_statements_and_commands(stream_gateway: RunningGateway, logged_in: Path) -> None:
     """The shell joins lines up to ';', runs backslash commands, times statements and renders errors."""
     script = """\
 \\targets
@@ -133,7 +133,7 @@ SELECT * FROM nowhere;
     assert "request id:" in out
 
 
-def test_logout_forgets_the_token_and_commands_then_say_so(stream_gateway: RunningGateway, tmp_path: Path):
+def test_logout_forgets_the_token_and_commands_then_say_so(stream_gateway: RunningGateway, tmp_path: Path) -> None:
     """After logout there is no cache; a query explains how to log in and exits 2."""
     home = tmp_path / "home"
     env = cli_env(stream_gateway, home)
@@ -149,7 +149,9 @@ def test_logout_forgets_the_token_and_commands_then_say_so(stream_gateway: Runni
     assert "gateway login" in result.stderr
 
 
-def test_gateway_token_env_and_in_process_main(stream_gateway: RunningGateway, capsys, monkeypatch, tmp_path):
+def test_gateway_token_env_and_in_process_main(
+    stream_gateway: RunningGateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """GATEWAY_TOKEN and --url work without any cache (in-process main, as scripts would)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("GATEWAY_TOKEN", stream_gateway.idp.token("reader"))
@@ -162,7 +164,7 @@ def test_gateway_token_env_and_in_process_main(stream_gateway: RunningGateway, c
     assert [orjson.loads(x) for x in out[1:-1]] == [[1], [2], [3]]
 
 
-def test_csv_output_neutralises_formula_cells():
+def test_csv_output_neutralises_formula_cells() -> None:
     """--format csv writes a database value or column alias starting with = + - @ tab CR with a leading '."""
     out = io.StringIO()
     header = {"type": "header", "columns": [{"name": "=cmd", "type": "VAR_STRING"}, {"name": "n", "type": "LONG"}]}
@@ -178,7 +180,7 @@ def test_csv_output_neutralises_formula_cells():
     ]
 
 
-def test_row_counter_shows_on_a_terminal_only():
+def test_row_counter_shows_on_a_terminal_only() -> None:
     """While a result streams, a terminal shows a live row count (rich); elsewhere there is no counter at all."""
     drawn_on = io.StringIO()
     with row_counter(Console(file=drawn_on, force_terminal=True, width=80)) as progress:

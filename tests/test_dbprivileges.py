@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,7 +33,16 @@ WRITE = DML | READ
 DDL = WRITE | {"CREATE", "ALTER", "DROP", "INDEX", "CREATE VIEW"}
 
 
-def grant(access=Access.READ, allow=None, deny=(), *, name="g", target="shop", db_user="acct", expires=None):
+def grant(
+    access: Access = Access.READ,
+    allow: tuple[str, ...] | None = None,
+    deny: Iterable[str] = (),
+    *,
+    name: str = "g",
+    target: str = "shop",
+    db_user: str = "acct",
+    expires: datetime | None = None,
+) -> Grant:
     """A grant with the given table rules (patterns lower case, as the loader stores them)."""
     return Grant(
         name=name,
@@ -51,7 +61,7 @@ def grant(access=Access.READ, allow=None, deny=(), *, name="g", target="shop", d
     )
 
 
-def test_each_access_level_needs_its_rights_on_allowed_tables_only():
+def test_each_access_level_needs_its_rights_on_allowed_tables_only() -> None:
     """Read needs SELECT, write DML, ddl -> DML + CREATE/ALTER/DROP/INDEX/CREATE VIEW; denied tables get nothing."""
     for access, rights in ((Access.READ, READ), (Access.WRITE, WRITE), (Access.DDL, DDL)):
         needs = Needs([grant(access, ("shop.*",), ("shop.payment_*",))])
@@ -60,7 +70,7 @@ def test_each_access_level_needs_its_rights_on_allowed_tables_only():
         assert needs.table("other", "items") == frozenset()
 
 
-def test_rights_of_several_grants_add_up():
+def test_rights_of_several_grants_add_up() -> None:
     """Two grants on one account: each table gets the union of what allows it."""
     needs = Needs([grant(Access.READ, ("shop.*",)), grant(Access.WRITE, ("shop.orders",), name="w")])
     assert needs.table("shop", "orders") == WRITE
@@ -89,14 +99,19 @@ def test_rights_of_several_grants_add_up():
         (("information_schema.*",), (), "information_schema", False),  # MariaDB refuses grants there
     ],
 )
-def test_a_database_is_granted_whole_only_when_every_table_of_it_is_allowed(allow, deny, db, whole):
+def test_a_database_is_granted_whole_only_when_every_table_of_it_is_allowed(
+    allow: tuple[str, ...] | None,
+    deny: tuple[str, ...],
+    db: str,
+    whole: bool,  # noqa: FBT001 - a parametrized expectation
+) -> None:
     """db.* is planned only where the rules allow every table, now and later; otherwise table by table."""
     needs = Needs([grant(Access.READ, allow, deny)])
     assert (needs.database(db) == READ) is whole
     assert needs.database(db) <= READ
 
 
-def test_a_ddl_grant_with_denies_creates_but_alters_only_allowed_tables():
+def test_a_ddl_grant_with_denies_creates_but_alters_only_allowed_tables() -> None:
     """A ddl grant on a partly denied database: CREATE and CREATE VIEW on db.*, the rest table by table."""
     needs = Needs([grant(Access.DDL, ("shop.*",), ("shop.payment_*",))])
     assert needs.database("shop") == {"CREATE", "CREATE VIEW"}
@@ -106,14 +121,14 @@ def test_a_ddl_grant_with_denies_creates_but_alters_only_allowed_tables():
     assert Needs([grant(Access.DDL, ("*",))]).database("mysql") == frozenset()
 
 
-def test_system_tables_need_a_literal_pattern_and_information_schema_never():
+def test_system_tables_need_a_literal_pattern_and_information_schema_never() -> None:
     """Like the gateway's own table rules: mysql.user only when named; information_schema cannot be granted."""
     assert Needs([grant(allow=("*",))]).table("mysql", "user") == frozenset()
     assert Needs([grant(allow=("mysql.user",))]).table("mysql", "user") == READ
     assert Needs([grant(allow=("information_schema.*",))]).table("information_schema", "tables") == frozenset()
 
 
-def test_the_plan_grants_whole_databases_once_and_other_tables_one_by_one():
+def test_the_plan_grants_whole_databases_once_and_other_tables_one_by_one() -> None:
     """The exact plan over a catalog: db.* for a wholly allowed database, tables for a partly allowed one."""
     needs = Needs(
         [grant(Access.READ, ("sales.*", "hr.people", "hr.t?ams")), grant(Access.WRITE, ("sales.*",), name="w")]
@@ -134,7 +149,7 @@ def test_the_plan_grants_whole_databases_once_and_other_tables_one_by_one():
     ]
 
 
-def test_database_names_are_escaped_so_a_grant_never_becomes_a_pattern():
+def test_database_names_are_escaped_so_a_grant_never_becomes_a_pattern() -> None:
     """_ and % are LIKE wildcards in database-level grants: the plan escapes them; a held wildcard is excess."""
     assert escape_database("gw_test%1") == "gw\\_test\\%1"
     assert literal_database("gw\\_test\\%1") == "gw_test%1"
@@ -145,7 +160,7 @@ def test_database_names_are_escaped_so_a_grant_never_becomes_a_pattern():
     assert not needs.covers(Privilege(Level.DATABASE, "SELECT", "gw%"))
 
 
-def test_excess_at_every_level():
+def test_excess_at_every_level() -> None:
     """Global rights but USAGE, GRANT OPTION, routines, proxies, roles and unparsed lines are never needed."""
     needs = Needs([grant(Access.READ, ("shop.*",), ("shop.payment_*",))])
     lines = parse_grants(
@@ -184,7 +199,7 @@ def test_excess_at_every_level():
     ]
 
 
-def test_revoke_statements_take_each_kind_of_excess_away():
+def test_revoke_statements_take_each_kind_of_excess_away() -> None:
     """REVOKE per item; PUBLIC's rights are revoked FROM PUBLIC; an unparsed line is left to a human."""
     excess = [
         Excess(Privilege(Level.GLOBAL, "FILE")),
@@ -207,7 +222,7 @@ def test_revoke_statements_take_each_kind_of_excess_away():
     ]
 
 
-def test_missing_rights_count_what_broader_grants_already_give():
+def test_missing_rights_count_what_broader_grants_already_give() -> None:
     """A planned table right is held through db.*, a matching LIKE pattern, ALL PRIVILEGES or *.*."""
     planned = (Privilege(Level.TABLE, "SELECT", "shop", "items"), Privilege(Level.TABLE, "INSERT", "shop", "items"))
     held = {
@@ -222,7 +237,7 @@ def test_missing_rights_count_what_broader_grants_already_give():
         assert list(missing(planned, parse_grants([line]))) == expected, line
 
 
-def test_an_account_needs_the_unexpired_grants_of_every_target_on_its_server():
+def test_an_account_needs_the_unexpired_grants_of_every_target_on_its_server() -> None:
     """Accounts live on servers: a grant on another target of the same host:port counts; expired ones do not."""
     targets = {
         "shop": TargetSettings(host="db1", database="shop"),
@@ -256,7 +271,9 @@ TABLES = st.text(st.sampled_from("ab._*?%[]!x"), min_size=1, max_size=6)
     DATABASES,
     st.lists(TABLES, min_size=1, max_size=8),
 )
-def test_a_database_wide_grant_never_covers_a_table_the_policy_refuses(access, allow, deny, db, tables):
+def test_a_database_wide_grant_never_covers_a_table_the_policy_refuses(
+    access: Access, allow: tuple[str, ...] | None, deny: list[str], db: str, tables: list[str]
+) -> None:
     """Soundness of db.*: every right planned on a whole database is one the rules give every table in it."""
     needs = Needs([grant(access, allow, deny)])
     rights = needs.database(db)

@@ -98,7 +98,7 @@ def policy_files(objects: list[Obj], tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_kustomization_lists_every_file_and_only_existing_ones(name):
+def test_kustomization_lists_every_file_and_only_existing_ones(name: str) -> None:
     """Every file a kustomization names exists, and every YAML file beside it is used (none forgotten)."""
     directory = KUSTOMIZATIONS[name]
     kust = kustomization(directory)
@@ -112,7 +112,7 @@ def test_kustomization_lists_every_file_and_only_existing_ones(name):
     assert on_disk == set(local), f"{name}: files not listed: {on_disk - set(local)}"
 
 
-def test_every_yaml_file_under_deploy_parses():
+def test_every_yaml_file_under_deploy_parses() -> None:
     """Each YAML file in deploy/ is valid YAML whose documents are mappings."""
     files = sorted(DEPLOY.rglob("*.yaml"))
     assert len(files) >= 15
@@ -124,7 +124,7 @@ def test_every_yaml_file_under_deploy_parses():
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_manifests_match_the_kubernetes_schema(name, version):
+def test_manifests_match_the_kubernetes_schema(name: str, version: str) -> None:
     """Every rendered object passes the strict OpenAPI schema of its kind (no unknown field, right types)."""
     objects = rendered(name)
     assert {o["kind"] for o in objects} >= {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"}
@@ -135,7 +135,7 @@ def test_manifests_match_the_kubernetes_schema(name, version):
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} at {list(exc.path)}: {exc.message}")
 
 
-def test_schema_check_rejects_a_misspelled_field():
+def test_schema_check_rejects_a_misspelled_field() -> None:
     """The schema check is live: the real Deployment with ``readinesProbe`` (a typo) or a string replica count fails."""
     deployment = one(base_objects(), "Deployment")
     typo = copy.deepcopy(deployment)
@@ -151,7 +151,7 @@ def test_schema_check_rejects_a_misspelled_field():
 # --- the Deployment ----------------------------------------------------------------
 
 
-def test_deployment_runs_several_replicas_and_rolls_without_losing_one():
+def test_deployment_runs_several_replicas_and_rolls_without_losing_one() -> None:
     """At least two replicas, and a rolling update never takes one away before its successor is ready."""
     spec = one(base_objects(), "Deployment")["spec"]
     assert spec["replicas"] >= 2
@@ -160,7 +160,7 @@ def test_deployment_runs_several_replicas_and_rolls_without_losing_one():
     assert spec["template"]["spec"]["topologySpreadConstraints"], "replicas must be spread over nodes"
 
 
-def test_pod_runs_non_root_read_only_with_no_privileges():
+def test_pod_runs_non_root_read_only_with_no_privileges() -> None:
     """Non-root uid from the image, read-only root filesystem, no privilege escalation, every capability dropped."""
     objects = base_objects()
     pod = pod_spec(objects)
@@ -179,7 +179,7 @@ def test_pod_runs_non_root_read_only_with_no_privileges():
     assert user.split(":")[0] == str(pod["securityContext"]["runAsUser"]), "pod uid and image uid differ"
 
 
-def test_probes_hit_healthz_and_readyz_on_the_serving_port(tmp_path, clean_env):
+def test_probes_hit_healthz_and_readyz_on_the_serving_port(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """Liveness and startup probe /healthz, readiness /readyz, on the port the gateway listens on; both routes exist."""
     objects = base_objects()
     gateway = container(objects)
@@ -198,7 +198,7 @@ def test_probes_hit_healthz_and_readyz_on_the_serving_port(tmp_path, clean_env):
     assert not serves(app, "/healthz-typo"), "route matching must be able to say no"
 
 
-def test_container_has_resource_requests_and_limits():
+def test_container_has_resource_requests_and_limits() -> None:
     """CPU and memory are both requested and capped, and no request exceeds its limit."""
     resources = container(base_objects())["resources"]
     for kind in ("cpu", "memory"):
@@ -206,7 +206,7 @@ def test_container_has_resource_requests_and_limits():
         assert 0 < quantity(request) <= quantity(limit), kind
 
 
-def test_grace_period_covers_the_prestop_pause_and_the_drain():
+def test_grace_period_covers_the_prestop_pause_and_the_drain() -> None:
     """TerminationGracePeriodSeconds outlasts the preStop sleep plus uvicorn's graceful shutdown (from cli.py)."""
     objects = base_objects()
     pre_stop = container(objects)["lifecycle"]["preStop"]
@@ -217,13 +217,15 @@ def test_grace_period_covers_the_prestop_pause_and_the_drain():
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         for k in node.keywords
-        if k.arg == "timeout_graceful_shutdown" and isinstance(k.value, ast.Constant)
+        if k.arg == "timeout_graceful_shutdown"
+        and isinstance(k.value, ast.Constant)
+        and isinstance(k.value.value, int | float)
     ]
     assert len(drains) == 1, "uvicorn's timeout_graceful_shutdown not found in gateway/cli/main.py"
     assert pod_spec(objects)["terminationGracePeriodSeconds"] > sleep + drains[0]
 
 
-def test_disruption_budget_selects_the_gateway_pods_and_lets_a_drain_proceed():
+def test_disruption_budget_selects_the_gateway_pods_and_lets_a_drain_proceed() -> None:
     """The PDB selects exactly the Deployment's pods and keeps fewer than all of them, so node drains can proceed."""
     objects = base_objects()
     deployment = one(objects, "Deployment")
@@ -233,7 +235,7 @@ def test_disruption_budget_selects_the_gateway_pods_and_lets_a_drain_proceed():
     assert 1 <= pdb["minAvailable"] < deployment["spec"]["replicas"]
 
 
-def test_service_and_network_policy_reach_the_gateway_port():
+def test_service_and_network_policy_reach_the_gateway_port() -> None:
     """The Service and the NetworkPolicy select the pods and point at the container's serving port."""
     objects = base_objects()
     labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -251,7 +253,7 @@ def test_service_and_network_policy_reach_the_gateway_port():
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_config_loads_with_the_gateway_settings(name, tmp_path, clean_env):
+def test_config_loads_with_the_gateway_settings(name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """The mounted gateway.yaml (plus the container's GATEWAY_* env) passes the real Settings, production-safe."""
     objects = rendered(name)
     settings = settings_of(objects, tmp_path, clean_env)
@@ -263,7 +265,7 @@ def test_config_loads_with_the_gateway_settings(name, tmp_path, clean_env):
     assert settings.metrics_public, "the Prometheus scrape needs /metrics"
 
 
-def test_config_is_mounted_where_the_image_reads_it():
+def test_config_is_mounted_where_the_image_reads_it() -> None:
     """The config ConfigMap's gateway.yaml is mounted at the path the image's ENTRYPOINT passes to --config."""
     objects = base_objects()
     runtime = dockerfile_stages((DEPLOY / "Dockerfile").read_text())[-1]
@@ -277,7 +279,7 @@ def test_config_is_mounted_where_the_image_reads_it():
     assert mount["readOnly"] is True
 
 
-def test_policies_configmap_is_mounted_at_policies_dir(tmp_path, clean_env):
+def test_policies_configmap_is_mounted_at_policies_dir(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """The policies ConfigMap is a read-only directory mount (no subPath, so updates arrive) at policies_dir."""
     objects = base_objects()
     settings = settings_of(objects, tmp_path, clean_env)
@@ -290,7 +292,7 @@ def test_policies_configmap_is_mounted_at_policies_dir(tmp_path, clean_env):
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_policies_pass_the_gateway_policy_loader(name, tmp_path, clean_env):
+def test_policies_pass_the_gateway_policy_loader(name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """The policies ConfigMap loads with the gateway's own loader against the config's targets, no problem at all."""
     objects = rendered(name)
     settings = settings_of(objects, tmp_path, clean_env)
@@ -299,7 +301,7 @@ def test_policies_pass_the_gateway_policy_loader(name, tmp_path, clean_env):
     assert policy.roles["admin"], "someone must be able to administer the gateway"
 
 
-def test_policies_configmap_is_a_copy_of_the_repository_policies(tmp_path):
+def test_policies_configmap_is_a_copy_of_the_repository_policies(tmp_path: Path) -> None:
     """The ConfigMap's files are byte for byte the repository's policies/ (they are documented as copies)."""
     mounted = policy_files(base_objects(), tmp_path)
     repository = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "policies").glob("*.yaml")}
@@ -307,7 +309,9 @@ def test_policies_configmap_is_a_copy_of_the_repository_policies(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_every_db_user_in_the_policies_has_credentials(name, tmp_path, clean_env):
+def test_every_db_user_in_the_policies_has_credentials(
+    name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
     """Each grant's (target, db_user) has a pool: a secret file in secret mode, an IAM account in iam mode."""
     objects = rendered(name)
     settings = settings_of(objects, tmp_path, clean_env)
@@ -329,7 +333,7 @@ def _files_read(settings: Settings) -> list[Path]:
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_every_file_the_config_reads_is_mounted(name, tmp_path, clean_env):
+def test_every_file_the_config_reads_is_mounted(name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """Secret files and CA bundles the config names lie in a read-only mount of the Secret or ConfigMap holding them."""
     objects = rendered(name)
     files = _files_read(settings_of(objects, tmp_path, clean_env))
@@ -346,7 +350,9 @@ def test_every_file_the_config_reads_is_mounted(name, tmp_path, clean_env):
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_paths_the_gateway_writes_are_on_writable_volumes(name, tmp_path, clean_env):
+def test_paths_the_gateway_writes_are_on_writable_volumes(
+    name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
     """With a read-only root filesystem, the state directory (and a SQLite audit file) and /tmp sit on emptyDirs."""
     objects = rendered(name)
     settings = settings_of(objects, tmp_path, clean_env)
@@ -363,7 +369,9 @@ def test_paths_the_gateway_writes_are_on_writable_volumes(name, tmp_path, clean_
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_referenced_secrets_and_configmaps_exist_or_are_documented(name, tmp_path, clean_env):
+def test_referenced_secrets_and_configmaps_exist_or_are_documented(
+    name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
     """Each Secret/ConfigMap the pod uses is in the manifests, or its creation (with every key read) is documented."""
     objects = rendered(name)
     docs = (DEPLOY / "README.md").read_text(encoding="utf-8")
@@ -411,7 +419,7 @@ def _secret_literals(tree: Any, where: str) -> list[str]:
     return found
 
 
-def test_no_password_or_key_literal_anywhere_in_deploy():
+def test_no_password_or_key_literal_anywhere_in_deploy() -> None:
     """No manifest, embedded gateway.yaml, env var, Secret, policy JSON or Dockerfile line holds a credential."""
     problems: list[str] = []
     for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix != ".md"):
@@ -430,7 +438,7 @@ def test_no_password_or_key_literal_anywhere_in_deploy():
     assert problems == []
 
 
-def test_secret_literal_check_catches_a_planted_password():
+def test_secret_literal_check_catches_a_planted_password() -> None:
     """The literal check is live: a password in a target, an env value or a committed Secret is reported."""
     planted = [
         {"targets": {"shop": {"password": "hunter22"}}},
@@ -445,7 +453,7 @@ def test_secret_literal_check_catches_a_planted_password():
 # --- the IRSA overlay and the AWS policies ---------------------------------------------
 
 
-def test_iam_overlay_patch_annotates_the_service_account():
+def test_iam_overlay_patch_annotates_the_service_account() -> None:
     """The overlay's ServiceAccount patch carries eks.amazonaws.com/role-arn with a role ARN (parsed, no kubectl)."""
     patches = [yaml_docs(IAM_OVERLAY / p["path"])[0] for p in kustomization(IAM_OVERLAY)["patches"]]
     (account,) = [p for p in patches if p["kind"] == "ServiceAccount"]
@@ -458,7 +466,9 @@ def test_iam_overlay_patch_annotates_the_service_account():
     )
 
 
-def test_iam_overlay_renders_irsa_role_region_and_keeps_the_pod_hardened(tmp_path, clean_env):
+def test_iam_overlay_renders_irsa_role_region_and_keeps_the_pod_hardened(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
     """Rendered: the pod's ServiceAccount has the role, the container the AWS region env, and nothing else loosened."""
     objects = kustomize(IAM_OVERLAY)
     pod = pod_spec(objects)
@@ -476,7 +486,7 @@ def test_iam_overlay_renders_irsa_role_region_and_keeps_the_pod_hardened(tmp_pat
     assert container(base_objects())["securityContext"] == container(objects)["securityContext"]
 
 
-def test_iam_overlay_config_uses_iam_tokens_over_verified_tls(tmp_path, clean_env):
+def test_iam_overlay_config_uses_iam_tokens_over_verified_tls(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """In the overlay every target authenticates with RDS IAM tokens, over TLS with hostname checks, no secrets."""
     settings = settings_of(kustomize(IAM_OVERLAY), tmp_path, clean_env)
     for name, target in settings.targets.items():
@@ -488,7 +498,7 @@ def test_iam_overlay_config_uses_iam_tokens_over_verified_tls(tmp_path, clean_en
         assert target.tls.verify_hostname
 
 
-def test_rds_connect_policy_covers_exactly_the_iam_db_users(tmp_path, clean_env):
+def test_rds_connect_policy_covers_exactly_the_iam_db_users(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """The IAM policy allows rds-db:connect as each configured IAM db_user, in its region, and nothing wider."""
     settings = settings_of(kustomize(IAM_OVERLAY), tmp_path, clean_env)
     policy = json.loads((DEPLOY / "aws" / "rds-connect-policy.json").read_text())
@@ -506,7 +516,7 @@ def test_rds_connect_policy_covers_exactly_the_iam_db_users(tmp_path, clean_env)
     assert allowed == wanted
 
 
-def test_irsa_trust_policy_names_the_gateway_service_account():
+def test_irsa_trust_policy_names_the_gateway_service_account() -> None:
     """The role trusts only the gateway's ServiceAccount, for the STS audience, in the account of the annotated role."""
     objects = kustomize(IAM_OVERLAY)
     pod = pod_spec(objects)
@@ -527,7 +537,7 @@ def test_irsa_trust_policy_names_the_gateway_service_account():
 # --- the image ----------------------------------------------------------------------
 
 
-def test_dockerfile_is_multi_stage_and_runs_as_a_numeric_non_root_user():
+def test_dockerfile_is_multi_stage_and_runs_as_a_numeric_non_root_user() -> None:
     """At least two stages, the last copies from an earlier one, and its final USER is a numeric uid (and gid) > 0."""
     stages = dockerfile_stages((DEPLOY / "Dockerfile").read_text())
     assert len(stages) >= 2
@@ -545,7 +555,7 @@ def test_dockerfile_is_multi_stage_and_runs_as_a_numeric_non_root_user():
     assert not [a for ins, a in runtime.instructions if ins in {"COPY", "ADD"} and re.search(r"\.env|secret|\.pw", a)]
 
 
-def test_dockerfile_parser_sees_a_root_single_stage_image():
+def test_dockerfile_parser_sees_a_root_single_stage_image() -> None:
     """The image checks can fail: a one-stage image running as root is read as such."""
     stages = dockerfile_stages("FROM python:3.11\nRUN pip install . \\\n  && true\nUSER root\n")
     assert len(stages) == 1
@@ -557,7 +567,8 @@ def test_dockerfile_parser_sees_a_root_single_stage_image():
 
 def _scrape_job() -> Obj:
     (config,) = yaml_docs(DEPLOY / "prometheus" / "scrape.yaml")
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "db-gateway"]
+    jobs: list[Obj] = [j for j in config["scrape_configs"] if j["job_name"] == "db-gateway"]
+    (job,) = jobs
     return job
 
 
@@ -566,7 +577,7 @@ def _prometheus_keep(rule: Obj, values: dict[str, str]) -> bool:
     return re.fullmatch(rule.get("regex", "(.*)"), source) is not None  # Prometheus anchors its regexes
 
 
-def test_scrape_job_keeps_the_gateway_pods_http_port(tmp_path, clean_env):
+def test_scrape_job_keeps_the_gateway_pods_http_port(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """The pod discovery job keeps the gateway pods' `http` port and scrapes the route the app serves."""
     objects = base_objects()
     deployment = one(objects, "Deployment")
@@ -624,7 +635,7 @@ def _unknown_series(expr: str, series: dict[str, set[str]], extra_labels: set[st
     return problems
 
 
-def test_alert_rules_use_only_series_the_gateway_exports(tmp_path, clean_env):
+def test_alert_rules_use_only_series_the_gateway_exports(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """Every alert parses as PromQL and uses only series (and labels) the gateway's real registry exposes."""
     objects = base_objects()
     settings = settings_of(objects, tmp_path, clean_env)
@@ -639,7 +650,7 @@ def test_alert_rules_use_only_series_the_gateway_exports(tmp_path, clean_env):
             assert value == job["job_name"], rule["alert"]
 
 
-def test_series_check_catches_an_invented_metric_and_label(tmp_path):
+def test_series_check_catches_an_invented_metric_and_label(tmp_path: Path) -> None:
     """The metric check is live: a series the gateway never registers, or a label it lacks, is reported."""
     series = exported_series(tmp_path, ["shop"])
     assert "gateway_requests_total" in series
@@ -652,7 +663,7 @@ def test_series_check_catches_an_invented_metric_and_label(tmp_path):
     ]
 
 
-def test_alert_rules_are_complete_and_uniquely_named():
+def test_alert_rules_are_complete_and_uniquely_named() -> None:
     """Each alert has a unique name, a parseable `for`, a severity and a summary."""
     rules = _alert_rules()
     assert len({r["alert"] for r in rules}) == len(rules)
@@ -662,7 +673,7 @@ def test_alert_rules_are_complete_and_uniquely_named():
         assert rule["annotations"]["summary"]
 
 
-def test_docs_name_only_metrics_the_gateway_exports(tmp_path, clean_env):
+def test_docs_name_only_metrics_the_gateway_exports(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """Metric names quoted in the operations docs and deploy/ exist (sample or family names)."""
     series = exported_series(tmp_path, ["shop"])
     families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in series} | set(series)
@@ -674,7 +685,7 @@ def test_docs_name_only_metrics_the_gateway_exports(tmp_path, clean_env):
             assert name in families or name.rstrip("_") in families, f"{path.name}: {name} is not exported"
 
 
-def test_docs_quote_the_real_status_code_and_retry_after():
+def test_docs_quote_the_real_status_code_and_retry_after() -> None:
     """Each `STATUS code` (and `Retry-After: N`) the operations docs quote is what gateway/errors.py answers."""
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.GatewayError)]
     by_code = {c.code: c for c in classes}

@@ -32,7 +32,9 @@ LIMITS = Limits(timeout=5, max_rows=100, max_bytes=1 << 20, read_only=True)
 
 
 @pytest.mark.anyio
-async def test_read_only_session_stops_a_write_the_classifier_missed(test_db, monkeypatch):
+async def test_read_only_session_stops_a_write_the_classifier_missed(
+    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A write mislabelled as read, on a write-capable account, is refused by tx_read_only (1792)."""
     pool = _pool(test_db, "writer", monkeypatch)
     async with pool.connection() as conn:
@@ -44,7 +46,9 @@ async def test_read_only_session_stops_a_write_the_classifier_missed(test_db, mo
 
 
 @pytest.mark.anyio
-async def test_reader_account_cannot_write_even_without_read_only(test_db, monkeypatch):
+async def test_reader_account_cannot_write_even_without_read_only(
+    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The last layer: the SELECT-only account is refused a write by MariaDB's privileges (1142)."""
     pool = _pool(test_db, "reader", monkeypatch)
     limits = Limits(timeout=5, max_rows=100, max_bytes=1 << 20, read_only=False)
@@ -55,7 +59,7 @@ async def test_reader_account_cannot_write_even_without_read_only(test_db, monke
     await pool.close()
 
 
-def test_gateway_accounts_have_no_dangerous_privileges(test_db):
+def test_gateway_accounts_have_no_dangerous_privileges(test_db: ScratchDatabase) -> None:
     """No account the gateway uses holds FILE, PROCESS, SUPER or CREATE ROUTINE."""
     for account in test_db.accounts.values():
         grants = " ".join(row[0] for row in root_query(f"SHOW GRANTS FOR '{account.user}'@'%'")).upper()
@@ -64,7 +68,9 @@ def test_gateway_accounts_have_no_dangerous_privileges(test_db):
 
 
 @pytest.mark.anyio
-async def test_max_statement_time_enforced_by_mariadb(test_db, monkeypatch):
+async def test_max_statement_time_enforced_by_mariadb(
+    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SET STATEMENT max_statement_time stops SLEEP even when the classifier allowed it."""
     pool = _pool(test_db, "reader", monkeypatch)
     limits = Limits(timeout=0.3, max_rows=100, max_bytes=1 << 20, read_only=True)
@@ -79,7 +85,7 @@ async def test_max_statement_time_enforced_by_mariadb(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_result_bytes_cap(test_db, monkeypatch):
+async def test_result_bytes_cap(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """A result over max_bytes is refused with payload_too_large and the session is discarded."""
     pool = _pool(test_db, "reader", monkeypatch)
     limits = Limits(timeout=5, max_rows=10_000, max_bytes=2_000, read_only=True)
@@ -90,7 +96,7 @@ async def test_result_bytes_cap(test_db, monkeypatch):
     await pool.close()
 
 
-def test_comment_cannot_be_closed_by_user_text():
+def test_comment_cannot_be_closed_by_user_text() -> None:
     """The statement comment keeps only safe characters: a hostile user claim cannot end it."""
     comment = comment_for("id-1", "evil */ DROP TABLE x; /*")
     assert comment.count("*/") == 1
@@ -98,14 +104,16 @@ def test_comment_cannot_be_closed_by_user_text():
     assert "DROP TABLE x;" not in comment
 
 
-def test_log_scrubs_secret_keys():
+def test_log_scrubs_secret_keys() -> None:
     """Log events never carry values under secret-looking keys; token hashes stay."""
     event = scrub_secrets(None, "info", {"password": "p", "access_token": "t", "token_hash": "abc", "user": "u"})
     assert event == {"password": "[redacted]", "access_token": "[redacted]", "token_hash": "abc", "user": "u"}
 
 
 @pytest.mark.anyio
-async def test_every_value_type_encodes_as_the_spec_says(test_db, monkeypatch):
+async def test_every_value_type_encodes_as_the_spec_says(
+    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """TIME (negative, fractional), DATETIME(6), DATE, DECIMAL, binary, NULL and 64-bit ints as the SPEC fixes."""
     pool = _pool(test_db, "reader", monkeypatch)
     sql = (
@@ -137,7 +145,13 @@ async def test_every_value_type_encodes_as_the_spec_says(test_db, monkeypatch):
 
 @pytest.mark.parametrize(("max_rows", "expected", "truncated"), [(2500, 2500, False), (1500, 1500, True), (1, 1, True)])
 @pytest.mark.anyio
-async def test_rows_over_several_batches_join_into_one_array(test_db, monkeypatch, max_rows, expected, truncated):
+async def test_rows_over_several_batches_join_into_one_array(
+    test_db: ScratchDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    max_rows: int,
+    expected: int,
+    truncated: bool,  # noqa: FBT001 - a parametrized expectation
+) -> None:
     """Rows fetched in several batches form one JSON array in order; the cap truncates exactly."""
     pool = _pool(test_db, "reader", monkeypatch)
     limits = Limits(timeout=5, max_rows=max_rows, max_bytes=1 << 24, read_only=True)

@@ -250,7 +250,7 @@ def load(files: dict[str, bytes]) -> PolicySet | PolicyFileError:
 @example({"a.yaml": b"version: 1\nrevocations: [{subject: 'user:a', target: '*', until: '9999-12-31T23:59:59-01:00'}]"})
 @example({"a.yaml": b"[" * 5000})
 @example({"a.yaml": b"\xff\xfe", "b.yaml": b"version: 1\n\xed\xa0\x80"})
-def test_any_directory_loads_or_fails_with_file_and_line(files):
+def test_any_directory_loads_or_fails_with_file_and_line(files: dict[str, bytes]) -> None:
     """load_policies returns a PolicySet or raises PolicyFileError naming files and lines that exist: nothing else."""
     note(repr(files)[:2000])
     load(files)
@@ -258,7 +258,7 @@ def test_any_directory_loads_or_fails_with_file_and_line(files):
 
 @settings(max_examples=budget(100))
 @given(st.sampled_from(range(len(VALID["grants"]))), st.sampled_from(REQUIRED))
-def test_a_missing_required_grant_field_is_reported(index, field):
+def test_a_missing_required_grant_field_is_reported(index: int, field: str) -> None:
     """Dropping any required field of any grant is a problem on that grant's line, and the rest is still checked."""
     document = copy.deepcopy(VALID)
     del document["grants"][index][field]
@@ -272,7 +272,7 @@ def test_a_missing_required_grant_field_is_reported(index, field):
 
 @settings(max_examples=budget(100))
 @given(st.sampled_from((*REQUIRED[1:], "max_rows", "statement_timeout", "expires", "tables", "functions")), values)
-def test_a_wrong_value_in_a_grant_never_yields_that_grant(field, value):
+def test_a_wrong_value_in_a_grant_never_yields_that_grant(field: str, value: object) -> None:
     """A grant with any value in any field either loads with that value typed, or is not in the PolicySet at all."""
     document = copy.deepcopy(VALID)
     document["grants"][0][field] = value
@@ -280,7 +280,7 @@ def test_a_wrong_value_in_a_grant_never_yields_that_grant(field, value):
     if isinstance(outcome, PolicyFileError):
         return
     (grant,) = [g for g in outcome.grants if g.name == "analysts-read-shop"]
-    typed = {
+    typed: dict[str, type | tuple[type, ...]] = {
         "max_rows": (int, type(None)),
         "statement_timeout": (float, type(None)),
         "expires": (datetime, type(None)),
@@ -297,7 +297,7 @@ def test_a_wrong_value_in_a_grant_never_yields_that_grant(field, value):
 
 @settings(max_examples=budget(60))
 @given(st.lists(st.sampled_from(FILE_NAMES), min_size=2, max_size=3, unique=True))
-def test_duplicate_grant_names_across_files_are_reported(names):
+def test_duplicate_grant_names_across_files_are_reported(names: list[str]) -> None:
     """The same grant name in two files fails with a problem naming the file and line of the second."""
     document = copy.deepcopy(VALID)
     files = {name: dump(document).encode() for name in names}
@@ -308,7 +308,7 @@ def test_duplicate_grant_names_across_files_are_reported(names):
     assert all(Path(p.file).name != min(names) for p in duplicates)
 
 
-def test_the_valid_document_loads():
+def test_the_valid_document_loads() -> None:
     """The base of every mutation is itself valid: the properties above start from a file that loads."""
     outcome = load({"p.yaml": dump(VALID).encode()})
     assert isinstance(outcome, PolicySet)

@@ -42,7 +42,7 @@ UNPRINTABLE_BREAKS = "\x0b\x0c\x1c\x1d\x1e"  # str.splitlines() breaks on them; 
 
 @settings(max_examples=budget(300))
 @given(st.text(alphabet="ab #'\"\r\n\x85\u2028\u2029\ufeff" + UNPRINTABLE_BREAKS, max_size=40))
-def test_split_lines_puts_every_character_on_the_line_ruamel_counts(text: str):
+def test_split_lines_puts_every_character_on_the_line_ruamel_counts(text: str) -> None:
     """At every character, split_lines' line number is ruamel's Reader.line (or ruamel refuses the text outright)."""
     try:
         reader = Reader(text)
@@ -80,7 +80,9 @@ def _run(directory: Path, managed: str, edit: Edit) -> GatewayError | None:
 
 @settings(max_examples=budget(250))
 @given(data=st.data(), policy=policy_files(), managed=st.sampled_from([FILE, "managed.yaml"]))
-def test_every_edit_is_exactly_the_intended_change_or_nothing(data: st.DataObject, policy: PolicyFile, managed: str):
+def test_every_edit_is_exactly_the_intended_change_or_nothing(
+    data: st.DataObject, policy: PolicyFile, managed: str
+) -> None:
     """On any valid file, an edit changes exactly the intended entry (typed and bytes) or is refused as it should be."""
     edit = data.draw(edits(policy))
     note(f"file: {policy.text!a}\nedit: {edit!a}\nmanaged: {managed}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.http.app import create_app
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, IssuerSettings, SecretSource, Settings, TargetSettings
 
 BODIES = {
     ("post", "/v1/query"): "QueryBody",
@@ -21,19 +22,20 @@ BODIES = {
 
 
 @pytest.fixture(scope="module")
-def document():
+def document() -> dict[str, Any]:
     """The document of an app that is never started (building it needs no lifespan)."""
+    shop = TargetSettings(host="127.0.0.1", database="shop", secrets={"gw_reader": SecretSource(env="UNUSED")})
     settings = Settings(
-        issuers=[{"issuer": "https://idp.invalid", "audience": "gateway"}],
+        issuers=(IssuerSettings(issuer="https://idp.invalid", audience="gateway"),),
         policies_dir=Path("policies"),
-        targets={"shop": {"host": "127.0.0.1", "database": "shop", "secrets": {"gw_reader": {"env": "UNUSED"}}}},
-        audit={"path": Path("unused-audit.db")},
+        targets={"shop": shop},
+        audit=AuditSettings(path=Path("unused-audit.db")),
     )
     return create_app(settings).openapi()
 
 
 @pytest.mark.parametrize(("operation", "model"), BODIES.items())
-def test_json_bodies_are_documented(document, operation, model):
+def test_json_bodies_are_documented(document: dict[str, Any], operation: tuple[str, str], model: str) -> None:
     """Routes that read their JSON body by hand still document it, with its model and an example."""
     method, path = operation
     content = document["paths"][path][method]["requestBody"]["content"]["application/json"]
@@ -42,7 +44,7 @@ def test_json_bodies_are_documented(document, operation, model):
     assert content["example"]
 
 
-def test_errors_are_problems_and_v1_routes_need_a_token(document):
+def test_errors_are_problems_and_v1_routes_need_a_token(document: dict[str, Any]) -> None:
     """Every 4xx is problem+json with code and request_id (not FastAPI's 422 shape); /v1 routes declare bearer auth.
 
     /readyz takes an optional token: without one it says ready or not; an admin's also gets the checks.
@@ -62,7 +64,7 @@ def test_errors_are_problems_and_v1_routes_need_a_token(document):
                 assert ("security" in operation) == path.startswith("/v1/"), path
 
 
-def test_policy_edits_need_if_match_and_creations_answer_201(document):
+def test_policy_edits_need_if_match_and_creations_answer_201(document: dict[str, Any]) -> None:
     """Edits document the required If-Match header; POSTs that create document 201, which is what they answer."""
     paths = document["paths"]
     edits = [
@@ -78,7 +80,7 @@ def test_policy_edits_need_if_match_and_creations_answer_201(document):
         assert set(paths[path]["post"]["responses"]) & {"200", "201"} == {"201"}
 
 
-def test_query_documents_the_ndjson_stream(document):
+def test_query_documents_the_ndjson_stream(document: dict[str, Any]) -> None:
     """POST /v1/query answers JSON or, when asked, an NDJSON stream."""
     content = document["paths"]["/v1/query"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "application/x-ndjson"} <= content.keys()

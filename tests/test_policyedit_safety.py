@@ -65,7 +65,7 @@ def _doc(char: str, where: str) -> str:
 
 @pytest.mark.parametrize("where", ["comment", "dq", "sq", "blank"])
 @pytest.mark.parametrize("char", LINE_BREAKS, ids=[f"U+{ord(c[-1]):04X}{'-CRLF' * (len(c) > 1)}" for c in LINE_BREAKS])
-def test_split_lines_breaks_exactly_where_ruamel_counts_lines(tmp_path: Path, char: str, where: str):
+def test_split_lines_breaks_exactly_where_ruamel_counts_lines(tmp_path: Path, char: str, where: str) -> None:
     """For every line break, the line split_lines gives for an entry is the line ruamel reports; else refused."""
     text = _doc(char, where)
     (tmp_path / "managed.yaml").write_text(text, encoding="utf-8", newline="")
@@ -89,7 +89,7 @@ def test_split_lines_breaks_exactly_where_ruamel_counts_lines(tmp_path: Path, ch
     assert [r.subject for r in load_policies(tmp_path).revocations] == ["user:a"]
 
 
-def test_the_attack_file_lift_bob_removes_only_bob(tmp_path: Path):
+def test_the_attack_file_lift_bob_removes_only_bob(tmp_path: Path) -> None:
     """The file the old editor left behind: lifting bob's revocation removes bob's lines and nothing else."""
     (tmp_path / "managed.yaml").write_text(ATTACK, encoding="utf-8")
     result = asyncio.run(_editor(tmp_path).lift_revocation("user:bob@example.com", None, None, _no_audit))
@@ -106,7 +106,7 @@ def test_the_attack_file_lift_bob_removes_only_bob(tmp_path: Path):
     ]
 
 
-def test_the_semantic_check_refuses_a_wrong_splice():
+def test_the_semantic_check_refuses_a_wrong_splice() -> None:
     """The backstop: the old splicer's output (alice's lines cut for bob's), a changed value, a swap: all refused."""
     files = {"managed.yaml": ATTACK.encode()}
     bob = Intent("managed.yaml", "revocations", removed=1)
@@ -121,7 +121,7 @@ def test_the_semantic_check_refuses_a_wrong_splice():
 
 
 @pytest.mark.parametrize("bad", ["\u2028", "\u2029", "\x85", "\n", "\r", "\x00", "\u200b", "\x1e", " x"])
-def test_request_values_that_could_break_out_are_refused(tmp_path: Path, bad: str):
+def test_request_values_that_could_break_out_are_refused(tmp_path: Path, bad: str) -> None:
     """A subject or reason holding a line break, control or format character is refused (422), nothing written."""
     (tmp_path / "managed.yaml").write_text(ATTACK, encoding="utf-8")
     before = snapshot(tmp_path)
@@ -139,7 +139,7 @@ def test_request_values_that_could_break_out_are_refused(tmp_path: Path, bad: st
     assert snapshot(tmp_path) == before
 
 
-def test_values_are_written_as_escaped_ascii_and_read_back_canonical(tmp_path: Path):
+def test_values_are_written_as_escaped_ascii_and_read_back_canonical(tmp_path: Path) -> None:
     """Non-ASCII names are escaped (astral ones in eight hex digits, not surrogate pairs), read back canonical."""
     editor = _editor(tmp_path)
     subjects = ["user:José@Example.COM", "group:Σ😀", "user:JOSÉ@example.com"]
@@ -153,7 +153,7 @@ def test_values_are_written_as_escaped_ascii_and_read_back_canonical(tmp_path: P
     assert result.detail["grant"]["subjects"] == list(grant.subjects)
 
 
-def test_a_comment_with_every_line_break_stays_on_its_lines(tmp_path: Path):
+def test_a_comment_with_every_line_break_stays_on_its_lines(tmp_path: Path) -> None:
     """Every break character in an approval comment becomes a space; only the caller's LF starts a comment line."""
     editor = _editor(tmp_path)
     noise = "".join(c for c in LINE_BREAKS if "\n" not in c) + "\ufeff\t\x00"
@@ -167,7 +167,7 @@ def test_a_comment_with_every_line_break_stays_on_its_lines(tmp_path: Path):
     assert [g.name for g in load_policies(tmp_path).grants] == ["c1"]
 
 
-def test_lift_matches_the_canonical_subject_and_only_one_entry(tmp_path: Path):
+def test_lift_matches_the_canonical_subject_and_only_one_entry(tmp_path: Path) -> None:
     """A request in another spelling lifts the one revocation of that person; two of them on one target: refused."""
     text = ATTACK.replace("user:bob@example.com", "user:BOB@Example.com")
     (tmp_path / "managed.yaml").write_text(text, encoding="utf-8")
@@ -189,7 +189,7 @@ def test_lift_matches_the_canonical_subject_and_only_one_entry(tmp_path: Path):
 
 
 @pytest.mark.parametrize("eol", ["\r\n", "\r"])
-def test_files_with_other_line_endings_are_edited_in_their_own(tmp_path: Path, eol: str):
+def test_files_with_other_line_endings_are_edited_in_their_own(tmp_path: Path, eol: str) -> None:
     """A CRLF or CR file gets new lines in its own ending, and removing them restores it byte for byte."""
     original = ATTACK.replace(EVIL, "eve").replace("\n", eol).encode()
     (tmp_path / "managed.yaml").write_bytes(original)
@@ -202,7 +202,7 @@ def test_files_with_other_line_endings_are_edited_in_their_own(tmp_path: Path, e
     assert (tmp_path / "managed.yaml").read_bytes() == original
 
 
-def test_a_broken_entry_can_still_be_removed(tmp_path: Path):
+def test_a_broken_entry_can_still_be_removed(tmp_path: Path) -> None:
     """While the policy is invalid (a grant names an unknown target) the broken grant can be deleted."""
     broken = ATTACK.replace(EVIL, "eve").replace('target: "shop"', 'target: "gone"')
     (tmp_path / "managed.yaml").write_text(broken, encoding="utf-8")
@@ -210,7 +210,7 @@ def test_a_broken_entry_can_still_be_removed(tmp_path: Path):
     assert load_policies(tmp_path, known_targets={"shop"}).grants == ()
 
 
-def test_an_explicit_null_list_is_refused_clearly(tmp_path: Path):
+def test_an_explicit_null_list_is_refused_clearly(tmp_path: Path) -> None:
     """``grants: null`` cannot take an appended item: a clear 422, the file unchanged."""
     (tmp_path / "managed.yaml").write_text("version: 1\ngrants: null\n", encoding="utf-8")
     entry = {"name": "n", "subjects": ["user:x"], "target": "shop", "access": "read", "db_user": "gw"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from gateway.errors import PolicyFileError, PolicyProblem
 from gateway.policy.durations import parse_duration
 from gateway.policy.files import Access, check_policies, load_policies
+from gateway.policy.types import Grant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -32,20 +34,20 @@ def write(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def problems(directory: Path, known_targets=None) -> list[tuple[str, int, str]]:
+def problems(directory: Path, known_targets: Collection[str] | None = None) -> list[tuple[str, int, str]]:
     """Every problem as (file name, line, reason), in report order."""
     found = check_policies(directory, known_targets=known_targets)
     return [(Path(p.file).name, p.line, p.reason) for p in found]
 
 
-def grant_problems(tmp_path: Path, fields: str, known_targets=None) -> list[tuple[int, str]]:
+def grant_problems(tmp_path: Path, fields: str, known_targets: Collection[str] | None = None) -> list[tuple[int, str]]:
     """Problems of one grant whose extra ``fields`` start on line 8 of g.yaml."""
     text = GRANT.format(name="g") + textwrap.indent(textwrap.dedent(fields), "    ")
     (tmp_path / "g.yaml").write_text(text, encoding="utf-8")
     return [(line, reason) for _, line, reason in problems(tmp_path, known_targets)]
 
 
-def load_one_grant(tmp_path: Path, fields: str):
+def load_one_grant(tmp_path: Path, fields: str) -> Grant:
     """Load g.yaml with one grant plus ``fields`` and return that grant."""
     text = GRANT.format(name="g") + textwrap.indent(textwrap.dedent(fields), "    ")
     (tmp_path / "g.yaml").write_text(text, encoding="utf-8")
@@ -56,7 +58,7 @@ def load_one_grant(tmp_path: Path, fields: str):
 # --- the examples and a clean load ----------------------------------------------------
 
 
-def test_example_policies_load_cleanly():
+def test_example_policies_load_cleanly() -> None:
     """The shipped ``policies/`` directory is valid against the demo target ``shop``."""
     policy = load_policies(EXAMPLES, known_targets={"shop"})
     assert check_policies(EXAMPLES, known_targets={"shop"}) == []
@@ -92,7 +94,7 @@ def test_example_policies_load_cleanly():
     )
 
 
-def test_grant_fields_become_typed_values(tmp_path):
+def test_grant_fields_become_typed_values(tmp_path: Path) -> None:
     """A full grant loads into typed values: enum, seconds, aware UTC time, normalised names."""
     write(
         tmp_path,
@@ -122,7 +124,7 @@ def test_grant_fields_become_typed_values(tmp_path):
     assert (grant.source_file, grant.source_line) == ("shop.yaml", 3)
 
 
-def test_optional_fields_may_be_absent_or_null(tmp_path):
+def test_optional_fields_may_be_absent_or_null(tmp_path: Path) -> None:
     """Leaving out optional fields, or writing null, means no limit and no table rules."""
     grant = load_one_grant(tmp_path, "max_rows: null\nexpires: ~\ntables: null\n")
     assert grant.tables_allow is None
@@ -135,18 +137,18 @@ def test_optional_fields_may_be_absent_or_null(tmp_path):
     ("written", "seconds"),
     [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5s", 1.5), ("45", 45.0)],
 )
-def test_statement_timeout_units(tmp_path, written, seconds):
+def test_statement_timeout_units(tmp_path: Path, written: str, seconds: float) -> None:
     """``statement_timeout`` takes ms/s/m/h suffixes or a plain number of seconds."""
     assert load_one_grant(tmp_path, f"statement_timeout: {written}\n").statement_timeout == seconds
 
 
-def test_quoted_timestamp_string_is_accepted(tmp_path):
+def test_quoted_timestamp_string_is_accepted(tmp_path: Path) -> None:
     """A quoted ISO 8601 string with a zone is read like an unquoted YAML timestamp."""
     grant = load_one_grant(tmp_path, 'expires: "2026-12-31T23:59:59Z"\n')
     assert grant.expires == datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-def test_files_merge_in_name_order(tmp_path):
+def test_files_merge_in_name_order(tmp_path: Path) -> None:
     """Every *.yaml and *.yml file is read, sorted by name; roles are a union."""
     write(tmp_path, "b.yml", GRANT.format(name="second") + "roles: {admin: ['user:b']}\n")
     write(tmp_path, "a.yaml", GRANT.format(name="first") + "roles: {admin: ['user:a']}\n")
@@ -157,7 +159,7 @@ def test_files_merge_in_name_order(tmp_path):
     assert policy.roles == {"admin": frozenset({"user:a", "user:b"}), "auditor": frozenset()}
 
 
-def test_hidden_and_other_files_are_ignored(tmp_path):
+def test_hidden_and_other_files_are_ignored(tmp_path: Path) -> None:
     """Editor lock/swap files (leading dot) and non-YAML files are not policy files."""
     write(tmp_path, "a.yaml", GRANT.format(name="g"))
     write(tmp_path, ".#a.yaml", "not: [valid")
@@ -167,7 +169,7 @@ def test_hidden_and_other_files_are_ignored(tmp_path):
     assert [g.name for g in load_policies(tmp_path).grants] == ["g"]
 
 
-def test_revision_is_a_digest_of_names_and_bytes(tmp_path):
+def test_revision_is_a_digest_of_names_and_bytes(tmp_path: Path) -> None:
     """The revision is stable for the same files and changes with content or names."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
@@ -184,7 +186,7 @@ def test_revision_is_a_digest_of_names_and_bytes(tmp_path):
     assert load_policies(two).revision != first
 
 
-def test_revocation_fields(tmp_path):
+def test_revocation_fields(tmp_path: Path) -> None:
     """Revocations load with target ``*`` allowed, an optional reason and ``until``."""
     write(
         tmp_path,
@@ -215,7 +217,7 @@ def test_revocation_fields(tmp_path):
 # --- problems, with file and line ------------------------------------------------------
 
 
-def test_every_problem_in_a_file_is_reported_with_its_line(tmp_path):
+def test_every_problem_in_a_file_is_reported_with_its_line(tmp_path: Path) -> None:
     """One pass reports all problems of a file, each on its own line, sorted by line."""
     write(
         tmp_path,
@@ -311,7 +313,7 @@ def test_every_problem_in_a_file_is_reported_with_its_line(tmp_path):
     ]
 
 
-def test_problems_in_several_files_are_reported_together(tmp_path):
+def test_problems_in_several_files_are_reported_together(tmp_path: Path) -> None:
     """Problems from every file come in one error, files in name order."""
     write(tmp_path, "a.yaml", "version: 1\ngrants:\n  - name: x\n")
     write(tmp_path, "b.yaml", "version: 1\nbogus: 1\n")
@@ -327,7 +329,7 @@ def test_problems_in_several_files_are_reported_together(tmp_path):
     ]
 
 
-def test_error_prints_one_line_per_problem(tmp_path):
+def test_error_prints_one_line_per_problem(tmp_path: Path) -> None:
     """``str(PolicyFileError)`` is ``file:line: reason`` per line, for ``policy check``."""
     path = write(tmp_path, "a.yaml", "version: 1\nextra: 1\ngrants: 5\n")
     with pytest.raises(PolicyFileError) as caught:
@@ -340,7 +342,7 @@ def test_error_prints_one_line_per_problem(tmp_path):
     assert check_policies(EXAMPLES) == []
 
 
-def test_duplicate_grant_names_across_files(tmp_path):
+def test_duplicate_grant_names_across_files(tmp_path: Path) -> None:
     """A grant name used again in a later file is reported there, naming the first."""
     first = write(tmp_path, "a.yaml", GRANT.format(name="shared"))
     write(tmp_path, "b.yaml", "# another team's file\n" + GRANT.format(name="shared"))
@@ -349,7 +351,7 @@ def test_duplicate_grant_names_across_files(tmp_path):
     ]
 
 
-def test_duplicate_grant_names_within_a_file(tmp_path):
+def test_duplicate_grant_names_within_a_file(tmp_path: Path) -> None:
     """A grant name used twice in one file is reported at the second use."""
     text = GRANT.format(name="twice") + GRANT.format(name="twice").split("grants:\n")[1]
     path = write(tmp_path, "a.yaml", text)
@@ -358,7 +360,7 @@ def test_duplicate_grant_names_within_a_file(tmp_path):
     ]
 
 
-def test_duplicate_revocations_across_files(tmp_path):
+def test_duplicate_revocations_across_files(tmp_path: Path) -> None:
     """The same subject revoked twice on the same target is reported."""
     text = "version: 1\nrevocations:\n  - {subject: 'user:bob', target: shop}\n"
     first = write(tmp_path, "a.yaml", text)
@@ -368,7 +370,7 @@ def test_duplicate_revocations_across_files(tmp_path):
     ]
 
 
-def test_yaml_syntax_error_reports_its_line(tmp_path):
+def test_yaml_syntax_error_reports_its_line(tmp_path: Path) -> None:
     """A YAML syntax error is reported on the line where the parser found it."""
     text = "version: 1\ngrants:\n  - name: x\n    access: read\n    target: shop: x\n"
     write(tmp_path, "a.yaml", text)
@@ -377,7 +379,7 @@ def test_yaml_syntax_error_reports_its_line(tmp_path):
     ]
 
 
-def test_unclosed_flow_sequence_reports_where_the_parser_stopped(tmp_path):
+def test_unclosed_flow_sequence_reports_where_the_parser_stopped(tmp_path: Path) -> None:
     """An unclosed ``[`` is reported on the line where the parser gave up."""
     write(tmp_path, "a.yaml", "version: 1\nroles:\n  admin: [a, b\nother: 1\n")
     ((name, line, reason),) = problems(tmp_path)
@@ -385,7 +387,7 @@ def test_unclosed_flow_sequence_reports_where_the_parser_stopped(tmp_path):
     assert reason.startswith("invalid YAML: while parsing a flow sequence:")
 
 
-def test_tab_indentation_is_a_syntax_error_with_line(tmp_path):
+def test_tab_indentation_is_a_syntax_error_with_line(tmp_path: Path) -> None:
     """A tab used as indentation is reported on its line."""
     write(tmp_path, "a.yaml", "version: 1\ngrants:\n\t- name: x\n")
     ((_, line, reason),) = problems(tmp_path)
@@ -393,7 +395,7 @@ def test_tab_indentation_is_a_syntax_error_with_line(tmp_path):
     assert reason.startswith("invalid YAML")
 
 
-def test_syntax_error_in_one_file_does_not_hide_others(tmp_path):
+def test_syntax_error_in_one_file_does_not_hide_others(tmp_path: Path) -> None:
     """A file that does not parse is reported along with problems of other files."""
     write(tmp_path, "a.yaml", "version: 1\nroles: {admin: [\n")
     write(tmp_path, "b.yaml", "version: 1\nroles: {boss: []}\n")
@@ -403,7 +405,7 @@ def test_syntax_error_in_one_file_does_not_hide_others(tmp_path):
     ]
 
 
-def test_duplicate_yaml_keys_are_all_reported(tmp_path):
+def test_duplicate_yaml_keys_are_all_reported(tmp_path: Path) -> None:
     """Every duplicate key is reported at its repeated line, and checking goes on."""
     write(
         tmp_path,
@@ -428,7 +430,7 @@ def test_duplicate_yaml_keys_are_all_reported(tmp_path):
     ]
 
 
-def test_unreadable_scalar_is_reported_and_checking_goes_on(tmp_path):
+def test_unreadable_scalar_is_reported_and_checking_goes_on(tmp_path: Path) -> None:
     """A timestamp with month 13 is reported on its line; other problems still appear."""
     found = grant_problems(tmp_path, "expires: 2026-13-01T00:00:00Z\nmax_rows: -5\n")
     assert [line for line, _ in found] == [8, 8, 9]
@@ -437,14 +439,14 @@ def test_unreadable_scalar_is_reported_and_checking_goes_on(tmp_path):
     assert found[2][1] == "grant g: max_rows must be a positive integer (got -5)"
 
 
-def test_empty_directory_is_a_problem(tmp_path):
+def test_empty_directory_is_a_problem(tmp_path: Path) -> None:
     """A directory without policy files is refused: deny-all by accident is not silent."""
     assert check_policies(tmp_path) == [
         PolicyProblem(str(tmp_path), 0, "no policy files (*.yaml, *.yml) in the directory"),
     ]
 
 
-def test_missing_directory_is_a_problem(tmp_path):
+def test_missing_directory_is_a_problem(tmp_path: Path) -> None:
     """A directory that does not exist is reported, not treated as empty policy."""
     missing = tmp_path / "nope"
     assert check_policies(missing) == [
@@ -467,25 +469,25 @@ def test_missing_directory_is_a_problem(tmp_path):
         ("version: 1\nrevocations: [bob]\n", 2, "revocations: each revocation must be a mapping"),
     ],
 )
-def test_file_shape_problems(tmp_path, text, line, reason):
+def test_file_shape_problems(tmp_path: Path, text: str, line: int, reason: str) -> None:
     """Each file must be a mapping with ``version: 1`` and well-shaped sections."""
     write(tmp_path, "a.yaml", text)
     assert problems(tmp_path) == [("a.yaml", line, reason)]
 
 
-def test_invalid_utf8_is_reported_on_its_line(tmp_path):
+def test_invalid_utf8_is_reported_on_its_line(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 are a problem on the line holding them."""
     (tmp_path / "a.yaml").write_bytes(b"version: 1\nroles:\n  admin: ['user:\xff']\n")
     assert problems(tmp_path) == [("a.yaml", 3, "file is not valid UTF-8")]
 
 
-def test_oversized_file_is_refused(tmp_path):
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
     """A file over 1 MiB is not parsed at all."""
     (tmp_path / "a.yaml").write_bytes(b"version: 1\n" + b"# padding\n" * 110_000)
     assert problems(tmp_path) == [("a.yaml", 1, "file is larger than 1048576 bytes")]
 
 
-def test_python_tags_build_nothing(tmp_path):
+def test_python_tags_build_nothing(tmp_path: Path) -> None:
     """A ``!!python/...`` tag constructs no object; the value is refused as a wrong type."""
     write(tmp_path, "a.yaml", GRANT.format(name="g") + "    max_rows: !!python/object/apply:os.getpid []\n")
     ((name, line, reason),) = problems(tmp_path)
@@ -514,7 +516,7 @@ def test_python_tags_build_nothing(tmp_path):
         f'"user:{"a" * 257}"',
     ],
 )
-def test_bad_subjects_are_refused(tmp_path, subject):
+def test_bad_subjects_are_refused(tmp_path: Path, subject: str) -> None:
     """Subjects must be ``user:NAME`` / ``group:NAME`` whose name passes the canonical name rules."""
     text = GRANT.format(name="g").replace('["group:analysts"]', f"[{subject}]")
     write(tmp_path, "a.yaml", text)
@@ -523,14 +525,14 @@ def test_bad_subjects_are_refused(tmp_path, subject):
     assert "a subject must look like user:NAME or group:NAME" in reason
 
 
-def test_subjects_may_contain_spaces_inside(tmp_path):
+def test_subjects_may_contain_spaces_inside(tmp_path: Path) -> None:
     """A group whose IdP name has inner spaces is a valid subject (kept in canonical, case-folded form)."""
     text = GRANT.format(name="g").replace("group:analysts", "group:DB Admins")
     write(tmp_path, "a.yaml", text)
     assert load_policies(tmp_path).grants[0].subjects == ("group:db admins",)
 
 
-def test_subjects_are_loaded_in_canonical_form(tmp_path):
+def test_subjects_are_loaded_in_canonical_form(tmp_path: Path) -> None:
     """Grants, roles and revocations hold one spelling per subject: stripped, NFC, case-folded, deduplicated."""
     text = GRANT.format(name="g").replace(
         '["group:analysts"]', '["user: Bob@Example.COM ", "user:bob@example.com", "group:A\\u0301nalysts"]'
@@ -544,7 +546,7 @@ def test_subjects_are_loaded_in_canonical_form(tmp_path):
     assert [r.subject for r in policy.revocations] == ["user:eve@example.com"]
 
 
-def test_one_subject_revoked_twice_in_two_spellings_is_a_problem(tmp_path):
+def test_one_subject_revoked_twice_in_two_spellings_is_a_problem(tmp_path: Path) -> None:
     """Two revocations of one person on one target, spelled differently, are a duplicate (line of the second)."""
     text = "version: 1\nrevocations:\n  - {subject: 'user:bob@x.org', target: shop}\n"
     write(tmp_path, "a.yaml", text + "  - {subject: 'user:BOB@x.org ', target: shop}\n")
@@ -553,7 +555,7 @@ def test_one_subject_revoked_twice_in_two_spellings_is_a_problem(tmp_path):
     assert reason.startswith("duplicate revocation of user:bob@x.org on target 'shop'")
 
 
-def test_grant_name_rules(tmp_path):
+def test_grant_name_rules(tmp_path: Path) -> None:
     """Grant names are URL-safe: letters, digits, '.', '_', '-', starting alphanumeric."""
     write(tmp_path, "a.yaml", GRANT.format(name='"bad name/../x"'))
     ((_, line, reason),) = problems(tmp_path)
@@ -561,7 +563,7 @@ def test_grant_name_rules(tmp_path):
     assert reason.startswith("grant: name must be a string of 1-128 letters, digits")
 
 
-def test_unknown_target_checked_only_when_targets_are_known(tmp_path):
+def test_unknown_target_checked_only_when_targets_are_known(tmp_path: Path) -> None:
     """``target`` must be a configured target when the caller passes the list."""
     write(tmp_path, "a.yaml", GRANT.format(name="g"))
     write(tmp_path, "r.yaml", "version: 1\nrevocations:\n  - {subject: 'user:x', target: '*'}\n")
@@ -572,7 +574,7 @@ def test_unknown_target_checked_only_when_targets_are_known(tmp_path):
     ]
 
 
-def test_star_is_not_a_grant_target(tmp_path):
+def test_star_is_not_a_grant_target(tmp_path: Path) -> None:
     """Only revocations may use ``*``; a grant names one target."""
     write(tmp_path, "a.yaml", GRANT.format(name="g").replace("target: shop", "target: '*'"))
     assert problems(tmp_path, known_targets={"shop"}) == [
@@ -584,7 +586,7 @@ def test_star_is_not_a_grant_target(tmp_path):
     "pattern",
     ['"shop"', '"shop.items.x"', '"`shop`.items"', '"shop .items"', '""', "5", '".items"'],
 )
-def test_bad_table_patterns_are_refused(tmp_path, pattern):
+def test_bad_table_patterns_are_refused(tmp_path: Path, pattern: str) -> None:
     """Table patterns must be DB.TABLE (fnmatch) or ``*``."""
     found = grant_problems(tmp_path, f"tables: {{deny: [{pattern}]}}\n")
     assert len(found) == 1
@@ -592,7 +594,7 @@ def test_bad_table_patterns_are_refused(tmp_path, pattern):
     assert "tables.deny pattern must be DB.TABLE" in found[0][1]
 
 
-def test_empty_allow_list_is_refused(tmp_path):
+def test_empty_allow_list_is_refused(tmp_path: Path) -> None:
     """``allow: []`` would allow nothing, so it is reported as a likely mistake."""
     found = grant_problems(tmp_path, "tables:\n  allow: []\n")
     assert found == [
@@ -604,7 +606,7 @@ def test_empty_allow_list_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "true", '"10"', "1.5", "[]"])
-def test_max_rows_must_be_a_positive_integer(tmp_path, value):
+def test_max_rows_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
     """``max_rows`` accepts only positive integers (not booleans, strings or floats)."""
     found = grant_problems(tmp_path, f"max_rows: {value}\n")
     assert len(found) == 1
@@ -613,7 +615,7 @@ def test_max_rows_must_be_a_positive_integer(tmp_path, value):
 
 
 @pytest.mark.parametrize("value", ['"0s"', '"-1s"', '"30 s"', '"1d"', "true", "0", "-3", "[]", ".nan"])
-def test_bad_statement_timeouts_are_refused(tmp_path, value):
+def test_bad_statement_timeouts_are_refused(tmp_path: Path, value: str) -> None:
     """``statement_timeout`` must be a positive duration with a known unit."""
     found = grant_problems(tmp_path, f"statement_timeout: {value}\n")
     assert len(found) == 1
@@ -625,7 +627,7 @@ def test_bad_statement_timeouts_are_refused(tmp_path, value):
     "value",
     ["2026-12-31T23:59:59", "2026-12-31", '"2026-12-31T23:59:59"', '"tomorrow"', "5", "[]"],
 )
-def test_expires_needs_a_date_time_with_zone(tmp_path, value):
+def test_expires_needs_a_date_time_with_zone(tmp_path: Path, value: str) -> None:
     """``expires`` refuses naive times, bare dates and non-timestamps."""
     found = grant_problems(tmp_path, f"expires: {value}\n")
     assert len(found) == 1
@@ -633,7 +635,7 @@ def test_expires_needs_a_date_time_with_zone(tmp_path, value):
     assert found[0][1].startswith("grant g: expires must")
 
 
-def test_access_must_be_a_known_level(tmp_path):
+def test_access_must_be_a_known_level(tmp_path: Path) -> None:
     """``access`` is read, write or ddl, in lower case."""
     write(tmp_path, "a.yaml", GRANT.format(name="g").replace("access: read", "access: READ"))
     assert problems(tmp_path) == [
@@ -641,7 +643,7 @@ def test_access_must_be_a_known_level(tmp_path):
     ]
 
 
-def test_missing_required_fields_reported_at_the_grant(tmp_path):
+def test_missing_required_fields_reported_at_the_grant(tmp_path: Path) -> None:
     """Each missing required field is reported on the grant's first line."""
     write(tmp_path, "a.yaml", "version: 1\ngrants:\n  - name: g\n    max_rows: 5\n")
     assert problems(tmp_path) == [
@@ -652,13 +654,13 @@ def test_missing_required_fields_reported_at_the_grant(tmp_path):
     ]
 
 
-def test_db_user_is_required(tmp_path):
+def test_db_user_is_required(tmp_path: Path) -> None:
     """Every grant names its database account."""
     write(tmp_path, "a.yaml", GRANT.format(name="g").replace("    db_user: gw_reader\n", ""))
     assert problems(tmp_path) == [("a.yaml", 3, "grant g: missing required field 'db_user'")]
 
 
-def test_functions_must_be_names(tmp_path):
+def test_functions_must_be_names(tmp_path: Path) -> None:
     """``functions`` is a list of function names; each bad entry is reported on its line."""
     found = grant_problems(tmp_path, "functions:\n  - SLEEP\n  - 'x; DROP'\n  - 5\n")
     assert found == [
@@ -674,7 +676,7 @@ def test_functions_must_be_names(tmp_path):
     "written",
     ["0001-01-01T00:00:00+01:00", "'9999-12-31T23:59:59-01:00'"],
 )
-def test_timestamps_outside_the_utc_range_are_problems(tmp_path, written):
+def test_timestamps_outside_the_utc_range_are_problems(tmp_path: Path, written: str) -> None:
     """An instant that falls outside years 1-9999 once moved to UTC is a problem on its line, not an OverflowError."""
     found = grant_problems(tmp_path, f"expires: {written}\n")
     instant = written.strip("'")
@@ -682,7 +684,7 @@ def test_timestamps_outside_the_utc_range_are_problems(tmp_path, written):
 
 
 @pytest.mark.parametrize("field", ["max_rows", "statement_timeout"])
-def test_integers_past_64_bits_are_problems(tmp_path, field):
+def test_integers_past_64_bits_are_problems(tmp_path: Path, field: str) -> None:
     """A hex integer of any length (YAML allows it) is refused on its line, with a short quote of it.
 
     Unchecked, it broke ``float()`` (statement_timeout), JSON replies (max_rows)
@@ -694,7 +696,7 @@ def test_integers_past_64_bits_are_problems(tmp_path, field):
     assert all(len(reason) < 200 for _, reason in found)
 
 
-def test_a_huge_version_number_is_a_problem(tmp_path):
+def test_a_huge_version_number_is_a_problem(tmp_path: Path) -> None:
     """``version: 0x<5000 digits>`` is reported, not a ValueError from printing the number."""
     write(tmp_path, "a.yaml", "version: 0x" + "f" * 5000 + "\n")
     assert [(line, reason.split(" (")[0]) for _, line, reason in problems(tmp_path)] == [
@@ -703,25 +705,25 @@ def test_a_huge_version_number_is_a_problem(tmp_path):
     ]
 
 
-def test_duration_past_float_range_is_a_value_error():
+def test_duration_past_float_range_is_a_value_error() -> None:
     """parse_duration keeps its contract (ValueError or TypeError) for ints too large for a float."""
     with pytest.raises(ValueError, match="sensible size"):
         parse_duration(10**400)
 
 
-def test_deep_flow_nesting_is_refused_before_parsing(tmp_path):
+def test_deep_flow_nesting_is_refused_before_parsing(tmp_path: Path) -> None:
     """Thousands of ``[`` are refused at once (ruamel's scanner takes seconds to minutes on them)."""
     write(tmp_path, "a.yaml", "version: 1\nroles:\n  admin: " + "[" * 100_000 + "\n")
     assert problems(tmp_path) == [("a.yaml", 3, "invalid YAML: nested deeper than 32 levels of [ and {")]
 
 
-def test_stray_closing_brackets_do_not_hide_deep_nesting(tmp_path):
+def test_stray_closing_brackets_do_not_hide_deep_nesting(tmp_path: Path) -> None:
     """Closers before the openers (in a comment, say) do not offset them."""
     write(tmp_path, "a.yaml", "# " + "]" * 100 + "\nversion: 1\nroles: " + "[" * 40 + "\n")
     assert problems(tmp_path) == [("a.yaml", 3, "invalid YAML: nested deeper than 32 levels of [ and {")]
 
 
-def test_duplicate_keys_in_an_omap_are_a_problem(tmp_path):
+def test_duplicate_keys_in_an_omap_are_a_problem(tmp_path: Path) -> None:
     """The YAML library checks ``!!omap`` keys with ``assert``: the loader reports a problem, not an AssertionError."""
     write(tmp_path, "a.yaml", "version: !!omap [a: 1, a: 2]\n")
     assert problems(tmp_path) == [("a.yaml", 1, "invalid YAML: the file cannot be read (AssertionError)")]

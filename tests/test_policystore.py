@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from test_policyedit import COMMENTED, _write
 
 from gateway.policy.files import load_policies
 from gateway.policy.store import PolicyStore
+from gateway.policy.types import PolicySet
 
 
 def _names(store: PolicyStore) -> set[str]:
@@ -19,12 +21,12 @@ def _names(store: PolicyStore) -> set[str]:
 
 
 @pytest.mark.anyio
-async def test_watch_survives_a_loader_bug(tmp_path: Path):
+async def test_watch_survives_a_loader_bug(tmp_path: Path) -> None:
     """An unexpected exception from the loader is logged and counted; the next change still loads."""
     path = _write(tmp_path)
     calls = {"n": 0}
 
-    def flaky(directory, **kwargs):
+    def flaky(directory: Path, **kwargs: Collection[str] | None) -> PolicySet:
         calls["n"] += 1
         if calls["n"] == 2:  # the watcher's first reload
             raise RecursionError("a loader bug")
@@ -48,12 +50,12 @@ async def test_watch_survives_a_loader_bug(tmp_path: Path):
 
 
 @pytest.mark.anyio
-async def test_a_slow_reload_never_replaces_a_newer_admin_load(tmp_path: Path):
+async def test_a_slow_reload_never_replaces_a_newer_admin_load(tmp_path: Path) -> None:
     """What a watcher thread read before an admin edit is dropped if the edit was applied while it parsed."""
     path = _write(tmp_path)
     parsed, release = threading.Event(), threading.Event()
 
-    def slow_in_threads(directory, **kwargs):
+    def slow_in_threads(directory: Path, **kwargs: Collection[str] | None) -> PolicySet:
         policy = load_policies(directory, **kwargs)
         if threading.current_thread() is not threading.main_thread():
             parsed.set()

@@ -437,7 +437,7 @@ SEEN: Counter[str] = Counter()
 
 @settings(max_examples=budget(600), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(shape=SHAPES, literals=st.lists(LITERAL, min_size=3, max_size=3))
-def test_executed_text_means_what_was_sent(scratch, shape, literals):
+def test_executed_text_means_what_was_sent(scratch: Scratch, shape: tuple[str, str], literals: list[str]) -> None:
     """As sent and as executed, MariaDB returns the same rows and types, changes the same rows, or fails alike."""
     kind, template = shape
     sql = template.format(*literals)
@@ -458,14 +458,14 @@ def test_executed_text_means_what_was_sent(scratch, shape, literals):
     assert executed == sent, f"{sql!r} ran as {statement.executable_sql!r}"
 
 
-def test_the_differential_mostly_compares_rather_than_refuses():
+def test_the_differential_mostly_compares_rather_than_refuses() -> None:
     """Most generated statements were accepted and compared: the test above cannot pass by refusing all."""
     total = SEEN["accepted"] + SEEN["refused"]
     assert total >= budget(600) // 2, SEEN
     assert SEEN["accepted"] >= total * 0.6, SEEN
 
 
-def test_every_safe_function_is_a_mariadb_builtin(scratch):
+def test_every_safe_function_is_a_mariadb_builtin(scratch: Scratch) -> None:
     """Each allow-listed name is native to MariaDB, so no stored function can stand behind it (rule 13).
 
     A name MariaDB does not know as a built-in answers 1305 ("FUNCTION db.name does not exist"): such a

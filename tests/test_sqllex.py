@@ -25,7 +25,7 @@ EXECUTABLE = [
 
 
 @pytest.mark.parametrize("sql", EXECUTABLE)
-def test_executable_comments_and_hints_are_rejected(sql):
+def test_executable_comments_and_hints_are_rejected(sql: str) -> None:
     """`/*!`, `/*!NNNNN`, `/*M!`, `/*M!NNNNNN` and `/*+` outside literals are refused (rule 9)."""
     with pytest.raises(StatementRejected, match="executable comments"):
         check_comments(sql)
@@ -49,7 +49,7 @@ HIDDEN = [
 
 
 @pytest.mark.parametrize("sql", HIDDEN)
-def test_markers_inside_literals_and_comments_are_not_executable(sql):
+def test_markers_inside_literals_and_comments_are_not_executable(sql: str) -> None:
     """The same markers inside strings, identifiers and ordinary comments are plain text."""
     check_comments(sql)
 
@@ -69,14 +69,14 @@ UNTERMINATED = [
 
 
 @pytest.mark.parametrize("sql", UNTERMINATED)
-def test_unterminated_strings_identifiers_and_comments_are_rejected(sql):
+def test_unterminated_strings_identifiers_and_comments_are_rejected(sql: str) -> None:
     """Text MariaDB would read as still open (escapes and doubled quotes honoured) is refused."""
     with pytest.raises(StatementRejected, match="unterminated"):
         check_comments(sql)
 
 
 @pytest.mark.parametrize("sql", ["SELECT 1\x00", "SELECT 1 -- x\x00\n; DROP TABLE t", "SELECT '\x00'"])
-def test_nul_characters_are_rejected_anywhere(sql):
+def test_nul_characters_are_rejected_anywhere(sql: str) -> None:
     """MariaDB ends a line comment at NUL while other lexers do not, so NUL is refused everywhere."""
     with pytest.raises(StatementRejected, match="NUL"):
         scan(sql)
@@ -98,13 +98,13 @@ def test_nul_characters_are_rejected_anywhere(sql):
         ("??", ("", "", "")),
     ],
 )
-def test_split_placeholders_splits_only_at_real_placeholders(sql, parts):
+def test_split_placeholders_splits_only_at_real_placeholders(sql: str, parts: tuple[str, ...]) -> None:
     """Only `?` outside strings, identifiers and comments splits; `--?` is not a comment."""
     assert split_placeholders(sql) == parts
     assert "?".join(parts) == sql
 
 
-def test_split_placeholders_refuses_what_check_comments_refuses():
+def test_split_placeholders_refuses_what_check_comments_refuses() -> None:
     """Splitting never hands back parts of text the lexer cannot read exactly."""
     for sql in ("SELECT '?", "SELECT ? /*! ? */"):
         with pytest.raises(StatementRejected):
@@ -123,12 +123,12 @@ def test_split_placeholders_refuses_what_check_comments_refuses():
         ("SELECT 1 ---x ?", 14),
     ],
 )
-def test_double_dash_is_a_comment_only_before_whitespace_control_or_end(sql, start):
+def test_double_dash_is_a_comment_only_before_whitespace_control_or_end(sql: str, start: int | None) -> None:
     """`-- ` (space, tab, control char or end) starts a comment; `--x` is two minus signs."""
     assert scan(sql).placeholders == (() if start is None else (start,))
 
 
-def test_scan_reports_depth_variables_and_separators_outside_literals():
+def test_scan_reports_depth_variables_and_separators_outside_literals() -> None:
     """Parenthesis depth, `@` and `;` are counted only outside strings, identifiers and comments."""
     assert scan("SELECT ((1)), (2)").depth == 2
     assert scan("SELECT '((((' , `((` -- ((\n").depth == 0
@@ -138,7 +138,7 @@ def test_scan_reports_depth_variables_and_separators_outside_literals():
     assert scan("SELECT 1; SELECT ';' -- ;\n").separators == 1
 
 
-def test_split_round_trips_on_random_token_soup():
+def test_split_round_trips_on_random_token_soup() -> None:
     """Any mix of tokens splits exactly at the bare `?`s and joins back to the text (seeded fuzz)."""
     pieces = ["?", "'a?'", "'b\\'?'", '"c""?"', "`d``?`", "/* ? */", "-- ?\n", "# ?\n", " ", "x", "--x", "(", ")"]
     rng = random.Random(20240611)  # noqa: S311 - a seeded fuzz, nothing secret
@@ -162,7 +162,7 @@ def test_split_round_trips_on_random_token_soup():
         "SELECT " + "-- x\n" * 12000,
     ],
 )
-def test_scanning_is_linear_on_pathological_input(sql):
+def test_scanning_is_linear_on_pathological_input(sql: str) -> None:
     """No catastrophic backtracking: 60 KB of hostile text is scanned well within a second."""
     started = time.perf_counter()
     with contextlib.suppress(StatementRejected):
@@ -174,13 +174,13 @@ def test_scanning_is_linear_on_pathological_input(sql):
     "sql",
     ["SELECT 'a' 'b'", "SELECT N'a' 'b'", "SELECT \"a\" 'b'", "SELECT 'a' /* c */ 'b'", "SELECT 'a'\n-- c\n'b'"],
 )
-def test_a_string_right_after_a_string_is_refused(sql):
+def test_a_string_right_after_a_string_is_refused(sql: str) -> None:
     """MariaDB joins adjacent strings whatever the first one's prefix; the parser may read an alias instead."""
     with pytest.raises(StatementRejected, match="adjacent string literals"):
         scan(sql)
 
 
-def test_strings_apart_are_fine():
+def test_strings_apart_are_fine() -> None:
     """A comma, an operator or `AS` between strings is ordinary SQL."""
     for sql in ["SELECT 'a', 'b'", "SELECT 'a' AS 'b'", "SELECT 'a' = 'b'", "SELECT 'a''b'"]:
         scan(sql)

@@ -89,7 +89,7 @@ CLASSIFIED = [
 
 
 @pytest.mark.parametrize(("sql", "kind", "command"), CLASSIFIED)
-def test_statements_are_classified_from_an_allow_list(sql, kind, command):
+def test_statements_are_classified_from_an_allow_list(sql: str, kind: Kind, command: str) -> None:
     """Reads, writes (incl. writes in WITH, REPLACE, locking reads), DDL and the rest (rule 11)."""
     statement = run(sql)
     assert (statement.kind, statement.command) == (kind, command)
@@ -137,7 +137,7 @@ TABLES = [
 
 
 @pytest.mark.parametrize(("sql", "tables"), TABLES)
-def test_every_table_is_listed_lower_case_and_qualified(sql, tables):
+def test_every_table_is_listed_lower_case_and_qualified(sql: str, tables: set[str]) -> None:
     """Joins, subqueries, unions, DML targets, DDL objects; default db filled in (rule 14)."""
     assert run(sql).tables == tables
 
@@ -162,12 +162,12 @@ CTES = [
 
 
 @pytest.mark.parametrize(("sql", "tables"), CTES)
-def test_cte_names_are_excluded_only_where_they_are_in_scope(sql, tables):
+def test_cte_names_are_excluded_only_where_they_are_in_scope(sql: str, tables: set[str]) -> None:
     """CTE references are not tables, but a same-named table outside the CTE's scope is listed."""
     assert run(sql).tables == tables
 
 
-def test_the_default_database_is_per_call():
+def test_the_default_database_is_per_call() -> None:
     """Unqualified names take the database given; qualified ones keep theirs."""
     assert run("SELECT * FROM t JOIN db2.u", database="Other").tables == {"other.t", "db2.u"}
 
@@ -181,7 +181,7 @@ def test_the_default_database_is_per_call():
         ("SELECT * FROM `x.y`.t", DB, "containing '.'"),
     ],
 )
-def test_ambiguous_table_names_are_rejected(sql, database, detail):
+def test_ambiguous_table_names_are_rejected(sql: str, database: str, detail: str) -> None:
     """A table name that cannot be written unambiguously as `db.table` is refused."""
     with pytest.raises(StatementRejected, match=detail):
         run(sql, database=database)
@@ -208,7 +208,7 @@ EVERYDAY = [
 
 
 @pytest.mark.parametrize("sql", EVERYDAY)
-def test_everyday_builtins_come_out_in_the_safe_list(sql):
+def test_everyday_builtins_come_out_in_the_safe_list(sql: str) -> None:
     """The names sqlglot reports for common MariaDB builtins are all in SAFE_FUNCTIONS."""
     statement = run(sql)
     assert statement.functions, sql
@@ -233,12 +233,12 @@ def test_everyday_builtins_come_out_in_the_safe_list(sql):
         ("SELECT sleep(1)", {"SLEEP"}),
     ],
 )
-def test_functions_are_named_as_mariadb_will_call_them(sql, functions):
+def test_functions_are_named_as_mariadb_will_call_them(sql: str, functions: set[str]) -> None:
     """Upper case; qualified calls keep their database; quoted names keep their backticks."""
     assert run(sql).functions == functions
 
 
-def test_dangerous_and_stateful_functions_are_not_safe():
+def test_dangerous_and_stateful_functions_are_not_safe() -> None:
     """SLEEP, BENCHMARK, LOAD_FILE, locks, sequences, session state and UDF-shaped names."""
     unsafe = {
         "SLEEP", "BENCHMARK", "LOAD_FILE", "GET_LOCK", "RELEASE_LOCK", "RELEASE_ALL_LOCKS",
@@ -250,7 +250,7 @@ def test_dangerous_and_stateful_functions_are_not_safe():
     assert all(name.isupper() and "." not in name for name in SAFE_FUNCTIONS)
 
 
-def test_regexp_runs_as_the_mariadb_operator_with_its_precedence_kept():
+def test_regexp_runs_as_the_mariadb_operator_with_its_precedence_kept() -> None:
     """REGEXP runs as MariaDB's operator, parenthesised, not as sqlglot's REGEXP_LIKE (absent in MariaDB)."""
     statement = run("SELECT a REGEXP 'x' + 1, NOT b RLIKE c, (d REGEXP ?) FROM t")
     assert statement.executable_sql == "SELECT (a REGEXP ('x' + 1)), NOT (b REGEXP c), (d REGEXP ?) FROM t"
@@ -269,7 +269,7 @@ def test_regexp_runs_as_the_mariadb_operator_with_its_precedence_kept():
         ("SELECT 1", 0),
     ],
 )
-def test_placeholders_are_counted_in_the_executable_sql(sql, placeholders):
+def test_placeholders_are_counted_in_the_executable_sql(sql: str, placeholders: int) -> None:
     """`?` inside literals or comments is not a placeholder; parts rebuild the executable SQL."""
     statement = run(sql)
     assert statement.placeholders == placeholders
@@ -277,7 +277,7 @@ def test_placeholders_are_counted_in_the_executable_sql(sql, placeholders):
     assert "?".join(statement.sql_parts) == statement.executable_sql
 
 
-def test_executable_sql_is_the_regenerated_statement_without_comments():
+def test_executable_sql_is_the_regenerated_statement_without_comments() -> None:
     """What runs is what sqlglot understood: comments dropped, literals as the caller wrote them, `?` kept."""
     statement = run("SELECT /* hi */ 'it\\'s', \"q\" -- bye\nFROM t WHERE a = ?")
     assert statement.executable_sql == "SELECT 'it\\'s', \"q\" FROM t WHERE a = ?"
@@ -285,7 +285,7 @@ def test_executable_sql_is_the_regenerated_statement_without_comments():
     assert statement.sql == "SELECT /* hi */ 'it\\'s', \"q\" -- bye\nFROM t WHERE a = ?"
 
 
-def test_mariadb_gaps_in_sqlglots_output_are_patched():
+def test_mariadb_gaps_in_sqlglots_output_are_patched() -> None:
     """`FROM DUAL` stays unquoted, hex literals keep their form, shared locks are written the MariaDB way."""
     assert run("SELECT 1 FROM DUAL").executable_sql == "SELECT 1 FROM DUAL"
     assert run("SELECT flags & 0x04, X'41', x'' FROM t").executable_sql == "SELECT flags & 0x04, X'41', x'' FROM t"
@@ -296,7 +296,7 @@ def test_mariadb_gaps_in_sqlglots_output_are_patched():
 # --- limits, caching, contract -----------------------------------------------------------------------
 
 
-def test_sql_over_the_byte_cap_is_too_large():
+def test_sql_over_the_byte_cap_is_too_large() -> None:
     """The cap counts UTF-8 bytes, so multi-byte text hits it sooner (rule 16)."""
     analyze("SELECT 'abc'", default_database=DB, max_sql_bytes=12)
     with pytest.raises(PayloadTooLarge):
@@ -305,7 +305,7 @@ def test_sql_over_the_byte_cap_is_too_large():
         analyze("SELECT 'é€'", default_database=DB, max_sql_bytes=12)
 
 
-def test_nesting_deeper_than_the_limit_is_rejected():
+def test_nesting_deeper_than_the_limit_is_rejected() -> None:
     """Parenthesis depth is checked before parsing; parser recursion never escapes as a crash."""
     analyze("SELECT " + "(" * 8 + "1" + ")" * 8, default_database=DB, max_depth=8)
     with pytest.raises(StatementRejected, match="nested deeper than 8"):
@@ -318,7 +318,7 @@ def test_nesting_deeper_than_the_limit_is_rejected():
         run("SELECT " + "- " * 5000 + "1")
 
 
-def test_results_are_cached_and_rejections_repeat():
+def test_results_are_cached_and_rejections_repeat() -> None:
     """The same text and database give the same frozen Statement; a rejection raises every time."""
     first = run("SELECT a FROM cached_t WHERE b = ?")
     assert run("SELECT a FROM cached_t WHERE b = ?") is first
@@ -330,7 +330,7 @@ def test_results_are_cached_and_rejections_repeat():
         first.kind = Kind.WRITE  # type: ignore[misc]
 
 
-def test_long_statements_are_analysed_without_the_cache():
+def test_long_statements_are_analysed_without_the_cache() -> None:
     """Statements too long to cache are still analysed (and give equal results each time)."""
     sql = "SELECT a FROM t WHERE a IN (" + ", ".join(["?"] * 2000) + ")"
     first = run(sql)
@@ -493,7 +493,7 @@ def outcome(sql: str) -> str:
 
 
 @pytest.mark.parametrize(("sql", "expected"), BYPASS)
-def test_bypass_corpus_is_rejected_or_refused_by_a_read_grant(sql, expected):
+def test_bypass_corpus_is_rejected_or_refused_by_a_read_grant(sql: str, expected: str) -> None:
     """Each hostile statement is rejected, or classified so that a read grant refuses it."""
     assert outcome(sql) == expected
     if expected != REJECTED:
@@ -513,7 +513,7 @@ LITERAL_TRICKS = [
 
 
 @pytest.mark.parametrize(("sql", "executable"), LITERAL_TRICKS)
-def test_quoting_tricks_stay_inside_one_literal(sql, executable):
+def test_quoting_tricks_stay_inside_one_literal(sql: str, executable: str) -> None:
     """Backslash escapes, doubled quotes and comments read as MariaDB reads them: one harmless read."""
     statement = run(sql)
     assert (statement.kind, statement.executable_sql, statement.placeholders) == (Kind.READ, executable, 0)
@@ -527,7 +527,7 @@ ACCEPTED += [sql for sql, expected in BYPASS if expected != REJECTED] + [sql for
 
 
 @pytest.mark.parametrize("sql", ACCEPTED)
-def test_regenerated_sql_analyses_the_same(sql):
+def test_regenerated_sql_analyses_the_same(sql: str) -> None:
     """Re-analysing executable_sql gives the same kind, tables, functions and placeholders."""
     first = run(sql)
     again = run(first.executable_sql)
@@ -579,7 +579,7 @@ PLACEHOLDERS_AS_NAMES = [
 
 
 @pytest.mark.parametrize("sql", PLACEHOLDERS_AS_NAMES)
-def test_a_placeholder_where_a_name_belongs_is_refused_before_binding(sql):
+def test_a_placeholder_where_a_name_belongs_is_refused_before_binding(sql: str) -> None:
     """`hr.?` with [2024] would run `hr.2024`: the analyser refuses a `?` in any name position (or cannot parse it)."""
     with pytest.raises(StatementRejected) as refused:
         run(sql)
@@ -609,13 +609,13 @@ def test_a_placeholder_where_a_name_belongs_is_refused_before_binding(sql):
         "CREATE TABLE t (a INT DEFAULT ?)",
     ],
 )
-def test_placeholders_in_value_positions_are_accepted(sql):
+def test_placeholders_in_value_positions_are_accepted(sql: str) -> None:
     """Everywhere MariaDB takes a value, `?` stays a placeholder to bind."""
     statement = run(sql)
     assert statement.placeholders == sql.count("?")
 
 
-def test_the_regenerated_text_never_puts_a_placeholder_next_to_a_name():
+def test_the_regenerated_text_never_puts_a_placeholder_next_to_a_name() -> None:
     """A second check on the text itself: `?` beside `.` or a backtick is refused whatever the tree said."""
     from gateway.sql.placeholders import check_executable  # noqa: PLC0415 - the helper under test
 
@@ -645,7 +645,7 @@ def test_the_regenerated_text_never_puts_a_placeholder_next_to_a_name():
         ("SELECT IF(a, 1) FROM t", "SELECT IF(a, 1) FROM t"),
     ],
 )  # fmt: skip
-def test_literals_and_calls_run_as_written(sql, executable):
+def test_literals_and_calls_run_as_written(sql: str, executable: str) -> None:
     """Hex, bit, national, escaped and typed literals, numbers, intervals and calls keep MariaDB's meaning."""
     assert run(sql).executable_sql == executable
 
@@ -665,12 +665,12 @@ def test_literals_and_calls_run_as_written(sql, executable):
         ("SELECT d + INTERVAL 1 FORTNIGHT FROM t", "cannot be parsed"),
     ],
 )
-def test_forms_sqlglot_would_read_differently_are_refused(sql, reason):
+def test_forms_sqlglot_would_read_differently_are_refused(sql: str, reason: str) -> None:
     """Where sqlglot's reading and MariaDB's differ and cannot be kept as written, the statement is refused."""
     with pytest.raises(StatementRejected, match=reason):
         run(sql)
 
 
-def test_quoted_reserved_words_and_string_aliases_with_as_are_fine():
+def test_quoted_reserved_words_and_string_aliases_with_as_are_fine() -> None:
     """Backticks make a reserved word a name; `AS 'x'` is an alias for both readers."""
     assert run("SELECT `key`, 1 AS 'one' FROM t").executable_sql == "SELECT `key`, 1 AS `one` FROM t"
