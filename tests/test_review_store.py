@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Conflict, NotFound
-from gateway.policy.reviews import NewReview, SqliteReviewStore, Verdict
+from gateway.policy.reviews import NewReview, SqliteReviewStore, Verdict, new_review_id
 
 
 class Clock:
@@ -25,6 +25,7 @@ class Clock:
 
 def _new(min_approvals: int = 1) -> NewReview:
     return NewReview(
+        id=new_review_id(),
         digest="d" * 64,
         author="ann@example.com",
         author_person=("https://idp", "ann"),

@@ -22,6 +22,7 @@ from gateway.http.access import DecisionBody, RequestBody
 from gateway.http.admin import GrantBody, RevocationBody
 from gateway.http.bodies import QueryBody, TransactionBody
 from gateway.http.problems import PROBLEM
+from gateway.http.reviews import VerdictBody
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -63,6 +64,8 @@ BODIES: dict[tuple[str, str], tuple[type[BaseModel], dict[str, Any]]] = {
     ),
     ("post", "/v1/access-requests/{request_id}/approve"): (DecisionBody, {"reason": "on call this week"}),
     ("post", "/v1/access-requests/{request_id}/deny"): (DecisionBody, {"reason": "use the replica"}),
+    ("post", "/v1/reviews/{review_id}/approve"): (VerdictBody, {"comment": "matches ticket 4711"}),
+    ("post", "/v1/reviews/{review_id}/reject"): (VerdictBody, {"comment": "touches every row: add a WHERE"}),
 }
 # Policy edits name the revision they start from (428 without, 412 when stale).
 IF_MATCH = {

@@ -98,11 +98,37 @@ class Review:
         """The approving verdicts."""
         return tuple(v for v in self.verdicts if v.verdict == "approve")
 
+    def view(self) -> dict[str, Any]:
+        """The review as the API and the console show it (the author's person, never their token)."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "digest": self.digest,
+            "author": self.author,
+            "author_issuer": self.author_person[0],
+            "target": self.target,
+            "grant": self.grant,
+            "transaction": self.transaction,
+            "statements": [dict(s) for s in self.statements],
+            "reason": self.reason,
+            "dry_run": self.dry_run,
+            "reviewers": list(self.reviewers),
+            "min_approvals": self.min_approvals,
+            "verdicts": [
+                {"name": v.name, "verdict": v.verdict, "comment": v.comment, "at": v.at} for v in self.verdicts
+            ],
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "executed_at": self.executed_at,
+            "result": self.result,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class NewReview:
-    """What the pipeline hands the store for a new pending review."""
+    """What the pipeline hands the store for a new pending review (``id`` from ``new_review_id``)."""
 
+    id: str
     digest: str
     author: str
     author_person: tuple[str, str]
@@ -153,6 +179,11 @@ class ReviewStore(Protocol):
         ...
 
 
+def new_review_id() -> str:
+    """A fresh, unpredictable review id."""
+    return f"rv-{secrets.token_hex(8)}"
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -175,7 +206,7 @@ class SqliteReviewStore:
     def create(self, new: NewReview) -> Review:
         """Store a new pending review (see ``ReviewStore.create``)."""
         now = self._clock()
-        review_id = f"rv-{secrets.token_hex(8)}"
+        review_id = new.id
         values = (
             review_id,
             new.digest,
