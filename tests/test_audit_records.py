@@ -215,7 +215,7 @@ def old_others() -> dict[str, dict[str, object]]:
         "sample_request_ids": ["gw-4", "gw-5"],
     }
     # A kind added after the typed records (issue 16): its "old" form is the JSON the docs promise.
-    review = {
+    review: dict[str, object] = {
         **old_base(CTX, "review", ALICE),
         "action": "dry_run",
         "review": "rv-1",

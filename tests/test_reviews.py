@@ -1,0 +1,415 @@
+"""Statement review end to end (issue 16): real MariaDB, the real OIDC provider, a real gateway.
+
+The author's write does not run: the reply is 202 with the review and its dry
+run (checked in MariaDB: nothing changed). Reviewers the rule names approve
+(never the author person, under any name); the author executes once; replays,
+changed statements or params, expiry (the app's injected clock) and
+revocations are refused with their own codes; a reviewed transaction is
+all-or-nothing; the audit log links the story by review id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from conftest import (
+    RunningGateway,
+    ScratchDatabase,
+    gateway_settings,
+    root_connection,
+    root_query,
+    run,
+    start_gateway,
+    stop_gateway,
+)
+from oidcfixture import OidcProvider, running_provider
+
+from gateway.db.provision import drop, provision
+
+USERS: dict[str, dict[str, Any]] = {
+    "ann": {"email": "ann@example.com", "groups": ["engineers", "reviewers"]},
+    "ann-laptop": {"email": "ann@example.com", "groups": ["reviewers"]},  # another sub, the same name
+    "rex": {"email": "rex@example.com", "groups": ["reviewers"]},
+    "rae": {"email": "rae@example.com", "groups": ["reviewers"]},
+    "olga": {"email": "olga@example.com", "groups": ["ops"]},
+    "bo": {"email": "bo@example.com", "groups": ["bulk"]},
+    "audra": {"email": "audra@example.com", "groups": []},
+}
+LEDGER_ROWS = 10
+
+
+class Clock:
+    """The gateway's injected clock: real time plus a shift a test may add to."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.shift
+
+
+@dataclass
+class Env:
+    """The review gateway, its database, provider and clock."""
+
+    gateway: RunningGateway
+    db: ScratchDatabase
+    idp: OidcProvider
+    clock: Clock
+
+    def client(self, user: str) -> httpx.Client:
+        """A client with a fresh token of ``user``."""
+        return self.gateway.client(user)
+
+    def amounts(self) -> dict[int, int]:
+        """The ledger as MariaDB has it (read as root, not through the gateway)."""
+        rows = root_query(f"SELECT id, amount FROM `{self.db.name}`.ledger ORDER BY id")
+        return {int(i): int(a) for i, a in rows}
+
+    def reload_policy(self) -> None:
+        """Make the gateway read its policy files now (rather than waiting for its watcher)."""
+        app: Any = self.gateway.server.config.app  # uvicorn types it as any ASGI app; it is create_app's FastAPI
+        app.state.services.policies.load()
+
+
+POLICY = """\
+version: 1
+roles:
+  auditor: ["user:audra@example.com"]
+grants:
+  - name: eng-write
+    subjects: ["group:engineers"]
+    target: shop
+    access: write
+    db_user: {writer}
+    tables: {{allow: ["{db}.*"]}}
+    statement_timeout: 5s
+    review: {{writes: true, reviewers: ["group:reviewers"], min_approvals: 2, valid_for: 1h}}
+  - name: ops-ddl
+    subjects: ["group:ops"]
+    target: shop
+    access: ddl
+    db_user: {ddl}
+    tables: {{allow: ["{db}.*"]}}
+    review: {{ddl: true, writes: true, reviewers: ["group:reviewers"], valid_for: 10m}}
+  - name: bulk-write
+    subjects: ["group:bulk"]
+    target: shop
+    access: write
+    db_user: {writer}
+    tables: {{allow: ["{db}.*"]}}
+    review: {{writes: true, reviewers: ["group:reviewers"], tables: ["{db}.ledger"], min_rows: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A database of its own (accounts with their level on it), a provider with the review users, a gateway."""
+    name, prefix = f"gwtest_{int(datetime.now(UTC).timestamp())}_{secrets.token_hex(3)}", f"gwr{secrets.token_hex(4)}"
+
+    async def setup() -> ScratchDatabase:
+        conn = await root_connection()
+        try:
+            accounts = await provision(conn, name, prefix)
+            async with conn.cursor() as cur:
+                await cur.execute(f"CREATE TABLE `{name}`.ledger (id INT PRIMARY KEY, amount INT NOT NULL)")
+                rows = ", ".join(f"({i}, {i * 100})" for i in range(1, LEDGER_ROWS + 1))
+                await cur.execute(f"INSERT INTO `{name}`.ledger VALUES {rows}")
+            return ScratchDatabase(name, prefix, accounts)
+        finally:
+            conn.close()
+
+    db = run(setup())
+    clock = Clock()
+    try:
+        with running_provider(users=USERS) as idp:
+            tmp = tmp_path_factory.mktemp("reviews")
+            settings = gateway_settings(tmp, idp, db, env_prefix="GWREVIEW")
+            accounts = {level: account.user for level, account in db.accounts.items()}
+            (tmp / "policies" / "policy.yaml").write_text(POLICY.format(db=db.name, **accounts), encoding="utf-8")
+            gateway = start_gateway(settings, idp, db, clock=clock)
+            try:
+                yield Env(gateway, db, idp, clock)
+            finally:
+                stop_gateway(gateway)
+    finally:
+
+        async def teardown() -> None:
+            conn = await root_connection()
+            try:
+                await drop(conn, name, prefix)
+            finally:
+                conn.close()
+
+        run(teardown())
+
+
+def _ask(env: Env, sql: str, params: list[Any] | None = None, user: str = "ann") -> dict[str, Any]:
+    with env.client(user) as http:
+        reply = http.post(
+            "/v1/query", json={"target": "shop", "sql": sql, "params": params or [], "reason": "ticket 42"}
+        )
+    assert reply.status_code == 202, reply.text
+    assert reply.headers["location"] == f"/v1/reviews/{reply.json()['review']['id']}"
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _verdict(env: Env, user: str, review: str, verdict: str = "approve") -> httpx.Response:
+    with env.client(user) as http:
+        return http.post(f"/v1/reviews/{review}/{verdict}", json={"comment": f"{user} checked the dry run"})
+
+
+def _approved(env: Env, sql: str, params: list[Any] | None = None) -> str:
+    review = str(_ask(env, sql, params)["review"]["id"])
+    for reviewer in ("rex", "rae"):
+        assert _verdict(env, reviewer, review).status_code == 200
+    return review
+
+
+def _execute(env: Env, review: str, user: str = "ann") -> httpx.Response:
+    with env.client(user) as http:
+        return http.post(f"/v1/reviews/{review}/execute")
+
+
+def _problem(reply: httpx.Response) -> tuple[int, str]:
+    return reply.status_code, str(reply.json()["code"])
+
+
+def test_a_write_needing_review_does_not_run_and_its_dry_run_counts(env: Env) -> None:
+    """202 with the analysis and per-statement counts; MariaDB unchanged; listed as mine and to review."""
+    before = env.amounts()
+    body = _ask(env, "UPDATE ledger SET amount = amount + 1 WHERE id <= ?", [3])
+    assert env.amounts() == before
+    review = body["review"]
+    assert body["status"] == "review_required"
+    assert body["analysis"] == {"kind": "write", "tables": [f"{env.db.name}.ledger"], "grant": "eng-write"}
+    assert body["dry_run"]["executed"] is True
+    assert body["dry_run"]["rolled_back"] is True
+    assert [s["rows_affected"] for s in body["dry_run"]["statements"]] == [3]
+    assert (review["state"], review["author"], review["reason"], review["min_approvals"]) == (
+        "pending",
+        "ann@example.com",
+        "ticket 42",
+        2,
+    )
+    assert review["statements"][0]["params"] == [3]
+    with env.client("ann") as http:
+        mine = http.get("/v1/reviews").json()
+    with env.client("rex") as http:
+        theirs = http.get("/v1/reviews").json()
+        shown = http.get(f"/v1/reviews/{review['id']}")
+    with env.client("olga") as http:
+        hidden = http.get(f"/v1/reviews/{review['id']}")
+    assert review["id"] in {r["id"] for r in mine["mine"]}
+    assert review["id"] not in {r["id"] for r in mine["to_review"]}  # ann is a reviewer, but not of her own
+    assert review["id"] in {r["id"] for r in theirs["to_review"]}
+    assert shown.json()["review"]["dry_run"] == body["dry_run"]
+    assert _problem(hidden) == (404, "not_found")  # neither author nor reviewer: as if it did not exist
+
+
+def test_reads_run_and_a_stream_request_gets_the_review(env: Env) -> None:
+    """The rule holds writes only: a read runs (200); a write asked as an NDJSON stream is held the same way."""
+    with env.client("ann") as http:
+        read = http.post("/v1/query", json={"target": "shop", "sql": "SELECT COUNT(*) AS n FROM ledger"})
+        streamed = http.post(
+            "/v1/query",
+            json={"target": "shop", "sql": "DELETE FROM ledger WHERE id = 9"},
+            headers={"Accept": "application/x-ndjson"},
+        )
+    assert read.status_code == 200, read.text
+    assert streamed.status_code == 202, streamed.text
+    assert streamed.json()["dry_run"]["statements"][0]["rows_affected"] == 1
+    assert 9 in env.amounts()
+
+
+def test_nobody_approves_their_own_review_under_any_name(env: Env) -> None:
+    """The author (a reviewer by group), her second client with the same email, and her renamed self: all 403."""
+    review = str(_ask(env, "UPDATE ledger SET amount = 0 WHERE id = 10")["review"]["id"])
+    assert _problem(_verdict(env, "ann", review)) == (403, "forbidden")
+    assert _problem(_verdict(env, "ann-laptop", review)) == (403, "forbidden")  # another sub, the same name
+    env.idp.update_user("ann", email="ann.renamed@example.com", groups=["engineers", "reviewers"])
+    try:
+        renamed = _verdict(env, "ann", review)  # the same person (issuer, sub) under a new name
+    finally:
+        env.idp.update_user("ann", email="ann@example.com", groups=["engineers", "reviewers"])
+    assert _problem(renamed) == (403, "forbidden")
+    assert "own" in renamed.json()["detail"]
+    assert _problem(_verdict(env, "audra", review)) == (403, "forbidden")  # sees it (auditor), is no reviewer
+    assert _problem(_verdict(env, "olga", review)) == (404, "not_found")  # neither: it does not exist for her
+    with env.client("rex") as http:
+        state = http.get(f"/v1/reviews/{review}").json()["review"]
+    assert (state["state"], state["verdicts"]) == ("pending", [])
+    refusals = [
+        e
+        for e in _audit(env, "decision")
+        if e.get("review") == review and e.get("route", "").startswith(f"POST /v1/reviews/{review}/approve")
+    ]
+    assert sorted(e["user"] for e in refusals) == [
+        "ann.renamed@example.com",
+        "ann@example.com",
+        "ann@example.com",
+        "audra@example.com",
+    ]
+    assert {(e["decision"], e["code"]) for e in refusals} == {("deny", "forbidden")}
+
+
+def test_approve_then_execute_runs_exactly_once(env: Env) -> None:
+    """Two distinct reviewers approve; only the author executes; it runs once; a replay is review_used."""
+    before = env.amounts()
+    review = str(_ask(env, "UPDATE ledger SET amount = amount + 7 WHERE id IN (1, 2)")["review"]["id"])
+    first = _verdict(env, "rex", review)
+    assert first.json()["review"]["state"] == "pending"  # 1 of 2
+    assert _problem(_verdict(env, "rex", review)) == (409, "conflict")  # the same person twice counts once
+    assert _problem(_execute(env, review)) == (409, "review_not_approved")
+    assert _verdict(env, "rae", review).json()["review"]["state"] == "approved"
+    assert _problem(_execute(env, review, user="rex")) == (403, "forbidden")  # not the author
+    done = _execute(env, review)
+    assert done.status_code == 200, done.text
+    assert done.json()["results"][0]["rows_affected"] == 2
+    after = env.amounts()
+    assert after == {**before, 1: before[1] + 7, 2: before[2] + 7}
+    assert _problem(_execute(env, review)) == (409, "review_used")
+    assert env.amounts() == after
+    with env.client("ann") as http:
+        shown = http.get(f"/v1/reviews/{review}").json()["review"]
+    assert (shown["state"], shown["result"]) == ("executed", {"rows_affected": [2]})
+
+
+def test_one_changed_byte_or_param_is_another_review(env: Env) -> None:
+    """The approval binds the exact text and params: a changed byte or param is a new, unapproved review."""
+    sql = "UPDATE ledger SET amount = amount - ? WHERE id = 4"
+    approved = _approved(env, sql, [1])
+    with env.client("ann") as http:
+        bound = http.get(f"/v1/reviews/{approved}").json()["review"]
+    for changed_sql, params in ((sql.replace("- ?", "+ ?"), [1]), (sql, [2]), (sql.replace("= 4", "= 5"), [1])):
+        other = _ask(env, changed_sql, params)["review"]
+        assert other["id"] != approved
+        assert other["digest"] != bound["digest"]
+        assert _problem(_execute(env, other["id"])) == (409, "review_not_approved")
+    before = env.amounts()
+    assert _execute(env, approved).status_code == 200
+    assert env.amounts() == {**before, 4: before[4] - 1}
+
+
+def test_an_expired_review_is_refused(env: Env) -> None:
+    """Past valid_for (the app's clock moved on) an approved review is review_expired; an expired record is written."""
+    review = _approved(env, "UPDATE ledger SET amount = 1 WHERE id = 6")
+    before = env.amounts()
+    env.clock.shift += timedelta(hours=1, seconds=1)
+    try:
+        refused = _execute(env, review)
+    finally:
+        env.clock.shift -= timedelta(hours=1, seconds=1)
+    assert _problem(refused) == (409, "review_expired")
+    assert env.amounts() == before
+    newest = [e["action"] for e in _audit(env, "review") if e["review"] == review]
+    assert newest[:2] == ["execute_refused", "expired"]
+
+
+def test_a_revocation_stops_an_approved_review(env: Env) -> None:
+    """A revocation of the author after approval: the execution is refused (403 revoked) by the policy decision."""
+    review = _approved(env, "UPDATE ledger SET amount = 2 WHERE id = 7")
+    before = env.amounts()
+    revocation = env.gateway.settings.policies_dir / "revoked.yaml"
+    revocation.write_text(
+        'version: 1\nrevocations:\n  - {subject: "user:ann@example.com", target: shop, reason: "incident"}\n',
+        encoding="utf-8",
+    )
+    env.reload_policy()
+    try:
+        refused = _execute(env, review)
+    finally:
+        revocation.unlink()
+        env.reload_policy()
+    assert _problem(refused) == (403, "revoked")
+    assert env.amounts() == before
+    # The refusal came from the policy decision, before the approval was claimed: once lifted, it still runs once.
+    assert _execute(env, review).status_code == 200
+    assert env.amounts()[7] == 2
+
+
+def test_a_reviewed_transaction_is_all_or_nothing(env: Env) -> None:
+    """A transaction is reviewed as a whole; if one count moved since the dry run, none of it commits."""
+    statements = [
+        {"sql": "UPDATE ledger SET amount = amount + 1000 WHERE id = 1"},
+        {"sql": "UPDATE ledger SET amount = amount + 1000 WHERE id = 8"},
+    ]
+    with env.client("ann") as http:
+        held = http.post("/v1/transaction", json={"target": "shop", "statements": statements, "reason": "month end"})
+    assert held.status_code == 202, held.text
+    assert [s["rows_affected"] for s in held.json()["dry_run"]["statements"]] == [1, 1]
+    review = held.json()["review"]["id"]
+    assert held.json()["review"]["transaction"] is True
+    for reviewer in ("rex", "rae"):
+        assert _verdict(env, reviewer, review).status_code == 200
+    root_query(f"DELETE FROM `{env.db.name}`.ledger WHERE id = 8")
+    before = env.amounts()
+    refused = _execute(env, review)
+    assert _problem(refused) == (409, "review_rows_changed")
+    assert env.amounts() == before  # the first UPDATE ran and was rolled back with the rest
+    assert _problem(_execute(env, review)) == (409, "review_used")
+
+
+def test_ddl_is_never_dry_run(env: Env) -> None:
+    """DDL under review: the analysis stands in for a dry run; the table exists only after the execution."""
+    table = f"t_{secrets.token_hex(3)}"
+    body = _ask(env, f"CREATE TABLE {table} (id INT PRIMARY KEY)", user="olga")
+    assert body["dry_run"]["executed"] is False
+    assert body["dry_run"]["statements"][0]["command"] == "CREATE TABLE"
+    assert body["dry_run"]["statements"][0]["tables"] == [f"{env.db.name}.{table}"]
+    exists = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s"
+    assert root_query(exists, (env.db.name, table)) == [(0,)]
+    assert _verdict(env, "rex", body["review"]["id"]).json()["review"]["state"] == "approved"  # min_approvals 1
+    assert _execute(env, body["review"]["id"], user="olga").status_code == 200
+    assert root_query(exists, (env.db.name, table)) == [(1,)]
+
+
+def test_a_row_threshold_holds_only_big_writes(env: Env) -> None:
+    """min_rows: 2 on the ledger: a one-row update commits at once (200); a five-row one is held, unchanged."""
+    with env.client("bo") as http:
+        small = http.post("/v1/query", json={"target": "shop", "sql": "UPDATE ledger SET amount = 5 WHERE id = 3"})
+    assert small.status_code == 200, small.text
+    assert env.amounts()[3] == 5
+    before = env.amounts()
+    body = _ask(env, "UPDATE ledger SET amount = 0 WHERE id <= 5", user="bo")
+    assert body["dry_run"]["statements"][0]["rows_affected"] == 5
+    assert env.amounts() == before
+
+
+def test_the_audit_log_links_the_story(env: Env) -> None:
+    """requested, dry_run, approved twice, executed: one review id; the dry run's and execution's records too."""
+    review = _approved(env, "UPDATE ledger SET amount = amount * 2 WHERE id = 2")
+    assert _execute(env, review).status_code == 200
+    env.gateway.audit_settled()
+    steps = [e for e in reversed(_audit(env, "review")) if e["review"] == review]
+    assert [(e["action"], e["state"], e["user"]) for e in steps] == [
+        ("requested", "pending", "ann@example.com"),
+        ("dry_run", "pending", "ann@example.com"),
+        ("approved", "pending", "rex@example.com"),
+        ("approved", "approved", "rae@example.com"),
+        ("executed", "executed", "ann@example.com"),
+    ]
+    assert len({e["digest"] for e in steps}) == 1
+    assert steps[1]["rows_affected"] == [1]
+    outcomes = [e for e in _audit(env, "outcome") if e.get("review") == review]
+    assert sorted((e["committed"], e["rows"]) for e in outcomes) == [(False, 1), (True, 1)]
+    decisions = [e for e in _audit(env, "decision") if e.get("review") == review]
+    assert [(d["decision"], d["grant"]) for d in decisions] == [("allow", "eng-write")]
+    dry_run_request = steps[0]["request_id"]
+    assert any(e["request_id"] == dry_run_request and e["decision"] == "allow" for e in _audit(env, "decision"))
+
+
+def _audit(env: Env, event: str) -> list[dict[str, Any]]:
+    env.gateway.audit_settled()
+    with env.client("audra") as http:
+        reply = http.get("/v1/audit", params={"event": event, "limit": 500})
+    assert reply.status_code == 200, reply.text
+    entries: list[dict[str, Any]] = reply.json()["entries"]
+    return entries
