@@ -14,9 +14,11 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from conftest import (
     RunningGateway,
@@ -30,6 +32,9 @@ from conftest import (
 )
 from oidcfixture import OidcProvider, running_provider
 
+from gateway.cli.main import main
+from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
+from gateway.client.reviews import after_hold
 from gateway.db.provision import drop, provision
 
 USERS: dict[str, dict[str, Any]] = {
@@ -413,3 +418,60 @@ def _audit(env: Env, event: str) -> list[dict[str, Any]]:
     assert reply.status_code == 200, reply.text
     entries: list[dict[str, Any]] = reply.json()["entries"]
     return entries
+
+
+def test_the_cli_holds_lists_approves_and_executes(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`gateway query --no-wait` prints the review; `reviews`, `review approve`, `review execute` finish it."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    url = ["--url", env.gateway.url]
+
+    def as_user(user: str, argv: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setenv("GATEWAY_TOKEN", env.idp.token(user))
+        code = main(argv)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    before = env.amounts()
+    code, _, err = as_user(
+        "ann", ["query", *url, "-t", "shop", "UPDATE ledger SET amount = amount + 3 WHERE id = 5", "--no-wait"]
+    )
+    assert code == 0
+    review = err.split("Held for review: ", 1)[1].split()[0]
+    assert "dry run: 1 rows (rolled back)" in err
+    assert env.amounts() == before
+    code, out, _ = as_user("rex", ["reviews", *url, "--json"])
+    assert review in {r["id"] for r in orjson.loads(out[out.index("{") :])["to_review"]}
+    for reviewer in ("rex", "rae"):
+        assert as_user(reviewer, ["review", "approve", review, *url, "-m", "ok"])[0] == 0
+    code, out, _ = as_user("ann", ["review", "execute", review, *url, "--json"])
+    assert code == 0
+    assert orjson.loads(out[out.index("{") :])["results"][0]["rows_affected"] == 1
+    assert env.amounts() == {**before, 5: before[5] + 3}
+    assert as_user("ann", ["review", "execute", review, *url])[0] == 1  # used: refused, exit status 1
+
+
+def test_query_waits_for_the_approval_then_executes(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """The waiting `gateway query` polls (its sleep is where the reviewers act here) and runs the work once."""
+    before = env.amounts()
+    with GatewayClient(env.gateway.url, env.idp.token("ann")) as client:
+        try:
+            list(client.stream(QueryRequest("shop", "UPDATE ledger SET amount = amount - 1 WHERE id = 10")))
+        except HeldForReview as caught:
+            held = caught.reply
+        else:
+            pytest.fail("the statement was not held for review")
+        polls: list[float] = []
+
+        def reviewers_act(seconds: float) -> None:
+            polls.append(seconds)
+            if len(polls) == 2:  # the first poll sees it pending; then both reviewers approve
+                for reviewer in ("rex", "rae"):
+                    assert _verdict(env, reviewer, held["review"]["id"]).status_code == 200
+
+        code = after_hold(client, held, wait=True, timeout=60, poll=0.01, sleep=reviewers_act)
+    assert code == 0
+    assert len(polls) == 2
+    assert env.amounts() == {**before, 10: before[10] - 1}
+    assert '"committed": true' in capsys.readouterr().out
