@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +24,16 @@ from conftest import (
     RunningGateway,
     ScratchDatabase,
     gateway_settings,
-    root_connection,
     root_query,
-    run,
     start_gateway,
     stop_gateway,
 )
 from oidcfixture import OidcProvider, running_provider
+from reviewfixture import USERS, Clock, ledger, review_database, write_review_policy
 
 from gateway.cli.main import main
 from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
 from gateway.client.reviews import after_hold
-from gateway.db.provision import drop, provision
-
-USERS: dict[str, dict[str, Any]] = {
-    "ann": {"email": "ann@example.com", "groups": ["engineers", "reviewers"]},
-    "ann-laptop": {"email": "ann@example.com", "groups": ["reviewers"]},  # another sub, the same name
-    "rex": {"email": "rex@example.com", "groups": ["reviewers"]},
-    "rae": {"email": "rae@example.com", "groups": ["reviewers"]},
-    "olga": {"email": "olga@example.com", "groups": ["ops"]},
-    "bo": {"email": "bo@example.com", "groups": ["bulk"]},
-    "audra": {"email": "audra@example.com", "groups": []},
-}
-LEDGER_ROWS = 10
-
-
-class Clock:
-    """The gateway's injected clock: real time plus a shift a test may add to."""
-
-    def __init__(self) -> None:
-        self.shift = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.shift
 
 
 @dataclass
@@ -74,8 +51,7 @@ class Env:
 
     def amounts(self) -> dict[int, int]:
         """The ledger as MariaDB has it (read as root, not through the gateway)."""
-        rows = root_query(f"SELECT id, amount FROM `{self.db.name}`.ledger ORDER BY id")
-        return {int(i): int(a) for i, a in rows}
+        return ledger(self.db)
 
     def reload_policy(self) -> None:
         """Make the gateway read its policy files now (rather than waiting for its watcher)."""
@@ -83,76 +59,19 @@ class Env:
         app.state.services.policies.load()
 
 
-POLICY = """\
-version: 1
-roles:
-  auditor: ["user:audra@example.com"]
-grants:
-  - name: eng-write
-    subjects: ["group:engineers"]
-    target: shop
-    access: write
-    db_user: {writer}
-    tables: {{allow: ["{db}.*"]}}
-    statement_timeout: 5s
-    review: {{writes: true, reviewers: ["group:reviewers"], min_approvals: 2, valid_for: 1h}}
-  - name: ops-ddl
-    subjects: ["group:ops"]
-    target: shop
-    access: ddl
-    db_user: {ddl}
-    tables: {{allow: ["{db}.*"]}}
-    review: {{ddl: true, writes: true, reviewers: ["group:reviewers"], valid_for: 10m}}
-  - name: bulk-write
-    subjects: ["group:bulk"]
-    target: shop
-    access: write
-    db_user: {writer}
-    tables: {{allow: ["{db}.*"]}}
-    review: {{writes: true, reviewers: ["group:reviewers"], tables: ["{db}.ledger"], min_rows: 2}}
-"""
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """A database of its own (accounts with their level on it), a provider with the review users, a gateway."""
-    name, prefix = f"gwtest_{int(datetime.now(UTC).timestamp())}_{secrets.token_hex(3)}", f"gwr{secrets.token_hex(4)}"
-
-    async def setup() -> ScratchDatabase:
-        conn = await root_connection()
-        try:
-            accounts = await provision(conn, name, prefix)
-            async with conn.cursor() as cur:
-                await cur.execute(f"CREATE TABLE `{name}`.ledger (id INT PRIMARY KEY, amount INT NOT NULL)")
-                rows = ", ".join(f"({i}, {i * 100})" for i in range(1, LEDGER_ROWS + 1))
-                await cur.execute(f"INSERT INTO `{name}`.ledger VALUES {rows}")
-            return ScratchDatabase(name, prefix, accounts)
-        finally:
-            conn.close()
-
-    db = run(setup())
     clock = Clock()
-    try:
-        with running_provider(users=USERS) as idp:
-            tmp = tmp_path_factory.mktemp("reviews")
-            settings = gateway_settings(tmp, idp, db, env_prefix="GWREVIEW")
-            accounts = {level: account.user for level, account in db.accounts.items()}
-            (tmp / "policies" / "policy.yaml").write_text(POLICY.format(db=db.name, **accounts), encoding="utf-8")
-            gateway = start_gateway(settings, idp, db, clock=clock)
-            try:
-                yield Env(gateway, db, idp, clock)
-            finally:
-                stop_gateway(gateway)
-    finally:
-
-        async def teardown() -> None:
-            conn = await root_connection()
-            try:
-                await drop(conn, name, prefix)
-            finally:
-                conn.close()
-
-        run(teardown())
+    with review_database() as db, running_provider(users=USERS) as idp:
+        tmp = tmp_path_factory.mktemp("reviews")
+        settings = gateway_settings(tmp, idp, db, env_prefix="GWREVIEW")
+        write_review_policy(tmp / "policies", db)
+        gateway = start_gateway(settings, idp, db, clock=clock)
+        try:
+            yield Env(gateway, db, idp, clock)
+        finally:
+            stop_gateway(gateway)
 
 
 def _ask(env: Env, sql: str, params: list[Any] | None = None, user: str = "ann") -> dict[str, Any]:
