@@ -20,10 +20,7 @@ from gateway.audit.records import AuthRecord, OutcomeRecord
 from gateway.db import execution, streaming
 from gateway.db.catalog import ViewCatalog
 from gateway.db.pools import Pooled, PoolRegistry
-from gateway.errors import (
-    GatewayError,
-    Unauthenticated,
-)
+from gateway.errors import GatewayError, StatementRejected, Unauthenticated
 from gateway.identity.tokens import Identity, TokenValidator
 from gateway.pipeline.authorize import Authorizer, StatementRequest
 from gateway.pipeline.execreview import RESULT_FIELDS, ReviewExecution
@@ -209,7 +206,7 @@ class Pipeline(ReviewExecution):
         Work the grant holds for review is not streamed: the reply is the review (a dict), as for ``query``.
         """
         decision, (statement,) = await self._authorizer.authorize(ctx, identity, target, [request], transaction=False)
-        if self.holding is not None and needs_review(decision.review, [statement]):
+        if needs_review(decision.review, [statement]):  # held (or refused without a store), never streamed
             return await self.query(
                 ctx, identity, target, request, max_rows, reason=reason, decided=(decision, statement)
             )
@@ -254,6 +251,8 @@ class Pipeline(ReviewExecution):
     ) -> tuple[dict[str, Any] | None, list[execution.Result] | None]:
         """Hold the work for review (the 202 reply), or the results of a threshold run that committed, or neither."""
         if self.holding is None:
+            if needs_review(decision.review, statements):  # fail closed: nothing runs that a review should hold
+                raise StatementRejected("this statement needs review, and this gateway has no review store")
             return None, None
 
         def run(
