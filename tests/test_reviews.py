@@ -394,3 +394,50 @@ def test_query_waits_for_the_approval_then_executes(env: Env, capsys: pytest.Cap
     assert len(polls) == 2
     assert env.amounts() == {**before, 10: before[10] - 1}
     assert '"committed": true' in capsys.readouterr().out
+
+
+def test_a_rejection_needs_a_comment_and_ends_the_review(env: Env) -> None:
+    """Reject without a comment: 422; with one: rejected, no further verdicts, execute is review_rejected."""
+    review = str(_ask(env, "DELETE FROM ledger WHERE id = 1")["review"]["id"])
+    with env.client("rex") as http:
+        bare = http.post(f"/v1/reviews/{review}/reject", json={})
+    assert _problem(bare) == (422, "invalid_request")
+    rejected = _verdict(env, "rex", review, "reject")
+    assert rejected.json()["review"]["state"] == "rejected"
+    assert _problem(_verdict(env, "rae", review)) == (409, "conflict")
+    assert _problem(_execute(env, review)) == (409, "review_rejected")
+    assert 1 in env.amounts()
+
+
+def test_a_pending_review_past_its_time_cannot_be_approved(env: Env) -> None:
+    """valid_for counts from the request: an approval after it is review_expired, and the review reads expired."""
+    review = str(_ask(env, "DELETE FROM ledger WHERE id = 1")["review"]["id"])
+    env.clock.shift += timedelta(hours=2)
+    try:
+        late = _verdict(env, "rex", review)
+        with env.client("ann") as http:
+            state = http.get(f"/v1/reviews/{review}").json()["review"]["state"]
+    finally:
+        env.clock.shift -= timedelta(hours=2)
+    assert _problem(late) == (409, "review_expired")
+    assert state == "expired"
+    assert next(e["action"] for e in _audit(env, "review") if e["review"] == review) == "expired"
+
+
+def test_the_rule_shows_in_me_and_bad_filters_are_refused(env: Env) -> None:
+    """/v1/me shows each grant's review rule; /v1/reviews refuses an unknown state; unknown ids are 404."""
+    with env.client("ann") as http:
+        grants = {g["name"]: g for g in http.get("/v1/me").json()["grants"]}
+        bad_state = http.get("/v1/reviews", params={"state": "maybe"})
+        unknown = http.get("/v1/reviews/rv-0000000000000000")
+    assert grants["eng-write"]["review"] == {
+        "writes": True,
+        "ddl": False,
+        "reviewers": ["group:reviewers"],
+        "min_approvals": 2,
+        "valid_for": 3600.0,
+        "tables": None,
+        "min_rows": None,
+    }
+    assert _problem(bad_state) == (422, "invalid_request")
+    assert _problem(unknown) == (404, "not_found")

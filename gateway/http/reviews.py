@@ -143,6 +143,8 @@ async def _verdict(
         await _deny(recorder, ctx, caller, review, route=route, reason=f"your access to {review.target} is revoked")
     refusal = refusal_for(review)
     if review.state == "expired" and refusal is not None:
+        if await asyncio.to_thread(reviews.expire, review.id):  # the first to find it expired records it
+            await recorder.event(_review_record(recorder, ctx, caller, review, action="expired", comment=None))
         raise refusal
     decided = await asyncio.to_thread(
         reviews.decide,
