@@ -11,6 +11,7 @@ all-or-nothing; the audit log links the story by review id.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -441,3 +442,52 @@ def test_the_rule_shows_in_me_and_bad_filters_are_refused(env: Env) -> None:
     }
     assert _problem(bad_state) == (422, "invalid_request")
     assert _problem(unknown) == (404, "not_found")
+
+
+def test_two_racing_executions_run_once(env: Env) -> None:
+    """Two executions of one approval at the same moment: exactly one runs, the other is review_used."""
+    review = _approved(env, "UPDATE ledger SET amount = amount + 50 WHERE id = 4")
+    before = env.amounts()
+    start = threading.Barrier(2)
+    replies: list[httpx.Response] = []
+
+    def execute() -> None:
+        with env.client("ann") as http:
+            start.wait()
+            replies.append(http.post(f"/v1/reviews/{review}/execute"))
+
+    threads = [threading.Thread(target=execute) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status_code for r in replies) == [200, 409]
+    assert next(r for r in replies if r.status_code == 409).json()["code"] == "review_used"
+    assert env.amounts() == {**before, 4: before[4] + 50}
+
+
+def test_another_deciding_grant_or_a_revoked_reviewer_is_refused(env: Env) -> None:
+    """A new grant that now decides the work: review_policy_changed; a revoked reviewer cannot approve."""
+    review = _approved(env, "UPDATE ledger SET amount = 3 WHERE id = 3")
+    pending = str(_ask(env, "UPDATE ledger SET amount = 4 WHERE id = 3")["review"]["id"])
+    before = env.amounts()
+    extra = env.gateway.settings.policies_dir / "a-extra.yaml"  # read before policy.yaml: its grant decides first
+    writer = env.db.accounts["writer"].user
+    extra.write_text(
+        "version: 1\ngrants:\n"
+        f'  - {{name: eng-write-2, subjects: ["group:engineers"], target: shop, access: write, db_user: {writer}}}\n'
+        'revocations:\n  - {subject: "user:rex@example.com", target: shop, reason: "on leave"}\n',
+        encoding="utf-8",
+    )
+    env.reload_policy()
+    try:
+        changed = _execute(env, review)
+        revoked_reviewer = _verdict(env, "rex", pending)
+    finally:
+        extra.unlink()
+        env.reload_policy()
+    assert _problem(changed) == (409, "review_policy_changed")
+    assert "eng-write-2" in changed.json()["detail"]
+    assert _problem(revoked_reviewer) == (403, "forbidden")
+    assert "revoked" in revoked_reviewer.json()["detail"]
+    assert env.amounts() == before
