@@ -491,3 +491,15 @@ def test_another_deciding_grant_or_a_revoked_reviewer_is_refused(env: Env) -> No
     assert _problem(revoked_reviewer) == (403, "forbidden")
     assert "revoked" in revoked_reviewer.json()["detail"]
     assert env.amounts() == before
+
+
+def test_a_dry_run_that_fails_makes_no_review(env: Env) -> None:
+    """MariaDB refuses the write in the dry run (a duplicate key): the caller gets its error, no review is kept."""
+    with env.client("ann") as http:
+        mine_before = {r["id"] for r in http.get("/v1/reviews").json()["mine"]}
+        failed = http.post("/v1/query", json={"target": "shop", "sql": "INSERT INTO ledger VALUES (1, 1)"})
+        mine_after = {r["id"] for r in http.get("/v1/reviews").json()["mine"]}
+    assert _problem(failed) == (422, "database_error")
+    assert mine_after == mine_before
+    newest = _audit(env, "review")[0]
+    assert (newest["action"], newest["error"], newest["state"]) == ("dry_run_failed", "database_error", "failed")

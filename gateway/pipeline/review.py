@@ -12,7 +12,7 @@ rows, and otherwise rolls back and becomes the dry run.
 
 Records, linked by ``review``: ``requested`` (durable, before the dry run; for
 a threshold rule after it, since until then it was an ordinary execution),
-``dry_run``, later ``approved`` / ``rejected`` (``gateway.http.reviews``),
+``dry_run`` (or ``dry_run_failed``: no review is made), later ``approved`` / ``rejected`` (``gateway.http.reviews``),
 ``executed`` / ``execute_failed`` / ``execute_refused`` and ``expired``.
 """
 
@@ -29,6 +29,7 @@ from gateway.db import execution
 from gateway.db.execution import Result
 from gateway.db.pools import Pooled
 from gateway.errors import (
+    GatewayError,
     ReviewExpired,
     ReviewNotApproved,
     ReviewRefused,
@@ -140,7 +141,12 @@ class Holding:
             def keep(results: list[Result]) -> bool:
                 return threshold and not over_threshold(rule, statements, rows_of(results))
 
-            ran = await run(lambda conn: execution.run_then_decide(conn, batch, limits, comment, keep=keep))
+            try:
+                ran = await run(lambda conn: execution.run_then_decide(conn, batch, limits, comment, keep=keep))
+            except GatewayError as exc:  # the dry run failed (its outcome is recorded): no review is made
+                if not threshold:
+                    await self._record(ctx, identity, new, "dry_run_failed", "failed", error=exc.code)
+                raise
             if ran[1]:
                 return None, ran  # under the threshold: it ran and committed like any statement
             rows = rows_of(ran[0])
@@ -198,6 +204,7 @@ class Holding:
         statements: Sequence[Statement] | None = None,
         rows: Sequence[int | None] | None = None,
         comment: str | None = None,
+        error: str | None = None,
     ) -> None:
         texts: str | tuple[str, ...] | None = None
         if statements is not None:
@@ -217,5 +224,6 @@ class Holding:
                 statement=UNSET if texts is None else texts,
                 rows_affected=UNSET if rows is None else tuple(rows),
                 comment=UNSET if comment is None else comment,
+                error=UNSET if error is None else error,
             )
         )
