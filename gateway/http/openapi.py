@@ -155,6 +155,11 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
         responses["503"] = {**problem, "description": "Unavailable: retry later", "headers": _RETRY_AFTER}
     if path in {"/v1/query", "/v1/transaction"}:
         responses["504"] = {**problem, "description": "statement_timeout"}
+        responses["202"] = {
+            "description": "Held for review (the grant's review rule): nothing ran; the review and its dry run",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/reviews/<id>"}},
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     if path == "/readyz":
         # Anyone may ask; a bearer token with the admin role also gets the checks behind the answer.
         operation["security"] = [{}, {"bearer": []}]
