@@ -10,6 +10,7 @@ all-or-nothing; the audit log links the story by review id.
 
 from __future__ import annotations
 
+import io
 import secrets
 import threading
 from collections.abc import Iterator
@@ -31,10 +32,12 @@ from conftest import (
 )
 from oidcfixture import OidcProvider, running_provider
 from reviewfixture import USERS, Clock, ledger, review_database, write_review_policy
+from rich.console import Console
 
 from gateway.cli.main import main
 from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
 from gateway.client.reviews import after_hold
+from gateway.client.shell import Shell
 
 
 @dataclass
@@ -503,3 +506,18 @@ def test_a_dry_run_that_fails_makes_no_review(env: Env) -> None:
     assert mine_after == mine_before
     newest = _audit(env, "review")[0]
     assert (newest["action"], newest["error"], newest["state"]) == ("dry_run_failed", "database_error", "failed")
+
+
+def test_the_shell_prints_a_held_statement_and_carries_on(env: Env) -> None:
+    """In the shell a held write prints its review and dry run; nothing ran; the next statement runs."""
+    output = io.StringIO()
+    before = env.amounts()
+    with GatewayClient(env.gateway.url, env.idp.token("ann")) as client:
+        shell = Shell(client, "shop", "json", console=Console(file=output, width=200))
+        assert shell.execute("DELETE FROM ledger WHERE id = 1") is None
+        trailer = shell.execute("SELECT COUNT(*) FROM ledger")
+    text = output.getvalue()
+    assert "held for review; `gateway review execute rv-" in text
+    assert "dry run: 1 rows (rolled back)" in text
+    assert trailer is not None
+    assert env.amounts() == before
