@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import threading
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from conftest import (
@@ -353,3 +354,27 @@ def test_a_dry_run_that_fails_makes_no_review(env: Env) -> None:
     assert mine_after == mine_before
     newest = audit(env, "review")[0]
     assert (newest["action"], newest["error"], newest["state"]) == ("dry_run_failed", "database_error", "failed")
+
+
+def test_without_a_review_store_held_work_is_refused_not_run(env: Env) -> None:
+    """Fail closed: a pipeline without its review store refuses reviewable work (400), streamed or not; reads run."""
+    app: Any = env.gateway.server.config.app  # uvicorn types it as any ASGI app; it is create_app's FastAPI
+    pipeline = app.state.services.pipeline
+    holding, pipeline.holding = pipeline.holding, None
+    before = env.amounts()
+    try:
+        with env.client("ann") as http:
+            plain = http.post("/v1/query", json={"target": "shop", "sql": "DELETE FROM ledger WHERE id = 1"})
+            streamed = http.post(
+                "/v1/query",
+                json={"target": "shop", "sql": "DELETE FROM ledger WHERE id = 1"},
+                headers={"Accept": "application/x-ndjson"},
+            )
+            read = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
+    finally:
+        pipeline.holding = holding
+    for reply in (plain, streamed):
+        assert problem(reply) == (400, "statement_rejected")
+        assert "needs review" in reply.json()["detail"]
+    assert read.status_code == 200
+    assert env.amounts() == before
