@@ -13,6 +13,8 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
     │   └── PolicyInvalid        422 policy_invalid
     ├── NotFound                 404 not_found
     ├── Conflict                 409 conflict
+    │   └── ReviewRefused        409 review_expired | review_used | review_rejected | review_not_approved |
+    │                                review_policy_changed | review_rows_changed (a reviewed statement not run)
     ├── PreconditionFailed       412 precondition_failed
     ├── PreconditionRequired     428 precondition_required
     ├── StatementRejected        400 statement_rejected
@@ -118,6 +120,48 @@ class Conflict(GatewayError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class ReviewRefused(Conflict):
+    """A reviewed statement cannot be executed now; the subclass's ``code`` says why. Nothing ran, or it rolled back."""
+
+    title = "Review cannot be executed"
+
+
+class ReviewExpired(ReviewRefused):
+    """The review is past its ``valid_for``: ask for a new one."""
+
+    code = "review_expired"
+
+
+class ReviewUsed(ReviewRefused):
+    """The approval was used already (executed, failed, or being executed): approvals are single use."""
+
+    code = "review_used"
+
+
+class ReviewRejected(ReviewRefused):
+    """A reviewer rejected it."""
+
+    code = "review_rejected"
+
+
+class ReviewNotApproved(ReviewRefused):
+    """Not yet approved by enough distinct reviewers."""
+
+    code = "review_not_approved"
+
+
+class ReviewPolicyChanged(ReviewRefused):
+    """The policy now decides otherwise (another grant, or the bound statement reads differently): re-review."""
+
+    code = "review_policy_changed"
+
+
+class ReviewRowsChanged(ReviewRefused):
+    """The statement would now change a different number of rows than the dry run showed: rolled back, re-review."""
+
+    code = "review_rows_changed"
 
 
 class PreconditionFailed(GatewayError):

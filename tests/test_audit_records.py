@@ -37,6 +37,7 @@ from gateway.audit.records import (
     DecisionRecord,
     OutcomeRecord,
     PolicyEditRecord,
+    ReviewRecord,
     RevocationCancelRecord,
     RouteDenied,
     Who,
@@ -263,7 +264,23 @@ def old_others() -> dict[str, dict[str, object]]:
         "sample_reasons": ["expired", "no bearer token"],
         "sample_request_ids": ["gw-4", "gw-5"],
     }
+    # A kind added after the typed records (issue 16): its "old" form is the JSON the docs promise.
+    review: dict[str, object] = {
+        **old_base(CTX, "review", ALICE),
+        "action": "dry_run",
+        "review": "rv-1",
+        "digest": "ab" * 32,
+        "state": "pending",
+        "author": "alice@example.com",
+        "author_issuer": "https://idp.example.com",
+        "author_sub": "sub-alice",
+        "target": "shop",
+        "grant": "eng-write",
+        "statement": "DELETE FROM orders WHERE id = ?",
+        "rows_affected": [1],
+    }
     return {
+        "review dry run": review,
         "role denied": role,
         "oversized request": oversized,
         "auth, unverified subject": unverified,
@@ -321,6 +338,20 @@ def new_others() -> dict[str, AuditRecord]:
             target="shop",
             access="read",
             reason="incident 7",
+        ),
+        "review dry run": ReviewRecord(
+            who=who(CTX, ALICE),
+            action="dry_run",
+            review="rv-1",
+            digest="ab" * 32,
+            state="pending",
+            author="alice@example.com",
+            author_issuer="https://idp.example.com",
+            author_sub="sub-alice",
+            target="shop",
+            grant="eng-write",
+            statement="DELETE FROM orders WHERE id = ?",
+            rows_affected=(1,),
         ),
         "audit read": AuditReadRecord(
             who=who(CTX, ALICE), reason="audit query", filters={"user": "bob@example.com", "cursor": None}

@@ -31,6 +31,7 @@ PAGES = (
     "/console/query",
     "/console/history",
     "/console/requests",
+    "/console/reviews",
     "/console/admin/policy",
     "/console/admin/requests",
     "/console/admin/history",

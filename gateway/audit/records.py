@@ -16,9 +16,10 @@ the gateway wrote before these classes existed (``tests/test_audit_records.py``)
 The kinds, by ``event``: ``decision`` (:class:`DecisionRecord` for statements,
 :class:`RouteDenied` for calls refused at a route: a missing role, an
 oversized request), ``auth`` (:class:`AuthRecord`), ``outcome``,
-``policy_edit``, ``access_request``, ``audit_read``, ``revocation_cancel``
-and ``auth_flood`` (the aggregate of unauthenticated requests over the flood
-limits, ``gateway/audit/flood.py``).
+``policy_edit``, ``access_request``, ``audit_read``, ``revocation_cancel``,
+``auth_flood`` (the aggregate of unauthenticated requests over the flood
+limits, ``gateway/audit/flood.py``) and ``review`` (the steps of a statement
+review, issue 16).
 
 A field's metadata says what else it is: a plain column of both stores
 (``column``), text whose literals are redacted (``redacted``), or a field
@@ -155,6 +156,7 @@ class DecisionRecord(AuditRecord):
     grant: str | Unset | None = UNSET  # unset: refused before the policy decided
     db_user: str | Unset | None = UNSET
     reason: str | None = None
+    review: str | Unset = UNSET  # the review an execution runs (issue 16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +170,7 @@ class RouteDenied(AuditRecord):
     reason: str | None = None
     route: str  # "METHOD /path"
     access_request: str | Unset = UNSET  # a refused self-approval names the request
+    review: str | Unset = UNSET  # a refused self-review (or a reviewer the rule does not name) names the review
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +200,7 @@ class OutcomeRecord(AuditRecord):
     truncated: bool | Unset = UNSET
     committed: bool | Unset = UNSET  # transactions only
     streamed: bool | Unset = UNSET  # NDJSON streams that ended well only
+    review: str | Unset = UNSET  # a dry run or an execution of a review (issue 16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,6 +234,33 @@ class AccessRequestRecord(AuditRecord):
     target: str = _marked(column=True)
     access: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewRecord(AuditRecord):
+    """A step of a statement review (issue 16), linked by ``review``.
+
+    ``action``: ``requested`` (durable before the dry run), ``dry_run`` (its
+    counts), ``approved`` / ``rejected`` (one per verdict, ``state`` after it),
+    ``executed`` (or ``execute_failed``), ``expired``. ``author*`` is the person
+    who asked; ``who`` is whoever took this step.
+    """
+
+    EVENT: ClassVar[str] = "review"
+    who: Who
+    action: str
+    review: str
+    digest: str
+    state: str
+    author: str
+    author_issuer: str
+    author_sub: str
+    target: str = _marked(column=True)
+    grant: str | Unset | None = UNSET
+    statement: str | tuple[str, ...] | Unset = _marked(redacted=True, cap="statement", default=UNSET)  # noqa: RUF009 - a field marker
+    rows_affected: tuple[int | None, ...] | Unset = UNSET  # per statement: the dry run's, or the execution's
+    comment: str | Unset = UNSET  # a reviewer's comment, or the author's reason on ``requested``
+    error: str | Unset = _marked(redacted=True, default=UNSET)  # noqa: RUF009 - a field marker
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,5 +320,6 @@ KINDS: tuple[type[AuditRecord], ...] = (
     AuditReadRecord,
     RevocationCancelRecord,
     AuthFloodRecord,
+    ReviewRecord,
 )
 EVENTS: tuple[str, ...] = tuple(dict.fromkeys(kind.EVENT for kind in KINDS))

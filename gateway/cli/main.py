@@ -19,6 +19,7 @@ from gateway.cli import audit as auditcli
 from gateway.cli import db as dbcli
 from gateway.client import admin as admincli
 from gateway.client import commands as clicommands
+from gateway.client import reviews as reviewcli
 from gateway.client.errors import EXIT_INTERRUPTED, EXIT_USAGE, ClientError
 from gateway.errors import ConfigError, GatewayError, PolicyFileError
 from gateway.settings import Settings, load_settings
@@ -178,6 +179,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     add_server_commands,
     clicommands.register,  # login, logout, whoami, targets, query, shell
     admincli.register,  # grant, revoke, request-access, requests, approve, deny
+    reviewcli.register,  # reviews, review show|approve|reject|execute
 )
 
 

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.client import login as devicelogin
-from gateway.client import tokencache
-from gateway.client.http import GatewayClient, QueryRequest
+from gateway.client import reviews, tokencache
+from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
 from gateway.client.render import FORMATS, consume, row_counter, sink_for, summary
 from gateway.client.session import add_arguments, connect
 
@@ -115,11 +115,15 @@ def run_query(client: GatewayClient, request: QueryRequest, fmt: str, console: C
 
 def cmd_query(args: argparse.Namespace) -> int:
     """Run one statement and print the result."""
-    request = QueryRequest(args.target, args.sql, [parse_param(p) for p in args.param], args.max_rows)
+    params = [parse_param(p) for p in args.param]
+    request = QueryRequest(args.target, args.sql, params, args.max_rows, reason=args.reason)
     console = Console()
     with connect(args) as client:
         started = time.perf_counter()
-        trailer = run_query(client, request, args.format, console)
+        try:
+            trailer = run_query(client, request, args.format, console)
+        except HeldForReview as held:  # nothing ran: a reviewer approves it first
+            return reviews.after_hold(client, held.reply, wait=not args.no_wait, timeout=args.wait, poll=args.poll)
     if args.format != "table" and sys.stderr.isatty():
         print(f"{summary(trailer)}; {(time.perf_counter() - started) * 1000:.0f} ms round trip", file=sys.stderr)
     return 0
@@ -160,6 +164,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     query.add_argument("--format", choices=FORMATS, default="table")
     query.add_argument("--max-rows", type=int)
+    reviews.add_wait_arguments(query)
     query.set_defaults(func=cmd_query)
 
     shell = add_arguments(sub.add_parser("shell", help="interactive SQL shell"))

@@ -24,6 +24,15 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 330.0  # beyond the gateway's longest statement timeout
 EDIT_ATTEMPTS = 3
 PRECONDITION_FAILED = 412
+ACCEPTED = 202
+
+
+class HeldForReview(Exception):
+    """The gateway held the statement for review (202): ``reply`` has the review and its dry run; nothing ran."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(f"held for review {reply.get('review', {}).get('id')}")
+        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +43,15 @@ class QueryRequest:
     sql: str
     params: Sequence[Any] = ()
     max_rows: int | None = None
+    reason: str | None = None  # shown to reviewers if the statement is held for review
 
     def body(self) -> dict[str, Any]:
         """The JSON body of ``POST /v1/query``."""
         data: dict[str, Any] = {"target": self.target, "sql": self.sql, "params": list(self.params)}
         if self.max_rows is not None:
             data["max_rows"] = self.max_rows
+        if self.reason is not None:
+            data["reason"] = self.reason
         return data
 
 
@@ -122,11 +134,13 @@ class GatewayClient:
         return self.call("POST", "/v1/query", json=request.body())
 
     def stream(self, request: QueryRequest) -> Iterator[Any]:
-        """Run a statement and yield its NDJSON lines, parsed, as they arrive."""
+        """Run a statement and yield its NDJSON lines, parsed, as they arrive; ``HeldForReview`` on a 202."""
         try:
             with self._http.stream("POST", "/v1/query", json=request.body(), headers={"Accept": NDJSON}) as reply:
                 if reply.is_error:
                     raise self._problem(reply, reply.read())
+                if reply.status_code == ACCEPTED:
+                    raise HeldForReview(dict(orjson.loads(reply.read())))
                 for line in reply.iter_lines():
                     if line:
                         yield orjson.loads(line)

@@ -22,8 +22,9 @@ from rich.console import Console
 from gateway.client import tokencache
 from gateway.client.commands import print_targets, run_query
 from gateway.client.errors import ProblemError
-from gateway.client.http import GatewayClient, QueryRequest
+from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
 from gateway.client.render import FORMATS, summary
+from gateway.client.reviews import describe
 
 HISTORY_FILE = "history"
 HISTORY_LENGTH = 2000
@@ -124,6 +125,11 @@ class Shell:
             trailer = run_query(self.client, QueryRequest(self.target, sql), self.format, self._console)
         except ProblemError as exc:
             self._error(exc)
+            return None
+        except HeldForReview as held:  # nothing ran: say where the review is, and carry on
+            review = held.reply["review"]
+            self._console.print(describe(review), highlight=False, markup=False)
+            self._console.print(f"held for review; `gateway review execute {review['id']}` once approved", markup=False)
             return None
         round_trip = (time.perf_counter() - started) * 1000
         if self.format != "table":

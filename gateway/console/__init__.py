@@ -15,7 +15,7 @@ it); the modules:
   ``signin.py`` the OIDC authorization code flow with PKCE (Authlib);
 * pages: ``auth.py`` sign-in and logout; ``engineer.py`` home and access
   requests; ``query.py`` the SQL editor, results, CSV, history;
-  ``admin.py`` the policy and its edits; ``approvals.py`` access requests;
+  ``admin.py`` the policy and its edits; ``approvals.py`` access requests; ``reviews.py`` statement reviews;
   ``auditor.py`` the log, records, export, verify, charts (``charts.py``,
   ``jobs.py``); ``devlogin.py`` the dev issuer's login page (dev mode).
 """
@@ -30,7 +30,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from jinja2 import DictLoader, Environment, select_autoescape
 
-from gateway.console import admin, approvals, auditor, auth, devlogin, engineer, query
+from gateway.console import admin, approvals, auditor, auth, devlogin, engineer, query, reviews
 from gateway.console.jobs import VerifyJobs
 from gateway.console.sessions import MemorySessionStore, Sessions, SessionStore
 from gateway.console.signin import SignIn, read_client_secret
@@ -114,7 +114,7 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     )
     app.state.console = console
     pages = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-    for module in (auth, engineer, query, admin, approvals, auditor):
+    for module in (auth, engineer, query, reviews, admin, approvals, auditor):
         pages.include_router(module.router)
     pages.add_api_route("/console", _home_redirect, methods=["GET"])
     app.include_router(pages)

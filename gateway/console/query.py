@@ -28,7 +28,7 @@ from gateway.console.results import ClosingStream, StreamResult, csv_chunks
 from gateway.console.web import ConsoleRoute, common, console_of, read_form, render
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.deps import services_of
-from gateway.pipeline import StatementRequest
+from gateway.pipeline import StatementRequest, Stream
 from gateway.policy import views
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -90,6 +90,23 @@ async def editor(
     return await _page(request, viewer, form)
 
 
+class HeldForReview(GatewayError):
+    """Not an error: the grant holds this statement for review; the page says where the review is."""
+
+    code = "review_required"
+    status = 202
+    title = "Held for review"
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        review = reply.get("review") or {}
+        counts = [s.get("rows_affected") for s in (reply.get("dry_run") or {}).get("statements", [])]
+        super().__init__(
+            f"review {review.get('id')} was requested: nothing ran. Dry run (rolled back): rows affected {counts}. "
+            f"A reviewer approves it at /console/reviews; then execute it there."
+        )
+        self.review_id = str(review.get("id"))
+
+
 async def _page(request: Request, viewer: Viewer, form: dict[str, str], error: GatewayError | None = None) -> Response:
     """The editor with the form's values and, after a refusal, why (with the refusal's status)."""
     return await render(
@@ -135,6 +152,8 @@ async def _open(
         return None, values, InvalidRequest("max rows must be a number")
     except GatewayError as exc:
         return None, values, exc
+    if not isinstance(stream, Stream):  # held for review (issue 16): nothing ran
+        return None, values, HeldForReview(stream)
     result = StreamResult(stream)
     try:
         await result.open()

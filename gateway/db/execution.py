@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +238,23 @@ async def run_transaction(
     comment: str,
 ) -> list[Result]:
     """Run statements atomically: all commit or, on any error, none do."""
+    results, _ = await run_then_decide(conn, batch, limits, comment, keep=lambda _: True)
+    return results
+
+
+async def run_then_decide(
+    conn: Pooled,
+    batch: Sequence[tuple[Statement, Sequence[JSONValue]]],
+    limits: Limits,
+    comment: str,
+    *,
+    keep: Callable[[list[Result]], bool],
+) -> tuple[list[Result], bool]:
+    """Run statements in one transaction, then COMMIT if ``keep(results)`` else ROLLBACK; (results, committed).
+
+    A statement review's dry run keeps nothing; its execution keeps the work
+    only when the counts still match the dry run. On any error nothing commits.
+    """
     bound = [
         wrap(bind(stmt, params, conn), comment, limits, kind=stmt.kind, in_transaction=True) for stmt, params in batch
     ]
@@ -249,14 +266,15 @@ async def run_transaction(
             results.append(await _execute(conn, sql, limits))
             if conn.discard:
                 raise InvalidRequest("a statement inside a transaction returned more rows than its cap")
-        await _simple(conn, f"{comment} COMMIT", limits)
+        committed = keep(results)
+        await _simple(conn, f"{comment} {'COMMIT' if committed else 'ROLLBACK'}", limits)
     except BaseException:
         conn.discard = True
         if conn.raw.connected:
             with contextlib.suppress(db_errors.MySQLError, TimeoutError, OSError):
                 await asyncio.wait_for(conn.raw.rollback(), TIMEOUT_GRACE)
         raise
-    return results
+    return results, committed
 
 
 async def _simple(conn: Pooled, sql: str, limits: Limits) -> None:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from gateway.audit.recorder import Recorder, RequestContext
-from gateway.audit.records import AccessRequestRecord, RouteDenied
+from gateway.audit.records import UNSET, AccessRequestRecord, RouteDenied
 from gateway.errors import Forbidden, InvalidRequest, UnknownTarget
 from gateway.http.admin import applied, audit_edit
 from gateway.http.bodies import json_body
@@ -149,19 +149,52 @@ async def _not_own(
     *,
     route: str,
 ) -> None:
-    """Refuse the requester: the same person, or a person sharing one of their names; recorded before the 403.
-
-    The registry is read now: names learned since the tokens were validated count too.
-    """
+    """Refuse the requester: the same person, or a person sharing one of their names; recorded before the 403."""
     person = (item["requester_issuer"], item["requester_sub"])
-    names = {_canonical(str(item["requester"]))}
-    if None not in person:
-        names |= await aliases.names(*person)
+    reason = "nobody approves or denies their own access request (under any of their names)"
+    await refuse_own(
+        recorder,
+        aliases,
+        ctx,
+        caller,
+        person,
+        str(item["requester"]),
+        route=route,
+        reason=reason,
+        access_request=item["id"],
+    )
+
+
+async def refuse_own(  # noqa: PLR0917 - the author, the caller and what the refusal names
+    recorder: Recorder,
+    aliases: AliasRegistry,
+    ctx: RequestContext,
+    caller: Identity,
+    person: tuple[str | None, str | None],
+    name: str,
+    *,
+    route: str,
+    reason: str,
+    access_request: str | None = None,
+    review: str | None = None,
+) -> None:
+    """Refuse ``caller`` when they are the author ``person`` or share one of the author's names (SECURITY rule 26).
+
+    The registry is read now: names learned since the tokens were validated
+    count too. The refusal is a ``deny`` decision record, written before the 403.
+    """
+    names = {_canonical(name)}
+    if person[0] is not None and person[1] is not None:
+        names |= await aliases.names(person[0], person[1])
     if person == caller.person or names & (caller.names | await aliases.names(*caller.person)):
-        reason = "nobody approves or denies their own access request (under any of their names)"
-        # An admin trying to approve their own access is a denial the audit log must show (rule 21).
+        # Someone trying to approve their own work is a denial the audit log must show (rule 21).
         refusal = RouteDenied(
-            who=recorder.who(ctx, caller), code="forbidden", reason=reason, route=route, access_request=item["id"]
+            who=recorder.who(ctx, caller),
+            code="forbidden",
+            reason=reason,
+            route=route,
+            access_request=UNSET if access_request is None else access_request,
+            review=UNSET if review is None else review,
         )
         await recorder.event(refusal)
         raise Forbidden(reason)

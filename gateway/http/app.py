@@ -23,6 +23,7 @@ from gateway.http import access as accessapi
 from gateway.http import admin as adminapi
 from gateway.http import audit as auditapi
 from gateway.http import openapi, problems, statements, status
+from gateway.http import reviews as reviewsapi
 from gateway.http.deps import services_of
 from gateway.http.front import GatewayApp, StatementEndpoints
 from gateway.http.metrics import Metrics
@@ -89,6 +90,7 @@ def create_app(
     app.include_router(statements.router)
     app.include_router(adminapi.router)
     app.include_router(accessapi.router)
+    app.include_router(reviewsapi.router)
     app.include_router(auditapi.router)
     openapi.install(app)
 

@@ -64,6 +64,7 @@ class QueryBody(StatementBody):
 
     target: Annotated[str, Field(min_length=1, max_length=128)]
     max_rows: Annotated[int | None, Field(ge=1)] = None
+    reason: Annotated[str | None, Field(max_length=500)] = None  # shown to reviewers when the statement is held
 
 
 class TransactionBody(BaseModel):
@@ -72,6 +73,7 @@ class TransactionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: Annotated[str, Field(min_length=1, max_length=128)]
     statements: Annotated[list[StatementBody], Field(min_length=1)]
+    reason: Annotated[str | None, Field(max_length=500)] = None  # shown to reviewers when the work is held
 
 
 def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:

@@ -26,6 +26,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy.decide import roles_of
 from gateway.policy.edit import PolicyEditor
 from gateway.policy.requests import AccessRequestStore
+from gateway.policy.reviews import ReviewStore
 from gateway.policy.store import PolicyStore
 from gateway.settings import Settings
 
@@ -91,6 +92,10 @@ async def _access_requests(request: Request) -> AccessRequestStore:
     return services_of(request).access_requests
 
 
+async def _reviews(request: Request) -> ReviewStore:
+    return services_of(request).reviews
+
+
 async def _aliases(request: Request) -> AliasRegistry:
     return services_of(request).aliases
 
@@ -112,6 +117,7 @@ RecorderDep = Annotated[Recorder, Depends(_recorder)]
 PoliciesDep = Annotated[PolicyStore, Depends(_policies)]
 EditorDep = Annotated[PolicyEditor, Depends(_editor)]
 AccessRequestsDep = Annotated[AccessRequestStore, Depends(_access_requests)]
+ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
 AliasesDep = Annotated[AliasRegistry, Depends(_aliases)]
 ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
 AuditReaderDep = Annotated[AuditStore, Depends(_audit_reader)]

@@ -22,6 +22,7 @@ from gateway.http.access import DecisionBody, RequestBody
 from gateway.http.admin import GrantBody, RevocationBody
 from gateway.http.bodies import QueryBody, TransactionBody
 from gateway.http.problems import PROBLEM
+from gateway.http.reviews import VerdictBody
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -63,6 +64,8 @@ BODIES: dict[tuple[str, str], tuple[type[BaseModel], dict[str, Any]]] = {
     ),
     ("post", "/v1/access-requests/{request_id}/approve"): (DecisionBody, {"reason": "on call this week"}),
     ("post", "/v1/access-requests/{request_id}/deny"): (DecisionBody, {"reason": "use the replica"}),
+    ("post", "/v1/reviews/{review_id}/approve"): (VerdictBody, {"comment": "matches ticket 4711"}),
+    ("post", "/v1/reviews/{review_id}/reject"): (VerdictBody, {"comment": "touches every row: add a WHERE"}),
 }
 # Policy edits name the revision they start from (428 without, 412 when stale).
 IF_MATCH = {
@@ -152,6 +155,11 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
         responses["503"] = {**problem, "description": "Unavailable: retry later", "headers": _RETRY_AFTER}
     if path in {"/v1/query", "/v1/transaction"}:
         responses["504"] = {**problem, "description": "statement_timeout"}
+        responses["202"] = {
+            "description": "Held for review (the grant's review rule): nothing ran; the review and its dry run",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/reviews/<id>"}},
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     if path == "/readyz":
         # Anyone may ask; a bearer token with the admin role also gets the checks behind the answer.
         operation["security"] = [{}, {"bearer": []}]

@@ -2,8 +2,8 @@
 
 ``open_services`` is the app's whole start-up and shutdown: policies (an
 invalid file stops start-up), the audit writer and its reader, the pools,
-the token validator with its alias registry, the pipeline, the policy editor
-and the access-request store, and the background tasks (policy watcher,
+the token validator with its alias registry, the pipeline, the policy editor,
+the access-request and review stores, and the background tasks (policy watcher,
 ``auth_flood`` writer, privilege checker). Routes receive what they need from
 the ``Services`` through the dependencies in :mod:`gateway.http.deps`; nothing
 is reached through attributes of the pipeline.
@@ -37,6 +37,7 @@ from gateway.identity.tokens import TokenValidator
 from gateway.pipeline import Pipeline
 from gateway.policy.edit import PolicyEditor
 from gateway.policy.requests import AccessRequestStore
+from gateway.policy.reviews import REVIEWS_FILE, ReviewStore, SqliteReviewStore
 from gateway.policy.store import PolicyStore
 from gateway.requestids import RequestIds
 from gateway.revocation.inflight import InFlight
@@ -64,6 +65,7 @@ class Services:
     aliases: AliasRegistry
     editor: PolicyEditor
     access_requests: AccessRequestStore
+    reviews: ReviewStore
     dev_issuer: DevIssuer | None
 
 
@@ -110,6 +112,8 @@ async def open_services(
             AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=settings.admin.request_ttl, clock=clock
         )
         stack.callback(access_requests.close)
+        reviews = await asyncio.to_thread(SqliteReviewStore, state_dir / REVIEWS_FILE, clock=clock)
+        stack.callback(reviews.close)
         pools = PoolRegistry(settings.targets, drift=drift_state(settings))
         await pools.open()
         stack.push_async_callback(pools.close)
@@ -137,6 +141,8 @@ async def open_services(
             clock=clock,
             spans=spans,
             views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
+            reviews=reviews,
+            review_row_margin=settings.admin.review_row_margin,
         )
         editor = PolicyEditor(
             settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
@@ -165,6 +171,7 @@ async def open_services(
             aliases=aliases,
             editor=editor,
             access_requests=access_requests,
+            reviews=reviews,
             dev_issuer=dev,
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Generic
+from typing import Annotated, Any, Generic
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -26,7 +26,7 @@ from gateway.http.ndjson import NDJSONResponse, wants_ndjson
 from gateway.http.problems import JSONResponse
 from gateway.http.services import Services
 from gateway.identity.tokens import Identity
-from gateway.pipeline import StatementRequest
+from gateway.pipeline import StatementRequest, Stream
 from gateway.settings import LimitSettings
 
 router = APIRouter()
@@ -64,8 +64,9 @@ async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_quer
     _check_params(call.services.settings.limits, len(body.params))
     statement = StatementRequest(body.sql, body.params)
     if wants_ndjson(request):
-        return NDJSONResponse(await pipeline.open_stream(ctx, caller, body.target, statement, body.max_rows))
-    return JSONResponse(await pipeline.query(ctx, caller, body.target, statement, body.max_rows))
+        opened = await pipeline.open_stream(ctx, caller, body.target, statement, body.max_rows, reason=body.reason)
+        return NDJSONResponse(opened) if isinstance(opened, Stream) else _reply(opened)
+    return _reply(await pipeline.query(ctx, caller, body.target, statement, body.max_rows, reason=body.reason))
 
 
 async def transaction(call: Annotated[Call[TransactionBody], Depends(_transaction_call)]) -> JSONResponse:
@@ -76,7 +77,20 @@ async def transaction(call: Annotated[Call[TransactionBody], Depends(_transactio
     for stmt in call.body.statements:
         _check_params(limits, len(stmt.params))
     requests = [StatementRequest(s.sql, s.params) for s in call.body.statements]
-    return JSONResponse(await call.services.pipeline.transaction(call.ctx, call.caller, call.body.target, requests))
+    pipeline = call.services.pipeline
+    return _reply(
+        await pipeline.transaction(call.ctx, call.caller, call.body.target, requests, reason=call.body.reason)
+    )
+
+
+def _reply(body: dict[str, Any]) -> JSONResponse:
+    """200 with the result, or 202 when the work is held for review (issue 16): nothing has run."""
+    held = body.get("status") == "review_required"
+    return JSONResponse(body, status_code=202 if held else 200, headers=_location(body) if held else None)
+
+
+def _location(body: dict[str, Any]) -> dict[str, str]:
+    return {"Location": f"/v1/reviews/{body['review']['id']}"}
 
 
 router.add_api_route("/v1/query", query, methods=["POST"])

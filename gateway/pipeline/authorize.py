@@ -75,8 +75,12 @@ class Authorizer:
         requests: Sequence[StatementRequest],
         *,
         transaction: bool,
+        review: str | None = None,
     ) -> tuple[Decision, list[Statement]]:
-        """Analyse and decide; write the decision record (durable); raise on any denial."""
+        """Analyse and decide; write the decision record (durable); raise on any denial.
+
+        ``review``: the id of the review being executed, which the record names.
+        """
         analysed = _Analysed()
         record = DecisionRecord(
             who=self._recorder.who(ctx, identity),
@@ -85,6 +89,7 @@ class Authorizer:
             transaction=transaction,
             decision="deny",
             code="",
+            review=UNSET if review is None else review,
         )
         try:
             with self._spans.span("policy"):

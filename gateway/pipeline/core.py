@@ -20,24 +20,25 @@ from gateway.audit.records import AuthRecord, OutcomeRecord
 from gateway.db import execution, streaming
 from gateway.db.catalog import ViewCatalog
 from gateway.db.pools import Pooled, PoolRegistry
-from gateway.errors import (
-    GatewayError,
-    Unauthenticated,
-)
+from gateway.errors import GatewayError, StatementRejected, Unauthenticated
 from gateway.identity.tokens import Identity, TokenValidator
 from gateway.pipeline.authorize import Authorizer, StatementRequest
+from gateway.pipeline.execreview import RESULT_FIELDS, ReviewExecution
+from gateway.pipeline.review import Holding
 from gateway.pipeline.stream import Stream, ids_of
 from gateway.policy.decide import Decision
+from gateway.policy.review import needs_review
+from gateway.policy.reviews import ReviewStore
 from gateway.policy.store import PolicyStore
 from gateway.revocation.inflight import InFlight, Running, as_revoked
 from gateway.settings import Settings
-from gateway.sql.statements import Kind
+from gateway.sql.statements import Kind, Statement
 from gateway.tracing import Tracing
 
 _T = TypeVar("_T")
 
 
-class Pipeline:
+class Pipeline(ReviewExecution):
     """Runs requests through the stages built in the app's lifespan."""
 
     def __init__(  # noqa: PLR0917 - the stages, each a separate part
@@ -52,6 +53,8 @@ class Pipeline:
         clock: Callable[[], datetime],
         spans: Tracing | None = None,
         views: ViewCatalog | None = None,
+        reviews: ReviewStore | None = None,
+        review_row_margin: int = 0,
     ) -> None:
         self._settings = settings
         self._validator = validator
@@ -63,6 +66,8 @@ class Pipeline:
         self._spans = spans or Tracing()
         self._views = views
         self._authorizer = Authorizer(settings, policies, recorder, clock=clock, spans=self._spans, views=views)
+        self.holding = None if reviews is None else Holding(reviews, recorder)
+        self._row_margin = review_row_margin
 
     async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
         """Validate the bearer token; record a refusal (with the token's unverified subject)."""
@@ -85,20 +90,43 @@ class Pipeline:
             raise
 
     async def query(
-        self, ctx: RequestContext, identity: Identity, target: str, request: StatementRequest, max_rows: int | None
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        request: StatementRequest,
+        max_rows: int | None,
+        *,
+        reason: str | None = None,
+        decided: tuple[Decision, Statement] | None = None,
     ) -> dict[str, Any]:
-        """Run one statement and reply per the SPEC's shape."""
-        decision, (statement,) = await self._authorizer.authorize(ctx, identity, target, [request], transaction=False)
+        """Run one statement and reply per the SPEC's shape (or hold it for review: ``status: review_required``).
+
+        ``decided``: the stream route's decision, already recorded, for work held for review.
+        """
+        if decided is None:
+            decision, (statement,) = await self._authorizer.authorize(
+                ctx, identity, target, [request], transaction=False
+            )
+        else:
+            decision, statement = decided
         limits = execution.limits_for(self._settings.limits, decision, max_rows)
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
-        result = await self._on_connection(
-            ctx,
-            identity,
-            decision,
-            started,
-            lambda conn: execution.run_statement(conn, statement, request.params, limits, comment),
-            transaction=False,
+        held, ran = await self._hold(ctx, identity, decision, [statement], [request], started, limits, reason, tx=False)
+        if held is not None:
+            return held
+        result = (
+            ran[0]
+            if ran
+            else await self._on_connection(
+                ctx,
+                identity,
+                decision,
+                started,
+                lambda conn: execution.run_statement(conn, statement, request.params, limits, comment),
+                transaction=False,
+            )
         )
         duration = _ms(started)
         if statement.kind is Kind.DDL and self._views is not None:
@@ -120,27 +148,38 @@ class Pipeline:
         }
 
     async def transaction(
-        self, ctx: RequestContext, identity: Identity, target: str, requests: Sequence[StatementRequest]
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        requests: Sequence[StatementRequest],
+        *,
+        reason: str | None = None,
     ) -> dict[str, Any]:
-        """Authorize every statement first, then run them all-or-nothing."""
+        """Authorize every statement first, then run them all-or-nothing (or hold them for review as a whole)."""
         decision, statements = await self._authorizer.authorize(ctx, identity, target, requests, transaction=True)
         limits = execution.limits_for(self._settings.limits, decision, None)
         comment = execution.comment_for(ctx.request_id, identity.user)
         started = time.perf_counter()
+        held, ran = await self._hold(ctx, identity, decision, statements, requests, started, limits, reason, tx=True)
+        if held is not None:
+            return held
         batch = [(s, r.params) for s, r in zip(statements, requests, strict=True)]
-        results = await self._on_connection(
-            ctx,
-            identity,
-            decision,
-            started,
-            lambda conn: execution.run_transaction(conn, batch, limits, comment),
-            transaction=True,
-        )
+        if ran is None:
+            ran = await self._on_connection(
+                ctx,
+                identity,
+                decision,
+                started,
+                lambda conn: execution.run_transaction(conn, batch, limits, comment),
+                transaction=True,
+            )
+        results = ran
         duration = _ms(started)
         rows = sum(r.rows_affected or r.row_count for r in results)
         await self._outcome(ctx, identity, target, started, code="ok", committed=True, rows=rows)
         replies = [
-            {"kind": s.kind.value, **{k: getattr(r, k) for k in _RESULT_FIELDS}}
+            {"kind": s.kind.value, **{k: getattr(r, k) for k in RESULT_FIELDS}}
             for s, r in zip(statements, results, strict=True)
         ]
         return {
@@ -153,10 +192,24 @@ class Pipeline:
         }
 
     async def open_stream(
-        self, ctx: RequestContext, identity: Identity, target: str, request: StatementRequest, max_rows: int | None
-    ) -> Stream:
-        """Authorize and start one statement whose rows stream; the stream records how it ends."""
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        target: str,
+        request: StatementRequest,
+        max_rows: int | None,
+        *,
+        reason: str | None = None,
+    ) -> Stream | dict[str, Any]:
+        """Authorize and start one statement whose rows stream; the stream records how it ends.
+
+        Work the grant holds for review is not streamed: the reply is the review (a dict), as for ``query``.
+        """
         decision, (statement,) = await self._authorizer.authorize(ctx, identity, target, [request], transaction=False)
+        if needs_review(decision.review, [statement]):  # held (or refused without a store), never streamed
+            return await self.query(
+                ctx, identity, target, request, max_rows, reason=reason, decided=(decision, statement)
+            )
         limits = execution.limits_for(self._settings.limits, decision, max_rows, stream=True)
         pool = self._pools.pool_for(decision)
         started = time.perf_counter()
@@ -182,6 +235,45 @@ class Pipeline:
         header = {**ids_of(ctx), "target": target, "kind": statement.kind.value, "grant": decision.grant}
         outcome = OutcomeRecord(who=self._recorder.who(ctx, identity), target=target, code="ok", duration_ms=0.0)
         return Stream(rows, header, running, tracking, self._recorder, outcome, started=started)
+
+    async def _hold(  # noqa: PLR0917 - the request's parts
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        decision: Decision,
+        statements: Sequence[Statement],
+        requests: Sequence[StatementRequest],
+        started: float,
+        limits: execution.Limits,
+        reason: str | None,
+        *,
+        tx: bool,
+    ) -> tuple[dict[str, Any] | None, list[execution.Result] | None]:
+        """Hold the work for review (the 202 reply), or the results of a threshold run that committed, or neither."""
+        if self.holding is None:
+            if needs_review(decision.review, statements):  # fail closed: nothing runs that a review should hold
+                raise StatementRejected("this statement needs review, and this gateway has no review store")
+            return None, None
+
+        def run(
+            work: Callable[[Pooled], Awaitable[tuple[list[execution.Result], bool]]],
+        ) -> Awaitable[tuple[list[execution.Result], bool]]:
+            return self._on_connection(ctx, identity, decision, started, work, transaction=True)
+
+        params = [r.params for r in requests]
+        held, ran = await self.holding.hold(
+            ctx, identity, decision, statements, params, run, transaction=tx, reason=reason, limits=limits
+        )
+        if held is None:
+            return None, None if ran is None else ran[0]
+        dry = held["dry_run"]
+        if dry["executed"]:  # the dry run ran and rolled back: its outcome, linked to the review
+            rows = sum(s["rows_affected"] or 0 for s in dry["statements"])
+            review = held["review"]["id"]
+            await self._outcome(
+                ctx, identity, decision.target, started, code="ok", committed=False, rows=rows, review=review
+            )
+        return {**ids_of(ctx), **held}, None
 
     async def _on_connection(
         self,
@@ -223,9 +315,6 @@ class Pipeline:
     ) -> None:
         who = self._recorder.who(ctx, identity)
         await self._recorder.outcome(OutcomeRecord(who=who, target=target, duration_ms=_ms(started), **fields))
-
-
-_RESULT_FIELDS = ("columns", "rows", "row_count", "truncated", "rows_affected", "last_insert_id")
 
 
 def _running(

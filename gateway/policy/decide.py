@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from gateway.identity.tokens import Identity
-    from gateway.policy.types import Grant, PolicySet, Revocation
+    from gateway.policy.types import Grant, PolicySet, ReviewRule, Revocation
     from gateway.sql.statements import Statement
 
 _NEEDS = {Kind.READ: Access.READ, Kind.WRITE: Access.WRITE, Kind.DDL: Access.DDL}
@@ -87,6 +87,7 @@ class Decision:
     access: str | None = None  # "read", "write" or "ddl" of the deciding grant
     max_rows: int | None = None
     statement_timeout: float | None = None  # seconds
+    review: ReviewRule | None = None  # the deciding grant's review rule (gateway.policy.review)
 
 
 def decide(
@@ -125,6 +126,7 @@ def decide(
             access=grant.access.label,
             max_rows=grant.max_rows,
             statement_timeout=grant.statement_timeout,
+            review=grant.review,
         )
     if len(statements) > 1 and all(any(_obstacle(g, [s], now, safe) is None for g in mine) for s in statements):
         reason = "no single grant allows every statement of the transaction"

@@ -35,9 +35,10 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from gateway.errors import PolicyFileError, PolicyInvalid
 from gateway.policy.files import load_policies
-from gateway.policy.schema import Report, read_grant, read_revocation
+from gateway.policy.schema import read_grant, read_revocation
 from gateway.policy.splice import load_document
 from gateway.policy.types import Grant, PolicySet, Revocation
+from gateway.policy.yamlnodes import Report
 
 Snapshot = dict[str, bytes]  # file name -> bytes, every policy file of the directory
 Entry = Grant | Revocation

@@ -58,18 +58,9 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import ScalarNode
 
 from gateway.errors import PolicyFileError, PolicyProblem
-from gateway.policy.schema import (
-    Report,
-    check_keys,
-    is_int,
-    item_line,
-    key_line,
-    node_line,
-    read_grant,
-    read_revocation,
-    read_roles,
-)
+from gateway.policy.schema import read_grant, read_revocation, read_roles
 from gateway.policy.types import KNOWN_ROLES, Access, Grant, PolicySet, Revocation
+from gateway.policy.yamlnodes import Report, check_keys, is_int, item_line, key_line, node_line
 
 if TYPE_CHECKING:
     from collections.abc import Collection

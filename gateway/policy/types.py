@@ -40,6 +40,19 @@ class Access(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRule:
+    """A grant's ``review:`` block: which of what it allows waits for a second person (``gateway.policy.review``)."""
+
+    writes: bool  # INSERT / UPDATE / DELETE / REPLACE need review
+    ddl: bool  # DDL needs review (never dry-run: MariaDB commits DDL implicitly)
+    reviewers: tuple[str, ...]  # "user:..." / "group:...", canonical; never the author person
+    min_approvals: int  # distinct persons
+    valid_for: float  # seconds a review lives after it was requested (pending or approved)
+    tables: tuple[str, ...] | None  # lower-case fnmatch patterns; None: every table the grant allows
+    min_rows: int | None  # writes: review only when the dry run changes more than this many rows
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """One grant: who may do what on one target, through which database user."""
 
@@ -56,6 +69,7 @@ class Grant:
     functions: frozenset[str]  # upper case, allowed beyond the safe list
     source_file: str  # file name inside the policy directory
     source_line: int  # 1-based line of the grant's list item
+    review: ReviewRule | None = None  # what of this grant's work waits for review (issue 16)
 
     def expired(self, now: datetime) -> bool:
         """Tell whether the grant is dead at ``now``: from its ``expires`` instant on."""

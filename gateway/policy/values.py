@@ -34,6 +34,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.identity.subjects import canonical_subject
+from gateway.policy.review import REVIEW_KEYS
 from gateway.policy.schema import GRANT_KEYS, REVOCATION_KEYS
 
 MAX_VALUE = 256
@@ -125,8 +126,35 @@ def grant_entry(entry: dict[str, Any]) -> dict[str, Any]:
             out[key] = {k: _strings(value[k], f"tables.{k}") for k in ("allow", "deny") if value.get(k) is not None}
         elif key == "functions":
             out[key] = _strings(value, key)
+        elif key == "review":
+            out[key] = _review(value)
         else:
             out[key] = _scalar(value, key)
+    return out
+
+
+def _review(value: object) -> dict[str, Any]:
+    """A grant's ``review`` block from a request: its shape checked here, its rules by the loader."""
+    if not isinstance(value, dict):
+        raise InvalidRequest("review must be a mapping")
+    _unknown(value, REVIEW_KEYS, "review")
+    out: dict[str, Any] = {}
+    for key in REVIEW_KEYS:
+        item = value.get(key)
+        if item is None:
+            continue
+        if key in {"writes", "ddl"}:
+            if not isinstance(item, bool):
+                raise InvalidRequest(f"review.{key} must be true or false")
+            out[key] = item
+        elif key == "reviewers":
+            if not isinstance(item, list):
+                raise InvalidRequest("review.reviewers must be a list of user:NAME / group:NAME")
+            out[key] = list(dict.fromkeys(checked_subject(s, f"review.reviewers[{i}]") for i, s in enumerate(item)))
+        elif key == "tables":
+            out[key] = _strings(item, "review.tables")
+        else:
+            out[key] = _scalar(item, f"review.{key}")
     return out
 
 

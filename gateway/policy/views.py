@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.identity.tokens import Identity
 from gateway.policy.decide import effective_grants, roles_of
-from gateway.policy.types import Grant, PolicySet
+from gateway.policy.types import Grant, PolicySet, ReviewRule
 from gateway.settings import TargetSettings
 
 
@@ -26,6 +26,22 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "max_rows": grant.max_rows,
         "statement_timeout": grant.statement_timeout,
         "expires": grant.expires.isoformat() if grant.expires else None,
+        "review": review_view(grant.review),
+    }
+
+
+def review_view(rule: ReviewRule | None) -> dict[str, Any] | None:
+    """A grant's review rule as the API shows it (None: nothing of the grant waits for review)."""
+    if rule is None:
+        return None
+    return {
+        "writes": rule.writes,
+        "ddl": rule.ddl,
+        "reviewers": list(rule.reviewers),
+        "min_approvals": rule.min_approvals,
+        "valid_for": rule.valid_for,
+        "tables": None if rule.tables is None else list(rule.tables),
+        "min_rows": rule.min_rows,
     }
 
 

@@ -198,13 +198,16 @@ class ListenSettings(BaseModel):
 
 
 class AdminSettings(BaseModel):
-    """Admin edits of the policy files and access requests."""
+    """Admin edits of the policy files, access requests and statement reviews."""
 
     model_config = FROZEN
     managed_file: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")] = "managed.yaml"
     state_dir: Path = Path("state")  # access requests (SQLite); never inside the policies directory
     request_ttl: Annotated[float, Field(gt=0)] = 86400.0  # seconds a pending access request lives
     max_request_duration: Annotated[float, Field(gt=0)] = 7 * 86400.0  # longest grant a request may ask for
+    # Statement review (issue 16): how many rows a reviewed write may change beyond (or short of) its dry run's
+    # count, per statement, when it is executed; past it the execution rolls back (review_rows_changed).
+    review_row_margin: Annotated[int, Field(ge=0)] = 0
 
 
 class ConsoleSettings(BaseModel):
