@@ -36,12 +36,17 @@ from gateway.identity.oidc import IssuerConfig, JwksCache, KeySource
 from gateway.identity.tokens import TokenValidator
 from gateway.pipeline import Pipeline
 from gateway.policy.edit import PolicyEditor
-from gateway.policy.requests import AccessRequestStore
+from gateway.policy.requests import AccessRequests, AccessRequestStore
 from gateway.policy.store import PolicyStore
 from gateway.requestids import RequestIds
 from gateway.revocation.inflight import InFlight
 from gateway.revocation.revoker import Revoker
 from gateway.settings import Settings
+from gateway.state.aliases import StateAliasRegistry
+from gateway.state.editor import StoreEditor
+from gateway.state.requests import StateAccessRequests
+from gateway.state.source import StoreSource
+from gateway.state.store import StateStore
 from gateway.tracing import Tracing
 
 log = structlog.get_logger("gateway.http.services")
@@ -63,8 +68,9 @@ class Services:
     key_sources: tuple[KeySource, ...]
     aliases: AliasRegistry
     editor: PolicyEditor
-    access_requests: AccessRequestStore
+    access_requests: AccessRequests
     dev_issuer: DevIssuer | None
+    state: StateStore | None = None  # the shared state store (state.store: mariadb)
 
 
 def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
@@ -94,7 +100,12 @@ async def open_services(
     """Build every stage, start the background tasks; on exit stop and close all, the audit writer last."""
     async with contextlib.AsyncExitStack() as stack:
         configs, sources, dev = build_key_sources(settings)
-        policies = PolicyStore(settings.policies_dir, settings.targets.keys())
+        state: StateStore | None = None
+        if settings.state.mariadb is not None and settings.state.store == "mariadb":
+            state = await asyncio.to_thread(StateStore.open, settings.state.mariadb)  # migrates, under GET_LOCK
+            stack.callback(state.close)
+        policy_source = StoreSource(settings.policies_dir, state) if state else None
+        policies = PolicyStore(settings.policies_dir, settings.targets.keys(), source=policy_source)
         await asyncio.to_thread(policies.load)  # an invalid policy at start-up stops the gateway
         state_dir = settings.admin.state_dir.resolve()
         if state_dir.is_relative_to(settings.policies_dir.resolve()):
@@ -104,11 +115,8 @@ async def open_services(
             audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
         )
         stack.callback(reader.close)  # closed before the writer (callbacks run in reverse): SQLite checkpoints last
-        aliases = await asyncio.to_thread(SqliteAliasRegistry, settings.admin.state_dir / ALIASES_FILE)
+        aliases, access_requests = await _open_shared(settings, state, clock)
         stack.callback(aliases.close)
-        access_requests = await asyncio.to_thread(
-            AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=settings.admin.request_ttl, clock=clock
-        )
         stack.callback(access_requests.close)
         pools = PoolRegistry(settings.targets, drift=drift_state(settings))
         await pools.open()
@@ -138,8 +146,17 @@ async def open_services(
             spans=spans,
             views=ViewCatalog(pools, ttl=settings.limits.view_cache_seconds),
         )
-        editor = PolicyEditor(
-            settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
+        editor = (
+            StoreEditor(
+                settings.policies_dir,
+                state,
+                managed_file=settings.admin.managed_file,
+                known_targets=settings.targets.keys(),
+            )
+            if state
+            else PolicyEditor(
+                settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
+            )
         )
         metrics.watch_pools(pools.pools)
         metrics.watch_policies(policies)
@@ -147,7 +164,7 @@ async def open_services(
         metrics.watch_privileges(pools.drift)
         monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
         for name, work in (
-            ("policy-watch", policies.watch()),
+            ("policy-watch", policies.watch(settings.state.poll_interval if state else 1.0)),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
         ):
@@ -166,7 +183,25 @@ async def open_services(
             editor=editor,
             access_requests=access_requests,
             dev_issuer=dev,
+            state=state,
         )
+
+
+async def _open_shared(
+    settings: Settings, state: StateStore | None, clock: Callable[[], datetime]
+) -> tuple[AliasRegistry, AccessRequests]:
+    """The alias registry and the access requests: the state store's, or SQLite files in ``admin.state_dir``."""
+    ttl = settings.admin.request_ttl
+    if state is not None:
+        return StateAliasRegistry(state, clock=clock), StateAccessRequests(state, ttl=ttl, clock=clock)
+    state_dir = settings.admin.state_dir.resolve()
+    aliases = await asyncio.to_thread(SqliteAliasRegistry, state_dir / ALIASES_FILE)
+    try:
+        requests = await asyncio.to_thread(AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=ttl, clock=clock)
+    except BaseException:
+        aliases.close()
+        raise
+    return aliases, requests
 
 
 async def _open_audit(

@@ -1,0 +1,58 @@
+"""The alias registry in the shared state store: names learned on one replica count on every replica.
+
+Same protocol and rules as ``gateway.identity.aliases`` (only a validated
+token adds a name, to its own person; names are never removed). A store that
+cannot be used fails the token's validation closed (``IdentityUnavailable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.clock import utcnow
+from gateway.errors import IdentityUnavailable, StateUnavailable
+from gateway.state.connection import Cursor, Link
+from gateway.state.store import StateStore, iso
+
+
+class StateAliasRegistry:
+    """The registry in the state store's ``aliases`` table."""
+
+    def __init__(self, store: StateStore, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._link: Link = store.reads
+        self._clock = clock
+
+    async def observe(self, issuer: str, sub: str, name: str) -> frozenset[str]:
+        """Record ``name`` for (issuer, sub) (written only when new); return all of its names."""
+        return await asyncio.to_thread(self._run, self._observe, issuer, sub, name)
+
+    async def names(self, issuer: str, sub: str) -> frozenset[str]:
+        """All names of (issuer, sub)."""
+        return await asyncio.to_thread(self._run, _select, issuer, sub)
+
+    def close(self) -> None:
+        """Nothing of its own to close: the connection is the store's."""
+
+    def _run(self, work: Callable[..., frozenset[str]], *args: str) -> frozenset[str]:
+        try:
+            return self._link.run(lambda cur: work(cur, *args))
+        except StateUnavailable as error:
+            raise IdentityUnavailable(f"the alias registry cannot be used: {error.detail}") from None
+
+    def _observe(self, cur: Cursor, issuer: str, sub: str, name: str) -> frozenset[str]:
+        # Read first: a name already known (nearly every token) costs no write.
+        names = _select(cur, issuer, sub)
+        if name in names:
+            return names
+        cur.execute(
+            "INSERT IGNORE INTO aliases (issuer, sub, name, first_seen) VALUES (%s, %s, %s, %s)",
+            (issuer, sub, name, iso(self._clock())),
+        )
+        return _select(cur, issuer, sub)
+
+
+def _select(cur: Cursor, issuer: str, sub: str) -> frozenset[str]:
+    cur.execute("SELECT name FROM aliases WHERE issuer = %s AND sub = %s", (issuer, sub))
+    return frozenset(str(name) for (name,) in cur.fetchall())
