@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from statefixture import state_db, state_root_query
+from statefixture import lock_account, state_db, state_root_query, unlock_account
 
 from gateway.errors import (
     Conflict,
@@ -242,3 +242,36 @@ async def test_aliases_are_shared_and_fail_closed(state_db: StateDatabaseSetting
     finally:
         one.close()
         two.close()
+
+
+@pytest.mark.anyio
+async def test_aliases_answer_known_names_from_the_last_read_while_the_store_is_down(
+    state_db: StateDatabaseSettings,
+) -> None:
+    """Store down: a name already read for that person still validates; a new name or person, and names(), refuse."""
+    store = StateStore.open(state_db)
+    try:
+        registry = StateAliasRegistry(store)
+        await registry.observe("https://idp", "s1", "bob@example.com")
+        await registry.observe("https://idp", "s1", "robert@example.com")
+        lock_account(state_db)
+        try:
+            assert await registry.observe("https://idp", "s1", "bob@example.com") == {
+                "bob@example.com",
+                "robert@example.com",
+            }
+            with pytest.raises(IdentityUnavailable):
+                await registry.observe("https://idp", "s1", "rob@example.com")
+            with pytest.raises(IdentityUnavailable):
+                await registry.observe("https://idp", "s2", "carol@example.com")
+            with pytest.raises(IdentityUnavailable):
+                await registry.names("https://idp", "s1")
+        finally:
+            unlock_account(state_db)
+        assert await registry.observe("https://idp", "s1", "rob@example.com") == {
+            "bob@example.com",
+            "robert@example.com",
+            "rob@example.com",
+        }
+    finally:
+        store.close()
