@@ -264,7 +264,8 @@ def test_config_loads_with_the_gateway_settings(name, tmp_path, clean_env):
     state = settings.state.mariadb
     assert state is not None
     assert state.secret.file is not None, "the state store's password comes from the mounted Secret"
-    assert state.tls.enabled and state.tls.verify_hostname
+    assert state.tls.enabled
+    assert state.tls.verify_hostname
     assert settings.metrics_public, "the Prometheus scrape needs /metrics"
 
 
