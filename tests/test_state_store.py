@@ -275,3 +275,23 @@ async def test_aliases_answer_known_names_from_the_last_read_while_the_store_is_
         }
     finally:
         store.close()
+
+
+def test_a_document_name_planted_in_the_database_is_refused(state_db: StateDatabaseSettings) -> None:
+    """A name that could leave a directory (written behind the gateway's back) fails the read closed."""
+    store = StateStore.open(state_db)
+    try:
+        state_root_query(
+            f"INSERT INTO `{state_db.database}`.policy_documents (name, content, revision, updated_at) "
+            "VALUES ('../escape.yaml', 'version: 1', 0, '2026-01-01T00:00:00.000000Z')"
+        )
+        with pytest.raises(StateUnavailable, match=re.escape("invalid name '../escape.yaml'")):
+            store.documents()
+        write = store.begin_write()
+        try:
+            with pytest.raises(StateUnavailable, match="invalid name"):
+                write.read()
+        finally:
+            write.close()
+    finally:
+        store.close()

@@ -15,7 +15,6 @@ operators who hold its credentials.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from gateway.errors import ConfigError, GatewayError, PolicyFileError
 from gateway.policy.files import MAX_FILE_BYTES, load_merged
 from gateway.settings import Settings, load_settings
 from gateway.state.source import LABEL
-from gateway.state.store import StateStore
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")  # as admin.managed_file
+from gateway.state.store import DOCUMENT_NAME, StateStore
 
 
 def _store(settings: Settings) -> StateStore:
@@ -62,7 +59,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     for path in sorted(args.directory.iterdir()):
         if path.name.startswith(".") or path.suffix not in {".yaml", ".yml"} or not path.is_file():
             continue
-        if not _NAME.match(path.name) or path.stat().st_size > MAX_FILE_BYTES:
+        if not DOCUMENT_NAME.fullmatch(path.name) or path.stat().st_size > MAX_FILE_BYTES:
             print(
                 f"{path}: not importable (name as admin.managed_file, at most {MAX_FILE_BYTES} bytes)", file=sys.stderr
             )

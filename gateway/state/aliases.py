@@ -35,7 +35,7 @@ class StateAliasRegistry:
     """The registry in the state store's ``aliases`` table."""
 
     def __init__(self, store: StateStore, *, clock: Callable[[], datetime] = utcnow, max_people: int = 10_000) -> None:
-        self._link: Link = store.reads
+        self._link = Link(store.settings)  # its own connection: every token validation reads it
         self._clock = clock
         self._last: LRUCache[tuple[str, str], frozenset[str]] = LRUCache(max_people)
         self._last_lock = threading.Lock()
@@ -60,7 +60,8 @@ class StateAliasRegistry:
         return await asyncio.to_thread(self._run, _select, issuer, sub)
 
     def close(self) -> None:
-        """Nothing of its own to close: the connection is the store's."""
+        """Close the registry's connection."""
+        self._link.close()
 
     def _run(self, work: Callable[..., frozenset[str]], *args: str) -> frozenset[str]:
         try:

@@ -25,6 +25,7 @@ when the connection drops: no half-applied edit.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -38,6 +39,7 @@ from gateway.state.connection import Connection, Cursor, Link, connect
 from gateway.state.schema import migrate
 
 Documents = dict[str, bytes]
+DOCUMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml")  # as admin.managed_file
 T = TypeVar("T")
 
 
@@ -52,7 +54,13 @@ def _read_documents(cur: Cursor) -> tuple[int, Documents]:
     if row is None:
         raise StateUnavailable("the state store's revision row is missing")
     cur.execute("SELECT name, content FROM policy_documents ORDER BY name")
-    return int(row[0]), {str(name): bytes(content) for name, content in cur.fetchall()}
+    documents = {str(name): bytes(content) for name, content in cur.fetchall()}
+    for name in documents:
+        # Only the gateway writes names (admin.managed_file, checked imports); a name planted in the
+        # database that could leave a directory (the edit check writes documents as files) is refused.
+        if not DOCUMENT_NAME.fullmatch(name):
+            raise StateUnavailable(f"the state store holds a document with an invalid name {name[:64]!r}")
+    return int(row[0]), documents
 
 
 class StateStore:
@@ -156,6 +164,8 @@ class DocumentWrite:
         """Write document ``name`` (after :meth:`claim`)."""
         if self.revision is None:
             raise RuntimeError("claim the revision before writing")
+        if not DOCUMENT_NAME.fullmatch(name):
+            raise ValueError(f"invalid document name {name[:64]!r}")
         args = (name, content, self.revision, iso(now or utcnow()))
         self._guard(
             lambda: self.cursor.execute(
