@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 from statefixture import state_db
 
+from gateway.cli import db as dbcli
 from gateway.cli.main import main
 from gateway.settings import StateDatabaseSettings
 from gateway.state.store import StateStore
@@ -83,3 +85,18 @@ def test_import_refuses_an_invalid_document_with_its_line(
         assert store.documents() == (0, {})
     finally:
         store.close()
+
+
+def test_db_commands_plan_for_the_policy_in_force_base_and_managed(
+    tmp_path: Path, state_db: StateDatabaseSettings
+) -> None:
+    """``gateway db plan/check`` take the store's managed documents too (a grant the API wrote needs its rights)."""
+    config = _config(tmp_path, state_db)
+    reviewed = tmp_path / "reviewed"
+    reviewed.mkdir()
+    (reviewed / "managed.yaml").write_bytes(MANAGED)
+    assert main(["policy", "import", "--config", str(config), str(reviewed)]) == 0
+    _, policy, _ = dbcli._inputs(argparse.Namespace(config=config, target=[], policies=None))
+    assert [(g.name, g.source_file) for g in policy.grants] == [("reviewed", "managed.yaml")]
+    _, files_only, _ = dbcli._inputs(argparse.Namespace(config=config, target=[], policies=tmp_path / "base"))
+    assert files_only.grants == ()  # --policies DIR: that directory alone, as before
