@@ -100,3 +100,21 @@ def test_db_commands_plan_for_the_policy_in_force_base_and_managed(
     assert [(g.name, g.source_file) for g in policy.grants] == [("reviewed", "managed.yaml")]
     _, files_only, _ = dbcli._inputs(argparse.Namespace(config=config, target=[], policies=tmp_path / "base"))
     assert files_only.grants == ()  # --policies DIR: that directory alone, as before
+
+
+def test_import_checks_against_the_base_about_to_roll_out(
+    tmp_path: Path, state_db: StateDatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Moving managed.yaml from the base into the store: refused against today's base, accepted with --base."""
+    config = _config(tmp_path, state_db)
+    (tmp_path / "base" / "managed.yaml").write_bytes(MANAGED)
+    reviewed = tmp_path / "reviewed"
+    reviewed.mkdir()
+    (reviewed / "managed.yaml").write_bytes(MANAGED)
+    assert main(["policy", "import", "--config", str(config), str(reviewed)]) == 1
+    assert "has the name of the base file managed.yaml" in capsys.readouterr().err
+    new_base = tmp_path / "new-base"
+    new_base.mkdir()
+    (new_base / "base.yaml").write_text(BASE, encoding="utf-8")
+    assert main(["policy", "import", "--config", str(config), str(reviewed), "--base", str(new_base)]) == 0
+    assert "as revision 1" in capsys.readouterr().out

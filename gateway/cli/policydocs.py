@@ -8,8 +8,10 @@ into a directory (for a pull request) and prints the store's revision;
 one transaction, as a new revision, after checking that they merge cleanly
 with the base files (every problem printed as ``state:<name>:<line>``).
 ``--if-revision`` makes the import conditional: refused if anything was
-edited since that export. Both talk to the store directly, so they are for
-operators who hold its credentials.
+edited since that export; ``--base DIR`` checks against other base files
+(the ones about to be rolled out, e.g. without a file moving into the
+store). Both talk to the store directly, so they are for operators who hold
+its credentials.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             return 1
         documents[path.name] = path.read_bytes()
     try:
-        policy = load_merged(settings.policies_dir, documents, known_targets=settings.targets.keys(), label=LABEL)
+        base = args.base or settings.policies_dir
+        policy = load_merged(base, documents, known_targets=settings.targets.keys(), label=LABEL)
     except PolicyFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -95,4 +98,5 @@ def add_commands(policy: argparse._SubParsersAction[argparse.ArgumentParser], de
     load.add_argument("--config", type=Path, default=default_config, help="gateway YAML config")
     load.add_argument("directory", type=Path, help="the reviewed documents (*.yaml, *.yml)")
     load.add_argument("--if-revision", type=int, help="refuse if the store's revision is no longer this one")
+    load.add_argument("--base", type=Path, help="base files to check against (default: policies_dir of the config)")
     load.set_defaults(func=cmd_import)
