@@ -12,6 +12,7 @@ import pytest
 from statefixture import lock_account, state_db, state_root_query, unlock_account
 
 from gateway.errors import (
+    ConfigError,
     Conflict,
     IdentityUnavailable,
     NotFound,
@@ -20,7 +21,7 @@ from gateway.errors import (
     StateUnavailable,
 )
 from gateway.policy.files import load_merged, load_policies
-from gateway.settings import SecretSource, StateDatabaseSettings
+from gateway.settings import SecretSource, StateDatabaseSettings, load_settings
 from gateway.state.aliases import StateAliasRegistry
 from gateway.state.requests import StateAccessRequests
 from gateway.state.schema import LATEST, VERSION_TABLE
@@ -295,3 +296,29 @@ def test_a_document_name_planted_in_the_database_is_refused(state_db: StateDatab
             write.close()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"store": "mariadb"}, "state.store mariadb needs a state.mariadb section"),
+        (
+            {"store": "mariadb", "mariadb": {"host": "h", "database": "d", "user": "u", "password": "x"}},
+            "passwords never sit in the config file: use state.mariadb.secret.env or .file",
+        ),
+        (
+            {
+                "store": "mariadb",
+                "mariadb": {"host": "h", "database": "d", "user": "u", "secret": {"aws_secret": {"secret_id": "s"}}},
+            },
+            "state.mariadb.secret takes env or file",
+        ),
+        ({"store": "etcd"}, "Input should be 'embedded' or 'mariadb'"),
+    ],
+)
+def test_state_settings_refuse_what_cannot_work(tmp_path: Path, state: dict[str, object], message: str) -> None:
+    """No store section, a password in the file, a Secrets Manager source, an unknown store: refused at load."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(None, dev_mode=True, targets={"shop": {"host": "h", "database": "d"}}, state=state)
+    default = load_settings(None, dev_mode=True, targets={"shop": {"host": "h", "database": "d"}})
+    assert (default.state.store, default.state.mariadb, default.state.poll_interval) == ("embedded", None, 0.5)

@@ -1,6 +1,8 @@
 """Every stage of the gateway, built in the lifespan and closed in reverse order: ``Services``.
 
-``open_services`` is the app's whole start-up and shutdown: policies (an
+``open_services`` is the app's whole start-up and shutdown: the shared state
+store when ``state.store`` is ``mariadb`` (migrated at open; it then holds the
+managed policy documents, access requests and aliases), policies (an
 invalid file stops start-up), the audit writer and its reader, the pools,
 the token validator with its alias registry, the pipeline, the policy editor
 and the access-request store, and the background tasks (policy watcher,
