@@ -268,11 +268,13 @@ def test_store_down_edits_fail_closed_and_queries_keep_the_last_good_policy(clus
             for _ in range(3):
                 assert reader.post("/v1/query", json=SMALL).status_code == 200
             assert watcher.get("/readyz").status_code == 200  # not gating: the last good policy decides
+            assert "gateway_policy_source_unavailable 1.0" in watcher.get("/metrics").text
             unseen = stranger.post("/v1/query", json=SMALL)
             assert (unseen.status_code, unseen.json()["code"]) == (503, "identity_unavailable")
         finally:
             unlock_account(cluster.store)
         assert _wait_for(lambda: watcher.get("/readyz").json()["checks"]["state"]["ok"] is True)
+        assert "gateway_policy_source_unavailable 0.0" in watcher.get("/metrics").text
         assert _etag(admin) == revision  # nothing was written
         added = _edit(admin, "POST", "/v1/revocations", json={"subject": "user:nobody@example.com"})
         assert added.status_code == 201, added.text
