@@ -164,3 +164,69 @@ def test_two_gateways_starting_at_once_on_an_empty_store_migrate_once(
     finally:
         for gateway in gateways:
             stop_gateway(gateway)
+
+
+def test_an_approval_that_loses_the_race_to_another_replicas_edit_is_rebuilt_not_lost(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, state_db: StateDatabaseSettings
+) -> None:
+    """Replica B approves while replica A's edit holds the revision row: A commits, B's claim fails, B rebuilds.
+
+    An approval has no If-Match to disappoint, so the gateway builds it again on the newer documents: both
+    edits end up in the store (A's grant and the approval's), neither lost, and the approval answers 200.
+    """
+    held, release = threading.Event(), threading.Event()
+
+    def hold(records: Sequence[Mapping[str, object]]) -> None:
+        if not held.is_set() and any(r.get("event") == "policy_edit" for r in records):
+            held.set()
+            release.wait(30)
+
+    fake = MemoryAuditStore(before_write=hold)
+    first_settings = _settings(tmp_path, idp, test_db, state_db)
+    first = start_gateway(first_settings, idp, test_db, audit_store=lambda: fake)
+    second: RunningGateway | None = None
+    try:
+        second = start_gateway(_other(first_settings, tmp_path, "b"), idp, test_db)
+        ask = {"target": "shop", "access": "read", "duration": "1h", "reason": "the race"}
+        with second.client("nobody") as http:
+            request_id = http.post("/v1/access-requests", json=ask).json()["id"]
+        with first.client("admin") as http:
+            revision = http.get("/v1/policy").headers["etag"]
+        replies: dict[str, httpx.Response] = {}
+
+        def edit() -> None:
+            with first.client("admin") as http:
+                replies["edit"] = http.post(
+                    "/v1/grants", json=_grant("held-a", test_db), headers={"If-Match": revision}
+                )
+
+        def approve() -> None:
+            assert second is not None
+            with second.client("admin") as http:
+                replies["approve"] = http.post(f"/v1/access-requests/{request_id}/approve", json={})
+
+        a = threading.Thread(target=edit)
+        a.start()
+        assert held.wait(20), "replica A's edit never reached its audit write"
+        b = threading.Thread(target=approve)
+        b.start()
+        waits = (
+            "SELECT COUNT(*) FROM information_schema.innodb_lock_waits w "
+            "JOIN information_schema.innodb_trx t ON t.trx_id = w.requesting_trx_id "
+            "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id WHERE p.user = %s"
+        )
+        assert _wait_for(lambda: int(state_root_query(waits, (state_db.user,))[0][0]) > 0), "B is not waiting on A"
+        release.set()
+        a.join(timeout=30)
+        b.join(timeout=30)
+        assert replies["edit"].status_code == 201, replies["edit"].text
+        assert replies["approve"].status_code == 200, replies["approve"].text
+        assert _revision(state_db) == 2
+        managed = _documents(state_db)["managed.yaml"]
+        assert b'name: "held-a"' in managed
+        assert f'name: "{request_id}"'.encode() in managed
+    finally:
+        release.set()
+        if second is not None:
+            stop_gateway(second)
+        stop_gateway(first)
