@@ -91,7 +91,8 @@ class Link:
         """Call ``work(cursor)`` inside one transaction, committed if it returns, rolled back if it raises."""
         with self._lock, self._cursor() as cur:
             conn = self._conn
-            assert conn is not None  # noqa: S101 - _cursor just opened it
+            if conn is None:  # _cursor has just opened it
+                raise StateUnavailable("the state store connection is gone")
             conn.begin()
             result = work(cur)
             conn.commit()

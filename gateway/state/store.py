@@ -118,7 +118,7 @@ class StateStore:
         try:
             revision, _ = write.read()
             write.claim(revision if expected is None else expected)
-            write.cursor.execute("DELETE FROM policy_documents")
+            write.clear()
             for name, content in sorted(documents.items()):
                 write.put(name, content, now=now)
             return write.commit()
@@ -175,6 +175,12 @@ class DocumentWrite:
                 args,
             )
         )
+
+    def clear(self) -> None:
+        """Delete every document (after :meth:`claim`), to write a whole new set."""
+        if self.revision is None:
+            raise RuntimeError("claim the revision before writing")
+        self._guard(lambda: self.cursor.execute("DELETE FROM policy_documents"))
 
     def commit(self) -> int:
         """Commit; the new revision."""
