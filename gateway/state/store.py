@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -131,6 +132,8 @@ class DocumentWrite:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        # A cancelled caller's thread may still be mid-statement when close() comes from another thread.
+        self._lock = threading.Lock()
         self.cursor: Cursor = conn.cursor()
         self.revision: int | None = None  # the new revision, once claimed
         try:
@@ -191,12 +194,14 @@ class DocumentWrite:
 
     def close(self) -> None:
         """Close the connection (an uncommitted transaction is rolled back by the server)."""
-        with contextlib.suppress(Exception):
+        with self._lock, contextlib.suppress(Exception):
             self._conn.close()
 
     def _guard(self, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except pymysql.Error as exc:
-            self.close()
-            raise StateUnavailable(f"the state store failed ({exc}); nothing was written") from None
+        with self._lock:
+            try:
+                return work()
+            except pymysql.Error as exc:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                raise StateUnavailable(f"the state store failed ({exc}); nothing was written") from None
