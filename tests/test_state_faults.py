@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from conftest import RunningGateway, ScratchDatabase, free_port, gateway_settings, start_gateway, stop_gateway
 from fastapi import FastAPI
+from faultproxy import fault_proxy
 from oidcfixture import OidcProvider
 from statefixture import state_db, state_root_query
 
@@ -230,3 +231,38 @@ def test_an_approval_that_loses_the_race_to_another_replicas_edit_is_rebuilt_not
         if second is not None:
             stop_gateway(second)
         stop_gateway(first)
+
+
+def test_a_stalled_store_keeps_queries_answering_and_edits_fail_closed(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, state_db: StateDatabaseSettings
+) -> None:
+    """The store stops answering (a partition: sockets open, no bytes): queries still answer, edits are 503.
+
+    The alias registry falls back to its last read of a known person instead of hanging every request on the
+    store; the watcher keeps the last good policy and says so; after the partition heals, edits work again.
+    """
+    with fault_proxy(state_db.host, state_db.port) as proxy:
+        store = state_db.model_copy(update={"port": proxy.port, "connect_timeout": 1.0, "query_timeout": 2.0})
+        gateway = start_gateway(_settings(tmp_path, idp, test_db, store), idp, test_db)
+        try:
+            with gateway.client("reader") as reader, gateway.client("admin") as admin:
+                small = {"target": "shop", "sql": "SELECT id FROM items WHERE id = 1"}
+                assert reader.post("/v1/query", json=small).status_code == 200
+                revision = admin.get("/v1/policy").headers["etag"]
+                proxy.stall()
+                for _ in range(5):
+                    assert reader.post("/v1/query", json=small).status_code == 200
+                refused = admin.post(
+                    "/v1/revocations", json={"subject": "user:nobody@example.com"}, headers={"If-Match": revision}
+                )
+                assert (refused.status_code, refused.json()["code"]) == (503, "state_unavailable")
+                assert _wait_for(lambda: "gateway_policy_source_unavailable 1.0" in admin.get("/metrics").text, 30)
+                proxy.resume()
+                assert _wait_for(lambda: admin.get("/readyz").json()["checks"]["state"]["ok"] is True, 30)
+                added = admin.post(
+                    "/v1/revocations", json={"subject": "user:nobody@example.com"}, headers={"If-Match": revision}
+                )
+                assert added.status_code == 201, added.text
+        finally:
+            proxy.resume()
+            stop_gateway(gateway)

@@ -35,7 +35,9 @@ class StateAliasRegistry:
     """The registry in the state store's ``aliases`` table."""
 
     def __init__(self, store: StateStore, *, clock: Callable[[], datetime] = utcnow, max_people: int = 10_000) -> None:
-        self._link = Link(store.settings)  # its own connection: every token validation reads it
+        # Its own connection: every token validation reads it. A token waits at most a second behind another
+        # call for it, so a store that stops answering falls back to the last read instead of stalling requests.
+        self._link = Link(store.settings, wait=1.0)
         self._clock = clock
         self._last: LRUCache[tuple[str, str], frozenset[str]] = LRUCache(max_people)
         self._last_lock = threading.Lock()

@@ -28,6 +28,7 @@ Connection = Any  # a pymysql connection (PyMySQL ships no type information)
 Cursor = Any  # PyMySQL ships no type information
 _IDLE_CHECK = 30.0
 LOCK_WAIT = 10  # seconds an edit waits for another replica's row lock (innodb_lock_wait_timeout)
+RETRY_AFTER = 1.0  # seconds a link answers "unavailable" at once after a failure, before it tries again
 
 
 def connect(cfg: StateDatabaseSettings, *, create: bool = False) -> Connection:
@@ -74,22 +75,31 @@ def connect(cfg: StateDatabaseSettings, *, create: bool = False) -> Connection:
 
 
 class Link:
-    """One connection behind a lock; ``run`` gives a cursor, and any error drops the connection."""
+    """One connection behind a lock; ``run`` gives a cursor, and any error drops the connection.
 
-    def __init__(self, cfg: StateDatabaseSettings) -> None:
+    Two guards keep a store that stops answering (a network partition) from
+    stalling every caller: after a failure the link answers ``StateUnavailable``
+    at once for ``RETRY_AFTER`` seconds (then tries again), and a caller waits
+    at most ``wait`` seconds for the connection while another call holds it.
+    """
+
+    def __init__(self, cfg: StateDatabaseSettings, *, wait: float | None = None) -> None:
         self._cfg = cfg
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._used = 0.0
+        self._wait = cfg.connect_timeout + cfg.query_timeout + 5 if wait is None else wait
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def run(self, work: Callable[[Cursor], T]) -> T:
         """Call ``work(cursor)`` on the connection (autocommit); ``StateUnavailable`` on a database error."""
-        with self._lock, self._cursor() as cur:
+        with self._held(), self._cursor() as cur:
             return work(cur)
 
     def transaction(self, work: Callable[[Cursor], T]) -> T:
         """Call ``work(cursor)`` inside one transaction, committed if it returns, rolled back if it raises."""
-        with self._lock, self._cursor() as cur:
+        with self._held(), self._cursor() as cur:
             conn = self._conn
             if conn is None:  # _cursor has just opened it
                 raise StateUnavailable("the state store connection is gone")
@@ -97,6 +107,23 @@ class Link:
             result = work(cur)
             conn.commit()
             return result
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        if time.monotonic() < self._down_until:
+            raise StateUnavailable(self._down_reason)
+        if not self._lock.acquire(timeout=self._wait):
+            raise StateUnavailable("the state store is not answering (another call has waited on it too long)")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _trip(self, reason: str) -> StateUnavailable:
+        """Answer at once for a while: the next attempt is ``RETRY_AFTER`` seconds away."""
+        self._down_reason = reason
+        self._down_until = time.monotonic() + RETRY_AFTER
+        return StateUnavailable(reason)
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[Cursor]:
@@ -107,14 +134,17 @@ class Link:
             except pymysql.Error:
                 self.close_unlocked()
         if self._conn is None:
-            self._conn = connect(self._cfg)
+            try:
+                self._conn = connect(self._cfg)
+            except StateUnavailable as exc:
+                raise self._trip(exc.detail) from None
         self._used = now
         try:
             with self._conn.cursor() as cur:
                 yield cur
         except pymysql.Error as exc:
             self.close_unlocked()
-            raise StateUnavailable(f"the state store failed ({exc})") from None
+            raise self._trip(f"the state store failed ({exc})") from None
         except BaseException:
             self.close_unlocked()
             raise
