@@ -99,6 +99,10 @@ bench-stream: venv mariadb
 BENCH_AUDIT_ROWS ?= 10000000
 bench-audit: venv mariadb
 	$(BIN)/python bench/audit_query.py --rows $(BENCH_AUDIT_ROWS)
+# Edit-to-enforced and revocation-to-cancel latency, three replicas on one MariaDB state store (issue 14).
+.PHONY: bench-state
+bench-state: venv mariadb
+	$(BIN)/python bench/state_latency.py
 # Server-side render time of the console's audit browser over a generated 1,000,000-record log (issue 15).
 BENCH_CONSOLE_ROWS ?= 1000000
 bench-console: seed

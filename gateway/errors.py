@@ -28,6 +28,7 @@ HTTP ``status``; only the HTTP layer (``api.py``) turns them into
         ├── AuditUnavailable     503 audit_unavailable
         ├── IdentityUnavailable  503 identity_unavailable
         ├── PolicyWriteFailed    503 policy_write_failed
+        ├── StateUnavailable     503 state_unavailable
         └── PrivilegeDrift       503 privilege_drift
 
 Errors that never reach a caller (bad configuration, bad policy files) are
@@ -267,6 +268,14 @@ class PolicyWriteFailed(Unavailable):
 
     code = "policy_write_failed"
     title = "Policy files not writable"
+
+
+class StateUnavailable(Unavailable):
+    """The shared state store (``state.store: mariadb``) cannot be reached or used; nothing was changed."""
+
+    code = "state_unavailable"
+    title = "State store unavailable"
+    retry_after = 5
 
 
 class PrivilegeDrift(Unavailable):

@@ -262,6 +262,12 @@ def test_config_loads_with_the_gateway_settings(name: str, tmp_path: Path, clean
     assert settings.issuers, "production needs a real IdP"
     assert all(t.tls.enabled and t.tls.verify_hostname for t in settings.targets.values())
     assert settings.audit.store == "mariadb", "replicas share the MariaDB audit store"
+    assert settings.state.store == "mariadb", "replicas share the MariaDB state store (admin edits, requests)"
+    state = settings.state.mariadb
+    assert state is not None
+    assert state.secret.file is not None, "the state store's password comes from the mounted Secret"
+    assert state.tls.enabled
+    assert state.tls.verify_hostname
     assert settings.metrics_public, "the Prometheus scrape needs /metrics"
 
 
@@ -325,10 +331,10 @@ def _files_read(settings: Settings) -> list[Path]:
     for target in settings.targets.values():
         files += [s.file for s in target.secrets.values() if s.file is not None]
         files += [target.tls.ca_file] if target.tls.ca_file else []
-    if settings.audit.mariadb is not None:
-        db = settings.audit.mariadb
-        files += [db.secret.file] if db.secret.file else []
-        files += [db.tls.ca_file] if db.tls.ca_file else []
+    for db in (settings.audit.mariadb, settings.state.mariadb):
+        if db is not None:
+            files += [db.secret.file] if db.secret.file else []
+            files += [db.tls.ca_file] if db.tls.ca_file else []
     return files
 
 
@@ -677,8 +683,9 @@ def test_docs_name_only_metrics_the_gateway_exports(tmp_path: Path, clean_env: p
     """Metric names quoted in the operations docs and deploy/ exist (sample or family names)."""
     series = exported_series(tmp_path, ["shop"])
     families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in series} | set(series)
-    audit_db = settings_of(base_objects(), tmp_path, clean_env).audit.mariadb
-    families |= {audit_db.database} if audit_db else set()  # gateway_audit names a database, not a metric
+    base = settings_of(base_objects(), tmp_path, clean_env)
+    for store in (base.audit.mariadb, base.state.mariadb):  # gateway_audit, gateway_state: databases, not metrics
+        families |= {store.database} if store else set()
     texts = [ROOT / "docs" / "operations.md", DEPLOY / "README.md", *sorted((DEPLOY / "prometheus").glob("*.yaml"))]
     for path in texts:
         for name in set(re.findall(r"\bgateway_[a-z_]+[a-z]\b", path.read_text(encoding="utf-8"))):

@@ -29,10 +29,12 @@ from asyncmy import errors as db_errors
 from gateway.db.accounts import AccountReport, ServerReport, admin_connect, servers, survey
 from gateway.db.privileges import grant_statements, revoke_statements
 from gateway.db.tlsguard import CleartextRefused
-from gateway.errors import ConfigError, PolicyFileError
-from gateway.policy.files import load_policies
+from gateway.errors import ConfigError, PolicyFileError, StateUnavailable
+from gateway.policy.files import load_merged, load_policies
 from gateway.policy.types import PolicySet
 from gateway.settings import Settings, load_settings
+from gateway.state.source import LABEL
+from gateway.state.store import StateStore
 
 EXIT_DRIFT = 1
 EXIT_CANNOT_CHECK = 2
@@ -63,7 +65,18 @@ def _inputs(args: argparse.Namespace) -> tuple[Settings, PolicySet, list[str]]:
     names = list(args.target or settings.targets)
     directory = args.policies or settings.policies_dir
     try:
-        policy = load_policies(directory, known_targets=settings.targets.keys())
+        if args.policies is None and settings.state.store == "mariadb" and settings.state.mariadb is not None:
+            # The policy in force: the base files and the state store's managed documents (what the API wrote).
+            store = StateStore.open(settings.state.mariadb)
+            try:
+                _, documents = store.documents()
+            finally:
+                store.close()
+            policy = load_merged(directory, documents, known_targets=settings.targets.keys(), label=LABEL)
+        else:
+            policy = load_policies(directory, known_targets=settings.targets.keys())
+    except StateUnavailable as exc:
+        raise ConfigError(f"cannot read the managed policy documents: {exc.detail}") from None
     except PolicyFileError as exc:
         raise ConfigError(f"the policies in {directory} are invalid:\n{exc}") from None
     return settings, policy, names

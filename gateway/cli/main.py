@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gateway.cli import audit as auditcli
 from gateway.cli import db as dbcli
+from gateway.cli import policydocs
 from gateway.client import admin as admincli
 from gateway.client import commands as clicommands
 from gateway.client import reviews as reviewcli
@@ -152,6 +153,7 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     check = policy.add_parser("check", help="validate a policy directory")
     check.add_argument("directory", type=Path)
     check.set_defaults(func=cmd_policy_check)
+    policydocs.add_commands(policy, DEFAULT_CONFIG)
 
     audit = sub.add_parser("audit", help="audit log tools").add_subparsers(dest="audit_command", required=True)
     verify = with_config(audit.add_parser("verify", help="verify the audit hash chain"))

@@ -14,6 +14,7 @@ form (``gateway.identity.subjects``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import UNSET, PolicyEditRecord
-from gateway.errors import PreconditionRequired
+from gateway.errors import PreconditionRequired, Unavailable
 from gateway.http.bodies import json_body
 from gateway.http.deps import Admin, Context, EditorDep, PoliciesDep, RecorderDep
 from gateway.http.problems import JSONResponse
@@ -111,7 +112,9 @@ async def get_policy(caller: Admin, policies: PoliciesDep) -> JSONResponse:
     """The merged policy and its revision (also the ETag)."""
     del caller
     # A change made through another replica shows here at once, not at the next poll (read in a thread).
-    await asyncio.to_thread(policies.poll)
+    # The state store down: the last good policy (an edit based on it fails closed anyway).
+    with contextlib.suppress(Unavailable):
+        await asyncio.to_thread(policies.poll)
     policy = policies.current
     body = {
         "revision": policy.revision,

@@ -25,7 +25,7 @@ from gateway.identity.tokens import Identity
 from gateway.pipeline import Pipeline
 from gateway.policy.decide import roles_of
 from gateway.policy.edit import PolicyEditor
-from gateway.policy.requests import AccessRequestStore
+from gateway.policy.requests import AccessRequests
 from gateway.policy.reviews import ReviewStore
 from gateway.policy.store import PolicyStore
 from gateway.settings import Settings
@@ -88,7 +88,7 @@ async def _editor(request: Request) -> PolicyEditor:
     return services_of(request).editor
 
 
-async def _access_requests(request: Request) -> AccessRequestStore:
+async def _access_requests(request: Request) -> AccessRequests:
     return services_of(request).access_requests
 
 
@@ -116,7 +116,7 @@ PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 RecorderDep = Annotated[Recorder, Depends(_recorder)]
 PoliciesDep = Annotated[PolicyStore, Depends(_policies)]
 EditorDep = Annotated[PolicyEditor, Depends(_editor)]
-AccessRequestsDep = Annotated[AccessRequestStore, Depends(_access_requests)]
+AccessRequestsDep = Annotated[AccessRequests, Depends(_access_requests)]
 ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
 AliasesDep = Annotated[AliasRegistry, Depends(_aliases)]
 ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]

@@ -55,6 +55,12 @@ class _PolicyCollector(Collector):
         failures = CounterMetricFamily("gateway_policy_reload_failures", "Policy reloads refused since start-up")
         failures.add_metric([], float(self._store.reload_failures))
         yield failures
+        unreadable = GaugeMetricFamily(
+            "gateway_policy_source_unavailable",
+            "1 while the shared state store cannot be read (edits refused; the last good policy stays in force)",
+        )
+        unreadable.add_metric([], 1.0 if self._store.source_error else 0.0)
+        yield unreadable
 
 
 class _AuditCollector(Collector):

@@ -17,7 +17,7 @@ from gateway.audit.log import AuditLog
 from gateway.db.pools import PoolRegistry
 from gateway.errors import GatewayError
 from gateway.identity.oidc import KeySource
-from gateway.policy.store import PolicyStore
+from gateway.policy.store import DirectorySource, PolicyStore
 
 POOL_CHECK_SECONDS = 2.0
 
@@ -49,6 +49,11 @@ async def check(
             "last_reload_error": policies.last_error,
         },
         "keys": {"ok": await keys_ready(sources)},
+    }
+    if not isinstance(policies.source, DirectorySource):
+        # The shared state store: while it is down the last good policy stays in force (not gating).
+        checks["state"] = {"ok": policies.source_error is None, "required": False, "last_error": policies.source_error}
+    checks |= {
         "audit": {"ok": audit.last_error is None, "required": False, "last_error": audit.last_error},
     }
     # The privilege check's verdict per account (SECURITY rule 32): its own entry, never gating.

@@ -1,6 +1,8 @@
 """Every stage of the gateway, built in the lifespan and closed in reverse order: ``Services``.
 
-``open_services`` is the app's whole start-up and shutdown: policies (an
+``open_services`` is the app's whole start-up and shutdown: the shared state
+store when ``state.store`` is ``mariadb`` (migrated at open; it then holds the
+managed policy documents, access requests and aliases), policies (an
 invalid file stops start-up), the audit writer and its reader, the pools,
 the token validator with its alias registry, the pipeline, the policy editor,
 the access-request and review stores, and the background tasks (policy watcher,
@@ -36,13 +38,18 @@ from gateway.identity.oidc import IssuerConfig, JwksCache, KeySource
 from gateway.identity.tokens import TokenValidator
 from gateway.pipeline import Pipeline
 from gateway.policy.edit import PolicyEditor
-from gateway.policy.requests import AccessRequestStore
+from gateway.policy.requests import AccessRequests, AccessRequestStore
 from gateway.policy.reviews import REVIEWS_FILE, ReviewStore, SqliteReviewStore
 from gateway.policy.store import PolicyStore
 from gateway.requestids import RequestIds
 from gateway.revocation.inflight import InFlight
 from gateway.revocation.revoker import Revoker
 from gateway.settings import Settings
+from gateway.state.aliases import StateAliasRegistry
+from gateway.state.editor import StoreEditor
+from gateway.state.requests import StateAccessRequests
+from gateway.state.source import StoreSource
+from gateway.state.store import StateStore
 from gateway.tracing import Tracing
 
 log = structlog.get_logger("gateway.http.services")
@@ -64,9 +71,10 @@ class Services:
     key_sources: tuple[KeySource, ...]
     aliases: AliasRegistry
     editor: PolicyEditor
-    access_requests: AccessRequestStore
+    access_requests: AccessRequests
     reviews: ReviewStore
     dev_issuer: DevIssuer | None
+    state: StateStore | None = None  # the shared state store (state.store: mariadb)
 
 
 def build_key_sources(settings: Settings) -> tuple[list[IssuerConfig], dict[str, KeySource], DevIssuer | None]:
@@ -96,7 +104,12 @@ async def open_services(
     """Build every stage, start the background tasks; on exit stop and close all, the audit writer last."""
     async with contextlib.AsyncExitStack() as stack:
         configs, sources, dev = build_key_sources(settings)
-        policies = PolicyStore(settings.policies_dir, settings.targets.keys())
+        state: StateStore | None = None
+        if settings.state.mariadb is not None and settings.state.store == "mariadb":
+            state = await asyncio.to_thread(StateStore.open, settings.state.mariadb)  # migrates, under GET_LOCK
+            stack.callback(state.close)
+        policy_source = StoreSource(settings.policies_dir, state) if state else None
+        policies = PolicyStore(settings.policies_dir, settings.targets.keys(), source=policy_source)
         await asyncio.to_thread(policies.load)  # an invalid policy at start-up stops the gateway
         state_dir = settings.admin.state_dir.resolve()
         if state_dir.is_relative_to(settings.policies_dir.resolve()):
@@ -106,11 +119,8 @@ async def open_services(
             audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
         )
         stack.callback(reader.close)  # closed before the writer (callbacks run in reverse): SQLite checkpoints last
-        aliases = await asyncio.to_thread(SqliteAliasRegistry, settings.admin.state_dir / ALIASES_FILE)
+        aliases, access_requests = await _open_shared(settings, state, clock)
         stack.callback(aliases.close)
-        access_requests = await asyncio.to_thread(
-            AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=settings.admin.request_ttl, clock=clock
-        )
         stack.callback(access_requests.close)
         reviews = await asyncio.to_thread(SqliteReviewStore, state_dir / REVIEWS_FILE, clock=clock)
         stack.callback(reviews.close)
@@ -144,8 +154,17 @@ async def open_services(
             reviews=reviews,
             review_row_margin=settings.admin.review_row_margin,
         )
-        editor = PolicyEditor(
-            settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
+        editor = (
+            StoreEditor(
+                settings.policies_dir,
+                state,
+                managed_file=settings.admin.managed_file,
+                known_targets=settings.targets.keys(),
+            )
+            if state
+            else PolicyEditor(
+                settings.policies_dir, managed_file=settings.admin.managed_file, known_targets=settings.targets.keys()
+            )
         )
         metrics.watch_pools(pools.pools)
         metrics.watch_policies(policies)
@@ -153,7 +172,7 @@ async def open_services(
         metrics.watch_privileges(pools.drift)
         monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
         for name, work in (
-            ("policy-watch", policies.watch()),
+            ("policy-watch", policies.watch(settings.state.poll_interval if state else 1.0)),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
         ):
@@ -173,7 +192,25 @@ async def open_services(
             access_requests=access_requests,
             reviews=reviews,
             dev_issuer=dev,
+            state=state,
         )
+
+
+async def _open_shared(
+    settings: Settings, state: StateStore | None, clock: Callable[[], datetime]
+) -> tuple[AliasRegistry, AccessRequests]:
+    """The alias registry and the access requests: the state store's, or SQLite files in ``admin.state_dir``."""
+    ttl = settings.admin.request_ttl
+    if state is not None:
+        return StateAliasRegistry(state, clock=clock), StateAccessRequests(state, ttl=ttl, clock=clock)
+    state_dir = settings.admin.state_dir.resolve()
+    aliases = await asyncio.to_thread(SqliteAliasRegistry, state_dir / ALIASES_FILE)
+    try:
+        requests = await asyncio.to_thread(AccessRequestStore, state_dir / ACCESS_REQUESTS_FILE, ttl=ttl, clock=clock)
+    except BaseException:
+        aliases.close()
+        raise
+    return aliases, requests
 
 
 async def _open_audit(

@@ -203,7 +203,12 @@ class PolicyEditor:
 
     def _prepare(self, if_match: str | None, make: Callable[[Snapshot], Change]) -> tuple[Change, EditResult]:
         """Read, build and check the edit (nothing written); in a thread."""
-        files = snapshot(self.directory)
+        return self.prepare_files(snapshot(self.directory), if_match, make)
+
+    def prepare_files(
+        self, files: Snapshot, if_match: str | None, make: Callable[[Snapshot], Change]
+    ) -> tuple[Change, EditResult]:
+        """Build and check the edit of ``files`` (every policy file or document, by name); nothing written."""
         before = revision_of(files)
         if if_match is not None and if_match != before:
             raise PreconditionFailed(

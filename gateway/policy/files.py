@@ -63,7 +63,7 @@ from gateway.policy.types import KNOWN_ROLES, Access, Grant, PolicySet, Revocati
 from gateway.policy.yamlnodes import Report, check_keys, is_int, item_line, key_line, node_line
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
     from pathlib import Path
 
     from ruamel.yaml.nodes import Node
@@ -74,6 +74,7 @@ __all__ = [
     "PolicySet",
     "Revocation",
     "check_policies",
+    "load_merged",
     "load_policies",
 ]
 
@@ -94,6 +95,25 @@ def load_policies(directory: Path, *, known_targets: Collection[str] | None = No
     ``PolicyFileError`` listing every problem found in every file.
     """
     policy, problems = _load(directory, known_targets)
+    if problems:
+        raise PolicyFileError(problems)
+    return policy
+
+
+def load_merged(
+    directory: Path,
+    documents: Mapping[str, bytes],
+    *,
+    known_targets: Collection[str] | None = None,
+    label: str = "state",
+) -> PolicySet:
+    """``load_policies`` over ``directory``'s files and the managed ``documents`` (name -> YAML bytes) together.
+
+    A document is merged exactly as a file of its name would be (name order,
+    same checks, same revision formula); its problems name it
+    ``<label>:<name>``. A document named like a base file is a problem.
+    """
+    policy, problems = _load(directory, known_targets, documents, label)
     if problems:
         raise PolicyFileError(problems)
     return policy
@@ -155,14 +175,30 @@ class _Merged:
     problems: list[PolicyProblem] = field(default_factory=list)
 
 
-def _load(directory: Path, known_targets: Collection[str] | None) -> tuple[PolicySet, list[PolicyProblem]]:
+def _load(
+    directory: Path,
+    known_targets: Collection[str] | None,
+    documents: Mapping[str, bytes] | None = None,
+    label: str = "state",
+) -> tuple[PolicySet, list[PolicyProblem]]:
     merged = _Merged()
     digest = hashlib.sha256()
-    for path in _policy_files(directory, merged.problems):
-        report = Report(file=str(path), name=path.name)
-        data = _read(path, report)
+    sources: list[tuple[str, Report, Path | bytes]] = [
+        (path.name, Report(file=str(path), name=path.name), path)
+        for path in _policy_files(directory, merged.problems, required=not documents)
+    ]
+    names = {name for name, _, _ in sources}
+    for name, content in (documents or {}).items():
+        report = Report(file=f"{label}:{name}", name=name)
+        if name in names:
+            report.add(1, f"a managed document has the name of the base file {name} (rename one of them)")
+            merged.problems.extend(report.problems)
+            continue
+        sources.append((name, report, content))
+    for name, report, source in sorted(sources, key=lambda item: item[0]):
+        data = _sized(source, report) if isinstance(source, bytes) else _read(source, report)
         if data is not None:
-            digest.update(b"%s\0%d\0%s" % (path.name.encode(), len(data), data))
+            digest.update(b"%s\0%d\0%s" % (name.encode(), len(data), data))
             document = _parse(data, report)
             if document is not None:
                 _merge_file(document, report, merged, known_targets)
@@ -176,7 +212,14 @@ def _load(directory: Path, known_targets: Collection[str] | None) -> tuple[Polic
     return policy, merged.problems
 
 
-def _policy_files(directory: Path, problems: list[PolicyProblem]) -> list[Path]:
+def _sized(data: bytes, report: Report) -> bytes | None:
+    if len(data) > MAX_FILE_BYTES:
+        report.add(1, f"document is larger than {MAX_FILE_BYTES} bytes")
+        return None
+    return data
+
+
+def _policy_files(directory: Path, problems: list[PolicyProblem], *, required: bool = True) -> list[Path]:
     if not directory.is_dir():
         problems.append(PolicyProblem(str(directory), 0, "policy directory not found"))
         return []
@@ -185,7 +228,7 @@ def _policy_files(directory: Path, problems: list[PolicyProblem]) -> list[Path]:
         key=lambda p: p.name,
     )
     files = [p for p in paths if not p.name.startswith(".") and p.is_file()]
-    if not files:
+    if not files and required:
         reason = "no policy files (*.yaml, *.yml) in the directory"
         problems.append(PolicyProblem(str(directory), 0, reason))
     return files

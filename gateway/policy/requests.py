@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
@@ -192,3 +192,47 @@ class AccessRequestStore:
                 "decision_reason = NULL, grant_name = NULL WHERE id = ? AND state = 'approved'",
                 (request_id,),
             )
+
+
+class AccessRequests(Protocol):
+    """What the routes use of an access-request store (this SQLite one, or the shared state store's)."""
+
+    def create(
+        self,
+        requester: str,
+        target: str,
+        access: str,
+        duration_s: float,
+        reason: str,
+        *,
+        person: tuple[str, str],
+    ) -> dict[str, Any]:
+        """Store a new pending request."""
+        ...
+
+    def get(self, request_id: str) -> dict[str, Any]:
+        """One request; ``NotFound`` when there is none."""
+        ...
+
+    def list(
+        self,
+        requester: str | None = None,
+        state: str | None = None,
+        limit: int = 500,
+        *,
+        person: tuple[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Requests, newest first."""
+        ...
+
+    def decide(self, request_id: str, *, by: str, state: str, reason: str | None, grant_name: str | None) -> None:
+        """Move a pending, unexpired request to ``state``; ``Conflict`` if it is no longer pending."""
+        ...
+
+    def undo(self, request_id: str) -> None:
+        """Put a request claimed for approval back to pending."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store holds."""
+        ...

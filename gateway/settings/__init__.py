@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.errors import ConfigError
 from gateway.settings.common import FROZEN, refuse_passwords
+from gateway.settings.state import StateDatabaseSettings, StateSettings
 from gateway.settings.targets import (
     AwsSecretSource,
     IamSettings,
@@ -46,6 +47,8 @@ __all__ = [
     "PrivilegeSettings",
     "SecretSource",
     "Settings",
+    "StateDatabaseSettings",
+    "StateSettings",
     "TargetSettings",
     "TlsSettings",
     "TracingSettings",
@@ -252,6 +255,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     privileges: PrivilegeSettings = PrivilegeSettings()
     console: ConsoleSettings = ConsoleSettings()
+    state: StateSettings = StateSettings()
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:

@@ -1,0 +1,129 @@
+"""The state store's schema in MariaDB: versioned, idempotent migrations run under a named lock.
+
+``state_schema_version`` lists the migrations applied. Every replica runs
+:func:`migrate` at start-up under ``GET_LOCK``, so replicas starting at the same
+moment apply each migration once (the others find it recorded when they get
+the lock). Every statement is idempotent (``IF NOT EXISTS``, ``INSERT
+IGNORE``): MariaDB commits DDL implicitly, so a migration cut short by a crash
+is simply run again. A database holding a version this gateway does not know
+(a newer gateway migrated it) is refused: start-up stops rather than write
+rows an older schema reading would misunderstand.
+
+Tables:
+
+* ``state_revision``: one row (``id = 1``) with the revision, bumped by every
+  change to the managed policy documents in the same transaction; replicas
+  poll it (a primary-key read) and an edit's conditional ``UPDATE ... WHERE
+  revision = <read>`` makes concurrent edits one success, one 412.
+* ``policy_documents``: managed policy documents by name (YAML bytes), merged
+  with the read-only base files as if they were files of that name.
+* ``access_requests``: the access requests (``gateway.state.requests``).
+* ``aliases``: the names each person has been seen with (``gateway.state.aliases``).
+"""
+
+from __future__ import annotations
+
+from gateway.errors import StateUnavailable
+from gateway.state.connection import Cursor
+
+VERSION_TABLE = "state_schema_version"
+LOCK_TIMEOUT = 30
+
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS state_revision (
+        id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+        revision BIGINT UNSIGNED NOT NULL
+    ) ENGINE=InnoDB""",
+    "INSERT IGNORE INTO state_revision (id, revision) VALUES (1, 0)",
+    """CREATE TABLE IF NOT EXISTS policy_documents (
+        name VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        content MEDIUMBLOB NOT NULL,
+        revision BIGINT UNSIGNED NOT NULL,
+        updated_at CHAR(27) CHARACTER SET ascii NOT NULL
+    ) ENGINE=InnoDB""",
+    """CREATE TABLE IF NOT EXISTS access_requests (
+        id VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        requester VARCHAR(255) NOT NULL,
+        target VARCHAR(128) NOT NULL,
+        access VARCHAR(16) NOT NULL,
+        duration_s DOUBLE NOT NULL,
+        reason TEXT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        created_at CHAR(27) CHARACTER SET ascii NOT NULL,
+        expires_at CHAR(27) CHARACTER SET ascii NOT NULL,
+        decided_by VARCHAR(255) NULL,
+        decided_at CHAR(27) CHARACTER SET ascii NULL,
+        decision_reason TEXT NULL,
+        grant_name VARCHAR(128) NULL,
+        requester_issuer VARCHAR(512) NULL,
+        requester_sub VARCHAR(255) NULL,
+        INDEX access_requests_created (created_at),
+        INDEX access_requests_requester (requester, created_at),
+        INDEX access_requests_person (requester_sub, created_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS aliases (
+        issuer VARCHAR(255) NOT NULL,
+        sub VARCHAR(255) NOT NULL,
+        name VARCHAR(255) NOT NULL,
+        first_seen CHAR(27) CHARACTER SET ascii NOT NULL,
+        PRIMARY KEY (issuer, sub, name)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+)
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "revision, managed policy documents, access requests, aliases", _V1),
+)
+LATEST = MIGRATIONS[-1][0]
+
+
+def applied_versions(cursor: Cursor) -> set[int]:
+    """The migration versions recorded in the database (empty when there is no schema)."""
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s",
+        (VERSION_TABLE,),
+    )
+    if cursor.fetchone()[0] == 0:
+        return set()
+    cursor.execute(f"SELECT version FROM {VERSION_TABLE}")  # noqa: S608 - fixed name
+    return {int(version) for (version,) in cursor.fetchall()}
+
+
+def migrate(cursor: Cursor, database: str) -> list[int]:
+    """Apply the migrations this database lacks, under the schema lock; return the versions applied now.
+
+    ``StateUnavailable`` when the lock is not had in time or the database is newer than this gateway.
+    """
+    lock = f"gateway_state_schema.{database}"[:64]
+    cursor.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_TIMEOUT))
+    if cursor.fetchone()[0] != 1:
+        raise StateUnavailable("another gateway holds the state schema lock; nothing was migrated")
+    try:
+        cursor.execute(
+            f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
+                version INT NOT NULL PRIMARY KEY,
+                description VARCHAR(200) NOT NULL,
+                applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+            ) ENGINE=InnoDB"""
+        )
+        applied = applied_versions(cursor)
+        newer = sorted(v for v in applied if v > LATEST)
+        if newer:
+            raise StateUnavailable(
+                f"the state schema in {database!r} is at version {newer[-1]}, newer than this gateway's {LATEST}: "
+                "upgrade the gateway (it refuses to start against a newer schema)"
+            )
+        done = []
+        for version, description, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for sql in statements:
+                cursor.execute(sql)
+            cursor.execute(
+                f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608 - a constant table name
+                (version, description),
+            )
+            done.append(version)
+        return done
+    finally:
+        cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+        cursor.fetchall()
