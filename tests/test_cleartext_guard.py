@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from asyncmy.connection import Connection
+from asyncmy.errors import OperationalError
 
 from gateway.db.connector import Connector
 from gateway.db.credentials import EnvSecret
@@ -84,7 +85,7 @@ async def test_plain_asyncmy_sends_the_password_in_cleartext():
     """The control: asyncmy alone answers the cleartext switch without TLS (so the guard matters)."""
     async with fake_server() as (port, received):
         conn = Connection(host="127.0.0.1", port=port, user="u", password=PASSWORD, connect_timeout=5)
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the fake closes after recording
+        with pytest.raises(OperationalError, match="Lost connection"):  # the fake closes after recording
             await conn.connect()
     assert PASSWORD.encode() in received
 
