@@ -58,8 +58,7 @@ def stream_gateway(
 
 def reader_pool(gateway: RunningGateway) -> ConnectionPool:
     """The running gateway's pool for the reader account (the stream grants' account)."""
-    pools = gateway.server.config.app.state.services.pools
-    return pools.pools()[("shop", gateway.db.accounts["reader"].user)]  # type: ignore[no-any-return]
+    return gateway.services.pools.pools()[("shop", gateway.db.accounts["reader"].user)]
 
 
 def audit_records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:
