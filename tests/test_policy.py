@@ -24,7 +24,7 @@ SAFE = frozenset({"COUNT", "LOWER", "NOW"})
 COMMANDS = {Kind.READ: "SELECT", Kind.WRITE: "UPDATE", Kind.DDL: "ALTER TABLE", Kind.OTHER: "SET"}
 
 
-def who(user="alice@example.com", *groups, aliases=()):
+def who(user: str = "alice@example.com", *groups: str, aliases: tuple[str, ...] = ()) -> Identity:
     """Build an identity for ``user`` in ``groups``, whose person was also seen as ``aliases``."""
     return Identity(
         user=user,
@@ -38,7 +38,9 @@ def who(user="alice@example.com", *groups, aliases=()):
     )
 
 
-def stmt(kind=Kind.READ, *tables, functions=(), command=None):
+def stmt(
+    kind: Kind = Kind.READ, *tables: str, functions: tuple[str, ...] = (), command: str | None = None
+) -> Statement:
     """Build an analysed statement of ``kind`` touching ``tables``."""
     return Statement(
         sql="-- test",
@@ -53,18 +55,18 @@ def stmt(kind=Kind.READ, *tables, functions=(), command=None):
 
 
 def grant(
-    name,
-    *subjects,
-    access=Access.READ,
-    target="shop",
-    db_user="gw_reader",
-    allow=None,
-    deny=(),
-    max_rows=None,
-    timeout=None,
-    expires=None,
-    functions=(),
-):
+    name: str,
+    *subjects: str,
+    access: Access = Access.READ,
+    target: str = "shop",
+    db_user: str = "gw_reader",
+    allow: tuple[str, ...] | None = None,
+    deny: tuple[str, ...] = (),
+    max_rows: int | None = None,
+    timeout: float | None = None,
+    expires: datetime | None = None,
+    functions: tuple[str, ...] = (),
+) -> Grant:
     """Build a grant; defaults: read on shop as gw_reader, no table rules."""
     return Grant(
         name=name,
@@ -83,7 +85,7 @@ def grant(
     )
 
 
-def revoke(subject, target="*", reason="left the team", until=None):
+def revoke(subject: str, target: str = "*", reason: str = "left the team", until: datetime | None = None) -> Revocation:
     """Build a revocation."""
     return Revocation(
         subject=subject,
@@ -95,7 +97,11 @@ def revoke(subject, target="*", reason="left the team", until=None):
     )
 
 
-def policy(*grants, revocations=(), roles=None):
+def policy(
+    *grants: Grant,
+    revocations: tuple[Revocation, ...] | list[Revocation] = (),
+    roles: dict[str, frozenset[str]] | None = None,
+) -> PolicySet:
     """Build a policy set from grants in order."""
     return PolicySet(
         roles=MappingProxyType(roles or {"admin": frozenset(), "auditor": frozenset()}),
