@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from conftest import RunningGateway, start_gateway, stop_gateway
-from faultfixture import fault_settings, records_lost
-from faultload import Job, drive, malformed, mixed, tally
+from faultfixture import Measure, PrivateDatabase, fault_settings, records_lost
+from faultload import Job, Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
+from oidcfixture import OidcProvider
+
+from gateway.db.pools import ConnectionPool
 
 pytestmark = pytest.mark.faults
 
@@ -18,11 +22,11 @@ LONG_READ = "SELECT COUNT(*) FROM items a, items b, items c"
 NO_HANG = 12.0  # seconds: the longest any request may take here (statement timeout 2 s + 2 s grace, with margin)
 
 
-def _pools(gw: RunningGateway) -> list:
-    return list(gw.server.config.app.state.services.pools.pools().values())
+def _pools(gw: RunningGateway) -> list[ConnectionPool]:
+    return list(gw.services.pools.pools().values())
 
 
-def _gateway_threads(private_db, *, command: str | None = None) -> list[tuple[int, str | None]]:
+def _gateway_threads(private_db: PrivateDatabase, *, command: str | None = None) -> list[tuple[int, str | None]]:
     users = [a.user for a in private_db.db.accounts.values()]
     marks = ", ".join(["%s"] * len(users))
     rows = private_db.server.query(
@@ -32,11 +36,13 @@ def _gateway_threads(private_db, *, command: str | None = None) -> list[tuple[in
     return [(int(i), info) for i, info in rows if command is None or (info and command in info)]
 
 
-def _tokens(idp) -> dict[str, str]:
+def _tokens(idp: OidcProvider) -> dict[str, str]:
     return {"reader": idp.token("reader"), "writer": idp.token("writer")}
 
 
-def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
+def test_kill_idle_and_in_flight(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """KILL from the server, on idle connections and on ones running a statement.
 
     A killed idle connection is never handed out (the next requests all
@@ -56,7 +62,7 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
             killed += 1
         after_idle = asyncio.run(drive(gw.url, pick, clients=1, prefix="kill-idle", per_client=8))
 
-        async def kill_in_flight(what: str) -> list:
+        async def kill_in_flight(what: str) -> list[Reply]:
             load = asyncio.create_task(
                 drive(gw.url, lambda _n, _rid: long_read, clients=1, prefix=f"kill-{what.lower()}", per_client=1)
             )
@@ -93,7 +99,7 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_kill_under_load(tmp_path, idp, private_db, fault_report):
+def test_kill_under_load(tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """Connections killed server-side again and again under load.
 
     Only well-formed database_unavailable errors, no hang; once the killing
@@ -103,7 +109,7 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
     tokens = _tokens(idp)
     kills = 0
 
-    async def scenario() -> tuple[list, list]:
+    async def scenario() -> tuple[list[Reply], list[Reply]]:
         nonlocal kills
         stop = asyncio.Event()
         load = asyncio.create_task(drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01))
@@ -136,7 +142,9 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_stall_then_resume(tmp_path, idp, private_db, fault_report):
+def test_stall_then_resume(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """A link that stops answering (proxy stall, sockets kept open): timeouts fire, the pool heals.
 
     Statements in flight end with 504 statement_timeout, new connections with
@@ -181,7 +189,9 @@ def test_stall_then_resume(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
+def test_cut_and_down_then_resume(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """Links cut (RST) while idle, then the link down under load, then back.
 
     After the cut no dead connection is handed out. While down (new
@@ -197,7 +207,7 @@ def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
             cut = proxy.cut()
             after_cut = asyncio.run(drive(gw.url, pick, clients=1, prefix="cut-idle", per_client=10))
 
-            async def down_under_load() -> list:
+            async def down_under_load() -> list[Reply]:
                 stop = asyncio.Event()
                 load = asyncio.create_task(drive(gw.url, pick, clients=8, prefix="down", stop=stop, pause=0.01))
                 await asyncio.sleep(0.5)
@@ -227,7 +237,7 @@ def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_slow_link(tmp_path, idp, private_db, fault_report):
+def test_slow_link(tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """A slow link (every chunk 50 ms late each way) only makes requests slower: all succeed."""
     with FaultProxy("127.0.0.1", private_db.server.port) as proxy:
         gw = start_gateway(fault_settings(tmp_path, idp, private_db, port=proxy.port), idp, private_db.db)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from faultfixture import audit_by_request, fault_settings, records_lost
+from faultfixture import Measure, PrivateDatabase, audit_by_request, fault_settings, records_lost
 from faultload import Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
 from faultserve import ServedGateway, audit_verify, served_gateway
+from oidcfixture import OidcProvider
 
 pytestmark = pytest.mark.faults
 
@@ -21,7 +23,9 @@ SENT_MARGIN = 0.5  # seconds
 DELAY = 0.1  # each chunk to MariaDB held back: every statement is in flight >= 0.2 s
 
 
-def test_sigterm_under_load_drains_and_loses_no_record(tmp_path, idp, private_db, fault_report):
+def test_sigterm_under_load_drains_and_loses_no_record(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """SIGTERM mid-load: stop accepting, finish what is in flight, flush the audit log, exit in time.
 
     ``gateway serve`` runs as a subprocess against the private MariaDB over a
