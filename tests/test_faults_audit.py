@@ -127,6 +127,7 @@ def _mariadb_records(database: str) -> Records:
     return records
 
 
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
 def test_shared_store_cut_stalled_and_revoked(
     tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
 ) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
 import pytest
 from conftest import RunningGateway, start_gateway, stop_gateway
 from faultfixture import Measure, PrivateDatabase, fault_settings, records_lost
-from faultload import Job, Reply, drive, malformed, mixed, tally
+from faultload import Job, Reply, count, drive, malformed, mixed, tally, until
 from faultproxy import FaultProxy
 from oidcfixture import OidcProvider
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.faults
 # About 10^9 rows to count: runs until the reader grant's 2 s statement timeout unless killed first.
 LONG_READ = "SELECT COUNT(*) FROM items a, items b, items c"
 NO_HANG = 12.0  # seconds: the longest any request may take here (statement timeout 2 s + 2 s grace, with margin)
+PROGRESS_BOUND = 30.0  # seconds for the load to make progress, or for a fault to reach it
 
 
 def _pools(gw: RunningGateway) -> list[ConnectionPool]:
@@ -99,6 +101,11 @@ def test_kill_idle_and_in_flight(
     assert fault_report.records_lost == 0
 
 
+def _grew(replies: list[Reply], to: int) -> bool:
+    return len(replies) >= to
+
+
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
 def test_kill_under_load(tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """Connections killed server-side again and again under load.
 
@@ -111,10 +118,14 @@ def test_kill_under_load(tmp_path: Path, idp: OidcProvider, private_db: PrivateD
 
     async def scenario() -> tuple[list[Reply], list[Reply]]:
         nonlocal kills
-        stop = asyncio.Event()
-        load = asyncio.create_task(drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01))
-        for _ in range(10):
-            await asyncio.sleep(0.15)
+        stop, live = asyncio.Event(), list[Reply]()
+        load = asyncio.create_task(
+            drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01, replies=live)
+        )
+        for _ in range(10):  # each round once the load has made progress since the last one (new replies)
+            await until(
+                functools.partial(_grew, live, len(live) + 4), PROGRESS_BOUND, "the load answered between kills"
+            )
             for thread_id, _info in await asyncio.to_thread(_gateway_threads, private_db):
                 try:
                     await asyncio.to_thread(private_db.server.query, f"KILL CONNECTION {thread_id}")
@@ -142,6 +153,7 @@ def test_kill_under_load(tmp_path: Path, idp: OidcProvider, private_db: PrivateD
     assert fault_report.records_lost == 0
 
 
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
 def test_stall_then_resume(
     tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
 ) -> None:
@@ -208,12 +220,20 @@ def test_cut_and_down_then_resume(
             after_cut = asyncio.run(drive(gw.url, pick, clients=1, prefix="cut-idle", per_client=10))
 
             async def down_under_load() -> list[Reply]:
-                stop = asyncio.Event()
-                load = asyncio.create_task(drive(gw.url, pick, clients=8, prefix="down", stop=stop, pause=0.01))
-                await asyncio.sleep(0.5)
-                await asyncio.to_thread(proxy.down)
-                await asyncio.sleep(1.5)
-                stop.set()
+                stop, live = asyncio.Event(), list[Reply]()
+                load = asyncio.create_task(
+                    drive(gw.url, pick, clients=8, prefix="down", stop=stop, pause=0.01, replies=live)
+                )
+                try:
+                    await until(lambda: count(live, "ok") >= 8, PROGRESS_BOUND, "8 requests succeeded before the fault")
+                    await asyncio.to_thread(proxy.down)
+                    down_at = time.monotonic()
+                    reached = "8 requests sent while the link was down got 503 database_unavailable"
+                    await until(
+                        lambda: count(live, "database_unavailable", since=down_at) >= 8, PROGRESS_BOUND, reached
+                    )
+                finally:
+                    stop.set()
                 return await load
 
             down = asyncio.run(down_under_load())

@@ -98,6 +98,7 @@ def test_idp_down_or_stalled_cached_keys_serve(tmp_path: Path, test_db: ScratchD
     assert fault_report.records_lost == 0
 
 
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
 def test_cold_gateway_with_idp_down_fails_closed_without_hammering(
     tmp_path: Path, test_db: ScratchDatabase, fault_report: Measure
 ) -> None:

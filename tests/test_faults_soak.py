@@ -52,6 +52,7 @@ def _ends(samples: list[dict[str, float]], key: str) -> tuple[float, float]:
     return statistics.median(measured[:WINDOW]), statistics.median(measured[-WINDOW:])
 
 
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
 def test_soak(tmp_path: Path, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """64 clients for GATEWAY_SOAK_SECONDS with reads, writes and denied statements: nothing leaks, all audited.
 
