@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: run test test-faults test-fuzz soak lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials chromium bench-console
+.PHONY: run test test-long test-faults test-fuzz soak lint bench bench-tools bench-profile venv node mariadb seed clean iamdeps bench-credentials chromium bench-console
 
 venv: $(STAMP)
 
@@ -45,11 +45,17 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Everything but the tests marked `slow` (the soak and the longest fault scenarios): CI's suite.
 test: venv node mariadb iamdeps chromium lint
+	$(BIN)/pytest -q -m "not slow"
+
+# Everything, the `slow` tests included.
+test-long: venv node mariadb iamdeps chromium lint
 	$(BIN)/pytest -q
 
 # The fault suite alone (MariaDB restarts, cut/stalled links, IdP and audit store outages,
-# SIGTERM, a 60 s soak): tests marked `faults`, all included in `make test` too.
+# SIGTERM, a 60 s soak): tests marked `faults`, the `slow` ones included; `make test` runs
+# those not also marked `slow`.
 test-faults: venv node mariadb
 	$(BIN)/pytest -q -m faults
 

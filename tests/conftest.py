@@ -17,19 +17,21 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncmy
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from oidcfixture import GATEWAY_AUDIENCE, OidcProvider, oidc_provider, running_provider
 
 from gateway.db.provision import Account, drop, provision
 from gateway.http.app import create_app
+from gateway.http.services import Services
 from gateway.policy.files import load_policies
 from gateway.policy.types import PolicySet
 from gateway.settings import Settings
@@ -52,10 +54,11 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
+T = TypeVar("T")
 UNLIMITED_FLOODS = {"per_client_burst": 10**9, "global_burst": 10**9, "per_client_rate": 1e6, "global_rate": 1e6}
 
 
-def run(coro: Any) -> Any:
+def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from synchronous test code."""
     return asyncio.run(coro)
 
@@ -72,11 +75,13 @@ async def root_connection() -> Any:
 
 
 async def aroot_query(sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement as the administrator and return its rows."""
     conn = await root_connection()
     try:
         async with conn.cursor() as cur:
             await cur.execute(sql, args)
-            return list(await cur.fetchall())
+            rows: list[tuple[Any, ...]] = list(await cur.fetchall())
+            return rows
     finally:
         conn.close()
 
@@ -248,7 +253,16 @@ class RunningGateway:
 
     def audit_settled_within(self, seconds: float) -> bool:
         """Whether the audit writer committed everything queued so far within ``seconds``."""
-        return bool(self.server.config.app.state.services.audit.wait_committed(seconds))
+        return bool(self.services.audit.wait_committed(seconds))
+
+    @property
+    def services(self) -> Services:
+        """The running app's services (pools, audit writer, ...), as its lifespan built them."""
+        app = self.server.config.app
+        assert isinstance(app, FastAPI)
+        services = app.state.services
+        assert isinstance(services, Services)
+        return services
 
     def client(self, user: str | None = "reader", **kwargs: Any) -> httpx.Client:
         """An HTTP client carrying a real token of ``user`` from the provider."""
@@ -298,13 +312,17 @@ def gateway_settings(
     """Settings for a test gateway: the provider as issuer, the test database as ``shop``.
 
     ``host``/``port`` point ``shop`` elsewhere (a private server, a proxy);
-    the passwords go to ``<env_prefix>_<LEVEL>_PASSWORD`` variables.
+    the passwords go to owner-only files ``tmp/secrets/<env_prefix>_<LEVEL>``
+    (files, not environment variables: nothing outlives the test's ``tmp``).
     """
-    env_names = {}
+    secrets_dir = tmp / "secrets"
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret_files: dict[str, Path] = {}
     for level, account in db.accounts.items():
-        env_name = f"{env_prefix}_{level.upper()}_PASSWORD"
-        os.environ[env_name] = account.password
-        env_names[account.user] = env_name
+        path = secrets_dir / f"{env_prefix}_{level.upper()}"
+        path.touch(mode=0o600)
+        path.write_text(account.password, encoding="utf-8")
+        secret_files[account.user] = path
     write_policies(tmp / "policies", db)
     values: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": free_port()},
@@ -316,7 +334,7 @@ def gateway_settings(
                 "port": port,
                 "database": db.name,
                 "pool": pool or {"max_size": 4, "acquire_timeout": 3},
-                "secrets": {user: {"env": env} for user, env in env_names.items()},
+                "secrets": {user: {"file": path} for user, path in secret_files.items()},
             }
         },
         # Every test request comes from 127.0.0.1: the shared gateways record every refused request

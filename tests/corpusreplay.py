@@ -29,6 +29,7 @@ from oidcfixture import OidcProvider
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.requestids import client_request_id
 
 ATTACKS = Path(__file__).parent / "attacks"
@@ -178,6 +179,19 @@ class Outcome:
     def code(self) -> str | None:
         """The problem's ``code`` (None when the body is not a problem)."""
         return self.body.get("code") if isinstance(self.body, dict) else None
+
+
+def attach_records(outcomes: Mapping[str, Outcome], path: Path) -> None:
+    """Give each outcome the audit records its request left in the SQLite store at ``path``."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    store = SQLiteAuditStore(path, readonly=True)
+    try:
+        for entry in store.iter_entries():
+            by_id.setdefault(str(entry.get("request_id")), []).append(entry)
+    finally:
+        store.close()
+    for outcome in outcomes.values():
+        outcome.records = by_id.get(str(outcome.request_id), [])
 
 
 def refusal_problems(case: Case, outcome: Outcome, names: Mapping[str, str]) -> list[str]:

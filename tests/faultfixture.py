@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -49,7 +48,7 @@ Records = dict[str, list[tuple[str, str | None, str | None]]]  # request id -> (
 
 @dataclass(frozen=True)
 class PrivateDatabase:
-    """The private server and the demo database on it (accounts' passwords in ``GWFAULT_*`` env vars)."""
+    """The private server and the demo database on it (``env``: the accounts' passwords for a subprocess)."""
 
     server: MariaDBServer
     db: ScratchDatabase
@@ -89,8 +88,6 @@ def private_db() -> Iterator[PrivateDatabase]:
     try:
         with running_mariadb("gwfault-", args=("--max-connections=300", "--innodb-buffer-pool-size=32M")) as server:
             db = asyncio.run(_seed(server))
-            for level, account in db.accounts.items():
-                os.environ[_env_name(level)] = account.password
             yield PrivateDatabase(server, db)
     except MariaDBStartError as exc:
         pytest.fail(str(exc), pytrace=False)

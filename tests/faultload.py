@@ -133,12 +133,16 @@ async def drive(
     stop: asyncio.Event | None = None,
     pause: float = 0.0,
     request_timeout: float = REQUEST_TIMEOUT,
+    replies: list[Reply] | None = None,
 ) -> list[Reply]:
-    """Run ``clients`` loops until ``duration`` seconds pass, ``per_client`` requests each, or ``stop`` is set."""
+    """Run ``clients`` loops until ``duration`` seconds pass, ``per_client`` requests each, or ``stop`` is set.
+
+    ``replies``: a list to append each reply to as it comes (a scenario watches it to time its faults).
+    """
     if duration is None and per_client is None and stop is None:
         raise ValueError("drive needs a duration, a count or a stop event")
     counter = itertools.count()
-    replies: list[Reply] = []
+    replies = [] if replies is None else replies
     deadline = time.monotonic() + duration if duration is not None else None
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
@@ -167,6 +171,23 @@ async def drive(
     async with asyncio.timeout(bound):
         await asyncio.gather(*(loop() for _ in range(clients)))
     return replies
+
+
+POLL = 0.02  # seconds between looks at a condition
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait until ``condition()`` holds; ``AssertionError`` naming ``what`` if it does not within ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(POLL)
+
+
+def count(replies: Sequence[Reply], code: str, *, since: float = 0.0, until: float = float("inf")) -> int:
+    """How many of ``replies`` answered ``code`` for a request started at ``since`` or later, ended by ``until``."""
+    return sum(1 for r in list(replies) if r.code == code and r.started >= since and r.ended <= until)
 
 
 READ_SQL = "SELECT id, name, price FROM items WHERE id = ?"

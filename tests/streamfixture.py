@@ -16,11 +16,9 @@ from typing import Any
 import orjson
 import pytest
 from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
-from fastapi import FastAPI
 from oidcfixture import OidcProvider
 
 from gateway.db.pools import ConnectionPool
-from gateway.http.services import Services
 
 STREAM_MAX_ROWS = 2_000_000
 STREAM_TIMEOUT = "3s"
@@ -60,10 +58,7 @@ def stream_gateway(
 
 def reader_pool(gateway: RunningGateway) -> ConnectionPool:
     """The running gateway's pool for the reader account (the stream grants' account)."""
-    app = gateway.server.config.app
-    assert isinstance(app, FastAPI), "start_gateway serves the app create_app built"
-    services: Services = app.state.services  # Starlette's state is untyped
-    return services.pools.pools()[("shop", gateway.db.accounts["reader"].user)]
+    return gateway.services.pools.pools()[("shop", gateway.db.accounts["reader"].user)]
 
 
 def audit_records(gateway: RunningGateway, request_id: str) -> list[dict[str, Any]]:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from adminfixture import Replicas, edit, etag, replicas
+from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
+from oidcfixture import OidcProvider
 
 __all__ = ["replicas"]
 
@@ -25,13 +32,13 @@ def _grant(name: str, user: str, db_user: str, **extra: object) -> dict[str, obj
 
 
 def _nobody_query(replicas: Replicas, which: str = "first") -> int:
-    gateway = getattr(replicas, which)
+    gateway: RunningGateway = getattr(replicas, which)
     with gateway.client("nobody") as http:
         return http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1 FROM items WHERE id = 1"}).status_code
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
-def test_every_admin_route_needs_the_admin_role(replicas: Replicas, method: str, path: str):
+def test_every_admin_route_needs_the_admin_role(replicas: Replicas, method: str, path: str) -> None:
     """Without a token: 401; with a valid non-admin token: 403 forbidden; nothing is written."""
     before = replicas.first.settings.policies_dir.joinpath("policy.yaml").read_bytes()
     with replicas.first.client(None) as anonymous:
@@ -43,7 +50,7 @@ def test_every_admin_route_needs_the_admin_role(replicas: Replicas, method: str,
     assert replicas.first.settings.policies_dir.joinpath("policy.yaml").read_bytes() == before
 
 
-def test_get_policy_has_revision_as_etag(replicas: Replicas):
+def test_get_policy_has_revision_as_etag(replicas: Replicas) -> None:
     """GET /v1/policy returns the merged policy; the ETag is the quoted revision."""
     with replicas.first.client("admin") as http:
         reply = http.get("/v1/policy")
@@ -53,7 +60,7 @@ def test_get_policy_has_revision_as_etag(replicas: Replicas):
     assert body["revocations"][0]["subject"] == "user:mallory@example.com"
 
 
-def test_grant_then_delete_takes_effect_on_both_replicas(replicas: Replicas):
+def test_grant_then_delete_takes_effect_on_both_replicas(replicas: Replicas) -> None:
     """A grant added through one replica works there at once and on the other within 2 s; deleting ends it."""
     db_user = replicas.first.db.accounts["reader"].user
     assert _nobody_query(replicas) == 403
@@ -70,7 +77,7 @@ def test_grant_then_delete_takes_effect_on_both_replicas(replicas: Replicas):
     assert _wait_for(lambda: _nobody_query(replicas, "second") == 403)
 
 
-def test_missing_and_stale_if_match(replicas: Replicas):
+def test_missing_and_stale_if_match(replicas: Replicas) -> None:
     """No If-Match: 428; a stale revision: 412 precondition_failed and nothing written."""
     managed = replicas.first.settings.policies_dir / "managed.yaml"
     db_user = replicas.first.db.accounts["reader"].user
@@ -85,7 +92,7 @@ def test_missing_and_stale_if_match(replicas: Replicas):
     assert (managed.read_bytes() if managed.exists() else None) == before
 
 
-def test_concurrent_edits_one_wins_the_loser_changes_nothing(replicas: Replicas):
+def test_concurrent_edits_one_wins_the_loser_changes_nothing(replicas: Replicas) -> None:
     """Two admins editing from the same revision (through two replicas): one 201, one 412, one grant written."""
     db_user = replicas.first.db.accounts["reader"].user
     with replicas.first.client("admin") as http:
@@ -114,7 +121,7 @@ def test_concurrent_edits_one_wins_the_loser_changes_nothing(replicas: Replicas)
         assert edit(http, "DELETE", f"/v1/grants/race-{winner}").status_code == 200
 
 
-def test_invalid_edit_is_rejected_with_422_and_not_written(replicas: Replicas):
+def test_invalid_edit_is_rejected_with_422_and_not_written(replicas: Replicas) -> None:
     """A grant naming an unknown target or a bad access level is refused; the files stay as they were."""
     directory = replicas.first.settings.policies_dir
     before = {p.name: p.read_bytes() for p in directory.glob("*.yaml")}
@@ -132,7 +139,7 @@ def test_invalid_edit_is_rejected_with_422_and_not_written(replicas: Replicas):
     assert {p.name: p.read_bytes() for p in directory.glob("*.yaml")} == before
 
 
-def test_edit_keeps_comments_of_hand_written_file_byte_for_byte(replicas: Replicas):
+def test_edit_keeps_comments_of_hand_written_file_byte_for_byte(replicas: Replicas) -> None:
     """Deleting a grant from the hand-written file removes only its lines; every other byte stays."""
     path = replicas.first.settings.policies_dir / "policy.yaml"
     original = path.read_text(encoding="utf-8")
@@ -149,7 +156,7 @@ def test_edit_keeps_comments_of_hand_written_file_byte_for_byte(replicas: Replic
         assert _wait_for(lambda: any(g["name"] == "admins-ddl" for g in http.get("/v1/policy").json()["grants"]))
 
 
-def test_policy_edits_are_audited_with_a_diff(replicas: Replicas):
+def test_policy_edits_are_audited_with_a_diff(replicas: Replicas) -> None:
     """Every edit leaves a policy_edit record (who, what, revisions, a unified diff), readable on either replica."""
     db_user = replicas.first.db.accounts["reader"].user
     with replicas.first.client("admin") as http:
@@ -166,7 +173,7 @@ def test_policy_edits_are_audited_with_a_diff(replicas: Replicas):
     assert '+  - name: "audited"' in record["diff"]
 
 
-def test_revoke_and_lift_through_the_api(replicas: Replicas):
+def test_revoke_and_lift_through_the_api(replicas: Replicas) -> None:
     """A revocation answers 403 revoked on both replicas (within 2 s); lifting it restores access."""
     with replicas.first.client("admin") as http:
         reply = edit(
@@ -177,10 +184,9 @@ def test_revoke_and_lift_through_the_api(replicas: Replicas):
         )
         assert reply.status_code == 201, reply.text
         try:
-            for which in ("first", "second"):
-                gateway = getattr(replicas, which)
+            for gateway in (replicas.first, replicas.second):
                 with gateway.client("writer") as writer:
-                    assert _wait_for(lambda w=writer: _code(w) == "revoked")
+                    assert _wait_for(functools.partial(_is_revoked, writer))
         finally:
             lifted = edit(http, "DELETE", "/v1/revocations/user:writer@example.com", params={"target": "shop"})
         assert lifted.status_code == 200, lifted.text
@@ -190,30 +196,53 @@ def test_revoke_and_lift_through_the_api(replicas: Replicas):
         assert _code(writer) == "ok"
 
 
-def test_time_boxed_grant_expires_on_the_dot(replicas: Replicas):
-    """A grant expiring two seconds ahead works before its instant and is refused from it on, with no reload."""
-    db_user = replicas.first.db.accounts["reader"].user
-    expires = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0) + timedelta(seconds=1)
-    body = _grant("short-lived", "nobody@example.com", db_user, expires=expires.isoformat().replace("+00:00", "Z"))
-    with replicas.first.client("admin") as http:
-        assert edit(http, "POST", "/v1/grants", json=body).status_code == 201
-        revision = etag(http)
-        try:
-            assert _nobody_query(replicas) == 200
-            while datetime.now(UTC) < expires:
-                time.sleep(0.05)
-            assert _nobody_query(replicas) == 403
+@dataclass
+class StoppedClock:
+    """The gateway's injected clock: it reads ``now``, which only the test moves."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_time_boxed_grant_expires_on_the_dot(tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase) -> None:
+    """A time-boxed grant works up to its instant and is refused from it on, with no reload.
+
+    The gateway's clock is injected and moved by the test, so the instant is
+    exact and nothing waits on the wall clock.
+    """
+    clock = StoppedClock(datetime.now(UTC).replace(microsecond=0))
+    expires = clock.now + timedelta(hours=1)
+    gateway = start_gateway(gateway_settings(tmp_path, idp, test_db), idp, test_db, clock=clock)
+    body = _grant("short-lived", "nobody@example.com", test_db.accounts["reader"].user, expires=expires.isoformat())
+    try:
+        with gateway.client("admin") as http, gateway.client("nobody") as nobody:
+            assert _code(nobody) == "forbidden"
+            assert edit(http, "POST", "/v1/grants", json=body).status_code == 201
+            revision = etag(http)
+            assert _code(nobody) == "ok"
+            clock.now = expires - timedelta(microseconds=1)
+            assert _code(nobody) == "ok"
+            clock.now = expires
+            reply = nobody.post("/v1/query", json={"target": "shop", "sql": "SELECT 1 FROM items WHERE id = 1"})
+            assert (reply.status_code, reply.json()["code"]) == (403, "forbidden")
+            assert "your grant short-lived expired at" in reply.json()["detail"]
             assert etag(http) == revision
-        finally:
-            assert edit(http, "DELETE", "/v1/grants/short-lived").status_code == 200
+    finally:
+        stop_gateway(gateway)
 
 
-def _code(http) -> str:
+def _code(http: httpx.Client) -> str:
     reply = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1 FROM items WHERE id = 1"})
-    return "ok" if reply.status_code == 200 else reply.json()["code"]
+    return "ok" if reply.status_code == 200 else str(reply.json()["code"])
 
 
-def _wait_for(check, within: float = 2.5) -> bool:
+def _is_revoked(http: httpx.Client) -> bool:
+    return _code(http) == "revoked"
+
+
+def _wait_for(check: Callable[[], bool], within: float = 2.5) -> bool:
     """Poll ``check`` until true or ``within`` seconds pass (replicas poll the files every second)."""
     deadline = time.monotonic() + within
     while True:

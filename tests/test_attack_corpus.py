@@ -21,14 +21,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from corpusfixture import CORPUS_COUNTS, GeneralLog, LogRow, corpus_gateway, corpus_schemas, direct_reads
-from corpusreplay import CLASSES, LAYERS, Case, Outcome, Replayer, load_corpus, refusal_problems
+from corpusreplay import CLASSES, LAYERS, Case, Outcome, Replayer, attach_records, load_corpus, refusal_problems
 from oidcfixture import OidcProvider
 
-from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.db.catalog import _QUERY as VIEW_CATALOGUE_QUERY
 from gateway.db.pools import INIT_COMMAND
 
@@ -97,7 +95,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider) -> Itera
         finally:
             general_log.stop()
             replayer.close()
-        _attach_records(outcomes, gateway.settings.audit.path)
+        attach_records(outcomes, gateway.settings.audit.path)
         accounts = {level: account.user for level, account in schemas.db.accounts.items()}
         yield CorpusRun(names, schemas.db.prefix, accounts, outcomes, sentinels, rows, direct)
 
@@ -107,18 +105,6 @@ def _replay(replayer: Replayer, case: Case) -> Outcome:
         return replayer.send(case)
     except Exception as exc:  # noqa: BLE001 - a broken case is reported by its own test, not the whole module
         return Outcome(0, f"the replay failed: {exc!r}", None)
-
-
-def _attach_records(outcomes: dict[str, Outcome], path: Any) -> None:
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    store = SQLiteAuditStore(path, readonly=True)
-    try:
-        for entry in store.iter_entries():
-            by_id.setdefault(str(entry.get("request_id")), []).append(entry)
-    finally:
-        store.close()
-    for outcome in outcomes.values():
-        outcome.records = by_id.get(str(outcome.request_id), [])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

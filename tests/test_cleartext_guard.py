@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from asyncmy.connection import Connection
+from asyncmy.errors import OperationalError
 
 from gateway.db.connector import Connector
 from gateway.db.credentials import EnvSecret
@@ -87,7 +88,7 @@ async def test_plain_asyncmy_sends_the_password_in_cleartext() -> None:
         conn = Connection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
             host="127.0.0.1", port=port, user="u", password=PASSWORD, connect_timeout=5
         )
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the fake closes after recording
+        with pytest.raises(OperationalError, match="Lost connection"):  # the fake closes after recording
             await conn.connect()
     assert PASSWORD.encode() in received
 

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from pathlib import Path
 
 import pytest
 from conftest import RunningGateway, start_gateway, stop_gateway
-from faultfixture import fault_settings, records_lost
-from faultload import Job, drive, malformed, mixed, tally
+from faultfixture import Measure, PrivateDatabase, fault_settings, records_lost
+from faultload import Job, Reply, count, drive, malformed, mixed, tally, until
 from faultproxy import FaultProxy
+from oidcfixture import OidcProvider
+
+from gateway.db.pools import ConnectionPool
 
 pytestmark = pytest.mark.faults
 
 # About 10^9 rows to count: runs until the reader grant's 2 s statement timeout unless killed first.
 LONG_READ = "SELECT COUNT(*) FROM items a, items b, items c"
 NO_HANG = 12.0  # seconds: the longest any request may take here (statement timeout 2 s + 2 s grace, with margin)
+PROGRESS_BOUND = 30.0  # seconds for the load to make progress, or for a fault to reach it
 
 
-def _pools(gw: RunningGateway) -> list:
-    return list(gw.server.config.app.state.services.pools.pools().values())
+def _pools(gw: RunningGateway) -> list[ConnectionPool]:
+    return list(gw.services.pools.pools().values())
 
 
-def _gateway_threads(private_db, *, command: str | None = None) -> list[tuple[int, str | None]]:
+def _gateway_threads(private_db: PrivateDatabase, *, command: str | None = None) -> list[tuple[int, str | None]]:
     users = [a.user for a in private_db.db.accounts.values()]
     marks = ", ".join(["%s"] * len(users))
     rows = private_db.server.query(
@@ -32,11 +38,13 @@ def _gateway_threads(private_db, *, command: str | None = None) -> list[tuple[in
     return [(int(i), info) for i, info in rows if command is None or (info and command in info)]
 
 
-def _tokens(idp) -> dict[str, str]:
+def _tokens(idp: OidcProvider) -> dict[str, str]:
     return {"reader": idp.token("reader"), "writer": idp.token("writer")}
 
 
-def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
+def test_kill_idle_and_in_flight(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """KILL from the server, on idle connections and on ones running a statement.
 
     A killed idle connection is never handed out (the next requests all
@@ -56,7 +64,7 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
             killed += 1
         after_idle = asyncio.run(drive(gw.url, pick, clients=1, prefix="kill-idle", per_client=8))
 
-        async def kill_in_flight(what: str) -> list:
+        async def kill_in_flight(what: str) -> list[Reply]:
             load = asyncio.create_task(
                 drive(gw.url, lambda _n, _rid: long_read, clients=1, prefix=f"kill-{what.lower()}", per_client=1)
             )
@@ -93,7 +101,12 @@ def test_kill_idle_and_in_flight(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_kill_under_load(tmp_path, idp, private_db, fault_report):
+def _grew(replies: list[Reply], to: int) -> bool:
+    return len(replies) >= to
+
+
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
+def test_kill_under_load(tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """Connections killed server-side again and again under load.
 
     Only well-formed database_unavailable errors, no hang; once the killing
@@ -103,12 +116,16 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
     tokens = _tokens(idp)
     kills = 0
 
-    async def scenario() -> tuple[list, list]:
+    async def scenario() -> tuple[list[Reply], list[Reply]]:
         nonlocal kills
-        stop = asyncio.Event()
-        load = asyncio.create_task(drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01))
-        for _ in range(10):
-            await asyncio.sleep(0.15)
+        stop, live = asyncio.Event(), list[Reply]()
+        load = asyncio.create_task(
+            drive(gw.url, mixed(tokens), clients=8, prefix="killload", stop=stop, pause=0.01, replies=live)
+        )
+        for _ in range(10):  # each round once the load has made progress since the last one (new replies)
+            await until(
+                functools.partial(_grew, live, len(live) + 4), PROGRESS_BOUND, "the load answered between kills"
+            )
             for thread_id, _info in await asyncio.to_thread(_gateway_threads, private_db):
                 try:
                     await asyncio.to_thread(private_db.server.query, f"KILL CONNECTION {thread_id}")
@@ -136,7 +153,10 @@ def test_kill_under_load(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_stall_then_resume(tmp_path, idp, private_db, fault_report):
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
+def test_stall_then_resume(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """A link that stops answering (proxy stall, sockets kept open): timeouts fire, the pool heals.
 
     Statements in flight end with 504 statement_timeout, new connections with
@@ -181,7 +201,9 @@ def test_stall_then_resume(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
+def test_cut_and_down_then_resume(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """Links cut (RST) while idle, then the link down under load, then back.
 
     After the cut no dead connection is handed out. While down (new
@@ -197,13 +219,21 @@ def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
             cut = proxy.cut()
             after_cut = asyncio.run(drive(gw.url, pick, clients=1, prefix="cut-idle", per_client=10))
 
-            async def down_under_load() -> list:
-                stop = asyncio.Event()
-                load = asyncio.create_task(drive(gw.url, pick, clients=8, prefix="down", stop=stop, pause=0.01))
-                await asyncio.sleep(0.5)
-                await asyncio.to_thread(proxy.down)
-                await asyncio.sleep(1.5)
-                stop.set()
+            async def down_under_load() -> list[Reply]:
+                stop, live = asyncio.Event(), list[Reply]()
+                load = asyncio.create_task(
+                    drive(gw.url, pick, clients=8, prefix="down", stop=stop, pause=0.01, replies=live)
+                )
+                try:
+                    await until(lambda: count(live, "ok") >= 8, PROGRESS_BOUND, "8 requests succeeded before the fault")
+                    await asyncio.to_thread(proxy.down)
+                    down_at = time.monotonic()
+                    reached = "8 requests sent while the link was down got 503 database_unavailable"
+                    await until(
+                        lambda: count(live, "database_unavailable", since=down_at) >= 8, PROGRESS_BOUND, reached
+                    )
+                finally:
+                    stop.set()
                 return await load
 
             down = asyncio.run(down_under_load())
@@ -227,7 +257,7 @@ def test_cut_and_down_then_resume(tmp_path, idp, private_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_slow_link(tmp_path, idp, private_db, fault_report):
+def test_slow_link(tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """A slow link (every chunk 50 ms late each way) only makes requests slower: all succeed."""
     with FaultProxy("127.0.0.1", private_db.server.port) as proxy:
         gw = start_gateway(fault_settings(tmp_path, idp, private_db, port=proxy.port), idp, private_db.db)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from conftest import USERS, gateway_settings, start_gateway, stop_gateway
-from faultfixture import records_lost
-from faultload import READ_SQL, Job, drive, malformed, tally
+from conftest import USERS, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
+from faultfixture import Measure, records_lost
+from faultload import READ_SQL, Job, Reply, drive, malformed, tally
 from faultproxy import FaultProxy
 from joserfc.jwk import RSAKey
 from oidcfixture import OidcProvider, running_provider
@@ -45,20 +46,20 @@ def _rotated_tokens(idp: OidcProvider, count: int) -> list[str]:
     return tokens
 
 
-def _jobs(tokens: list[str], name: str):
+def _jobs(tokens: list[str], name: str) -> Callable[[int, str], Job]:
     def pick(n: int, _request_id: str) -> Job:
         return Job(name, tokens[n], {"target": "shop", "sql": READ_SQL, "params": [n + 1]})
 
     return pick
 
 
-def _send_all(url: str, tokens: list[str], name: str, prefix: str, clients: int = 4) -> list:
+def _send_all(url: str, tokens: list[str], name: str, prefix: str, clients: int = 4) -> list[Reply]:
     per_client, rest = divmod(len(tokens), clients)
     assert rest == 0
     return asyncio.run(drive(url, _jobs(tokens, name), clients=clients, prefix=prefix, per_client=per_client))
 
 
-def test_idp_down_or_stalled_cached_keys_serve(tmp_path, test_db, fault_report):
+def test_idp_down_or_stalled_cached_keys_serve(tmp_path: Path, test_db: ScratchDatabase, fault_report: Measure) -> None:
     """With the IdP down, then stalled, the cached keys keep serving and a new kid fails closed.
 
     Fresh real tokens (never seen by the gateway, signed with a published
@@ -97,7 +98,10 @@ def test_idp_down_or_stalled_cached_keys_serve(tmp_path, test_db, fault_report):
     assert fault_report.records_lost == 0
 
 
-def test_cold_gateway_with_idp_down_fails_closed_without_hammering(tmp_path, test_db, fault_report):
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
+def test_cold_gateway_with_idp_down_fails_closed_without_hammering(
+    tmp_path: Path, test_db: ScratchDatabase, fault_report: Measure
+) -> None:
     """A gateway that never reached the IdP refuses every token, tries once per cooldown, never hangs.
 
     Down (connections reset): 48 requests from 8 clients are all 401
@@ -133,7 +137,7 @@ def test_cold_gateway_with_idp_down_fails_closed_without_hammering(tmp_path, tes
     assert fault_report.records_lost == 0
 
 
-def test_cold_gateway_with_slow_idp(tmp_path, test_db, fault_report):
+def test_cold_gateway_with_slow_idp(tmp_path: Path, test_db: ScratchDatabase, fault_report: Measure) -> None:
     """A slow IdP (every chunk 0.3 s late) only delays the first requests: one shared fetch, then all succeed."""
     with proxied_provider() as (proxy, idp):
         tokens = [idp.token("reader") for _ in range(32)]

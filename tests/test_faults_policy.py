@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from conftest import start_gateway, stop_gateway
-from faultfixture import fault_settings, records_lost
-from faultload import READ_SQL, Job, drive, malformed, mixed, tally
+from faultfixture import Measure, PrivateDatabase, fault_settings, records_lost
+from faultload import READ_SQL, Job, Reply, drive, malformed, mixed, tally
+from oidcfixture import OidcProvider
 
 pytestmark = pytest.mark.faults
 
@@ -30,10 +33,11 @@ BROKEN = {
 }
 
 
-def _ready_checks(url: str, admin_token: str) -> dict:
+def _ready_checks(url: str, admin_token: str) -> dict[str, Any]:
     """The policies check of /readyz (its details are for admins only)."""
     headers = {"Authorization": f"Bearer {admin_token}"}
-    return httpx.get(f"{url}/readyz", headers=headers, timeout=10).json()["checks"]["policies"]
+    checks: dict[str, Any] = httpx.get(f"{url}/readyz", headers=headers, timeout=10).json()["checks"]["policies"]
+    return checks
 
 
 def _wait_policy(url: str, admin_token: str, *, blaming: str | None, not_blaming: str | None = None) -> float:
@@ -49,7 +53,9 @@ def _wait_policy(url: str, admin_token: str, *, blaming: str | None, not_blaming
     pytest.fail(f"the policy reload error did not become {blaming!r} within {RELOAD_BOUND} s")
 
 
-def test_broken_policy_files_keep_last_good(tmp_path, idp, private_db, fault_report):
+def test_broken_policy_files_keep_last_good(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """Broken policy files (bad YAML, unknown target, duplicate grant, binary, a truncated main file) change nothing.
 
     Under load, each broken state keeps the last good policy in force
@@ -69,7 +75,7 @@ def test_broken_policy_files_keep_last_good(tmp_path, idp, private_db, fault_rep
             return Job("nobody", tokens["nobody"], {"target": "shop", "sql": READ_SQL, "params": [1]})
         return base(n, request_id)
 
-    states: dict[str, list] = {}
+    states: dict[str, list[Reply]] = {}
     reload_s: dict[str, float] = {}
 
     def under_load(name: str) -> None:
@@ -86,6 +92,7 @@ def test_broken_policy_files_keep_last_good(tmp_path, idp, private_db, fault_rep
             under_load(name)
             previous = name
         (policies / "policy.yaml").write_text(good[: len(good) // 2], encoding="utf-8")  # a half-written file
+        assert previous is not None  # the last broken file of the loop
         (policies / previous).unlink()
         reload_s["truncated"] = _wait_policy(gw.url, tokens["admin"], blaming="policy.yaml", not_blaming=previous)
         metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import start_gateway, stop_gateway
-from faultfixture import fault_settings, records_lost
-from faultload import drive, malformed, mixed, tally
+from faultfixture import Measure, PrivateDatabase, fault_settings, records_lost
+from faultload import Reply, drive, malformed, mixed, tally
 from faultproxy import FaultProxy
+from oidcfixture import OidcProvider
 
 pytestmark = pytest.mark.faults
 
@@ -20,7 +22,9 @@ MAX_WAITING = 20
 DELAY = 0.1  # seconds each chunk is held back each way: a statement holds its connection >= 0.2 s
 
 
-def test_pool_exhaustion_at_ten_times_pool_size(tmp_path, idp, private_db, fault_report):
+def test_pool_exhaustion_at_ten_times_pool_size(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """Forty clients on a pool of four, over a slow link: bounded waits, pool_exhausted, nothing else.
 
     Every request ends within the acquire timeout plus one statement (with
@@ -33,11 +37,11 @@ def test_pool_exhaustion_at_ten_times_pool_size(tmp_path, idp, private_db, fault
         pool = {"max_size": POOL_SIZE, "acquire_timeout": ACQUIRE_TIMEOUT, "max_waiting": MAX_WAITING}
         settings = fault_settings(tmp_path, idp, private_db, port=proxy.port, pool=pool)
         gw = start_gateway(settings, idp, private_db.db)
-        pools = gw.server.config.app.state.services.pools.pools()
+        pools = gw.services.pools.pools()
         reads = mixed({"reader": idp.token("reader"), "writer": idp.token("writer")}, writes=0, denied=0)
         samples: list[tuple[int, int]] = []
 
-        async def crowd() -> list:
+        async def crowd() -> list[Reply]:
             stop = asyncio.Event()
             load = asyncio.create_task(drive(gw.url, reads, clients=CLIENTS, prefix="crowd", duration=4, stop=stop))
             while not load.done():

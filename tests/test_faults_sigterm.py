@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from faultfixture import audit_by_request, fault_settings, records_lost
-from faultload import Reply, drive, malformed, mixed, tally
+from faultfixture import Measure, PrivateDatabase, audit_by_request, fault_settings, records_lost
+from faultload import Reply, count, drive, malformed, mixed, tally, until
 from faultproxy import FaultProxy
 from faultserve import ServedGateway, audit_verify, served_gateway
+from oidcfixture import OidcProvider
 
 pytestmark = pytest.mark.faults
 
@@ -19,9 +21,12 @@ CLIENTS = 32
 DRAIN_BOUND = 35.0  # uvicorn's graceful shutdown (30 s) plus the lifespan's close, with margin
 SENT_MARGIN = 0.5  # seconds
 DELAY = 0.1  # each chunk to MariaDB held back: every statement is in flight >= 0.2 s
+WARM_BOUND = 30.0  # seconds for the load to warm up before the signal
 
 
-def test_sigterm_under_load_drains_and_loses_no_record(tmp_path, idp, private_db, fault_report):
+def test_sigterm_under_load_drains_and_loses_no_record(
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+) -> None:
     """SIGTERM mid-load: stop accepting, finish what is in flight, flush the audit log, exit in time.
 
     ``gateway serve`` runs as a subprocess against the private MariaDB over a
@@ -77,12 +82,15 @@ def test_sigterm_under_load_drains_and_loses_no_record(tmp_path, idp, private_db
 
 
 async def _load_then_terminate(gw: ServedGateway, tokens: dict[str, str]) -> tuple[list[Reply], dict[str, float], int]:
-    """Load the gateway, SIGTERM it after 2 s, probe for new connections until it exits."""
+    """Load the gateway, SIGTERM it once CLIENTS requests succeeded, probe for new connections until it exits."""
     marks: dict[str, float] = {}
     refused_after = 0
     stop = asyncio.Event()
-    load = asyncio.create_task(drive(gw.url, mixed(tokens), clients=CLIENTS, prefix="term", stop=stop, pause=0.02))
-    await asyncio.sleep(2.0)
+    live: list[Reply] = []
+    load = asyncio.create_task(
+        drive(gw.url, mixed(tokens), clients=CLIENTS, prefix="term", stop=stop, pause=0.02, replies=live)
+    )
+    await until(lambda: count(live, "ok") >= CLIENTS, WARM_BOUND, f"{CLIENTS} requests succeeded before SIGTERM")
     marks["signal"] = time.monotonic()
     gw.terminate()
     while gw.process.poll() is None and time.monotonic() - marks["signal"] < DRAIN_BOUND:

@@ -6,10 +6,11 @@ import asyncio
 import os
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 from conftest import USERS
-from faultfixture import audit_by_request, fault_settings, records_lost
+from faultfixture import Measure, PrivateDatabase, audit_by_request, fault_settings, records_lost
 from faultload import Reply, drive, malformed, mixed, tally
 from faultserve import ServedGateway, served_gateway
 from oidcfixture import running_provider
@@ -25,7 +26,9 @@ POOL_MAX = 8
 WELL_FORMED = {"200 ok", "403 forbidden", "503 pool_exhausted"}
 
 
-async def _soak(gw: ServedGateway, tokens: dict[str, str], private_db) -> tuple[list[Reply], list[dict[str, float]]]:
+async def _soak(
+    gw: ServedGateway, tokens: dict[str, str], private_db: PrivateDatabase
+) -> tuple[list[Reply], list[dict[str, float]]]:
     """Run the load; sample RSS, open files and the gateway's MariaDB connections every second."""
     samples: list[dict[str, float]] = []
     started = time.monotonic()
@@ -49,7 +52,8 @@ def _ends(samples: list[dict[str, float]], key: str) -> tuple[float, float]:
     return statistics.median(measured[:WINDOW]), statistics.median(measured[-WINDOW:])
 
 
-def test_soak(tmp_path, private_db, fault_report):
+@pytest.mark.slow  # one of the longest fault tests: `make test-long`, `make test-faults`
+def test_soak(tmp_path: Path, private_db: PrivateDatabase, fault_report: Measure) -> None:
     """64 clients for GATEWAY_SOAK_SECONDS with reads, writes and denied statements: nothing leaks, all audited.
 
     After warm-up the gateway's RSS grows by less than 10 %, its open file

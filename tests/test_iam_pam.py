@@ -9,15 +9,17 @@ gateway minted a real token and sent it over verified TLS.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.auth
 import pytest
-from conftest import free_port, start_gateway, stop_gateway
+from conftest import ScratchDatabase, free_port, start_gateway, stop_gateway
 from iamfixture import REGION, IamMariaDB, aws_test_credentials, iam_mariadb
-from oidcfixture import GATEWAY_AUDIENCE
+from oidcfixture import GATEWAY_AUDIENCE, OidcProvider
 
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.db.connector import Connector
@@ -45,35 +47,34 @@ class FixedSecret:
 
 
 def _target(db: IamMariaDB, **pool: Any) -> TargetSettings:
-    return TargetSettings(
-        host=db.host,
-        port=db.port,
-        database=db.database,
-        auth_mode="iam",
-        iam={"region": REGION, "db_users": [db.reader, db.writer], "token_ttl": 600},
-        tls={"enabled": True, "ca_file": db.ca_file, "verify_hostname": True},
-        pool=pool,
+    return TargetSettings.model_validate(
+        {
+            "host": db.host,
+            "port": db.port,
+            "database": db.database,
+            "auth_mode": "iam",
+            "iam": {"region": REGION, "db_users": [db.reader, db.writer], "token_ttl": 600},
+            "tls": {"enabled": True, "ca_file": db.ca_file, "verify_hostname": True},
+            "pool": pool,
+        }
     )
 
 
-def _token(db: IamMariaDB, user: str, expires_in: int = 900) -> str:
-    """Sign a token the way ``generate_db_auth_token`` does, with a chosen lifetime."""
+def _token(db: IamMariaDB, user: str) -> str:
+    """A token signed now by ``generate_db_auth_token`` (15 minutes)."""
     client = boto3.client("rds", region_name=REGION)
-    if expires_in == 900:
-        return str(client.generate_db_auth_token(db.host, db.port, user, Region=REGION))
-    request = {
-        "url_path": "/",
-        "query_string": "",
-        "headers": {},
-        "body": {"Action": "connect", "DBUser": user},
-        "method": "GET",
-        "url": f"https://{db.host}:{db.port}/",
-        "context": {},
-    }
-    url = client._request_signer.generate_presigned_url(
-        request, operation_name="connect", region_name=REGION, expires_in=expires_in, signing_name="rds-db"
-    )
-    return str(url)[len("https://") :]
+    return str(client.generate_db_auth_token(db.host, db.port, user, Region=REGION))
+
+
+def _token_signed_at(db: IamMariaDB, user: str, signed_at: dt.datetime, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A 15-minute token as ``generate_db_auth_token`` signs it, dated ``signed_at`` instead of now.
+
+    botocore's signer reads the time from ``botocore.auth.get_current_datetime``
+    (the library's clock, not the gateway's): set only while this one token is signed.
+    """
+    with monkeypatch.context() as patch:
+        patch.setattr(botocore.auth, "get_current_datetime", lambda **_: signed_at.replace(tzinfo=None))
+        return _token(db, user)
 
 
 async def _count_items(connect: Connector) -> tuple[int, str]:
@@ -89,7 +90,7 @@ async def _count_items(connect: Connector) -> tuple[int, str]:
         conn.close()
 
 
-def test_minted_token_logs_in_over_tls(iam_mariadb, aws_test_credentials):
+def test_minted_token_logs_in_over_tls(iam_mariadb: IamMariaDB, aws_test_credentials: None) -> None:
     """A token minted by the gateway is accepted by the token-checking MariaDB, over TLS."""
     db = iam_mariadb
     target = _target(db)
@@ -102,12 +103,13 @@ def test_minted_token_logs_in_over_tls(iam_mariadb, aws_test_credentials):
 
 
 @pytest.mark.parametrize("flaw", ["expired", "tampered", "wrong_user"])
-def test_bad_tokens_are_refused_by_mariadb(iam_mariadb, aws_test_credentials, flaw):
+def test_bad_tokens_are_refused_by_mariadb(
+    iam_mariadb: IamMariaDB, aws_test_credentials: None, flaw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Expired, tampered and other-user tokens are refused by the database: database_unavailable."""
     db = iam_mariadb
-    if flaw == "expired":
-        token = _token(db, db.reader, expires_in=1)
-        time.sleep(2.1)  # let it expire: the verifier compares with its own clock
+    if flaw == "expired":  # signed 20 minutes ago for 15: the verifier compares with its own clock
+        token = _token_signed_at(db, db.reader, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20), monkeypatch)
         reason = "expired"
     elif flaw == "tampered":
         token = _token(db, db.reader)
@@ -126,15 +128,17 @@ def test_bad_tokens_are_refused_by_mariadb(iam_mariadb, aws_test_credentials, fl
     assert connect.stats.results == {"auth_refused": 1}
 
 
-def test_no_cleartext_without_hostname_verification(iam_mariadb, aws_test_credentials):
+def test_no_cleartext_without_hostname_verification(iam_mariadb: IamMariaDB, aws_test_credentials: None) -> None:
     """TLS without hostname verification is not enough: the token never reaches the database."""
     db = iam_mariadb
     # A secret-mode target may turn hostname checks off; the cleartext plugin is then refused.
-    target = TargetSettings(
-        host=db.host,
-        port=db.port,
-        database=db.database,
-        tls={"enabled": True, "ca_file": db.ca_file, "verify_hostname": False},
+    target = TargetSettings.model_validate(
+        {
+            "host": db.host,
+            "port": db.port,
+            "database": db.database,
+            "tls": {"enabled": True, "ca_file": db.ca_file, "verify_hostname": False},
+        }
     )
     before = len(db.verifier_lines())
     connect = Connector(target, db.reader, FixedSecret(_token(db, db.reader)), "SELECT 1")
@@ -160,24 +164,26 @@ def _write_policy(directory: Path, db: IamMariaDB) -> Path:
     return directory
 
 
-def _iam_gateway_settings(tmp: Path, idp, db: IamMariaDB, **iam: Any) -> Settings:
-    return Settings(
-        listen={"host": "127.0.0.1", "port": free_port()},
-        issuers=[{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}],
-        policies_dir=_write_policy(tmp / "policies", db),
-        targets={
-            "iamshop": {
-                "host": db.host,
-                "port": db.port,
-                "database": db.database,
-                "auth_mode": "iam",
-                "iam": {"region": REGION, "db_users": [db.reader], **iam},
-                "tls": {"enabled": True, "ca_file": str(db.ca_file), "verify_hostname": True},
-                "pool": {"max_size": 2, "max_lifetime": 2, "acquire_timeout": 5},
-            }
-        },
-        audit={"path": tmp / "audit.db"},
-        admin={"state_dir": tmp / "state"},  # the alias registry, never the working tree
+def _iam_gateway_settings(tmp: Path, idp: OidcProvider, db: IamMariaDB, **iam: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "listen": {"host": "127.0.0.1", "port": free_port()},
+            "issuers": [{"issuer": idp.issuer, "audience": GATEWAY_AUDIENCE}],
+            "policies_dir": _write_policy(tmp / "policies", db),
+            "targets": {
+                "iamshop": {
+                    "host": db.host,
+                    "port": db.port,
+                    "database": db.database,
+                    "auth_mode": "iam",
+                    "iam": {"region": REGION, "db_users": [db.reader], **iam},
+                    "tls": {"enabled": True, "ca_file": str(db.ca_file), "verify_hostname": True},
+                    "pool": {"max_size": 2, "max_lifetime": 2, "acquire_timeout": 5},
+                }
+            },
+            "audit": {"path": tmp / "audit.db"},
+            "admin": {"state_dir": tmp / "state"},  # the alias registry, never the working tree
+        }
     )
 
 
@@ -186,15 +192,15 @@ def _accepted_dates(db: IamMariaDB) -> set[str]:
 
 
 def test_tokens_refresh_and_connections_recycle_without_failures(
-    tmp_path, idp, test_db, iam_mariadb, aws_test_credentials
-):
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, iam_mariadb: IamMariaDB, aws_test_credentials: None
+) -> None:
     """With a 1 s token TTL and 2 s lifetime, new connections get fresh tokens and no request fails."""
     db = iam_mariadb
     settings = _iam_gateway_settings(tmp_path, idp, db, token_ttl=1)
     running = start_gateway(settings, idp, test_db)
     try:
         start = _accepted_dates(db)
-        statuses = []
+        statuses: list[int] = []
         with running.client("reader") as http:
             for _ in range(150):  # bounded: about 15 s at most
                 reply = http.post("/v1/query", json={"target": "iamshop", "sql": "SELECT id FROM items"})
@@ -203,7 +209,7 @@ def test_tokens_refresh_and_connections_recycle_without_failures(
                 if len(_accepted_dates(db) - start) >= 3:
                     break
                 time.sleep(0.1)
-        pools = running.server.config.app.state.services.pools.pools()
+        pools = running.services.pools.pools()
         stats = pools[("iamshop", db.reader)].connect_stats
     finally:
         stop_gateway(running)
@@ -214,7 +220,13 @@ def test_tokens_refresh_and_connections_recycle_without_failures(
     assert set(stats.results) == {"ok"}
 
 
-def test_credential_failure_is_clear_audited_and_visible(tmp_path, idp, test_db, iam_mariadb, monkeypatch):
+def test_credential_failure_is_clear_audited_and_visible(
+    tmp_path: Path,
+    idp: OidcProvider,
+    test_db: ScratchDatabase,
+    iam_mariadb: IamMariaDB,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """No AWS credentials: 503 database_unavailable naming the cause, audited, in /readyz and metrics."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)

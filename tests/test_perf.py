@@ -10,16 +10,20 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import fastapi.routing
 import httpx
 import pytest
 import structlog
 from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 from test_policy import grant, policy, revoke, stmt, who
 
@@ -28,7 +32,7 @@ from gateway.audit.format import format_time
 from gateway.errors import Unauthenticated
 from gateway.http import statements, status
 from gateway.http.app import create_app
-from gateway.http.front import GatewayApp, StatementEndpoints
+from gateway.http.front import Endpoint, GatewayApp, StatementEndpoints
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import GatewayMiddleware
 from gateway.log import dumps, info_batch, scrub_secrets
@@ -42,34 +46,70 @@ from gateway.sql.statements import Kind
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def _dependency_calls(dependant):
+def _dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
     for sub in dependant.dependencies:
         yield sub.call
         yield from _dependency_calls(sub)
 
 
-def test_request_path_dependencies_are_async(tmp_path):
-    """Every dependency of /v1/query and /v1/transaction is async: a sync one would cost a thread hop per request."""
-    settings = Settings(
-        dev_mode=True,
-        targets={"shop": {"host": "127.0.0.1", "database": "shop"}},
-        dev={"key_file": tmp_path / "dev-key.pem"},
-        audit={"path": tmp_path / "audit.db"},
+def _app_under_test(tmp_path: Path) -> GatewayApp:
+    """The production app (``create_app``) on dev-mode settings; nothing connects until its lifespan."""
+    settings = Settings.model_validate(
+        {
+            "dev_mode": True,
+            "targets": {"shop": {"host": "127.0.0.1", "database": "shop"}},
+            "dev": {"key_file": tmp_path / "dev-key.pem"},
+            "audit": {"path": tmp_path / "audit.db"},
+        }
     )
-    create_app(settings)  # builds what the routes use
-    routes = {r.path: r for r in (*statements.router.routes, *status.router.routes) if isinstance(r, APIRoute)}
-    for path in ("/v1/query", "/v1/transaction", "/v1/me", "/v1/targets"):
+    app = create_app(settings)
+    assert isinstance(app, GatewayApp)
+    return app
+
+
+def _served_directly(app: GatewayApp) -> dict[str, Endpoint]:
+    """The paths the app's front serves itself (without FastAPI's stack), and their endpoints."""
+    front: object = app.front
+    while not isinstance(front, StatementEndpoints):  # the middleware in front of it
+        assert isinstance(front, GatewayMiddleware), f"unexpected front {front!r}"
+        front = front.app
+    return {path: route.endpoint for path, route in front._routes.items()}
+
+
+def test_statement_routes_are_served_directly_by_async_endpoints(tmp_path: Path) -> None:
+    """What production serves for /v1/query and /v1/transaction: the front's own async endpoints, no dependencies.
+
+    The same paths are declared in FastAPI (for the OpenAPI document and for
+    dependency overrides in tests), but the front answers them itself, so
+    their FastAPI dependency graph is not what serves requests.
+    """
+    app = _app_under_test(tmp_path)
+    served = _served_directly(app)
+    declared = {r.path for r in statements.router.routes if isinstance(r, APIRoute) and "POST" in (r.methods or set())}
+    assert set(served) == {"/v1/query", "/v1/transaction"}
+    assert set(served) <= declared
+    sync = [path for path, endpoint in served.items() if not inspect.iscoroutinefunction(endpoint)]
+    assert sync == []
+
+
+def test_request_path_dependencies_are_async(tmp_path: Path) -> None:
+    """Every dependency of the routes FastAPI serves on the request path is async (a sync one costs a thread hop)."""
+    app = _app_under_test(tmp_path)
+    served = _served_directly(app)
+    declared = (*status.router.routes, *statements.router.routes)  # the routers the app includes
+    routes = {r.path: r for r in declared if isinstance(r, APIRoute) and r.path not in served}
+    for path in ("/v1/me", "/v1/targets"):
         calls = list(_dependency_calls(routes[path].dependant))
         assert calls, path
         sync = [getattr(c, "__qualname__", repr(c)) for c in calls if not inspect.iscoroutinefunction(c)]
         assert sync == [], f"{path} has sync dependencies {sync}"
 
 
-async def _app(scope, receive, send):
+async def _app(scope: Scope, receive: Receive, send: Send) -> None:
     pass
 
 
-def test_generated_request_ids_are_unique_sane_and_per_process(monkeypatch):
+def test_generated_request_ids_are_unique_sane_and_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Request ids are made without a getrandom() call per request, are unique, 32 hex digits, and differ by process."""
     first, second = RequestIds(), RequestIds()  # each draws its key once, here
 
@@ -82,7 +122,7 @@ def test_generated_request_ids_are_unique_sane_and_per_process(monkeypatch):
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)  # as long as the uuid4 hex it replaces
 
 
-def test_safe_function_list_is_honoured_per_call():
+def test_safe_function_list_is_honoured_per_call() -> None:
     """The upper-cased safe list is cached per set, never across sets: each call's own list decides."""
     pol = policy(grant("g", "user:alice@example.com", access=Access.READ))
     batch = [stmt(Kind.READ, "shop.items", functions=("MY_FUNC",))]
@@ -95,35 +135,21 @@ def test_safe_function_list_is_honoured_per_call():
     assert again.allowed
 
 
-def test_log_lines_are_json_even_when_orjson_refuses():
+def test_log_lines_are_json_even_when_orjson_refuses() -> None:
     """Log lines use orjson, and fall back to the stdlib for what orjson refuses (big ints), never failing."""
     assert json.loads(dumps({"event": "x", "n": 1, 2: "non-str key"})) == {"event": "x", "n": 1, "2": "non-str key"}
     assert json.loads(dumps({"big": 2**80})) == {"big": 2**80}
     assert json.loads(dumps({"obj": object()}, default=repr))["obj"].startswith("<object")
 
 
-def test_secret_scrubbing_is_the_same_on_every_call():
+def test_secret_scrubbing_is_the_same_on_every_call() -> None:
     """Scrubbing decides per key name once and then from its cache: a secret key is redacted every time."""
     for _ in range(3):
         event = scrub_secrets(None, "info", {"Password": "p", "db_secret": "s", "token_hash": "h", "user": "u"})
         assert event == {"Password": "[redacted]", "db_secret": "[redacted]", "token_hash": "h", "user": "u"}
 
 
-def test_hot_routes_resolve_one_dependency(tmp_path):
-    """/v1/query and /v1/transaction have one dependency (identity, context and body in one), not four."""
-    settings = Settings(
-        dev_mode=True,
-        targets={"shop": {"host": "127.0.0.1", "database": "shop"}},
-        dev={"key_file": tmp_path / "dev-key.pem"},
-        audit={"path": tmp_path / "audit.db"},
-    )
-    create_app(settings)
-    routes = {r.path: r for r in statements.router.routes if isinstance(r, APIRoute)}
-    for path in ("/v1/query", "/v1/transaction"):
-        assert len(list(_dependency_calls(routes[path].dependant))) == 1, path
-
-
-def test_identity_subjects_are_built_once_and_follow_the_identity():
+def test_identity_subjects_are_built_once_and_follow_the_identity() -> None:
     """The cached subject set is the identity's own: right for each identity, rebuilt by replace(), not compared."""
     alice = who("alice@example.com", "analysts")
     assert alice.subjects == frozenset({"user:alice@example.com", "group:analysts"})
@@ -134,7 +160,7 @@ def test_identity_subjects_are_built_once_and_follow_the_identity():
     assert "_subjects" not in repr(alice)
 
 
-def test_revocations_apply_at_once_whatever_was_cached():
+def test_revocations_apply_at_once_whatever_was_cached() -> None:
     """No cache holds a decision: a new revocation bites on the next call, a lifted one too."""
     alice = who("alice@example.com", "analysts")
     open_policy = policy(grant("g", "group:analysts"))
@@ -151,7 +177,7 @@ def test_revocations_apply_at_once_whatever_was_cached():
         assert active_revocations(who("bob@example.com", "analysts"), revoked, NOW) == []
 
 
-def test_request_metrics_count_each_route_and_code_apart():
+def test_request_metrics_count_each_route_and_code_apart() -> None:
     """The cached metric children add up exactly as ``.labels()`` calls would, per route and per code."""
     metrics = Metrics()
     middleware = GatewayMiddleware(_app, max_body=1, metrics=metrics)
@@ -166,7 +192,7 @@ def test_request_metrics_count_each_route_and_code_apart():
     assert value("gateway_request_seconds_count", {"route": "/v1/me"}) == 1
 
 
-def test_audit_times_keep_their_stored_form():
+def test_audit_times_keep_their_stored_form() -> None:
     """format_time gives exactly the strftime text it replaces (fixed width, microseconds, Z), any zone."""
     east = timezone(timedelta(hours=5, minutes=30))
     moments = [
@@ -183,7 +209,7 @@ def test_audit_times_keep_their_stored_form():
 
 
 @pytest.fixture
-def json_logging(monkeypatch):
+def json_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """The CLI's JSON log set-up writing into a buffer; structlog's defaults again afterwards."""
     out = io.StringIO()
     monkeypatch.setattr(sys, "stderr", out)
@@ -193,7 +219,7 @@ def json_logging(monkeypatch):
     monkeypatch.setattr(gateway_log, "_output", None)
 
 
-def test_batched_events_are_the_lines_structlog_would_write(json_logging):
+def test_batched_events_are_the_lines_structlog_would_write(json_logging: io.StringIO) -> None:
     """info_batch writes in one go the lines one structlog call per event writes: fields, level, scrubbing, context."""
     events = [{"seq": 1, "user": "a", "password": "p"}, {"seq": 2, "user": "b", "kind": "read", "token_hash": "h"}]
     structlog.contextvars.bind_contextvars(request_id="r1")
@@ -218,12 +244,25 @@ def test_batched_events_are_the_lines_structlog_would_write(json_logging):
     assert json.loads(batched[1])["request_id"] == "r1"
 
 
-def test_a_batch_of_events_is_one_write(json_logging):
+class CountingFile(io.StringIO):
+    """A text file that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def test_a_batch_of_events_is_one_write(json_logging: io.StringIO) -> None:
     """Under the JSON set-up a batch goes out in one write and one flush, each event still its own line."""
-    writes: list[str] = []
     output = gateway_log._output
     assert output is not None
-    output._file = type("Counting", (), {"write": writes.append, "flush": lambda: None})
+    counting = CountingFile()
+    output._file = counting
+    writes = counting.writes
     info_batch("audit", "audit_record", [{"seq": n} for n in range(5)])
     structlog.get_logger("audit").info("single")
     assert len(writes) == 2
@@ -231,7 +270,7 @@ def test_a_batch_of_events_is_one_write(json_logging):
     assert json.loads(writes[1])["event"] == "single"
 
 
-def test_batched_events_honour_the_level_and_other_set_ups(json_logging):
+def test_batched_events_honour_the_level_and_other_set_ups(json_logging: io.StringIO) -> None:
     """Above INFO nothing is written; under capture_logs each event is an ordinary structlog event."""
     with capture_logs() as logs:
         info_batch("audit", "audit_record", [{"seq": 1}, {"seq": 2}])
@@ -270,16 +309,16 @@ def _front_app() -> GatewayApp:
     return app
 
 
-async def _post(app, **kwargs):
+async def _post(app: GatewayApp, **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         return await client.post("/x", **kwargs)
 
 
 @pytest.mark.anyio
-async def test_statement_routes_skip_fastapis_stack(monkeypatch):
+async def test_statement_routes_skip_fastapis_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     """The front serves its paths without FastAPI's stack; errors still become problem+json (401, logged 500)."""
 
-    def not_called(*_args, **_kwargs):
+    def not_called(*_args: object, **_kwargs: object) -> NoReturn:
         raise AssertionError("FastAPI's stack ran")
 
     app = _front_app()
@@ -298,7 +337,7 @@ async def test_statement_routes_skip_fastapis_stack(monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_statement_routes_fall_back_to_fastapi():
+async def test_statement_routes_fall_back_to_fastapi() -> None:
     """Other methods and paths, and any request while dependency overrides are set, go to FastAPI's stack."""
     app = _front_app()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:

@@ -11,9 +11,11 @@ from conftest import DB_HOST, DB_PORT, ScratchDatabase
 
 from gateway.db.fakecredentials import StaticCredentials
 from gateway.db.pools import ConnectionPool, PoolRegistry, connector
-from gateway.errors import DatabaseUnavailable, PoolExhausted
+from gateway.errors import DatabaseUnavailable, Forbidden, PoolExhausted
 from gateway.policy.decide import Decision
-from gateway.settings import PoolSettings, TargetSettings
+from gateway.settings import PoolSettings, SecretSource, TargetSettings
+
+LOOP_TURNS = 1000  # event loop turns for the pool's waiting line to reach the state a test needs
 
 
 def _target(db: ScratchDatabase, **pool: Any) -> TargetSettings:
@@ -22,8 +24,17 @@ def _target(db: ScratchDatabase, **pool: Any) -> TargetSettings:
         port=DB_PORT,
         database=db.name,
         pool=PoolSettings(**pool),
-        secrets={db.accounts["reader"].user: {"env": "GWTEST_POOL_PW"}},
+        secrets={db.accounts["reader"].user: SecretSource(env="GWTEST_POOL_PW")},
     )
+
+
+async def _waiting(pool: ConnectionPool, count: int) -> None:
+    """Let the loop run until ``count`` tasks wait in ``pool``'s line (a bounded number of turns, no clock)."""
+    for _ in range(LOOP_TURNS):
+        if pool.waiting == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{pool.waiting} waiting in the pool's line, not {count}")
 
 
 def _pool(db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, **limits: Any) -> ConnectionPool:
@@ -36,7 +47,7 @@ def _pool(db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, **limits: Any) -
 
 
 @pytest.mark.anyio
-async def test_multi_statements_refused_by_mariadb(test_db, monkeypatch):
+async def test_multi_statements_refused_by_mariadb(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver's multi-statements flag is cleared: MariaDB itself refuses a second statement."""
     pool = _pool(test_db, monkeypatch)
     async with pool.connection() as conn:
@@ -47,7 +58,7 @@ async def test_multi_statements_refused_by_mariadb(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_session_is_pinned(test_db, monkeypatch):
+async def test_session_is_pinned(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each connection has the pinned sql_mode, utf8mb4, autocommit on and UTC."""
     pool = _pool(test_db, monkeypatch)
     async with pool.connection() as conn:
@@ -66,7 +77,7 @@ async def test_session_is_pinned(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_fifo_handoff(test_db, monkeypatch):
+async def test_fifo_handoff(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """With one connection, waiters are served strictly in arrival order."""
     pool = _pool(test_db, monkeypatch, max_size=1)
     order: list[int] = []
@@ -78,8 +89,7 @@ async def test_fifo_handoff(test_db, monkeypatch):
 
     first = await pool.acquire()
     tasks = [asyncio.create_task(worker(n)) for n in range(8)]
-    await asyncio.sleep(0.05)
-    assert pool.waiting == 8
+    await _waiting(pool, 8)
     pool.release(first)
     await asyncio.gather(*tasks)
     assert order == list(range(8))
@@ -88,7 +98,7 @@ async def test_fifo_handoff(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_discarded_connection_is_never_reused(test_db, monkeypatch):
+async def test_discarded_connection_is_never_reused(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection marked discard is closed; the next user gets a new MariaDB session."""
     pool = _pool(test_db, monkeypatch, max_size=1)
     conn = await pool.acquire()
@@ -102,7 +112,7 @@ async def test_discarded_connection_is_never_reused(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_error_in_block_discards(test_db, monkeypatch):
+async def test_error_in_block_discards(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception while a connection is held throws the connection away."""
     pool = _pool(test_db, monkeypatch, max_size=1)
     with pytest.raises(RuntimeError):
@@ -114,7 +124,7 @@ async def test_error_in_block_discards(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_acquire_timeout_is_pool_exhausted(test_db, monkeypatch):
+async def test_acquire_timeout_is_pool_exhausted(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """No connection within the acquire timeout -> PoolExhausted; the waiter leaves the line."""
     pool = _pool(test_db, monkeypatch, max_size=1, acquire_timeout=0.2)
     held = await pool.acquire()
@@ -126,12 +136,12 @@ async def test_acquire_timeout_is_pool_exhausted(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_waiting_line_is_bounded(test_db, monkeypatch):
+async def test_waiting_line_is_bounded(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past max_waiting, a request is refused at once instead of queueing without bound."""
     pool = _pool(test_db, monkeypatch, max_size=1, max_waiting=2, acquire_timeout=1)
     held = await pool.acquire()
     waiters = [asyncio.create_task(pool.acquire()) for _ in range(2)]
-    await asyncio.sleep(0.02)
+    await _waiting(pool, 2)
     with pytest.raises(PoolExhausted):
         await pool.acquire()
     pool.release(held)
@@ -141,12 +151,12 @@ async def test_waiting_line_is_bounded(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_cancelled_waiter_does_not_leak(test_db, monkeypatch):
+async def test_cancelled_waiter_does_not_leak(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """A waiter cancelled (client gone) leaves no hole: the pool still serves everyone after."""
     pool = _pool(test_db, monkeypatch, max_size=1)
     held = await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.02)
+    await _waiting(pool, 1)
     waiter.cancel()
     pool.release(held)
     with pytest.raises(asyncio.CancelledError):
@@ -159,7 +169,7 @@ async def test_cancelled_waiter_does_not_leak(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_lifetime_cap(test_db, monkeypatch):
+async def test_lifetime_cap(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection older than max_lifetime is closed on return rather than reused."""
     now = [0.0]
     target = _target(test_db, max_size=1, max_lifetime=10)
@@ -177,7 +187,9 @@ async def test_lifetime_cap(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_bad_password_is_database_unavailable_without_the_secret(test_db, monkeypatch):
+async def test_bad_password_is_database_unavailable_without_the_secret(
+    test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A refused login is database_unavailable naming the cause, never the password; the provider hears of it."""
     target = _target(test_db)
     credentials = StaticCredentials("wrong-password-123", source="the test's wrong password")
@@ -193,14 +205,14 @@ async def test_bad_password_is_database_unavailable_without_the_secret(test_db, 
 
 
 @pytest.mark.anyio
-async def test_registry_needs_an_allowing_decision(test_db, monkeypatch):
+async def test_registry_needs_an_allowing_decision(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """The registry hands out connections only for an allowing decision's (target, db_user)."""
     monkeypatch.setenv("GWTEST_POOL_PW", test_db.accounts["reader"].password)
     registry = PoolRegistry({"shop": _target(test_db)})
     await registry.open()
     user = test_db.accounts["reader"].user
     denied = Decision(allowed=False, code="forbidden", reason="no", target="shop")
-    with pytest.raises(Exception, match="no allowing decision"):
+    with pytest.raises(Forbidden, match="no allowing decision"):
         registry.connection(denied)
     allowed = Decision(allowed=True, code="allowed", reason="ok", target="shop", grant="g", db_user=user)
     async with registry.connection(allowed) as conn:
@@ -212,7 +224,7 @@ async def test_registry_needs_an_allowing_decision(test_db, monkeypatch):
 
 
 @pytest.mark.anyio
-async def test_warm_up_opens_min_size_connections(test_db, monkeypatch):
+async def test_warm_up_opens_min_size_connections(test_db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """`min_size: 3` opens three connections at start-up (it used to open one, three times)."""
     monkeypatch.setenv("GWTEST_POOL_PW", test_db.accounts["reader"].password)
     registry = PoolRegistry({"shop": _target(test_db, min_size=3, max_size=5)})

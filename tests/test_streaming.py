@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+import tracemalloc
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import asyncmy
+import httpx
 import orjson
-from conftest import DB_HOST, DB_PORT, RunningGateway, root_query
+from conftest import DB_HOST, DB_PORT, RunningGateway, ScratchDatabase, aroot_query, root_query
 from streamfixture import audit_records, reader_pool, stream_gateway
 
 from gateway.db import execution, streaming
@@ -20,9 +25,12 @@ __all__ = ["stream_gateway"]
 
 NDJSON = {"Accept": "application/x-ndjson"}
 WAIT = 15.0  # seconds a test waits for the gateway or MariaDB to catch up, at most
+# MariaDB's processlist states of a statement blocked writing its result to a client that does not read.
+NETWORK_WRITE = frozenset({"Writing to net", "Sending to client"})
+HELD_BYTES = 4 * 1024 * 1024  # what a paused stream may allocate while its consumer holds a batch
 
 
-def stream(gateway: RunningGateway, user: str, sql: str, **body):
+def stream(gateway: RunningGateway, user: str, sql: str, **body: object) -> tuple[httpx.Response, list[Any]]:
     """POST a streamed query; return (response, parsed lines)."""
     with gateway.client(user) as http:
         reply = http.post("/v1/query", json={"target": "shop", "sql": sql, **body}, headers=NDJSON)
@@ -30,7 +38,7 @@ def stream(gateway: RunningGateway, user: str, sql: str, **body):
     return reply, lines
 
 
-def test_large_result_streams_header_rows_and_trailer(stream_gateway: RunningGateway):
+def test_large_result_streams_header_rows_and_trailer(stream_gateway: RunningGateway) -> None:
     """50,000 rows arrive as one header line, one JSON array per row and a trailer with the counts."""
     reply, lines = stream(
         stream_gateway, "writer", "SELECT seq, seq * 2 AS twice, 'x' AS tag FROM seq_1_to_50000 ORDER BY seq"
@@ -49,14 +57,16 @@ def test_large_result_streams_header_rows_and_trailer(stream_gateway: RunningGat
     assert trailer["type"] == "trailer"
     assert trailer["row_count"] == 50_000
     assert trailer["truncated"] is False
-    assert trailer["duration_ms"] >= 0
     outcome = audit_records(stream_gateway, header["request_id"])[-1]
     assert outcome["event"] == "outcome"
     assert outcome["code"] == "ok"
     assert outcome["rows"] == 50_000
+    # Both durations run from the request's start; the outcome is recorded before the trailer is written.
+    assert isinstance(trailer["duration_ms"], float)
+    assert outcome["duration_ms"] <= trailer["duration_ms"]
 
 
-def test_values_are_encoded_as_in_buffered_replies(stream_gateway: RunningGateway):
+def test_values_are_encoded_as_in_buffered_replies(stream_gateway: RunningGateway) -> None:
     """DECIMAL, dates and binary values stream in the same JSON encoding as a buffered reply."""
     sql = "SELECT id, name, price, sku, added FROM items ORDER BY id LIMIT 3"
     _, lines = stream(stream_gateway, "writer", sql)
@@ -66,7 +76,7 @@ def test_values_are_encoded_as_in_buffered_replies(stream_gateway: RunningGatewa
     assert lines[0]["columns"] == buffered["columns"]
 
 
-def test_grant_row_cap_truncates_the_stream(stream_gateway: RunningGateway):
+def test_grant_row_cap_truncates_the_stream(stream_gateway: RunningGateway) -> None:
     """The analysts' grant caps rows at 500: the stream stops there and says it was truncated."""
     reply, lines = stream(stream_gateway, "reader", "SELECT seq FROM seq_1_to_5000")
     assert reply.status_code == 200, reply.text
@@ -78,7 +88,7 @@ def test_grant_row_cap_truncates_the_stream(stream_gateway: RunningGateway):
     assert outcome["truncated"] is True
 
 
-def test_requested_max_rows_caps_the_stream(stream_gateway: RunningGateway):
+def test_requested_max_rows_caps_the_stream(stream_gateway: RunningGateway) -> None:
     """The request's own ``max_rows`` caps the stream below the grant's cap."""
     _, lines = stream(stream_gateway, "writer", "SELECT seq FROM seq_1_to_5000", max_rows=1234)
     assert len(lines) == 1234 + 2
@@ -91,7 +101,7 @@ def _stream_cap(limits: LimitSettings, grant_max_rows: int | None, requested: in
     return execution.limits_for(limits, decision, requested, stream=True).max_rows
 
 
-def test_stream_cap_is_separate_from_the_buffered_cap():
+def test_stream_cap_is_separate_from_the_buffered_cap() -> None:
     """Streams are capped by limits.max_stream_rows, the grant and the request, not limits.max_rows."""
     limits = LimitSettings(max_rows=100, max_stream_rows=5_000_000)
     assert _stream_cap(limits, None, None) == 5_000_000
@@ -100,7 +110,7 @@ def test_stream_cap_is_separate_from_the_buffered_cap():
     assert _stream_cap(LimitSettings(max_stream_rows=7), 2_000_000, None) == 7
 
 
-def test_statement_timeout_ends_the_stream_with_an_error(stream_gateway: RunningGateway):
+def test_statement_timeout_ends_the_stream_with_an_error(stream_gateway: RunningGateway) -> None:
     """A statement over the grant's 3 s timeout is stopped by MariaDB; the caller learns it was a timeout."""
     sql = "SELECT a.seq FROM seq_1_to_100000 a JOIN seq_1_to_100000 b ON a.seq + b.seq = 0"
     reply, lines = stream(stream_gateway, "writer", sql)
@@ -116,7 +126,7 @@ def test_statement_timeout_ends_the_stream_with_an_error(stream_gateway: Running
     assert reader_pool(stream_gateway).in_use == 0
 
 
-def test_denials_are_problem_json_before_any_stream(stream_gateway: RunningGateway):
+def test_denials_are_problem_json_before_any_stream(stream_gateway: RunningGateway) -> None:
     """A refused streamed query gets the ordinary problem+json reply, not a 200 stream."""
     reply, _ = stream(stream_gateway, "reader", "SELECT * FROM payment_cards")
     assert reply.status_code == 403
@@ -135,7 +145,7 @@ def _running_statements(gateway: RunningGateway, request_id: str) -> list[tuple[
     )
 
 
-def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_gateway: RunningGateway):
+def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_gateway: RunningGateway) -> None:
     """A client that hangs up mid-stream: the pool gets its slot back, MariaDB stops, the audit says so."""
     pool = reader_pool(stream_gateway)
     sql = "SELECT a.seq, b.seq FROM seq_1_to_2000 a JOIN seq_1_to_1000 b"  # 2,000,000 rows
@@ -167,45 +177,80 @@ def test_client_disconnect_frees_the_connection_and_stops_the_statement(stream_g
     outcome = audit_records(stream_gateway, request_id)[-1]
     assert outcome["code"] == "client_disconnected"
     assert 1000 <= outcome["rows"] < 2_000_000
-    reply, lines = stream(stream_gateway, "writer", "SELECT seq FROM seq_1_to_10")
-    assert lines[-1]["row_count"] == 10  # the pool still serves
+    _, after = stream(stream_gateway, "writer", "SELECT seq FROM seq_1_to_10")
+    assert after[-1]["row_count"] == 10  # the pool still serves
 
 
-def test_slow_reader_makes_mariadb_wait_instead_of_filling_memory(test_db):
-    """While the consumer holds a chunk, the gateway reads no further: asyncmy's buffer stays small.
+def test_slow_reader_makes_mariadb_wait_instead_of_filling_memory(test_db: ScratchDatabase) -> None:
+    """While the consumer holds a chunk, the gateway reads no further: MariaDB itself waits to send.
 
     asyncmy alone would read the whole 2,000,000-row result into memory while
-    the client dawdles; the stream pauses the socket between batches.
+    the client dawdles (MariaDB would keep producing rows and finish); the
+    stream pauses the socket between batches, so the socket's buffers fill and
+    MariaDB blocks writing the result. The test waits (bounded) until
+    MariaDB's processlist shows the statement in a network write state in two
+    looks in a row (stalled on the client, not merely busy); meanwhile the
+    process allocated at most HELD_BYTES (tracemalloc: a greedy reader would
+    have taken tens of MB by then, or the statement would have ended). Then
+    it closes the stream: the slot is freed and the statement killed.
     """
     reader = test_db.accounts["reader"]
+    marker = f"gw test slow-reader {secrets.token_hex(4)}"
 
-    async def connect():
+    async def connect() -> Any:
         return await asyncmy.connect(
             host=DB_HOST, port=DB_PORT, user=reader.user, password=reader.password, db=test_db.name, autocommit=True
         )
 
-    async def scenario():
+    async def running() -> list[tuple[str, int]]:
+        rows = await aroot_query(
+            "SELECT COALESCE(state, ''), examined_rows FROM information_schema.processlist"
+            " WHERE command = 'Query' AND info LIKE %s AND id <> CONNECTION_ID()",
+            (f"%{marker}%",),
+        )
+        return [(str(state), int(examined)) for state, examined in rows]
+
+    async def scenario() -> tuple[list[list[tuple[str, int]]], int, int, bool, list[tuple[str, int]]]:
         pool = ConnectionPool("bp", connect, PoolSettings(max_size=1))
         statement = analyze(
             "SELECT a.seq, b.seq FROM seq_1_to_2000 a JOIN seq_1_to_1000 b", default_database=test_db.name
         )
         limits = execution.Limits(timeout=30, max_rows=5_000_000, max_bytes=1, read_only=True)
         conn = await pool.acquire()
-        stream = await streaming.start(pool, conn, statement, [], limits, "/* gw test */")
-        batches = stream.lines()
-        await anext(batches)  # first batch
-        proto = conn.raw._proto
-        for _ in range(20):  # give a greedy reader every chance to run ahead
-            await asyncio.sleep(0.02)
-        buffered = proto.length - proto.pos
-        held = len(proto.buffer)
+        tracemalloc.start()
+        try:
+            stream = await streaming.start(pool, conn, statement, [], limits, f"/* {marker} */")
+            batches = stream.lines()
+            assert isinstance(batches, AsyncGenerator)  # closed (aclose) below, as a client going away does
+            await anext(batches)  # the first batch; then the consumer holds on
+            deadline = time.monotonic() + WAIT
+            looks = [await running()]
+            while not _stalled_writing(looks[-2:]):
+                assert looks[-1], f"the statement ended while the consumer held a batch: read whole ({looks[-3:]})"
+                assert time.monotonic() < deadline, f"MariaDB never waited on the client ({looks[-3:]})"
+                await asyncio.sleep(0.05)
+                looks.append(await running())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
         await batches.aclose()
         abandoned = stream.close()
-        await asyncio.gather(*streaming._CLEANUPS)  # KILL QUERY
-        return buffered, held, pool.in_use, abandoned
+        while await running():  # the close kills the statement (KILL QUERY)
+            assert time.monotonic() < deadline, "the abandoned statement was not killed"
+            await asyncio.sleep(0.05)
+        return looks[-2:], peak, pool.in_use, abandoned, await running()
 
-    buffered, held, in_use, abandoned = asyncio.run(scenario())
-    assert buffered <= 1024 * 1024
-    assert held <= 4 * 1024 * 1024
+    stalled, peak, in_use, abandoned, after = asyncio.run(scenario())
+    assert _stalled_writing(stalled)
+    assert peak <= HELD_BYTES
     assert in_use == 0
     assert abandoned  # it had not finished: the slot was freed and the statement killed
+    assert after == []
+
+
+def _stalled_writing(looks: list[list[tuple[str, int]]]) -> bool:
+    """Two looks at the statement, both in a network write state with the same examined-row count."""
+    if len(looks) != 2 or any(len(look) != 1 for look in looks):
+        return False
+    (first,), (second,) = looks
+    return first[0] in NETWORK_WRITE and first == second
