@@ -11,10 +11,18 @@ __all__ = ["audit_db"]
 
 
 def test_two_gateways_share_one_verifiable_audit_log(tmp_path, idp, test_db, audit_db):
-    """Requests through both replicas all appear when the log is read through either, and the chain verifies."""
-    audit = {"store": "mariadb", "mariadb": audit_db.model_dump()}
+    """Requests through both replicas all appear when the log is read through either; both chains verify."""
     replicas = [
-        start_gateway(gateway_settings(tmp_path / name, idp, test_db, audit=audit), idp, test_db)
+        start_gateway(
+            gateway_settings(
+                tmp_path / name,
+                idp,
+                test_db,
+                audit={"store": "mariadb", "mariadb": audit_db.model_dump(), "replica_id": name},
+            ),
+            idp,
+            test_db,
+        )
         for name in ("one", "two")
     ]
     try:
@@ -45,7 +53,8 @@ def test_two_gateways_share_one_verifiable_audit_log(tmp_path, idp, test_db, aud
                 assert outcomes == set(gateway_ids.values())
                 verified = auditor.get("/v1/audit/verify").json()
                 assert verified["ok"], verified["problems"]
-                assert verified["count"] == verified["head_seq"] >= 32
+                assert set(verified["chains"]) == {"one", "two"}
+                assert verified["count"] == sum(c["head_seq"] for c in verified["chains"].values()) >= 32
 
         # An edit made directly in the shared store is found through either replica.
         audit_root_query(
@@ -56,6 +65,7 @@ def test_two_gateways_share_one_verifiable_audit_log(tmp_path, idp, test_db, aud
             with replica.client("admin") as auditor:
                 verified = auditor.get("/v1/audit/verify").json()
             assert not verified["ok"]
+            assert verified["problems"][0].startswith("chain 'one': seq ")
             assert "hash does not match the record (record edited)" in verified["problems"][0]
     finally:
         for replica in replicas:

@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 
 from gateway.audit.caps import RecordCaps
+from gateway.audit.checkpointer import CheckpointWriter, run_checkpoints
+from gateway.audit.checkpoints import Signer, load_public_keys, load_signer
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder
@@ -100,6 +102,8 @@ async def open_services(
         if state_dir.is_relative_to(settings.policies_dir.resolve()):
             raise ConfigError("admin.state_dir must not be inside the policies directory")
         audit = await _open_audit(stack, settings, metrics, audit_store)
+        signer = load_signer(settings.audit.checkpoints)  # an unreadable key stops the start (fail closed)
+        load_public_keys(settings.audit.checkpoints)  # so does a malformed public key
         reader = (
             audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
         )
@@ -150,6 +154,7 @@ async def open_services(
             ("policy-watch", policies.watch()),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
+            *_checkpoint_task(audit.store, signer, settings.audit.checkpoints.interval, clock),
         ):
             stack.push_async_callback(_stop, _start(name, work))
         yield Services(
@@ -183,6 +188,15 @@ async def _open_audit(
     )
     stack.push_async_callback(audit.close)
     return audit
+
+
+def _checkpoint_task(
+    store: AuditStore, signer: Signer | None, interval: float, clock: Callable[[], datetime]
+) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """The checkpoint writer, when this replica signs checkpoints and its store keeps several chains."""
+    if signer is None or not isinstance(store, CheckpointWriter):
+        return []
+    return [("audit-checkpoint", run_checkpoints(store, signer, interval, clock))]
 
 
 def _start(name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -1,0 +1,138 @@
+"""Verifying the shared store: every replica's chain, its head row, and every signed checkpoint.
+
+In order, so that whatever commits meanwhile only lengthens what is walked:
+
+1. read every chain's head row and every checkpoint; check each checkpoint's
+   Ed25519 signature with the public key of its key id (an unknown key id or
+   a bad signature is a problem: forged or altered) and keep the heads of the
+   trusted ones;
+2. walk every chain that has entries, a head row, or is named by a trusted
+   checkpoint (``gateway/audit/walk.py``), remembering the hashes at the seqs
+   the head rows and checkpoints name;
+3. each chain must still hold, unchanged, every head its head row and every
+   trusted checkpoint names: a chain that ends before one was cut (tail
+   truncated), a chain with no entries that a checkpoint names was removed.
+
+The head rows are in the same database as the entries, so a database
+administrator could rewrite both; the checkpoints' signatures are what such
+a rewrite cannot forge (and, anchored outside the database, not delete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.audit.checkpoints import check
+from gateway.audit.store import GENESIS_HASH
+from gateway.audit.walk import ChainHead, Tally, VerifyResult, anchor_problem, walk
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gateway.audit.store import MultiChainStore
+
+
+@dataclass
+class _Anchors:
+    """The heads recorded for one chain elsewhere: (seq, hash) -> where it was recorded."""
+
+    named: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (hash, source)
+
+    def add(self, seq: int, digest: str, source: str, tally: Tally, prefix: str) -> None:
+        known = self.named.get(seq)
+        if known is None:
+            self.named[seq] = (digest, source)
+        elif known[0] != digest:  # two records of the same entry disagree: one of them is not the log's
+            tally.add(f"{prefix}seq {seq}: {source} and {known[1]} name different hashes (forked or rewritten)")
+
+
+def _trusted_heads(
+    store: MultiChainStore, keys: Mapping[str, Ed25519PublicKey], tally: Tally, anchors: dict[str, _Anchors]
+) -> tuple[int, str | None]:
+    """Check every checkpoint; record the heads of the trusted ones. Return the count and the latest's name."""
+    count = 0
+    latest: str | None = None
+    for checkpoint in store.iter_checkpoints(batch=tally.batch):
+        count += 1
+        heads, problem = check(checkpoint, keys)
+        if problem is not None:
+            tally.add(problem)
+        if heads is None or problem is not None:
+            continue
+        source = f"checkpoint #{checkpoint.id} ({checkpoint.time})"
+        latest = source
+        for chain, (seq, digest) in heads.items():
+            anchors.setdefault(chain, _Anchors()).add(seq, digest, source, tally, f"chain {chain!r}: ")
+    return count, latest
+
+
+def verify_chains(
+    store: MultiChainStore,
+    tally: Tally,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    expected_head: tuple[int, str] | None = None,
+    chain: str | None = None,
+) -> VerifyResult:
+    """Verify every chain of ``store`` and every checkpoint; see the module docstring."""
+    anchors: dict[str, _Anchors] = {}
+    heads = store.chain_heads()
+    checkpoints, latest = _trusted_heads(store, keys, tally, anchors)
+    for name, (seq, digest) in heads.items():
+        anchors.setdefault(name, _Anchors()).add(seq, digest, "its head row", tally, f"chain {name!r}: ")
+    if expected_head is not None:
+        target = chain or (next(iter(heads)) if len(heads) == 1 else None)
+        if target is None:
+            tally.add("the shipped head names no chain, and the log has several: give its chain too")
+        else:
+            anchors.setdefault(target, _Anchors()).add(*expected_head, "the shipped head", tally, f"chain {target!r}: ")
+    present = store.chains_in_log()
+    results: dict[str, ChainHead] = {}
+    for name in sorted(present | set(heads) | set(anchors)):
+        prefix = f"chain {name!r}: "
+        wanted = anchors.get(name, _Anchors()).named
+        if name not in present:
+            _absent(name, wanted, tally)
+            results[name] = ChainHead(0, 0, GENESIS_HASH)
+            continue
+        if name not in heads:
+            tally.add(f"{prefix}has entries but no head row (head row deleted)")
+        head, seen = walk(store.iter_chain(name, batch=tally.batch), tally, prefix=prefix, wanted=wanted.keys())
+        results[name] = head
+        for seq, (digest, source) in sorted(wanted.items()):
+            problem = anchor_problem((seq, digest), head.head_seq, seen.get(seq), source)
+            if problem is not None:
+                tally.add(prefix + problem)
+    tally.report(tally.count)
+    notes = _notes(checkpoints, latest, results)
+    shown = results.get(chain) if chain else next(iter(results.values())) if len(results) == 1 else None
+    shown = shown or ChainHead(0, 0, GENESIS_HASH)
+    problems = tally.listed()
+    return VerifyResult(
+        not problems, tally.count, shown.head_seq, shown.head_hash, problems, results, checkpoints, notes
+    )
+
+
+def _absent(name: str, wanted: Mapping[int, tuple[str, str]], tally: Tally) -> None:
+    """A chain with no entries: fine while nothing recorded it beyond seq 0; else it was removed."""
+    named = [(seq, source) for seq, (_, source) in sorted(wanted.items()) if seq > 0]
+    if named:
+        seq, source = named[-1]
+        tally.add(f"chain {name!r}: missing, {source} names it at seq {seq} (a replica's chain was removed)")
+
+
+def _notes(checkpoints: int, latest: str | None, chains: Mapping[str, ChainHead]) -> list[str]:
+    """What this verification could not cover."""
+    if not chains:
+        return []
+    if checkpoints == 0:
+        return [
+            (
+                "no signed checkpoints: a cut tail or a removed chain is found only against the head rows, "
+                "which sit in the same database (configure audit.checkpoints)"
+            )
+        ]
+    return [] if latest is None else [f"latest trusted checkpoint: {latest}"]
