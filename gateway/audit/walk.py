@@ -139,7 +139,8 @@ def anchor_problem(anchor: tuple[int, str], head_seq: int, found_hash: str | Non
     seq, digest = anchor
     if seq > head_seq:
         ends = f"the chain ends at seq {head_seq} but {source} names seq {seq}"
-        return f"seq {head_seq + 1}-{seq}: missing, {ends} (tail truncated)"
+        missing = str(seq) if seq == head_seq + 1 else f"{head_seq + 1}-{seq}"
+        return f"seq {missing}: missing, {ends} (tail truncated)"
     if seq > 0 and found_hash != digest:
         return f"seq {seq}: hash differs from {source} (rewritten)"
     return None
