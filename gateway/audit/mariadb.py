@@ -100,6 +100,7 @@ class MariaDBAuditStore(SQLAuditStore):
         self.commits = 0
         self.checkpoints_written = 0
         self._checkpointed: dict[str, tuple[int, str]] | None = None  # the heads of the last checkpoint written
+        self._closed = False
         self._lock = threading.Lock()
         self._conn: pymysql.connections.Connection[Any] | None = None
         self._used = 0.0
@@ -171,7 +172,9 @@ class MariaDBAuditStore(SQLAuditStore):
         return conn
 
     def _connection(self) -> pymysql.connections.Connection[Any]:
-        """The open connection (caller holds the lock), checked after it sat idle."""
+        """The open connection (caller holds the lock), checked after it sat idle; never one after close."""
+        if self._closed:
+            raise AuditUnavailable("the audit store is closed")
         now = time.monotonic()
         if self._conn is not None and now - self._used > _IDLE_CHECK:
             try:
@@ -254,7 +257,7 @@ class MariaDBAuditStore(SQLAuditStore):
 
     def write_checkpoint(self, signer: Signer, time: str) -> Checkpoint | None:
         """Sign and store a checkpoint over every chain head, unless none moved since this store's last one."""
-        heads = self.chain_heads()
+        heads = self.chain_heads()  # after close: AuditUnavailable (a round still running at shutdown)
         if heads == self._checkpointed:
             return None
         with self._lock:
@@ -269,6 +272,7 @@ class MariaDBAuditStore(SQLAuditStore):
         return written
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; nothing reopens it."""
         with self._lock:
+            self._closed = True
             self._discard()
