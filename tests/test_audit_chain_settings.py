@@ -47,8 +47,10 @@ def test_signing_key_never_inline_and_never_a_private_key_among_public_ones() ->
         CheckpointSettings.model_validate({"public_keys": {"k1": "-----BEGIN PRIVATE KEY-----\nabc"}})
     with pytest.raises(ValidationError, match="signing_key and key_id go together"):
         CheckpointSettings.model_validate({"signing_key": {"env": "X"}})
+    with pytest.raises(ValidationError, match="needs the signing key's public half under 'k1'"):
+        CheckpointSettings.model_validate({"key_id": "k1", "signing_key": {"env": "X"}})
     with pytest.raises(ValidationError, match=r"string_pattern_mismatch|should match pattern"):
-        CheckpointSettings.model_validate({"key_id": "k 1", "signing_key": {"env": "X"}})
+        CheckpointSettings.model_validate({"key_id": "k 1", "signing_key": {"env": "X"}, "public_keys": {"k 1": "x"}})
 
 
 def test_keys_load_from_file_and_env_and_unreadable_keys_stop_the_start(
@@ -56,23 +58,32 @@ def test_keys_load_from_file_and_env_and_unreadable_keys_stop_the_start(
 ) -> None:
     """A PEM Ed25519 key from a file or env signs; a missing file, another key type or a bad public key: ConfigError."""
     key = new_key()
-    from_file = load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=key_file(tmp_path, key))))
+    public = {"k1": public_text(key)}
+    path = key_file(tmp_path, key)
+    from_file = load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=path), public_keys=public))
     assert from_file is not None
     assert from_file.key_id == "k1"
     assert "PRIVATE" not in repr(from_file)
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     monkeypatch.setenv("GWTEST_CHECKPOINT_KEY", pem)
-    from_env = load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(env="GWTEST_CHECKPOINT_KEY")))
+    from_env = load_signer(
+        CheckpointSettings(key_id="k1", signing_key=SecretSource(env="GWTEST_CHECKPOINT_KEY"), public_keys=public)
+    )
     assert from_env is not None
     keys = load_public_keys(CheckpointSettings(public_keys={"k1": public_text(key)}))
     keys["k1"].verify(from_env.sign(b"body"), b"body")  # raises if the halves do not match
 
     with pytest.raises(ConfigError, match="audit checkpoint signing key"):
-        load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=tmp_path / "missing.pem")))
+        load_signer(
+            CheckpointSettings(key_id="k1", signing_key=SecretSource(file=tmp_path / "missing.pem"), public_keys=public)
+        )
     ec = tmp_path / "ec.pem"
     ec.write_bytes(generate_private_key(SECP256R1()).private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     with pytest.raises(ConfigError, match="not an Ed25519 key"):
-        load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=ec)))
+        load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=ec), public_keys=public))
+    other = {"k1": public_text(new_key())}
+    with pytest.raises(ConfigError, match=r"its public half is not public_keys\.k1"):
+        load_signer(CheckpointSettings(key_id="k1", signing_key=SecretSource(file=path), public_keys=other))
     with pytest.raises(ConfigError, match=r"public_keys\.k2"):
         load_public_keys(CheckpointSettings(public_keys={"k2": "not-base64!"}))
 
@@ -86,8 +97,11 @@ def test_keygen_writes_a_private_key_file_once_and_prints_the_public_half(
     assert out.stat().st_mode & 0o777 == 0o600
     printed = capsys.readouterr().out
     public = printed.split("audit-2026-12: ")[-1].strip()
-    signer = load_signer(CheckpointSettings(key_id="audit-2026-12", signing_key=SecretSource(file=out)))
+    settings = CheckpointSettings(
+        key_id="audit-2026-12", signing_key=SecretSource(file=out), public_keys={"audit-2026-12": public}
+    )
+    signer = load_signer(settings)  # refuses a key whose public half is not the one printed
     assert signer is not None
-    load_public_keys(CheckpointSettings(public_keys={"k": public}))["k"].verify(signer.sign(b"x"), b"x")
+    load_public_keys(settings)["audit-2026-12"].verify(signer.sign(b"x"), b"x")
     assert main(["audit", "keygen", str(out), "--key-id", "again"]) == 1
     assert "cannot create" in capsys.readouterr().err

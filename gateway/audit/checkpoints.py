@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
 
 from gateway.audit.store import canonical
 from gateway.db.credentials import read_plain_secret
@@ -99,6 +104,14 @@ def load_signer(settings: CheckpointSettings) -> Signer | None:
         raise ConfigError("audit checkpoint signing key: not a PEM (PKCS#8) private key without a passphrase") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError("audit checkpoint signing key: not an Ed25519 key")
+    trusted = load_public_keys(settings).get(settings.key_id)
+    raw = Encoding.Raw, PublicFormat.Raw
+    if trusted is None or trusted.public_bytes(*raw) != key.public_key().public_bytes(*raw):
+        # Every checkpoint it signed would read as forged: refuse to start instead.
+        raise ConfigError(
+            f"audit checkpoint signing key: its public half is not public_keys.{settings.key_id} "
+            "(rotate by adding the new key id and its public key)"
+        )
     return Signer(settings.key_id, key)
 
 

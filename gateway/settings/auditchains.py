@@ -72,6 +72,11 @@ class CheckpointSettings(BaseModel):
             raise ValueError("audit.checkpoints.signing_key and key_id go together")
         if self.signing_key is not None and self.signing_key.aws_secret is not None:
             raise ValueError("audit.checkpoints.signing_key takes env or file (mount the Secret as a file)")
+        if self.key_id is not None and self.key_id not in self.public_keys:
+            raise ValueError(
+                f"audit.checkpoints.public_keys needs the signing key's public half under {self.key_id!r}, "
+                "or no replica could verify its checkpoints"
+            )
         return self
 
 
