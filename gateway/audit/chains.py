@@ -15,20 +15,24 @@ In order, so that whatever commits meanwhile only lengthens what is walked:
 
 The head rows are in the same database as the entries, so a database
 administrator could rewrite both; the checkpoints' signatures are what such
-a rewrite cannot forge (and, anchored outside the database, not delete).
+a rewrite cannot forge. Checkpoints anchored outside the database
+(``gateway/audit/anchor.py``) cannot be deleted either: each anchored copy's
+signature is checked, its heads are trusted like a stored checkpoint's, and a
+stored checkpoint missing or different from its copy is a problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.audit.checkpoints import check
+from gateway.audit.checkpoints import Checkpoint, check
 from gateway.audit.store import GENESIS_HASH
 from gateway.audit.walk import ChainHead, Tally, VerifyResult, anchor_problem, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -49,14 +53,23 @@ class _Anchors:
             tally.add(f"{prefix}seq {seq}: {source} and {known[1]} name different hashes (forked or rewritten)")
 
 
+def _digest(checkpoint: Checkpoint) -> bytes:
+    return hashlib.sha256(checkpoint.body + b"\0" + checkpoint.signature).digest()
+
+
 def _trusted_heads(
-    store: MultiChainStore, keys: Mapping[str, Ed25519PublicKey], tally: Tally, anchors: dict[str, _Anchors]
+    store: MultiChainStore,
+    keys: Mapping[str, Ed25519PublicKey],
+    tally: Tally,
+    anchors: dict[str, _Anchors],
+    stored: dict[int, bytes],
 ) -> tuple[int, str | None]:
     """Check every checkpoint; record the heads of the trusted ones. Return the count and the latest's name."""
     count = 0
     latest: str | None = None
     for checkpoint in store.iter_checkpoints(batch=tally.batch):
         count += 1
+        stored[checkpoint.id] = _digest(checkpoint)
         heads, problem = check(checkpoint, keys)
         if problem is not None:
             tally.add(problem)
@@ -69,6 +82,36 @@ def _trusted_heads(
     return count, latest
 
 
+def _anchored_heads(
+    anchored: Iterable[Checkpoint | str],
+    keys: Mapping[str, Ed25519PublicKey],
+    tally: Tally,
+    anchors: dict[str, _Anchors],
+    stored: dict[int, bytes],
+) -> list[str]:
+    """Check the copies anchored outside the database against their signatures and the stored checkpoints."""
+    seen: set[int] = set()
+    for copy in anchored:
+        if isinstance(copy, str):
+            tally.add(copy)
+            continue
+        seen.add(copy.id)
+        name = f"checkpoint #{copy.id} ({copy.time}, by {copy.writer})"
+        heads, problem = check(copy, keys)
+        if problem is not None:
+            tally.add(f"S3 anchor: {problem}")
+        if copy.id not in stored:
+            tally.add(f"{name}: in the S3 anchor but not in the database (deleted)")
+        elif stored[copy.id] != _digest(copy):
+            tally.add(f"{name}: differs from its copy in the S3 anchor (rewritten)")
+        if heads is not None and problem is None:
+            source = f"anchored checkpoint #{copy.id} ({copy.time})"
+            for chain, (seq, digest) in heads.items():
+                anchors.setdefault(chain, _Anchors()).add(seq, digest, source, tally, f"chain {chain!r}: ")
+    missing = len(set(stored) - seen)
+    return [f"{missing} stored checkpoints are not (yet) in the S3 anchor"] if missing else []
+
+
 def verify_chains(
     store: MultiChainStore,
     tally: Tally,
@@ -76,11 +119,14 @@ def verify_chains(
     *,
     expected_head: tuple[int, str] | None = None,
     chain: str | None = None,
+    anchored: Iterable[Checkpoint | str] | None = None,
 ) -> VerifyResult:
-    """Verify every chain of ``store`` and every checkpoint; see the module docstring."""
+    """Verify every chain of ``store`` and every checkpoint (and their ``anchored`` copies); see the module doc."""
     anchors: dict[str, _Anchors] = {}
+    stored: dict[int, bytes] = {}
     heads = store.chain_heads()
-    checkpoints, latest = _trusted_heads(store, keys, tally, anchors)
+    checkpoints, latest = _trusted_heads(store, keys, tally, anchors, stored)
+    anchor_notes = [] if anchored is None else _anchored_heads(anchored, keys, tally, anchors, stored)
     for name, (seq, digest) in heads.items():
         anchors.setdefault(name, _Anchors()).add(seq, digest, "its head row", tally, f"chain {name!r}: ")
     if expected_head is not None:
@@ -107,7 +153,7 @@ def verify_chains(
             if problem is not None:
                 tally.add(prefix + problem)
     tally.report(tally.count)
-    notes = _notes(checkpoints, latest, results)
+    notes = _notes(checkpoints, latest, results) + anchor_notes
     shown = results.get(chain) if chain else next(iter(results.values())) if len(results) == 1 else None
     shown = shown or ChainHead(0, 0, GENESIS_HASH)
     problems = tally.listed()

@@ -22,10 +22,11 @@ from gateway.audit.store import ColumnCheckedStore, MultiChainStore
 from gateway.audit.walk import ChainHead, Tally, VerifyResult, anchor_problem, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from gateway.audit.checkpoints import Checkpoint
     from gateway.audit.store import AuditStore, Entry
 
 __all__ = ["ChainHead", "VerifyResult", "verify"]
@@ -47,6 +48,7 @@ def verify(
     expected_head: tuple[int, str] | None = None,
     chain: str | None = None,
     keys: Mapping[str, Ed25519PublicKey] | None = None,
+    anchored: Iterable[Checkpoint | str] | None = None,
     batch: int = 1000,
     max_problems: int = 20,
 ) -> VerifyResult:
@@ -62,11 +64,12 @@ def verify(
     head as ``expected_head`` (with its ``chain`` on the shared store) and
     the log must still contain that entry unchanged. The shared store is also
     checked against its head rows and its signed checkpoints, with ``keys``
-    (key id -> Ed25519 public key) trusted for their signatures.
+    (key id -> Ed25519 public key) trusted for their signatures, and against
+    the checkpoints ``anchored`` outside the database (S3 Object Lock).
     """
     tally = Tally(batch=batch, max_problems=max_problems, report=progress or _quiet)
     if isinstance(store, MultiChainStore):
-        return verify_chains(store, tally, keys or {}, expected_head=expected_head, chain=chain)
+        return verify_chains(store, tally, keys or {}, expected_head=expected_head, chain=chain, anchored=anchored)
     head, seen = walk(_rows(store, batch), tally, wanted=() if expected_head is None else (expected_head[0],))
     tally.report(tally.count)
     problems = tally.listed()

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from gateway.audit.checkpoints import load_public_keys
+from gateway.audit.anchor import open_anchor
+from gateway.audit.checkpoints import Checkpoint, load_public_keys
 from gateway.audit.export import FORMATS, export
 from gateway.audit.factory import open_audit_store
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
@@ -37,6 +38,14 @@ def checkpoint_keys(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
     if getattr(args, "path", None):
         return {}
     return load_public_keys(load_settings(args.config).audit.checkpoints)
+
+
+def anchored_checkpoints(args: argparse.Namespace) -> Iterator[Checkpoint | str] | None:
+    """The checkpoints anchored in S3, when the config names an anchor."""
+    if getattr(args, "path", None):
+        return None
+    anchor = open_anchor(load_settings(args.config).audit.checkpoints.anchor)
+    return None if anchor is None else anchor.iter_anchored()
 
 
 def cmd_audit_keygen(args: argparse.Namespace) -> int:

@@ -94,7 +94,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     try:
         keys = auditcli.checkpoint_keys(args)
         with auditcli.progress_bar("verified", entry_total(store)) as progress:
-            result = verify(store, progress=progress, keys=keys, batch=5000)
+            anchored = auditcli.anchored_checkpoints(args)
+            result = verify(store, progress=progress, keys=keys, anchored=anchored, batch=5000)
             progress(result.count)
     except GatewayError as exc:
         print(f"audit store: {exc.detail}", file=sys.stderr)

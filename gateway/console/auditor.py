@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from gateway.audit import export
+from gateway.audit.anchor import open_anchor
 from gateway.audit.checkpoints import load_public_keys
 from gateway.audit.query import MAX_LIMIT, AuditFilter
 from gateway.audit.records import EVENTS, AuditReadRecord
@@ -213,6 +214,7 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
         started=services.clock().isoformat(timespec="seconds"),
         total=total,
         keys=load_public_keys(services.settings.audit.checkpoints),
+        anchor=open_anchor(services.settings.audit.checkpoints.anchor),
     )
     return RedirectResponse(f"/console/audit/verify?job={job.id}", status_code=303)
 

@@ -21,7 +21,23 @@ from gateway.audit.store import AuditStore
 from gateway.audit.verify import VerifyResult, verify
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gateway.audit.anchor import S3Anchor
+
+
+def _verify(
+    store: AuditStore,
+    progress: Callable[[int], None],
+    keys: Mapping[str, Ed25519PublicKey] | None,
+    anchor: S3Anchor | None,
+) -> VerifyResult:
+    """Verify in a worker thread, reading the S3 anchor (if any) there too."""
+    anchored = None if anchor is None else anchor.iter_anchored()
+    return verify(store, progress, keys=keys, anchored=anchored, batch=VERIFY_BATCH)
+
 
 VERIFY_BATCH = 5000
 KEPT = 20
@@ -75,6 +91,7 @@ class VerifyJobs:
         started: str,
         total: int,
         keys: Mapping[str, Ed25519PublicKey] | None = None,
+        anchor: S3Anchor | None = None,
     ) -> VerifyJob:
         """Start verifying ``store`` (or return the verification already running)."""
         running = self.running()
@@ -87,7 +104,7 @@ class VerifyJobs:
 
         async def work() -> None:
             try:
-                job.result = await asyncio.to_thread(verify, store, progress, keys=keys, batch=VERIFY_BATCH)
+                job.result = await asyncio.to_thread(_verify, store, progress, keys, anchor)
                 job.count = job.result.count
             except Exception as exc:  # noqa: BLE001 - any store failure is the job's result, shown on its page
                 job.failed = f"the audit store could not be read ({type(exc).__name__})"

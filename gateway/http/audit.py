@@ -19,11 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
+from gateway.audit.anchor import open_anchor
 from gateway.audit.checkpoints import load_public_keys
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import EVENTS, AuditReadRecord
-from gateway.audit.verify import verify
+from gateway.audit.verify import VerifyResult, verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.deps import Auditor, AuditReaderDep, Context, RecorderDep, SettingsDep
 from gateway.http.problems import JSONResponse
@@ -141,8 +142,14 @@ async def audit_verify(
         raise InvalidRequest("head_seq and head_hash go together")
     expected = (head_seq, head_hash) if head_seq is not None and head_hash is not None else None
     await _record_read(recorder, ctx, caller, "audit verify", {"head_seq": head_seq, "chain": chain})
-    keys = load_public_keys(settings.audit.checkpoints)
-    result = await _in_thread(verify, store, expected_head=expected, chain=chain, keys=keys, batch=VERIFY_BATCH)
+    config = settings.audit.checkpoints
+    keys, anchor = load_public_keys(config), open_anchor(config.anchor)
+
+    def check() -> VerifyResult:
+        anchored = None if anchor is None else anchor.iter_anchored()
+        return verify(store, expected_head=expected, chain=chain, keys=keys, anchored=anchored, batch=VERIFY_BATCH)
+
+    result = await _in_thread(check)
     return JSONResponse(
         {
             "ok": result.ok,

@@ -20,8 +20,9 @@ from typing import Any
 
 import structlog
 
+from gateway.audit.anchor import open_anchor
 from gateway.audit.caps import RecordCaps
-from gateway.audit.checkpointer import CheckpointWriter, run_checkpoints
+from gateway.audit.checkpointer import Checkpointer, CheckpointWriter
 from gateway.audit.checkpoints import Signer, load_public_keys, load_signer
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
@@ -154,7 +155,7 @@ async def open_services(
             ("policy-watch", policies.watch()),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
-            *_checkpoint_task(audit.store, signer, settings.audit.checkpoints.interval, clock),
+            *_checkpoint_task(audit.store, signer, settings, clock),
         ):
             stack.push_async_callback(_stop, _start(name, work))
         yield Services(
@@ -191,12 +192,14 @@ async def _open_audit(
 
 
 def _checkpoint_task(
-    store: AuditStore, signer: Signer | None, interval: float, clock: Callable[[], datetime]
+    store: AuditStore, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """The checkpoint writer, when this replica signs checkpoints and its store keeps several chains."""
     if signer is None or not isinstance(store, CheckpointWriter):
         return []
-    return [("audit-checkpoint", run_checkpoints(store, signer, interval, clock))]
+    config = settings.audit.checkpoints
+    checkpointer = Checkpointer(store, signer, open_anchor(config.anchor))
+    return [("audit-checkpoint", checkpointer.run(config.interval, clock))]
 
 
 def _start(name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -37,6 +37,24 @@ def default_replica_id() -> str:
     return replica_id_from(socket.gethostname())
 
 
+class AnchorSettings(BaseModel):
+    """Copies of every checkpoint in an S3 bucket with Object Lock, outside the database's reach.
+
+    The bucket must have Object Lock enabled; each copy is written with
+    ``mode`` retention for ``retention_days``, so not even the bucket's owner
+    (COMPLIANCE) can delete or overwrite it before then. Credentials come
+    from boto3's normal chain (IRSA on EKS), never from the config.
+    """
+
+    model_config = FROZEN
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9!_.*'()/-]{0,200}$")] = "audit-checkpoints/"
+    region: str | None = None
+    endpoint_url: str | None = None  # a VPC endpoint, or a local stand-in in tests
+    retention_days: Annotated[int, Field(ge=1, le=36500)] = 400
+    mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+
+
 class CheckpointSettings(BaseModel):
     """Signed checkpoints over every chain head (shared store only).
 
@@ -52,6 +70,7 @@ class CheckpointSettings(BaseModel):
     key_id: Annotated[str | None, Field(pattern=KEY_ID_PATTERN)] = None
     signing_key: SecretSource | None = None
     public_keys: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], str] = {}
+    anchor: AnchorSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
