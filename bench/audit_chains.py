@@ -13,9 +13,17 @@ same run, on the same server, each in a fresh scratch database:
 each with 1 and with 3 replicas. The four run in turn, ``--rounds`` times
 (interleaved, so a noisy neighbour on a shared machine hits them alike); the
 report gives each set-up's median records/s and the ratios of the medians
-(3 replicas against 1, per-replica against single-chain).
+(3 replicas against 1, per-replica against single-chain), and the server's
+InnoDB row lock waits during each run (server-wide, so other clients count
+too): the direct sign of writers queueing on one head row.
 
-    python bench/audit_chains.py [--seconds 8] [--batch 8] [--rounds 3] [--ref main] [--json out.json]
+With ``--latency-ms N`` the writers reach MariaDB through a loopback proxy
+that delays every chunk by N/2 ms each way (``tests/faultproxy.py``), as a
+network between the replicas and a managed database would: the head row lock
+is held across every round trip of a transaction, so this is where one
+global lock costs most.
+
+    python bench/audit_chains.py [--seconds 8] [--batch 8] [--rounds 3] [--latency-ms 0] [--ref main] [--json out.json]
 
 Environment: ``GATEWAY_BENCH_DB_HOST``/``_PORT``, root as
 ``GATEWAY_BENCH_DB_ROOT_USER``/``_PASSWORD`` (defaults 127.0.0.1:3306, root, empty).
@@ -24,6 +32,7 @@ Environment: ``GATEWAY_BENCH_DB_HOST``/``_PORT``, root as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import multiprocessing as mp
@@ -120,8 +129,15 @@ def _writer(kind: str, ref: str, workdir: str, settings: dict[str, Any], replica
     store.close()
 
 
-def _run(kind: str, replicas: int, opts: argparse.Namespace, workdir: Path) -> float:
-    """Records/s of ``replicas`` writers of ``kind`` into a fresh scratch database."""
+def _row_lock_waits(root: Any) -> int:  # noqa: ANN401 - a PyMySQL connection
+    """The server's count of InnoDB row lock waits so far (server-wide: other clients' waits count too)."""
+    with root.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_waits'")
+        return int(cur.fetchone()[1])
+
+
+def _run(kind: str, replicas: int, opts: argparse.Namespace, workdir: Path, via: tuple[str, int]) -> tuple[float, int]:
+    """Records/s of ``replicas`` writers of ``kind`` into a fresh scratch database (via ``via``), and row lock waits."""
     rand = secrets.token_hex(3)
     database, account, password = f"gwbench_chains_{rand}", f"gwbc{rand}", secrets.token_urlsafe(18)
     env_name = f"GWBENCH_AUDIT_PASSWORD_{rand.upper()}"
@@ -132,7 +148,7 @@ def _run(kind: str, replicas: int, opts: argparse.Namespace, workdir: Path) -> f
             cur.execute(f"CREATE USER '{account}'@'%%' IDENTIFIED BY %s", (password,))
             cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{account}'@'%'")
         settings = AuditDatabaseSettings(
-            host=HOST, port=PORT, database=database, user=account, secret=SecretSource(env=env_name)
+            host=via[0], port=via[1], database=database, user=account, secret=SecretSource(env=env_name)
         ).model_dump()
         ctx = mp.get_context("fork")
         barrier, results = ctx.Barrier(replicas), ctx.Queue()
@@ -152,14 +168,16 @@ def _run(kind: str, replicas: int, opts: argparse.Namespace, workdir: Path) -> f
             )
             for n in range(replicas)
         ]
+        waits_before = _row_lock_waits(root)
         for proc in procs:
             proc.start()
         outcomes = [results.get(timeout=opts.seconds + 60) for _ in procs]
         for proc in procs:
             proc.join(30)
+        waits = _row_lock_waits(root) - waits_before
         total = sum(count for count, _ in outcomes)
         elapsed = max(seconds for _, seconds in outcomes)
-        return total / elapsed
+        return total / elapsed, waits
     finally:
         with root.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
@@ -175,18 +193,32 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8, help="records per transaction (group commit)")
     parser.add_argument("--ref", default="main", help="the git ref whose single-chain store is the baseline")
     parser.add_argument("--rounds", type=int, default=3, help="times each set-up runs (interleaved); medians reported")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="round-trip latency added by a proxy")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     opts = parser.parse_args()
     runs: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    lock_waits: dict[str, list[int]] = {}
+    via = (HOST, PORT)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        if opts.latency_ms > 0:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from faultproxy import FaultProxy  # noqa: PLC0415 - the tests' loopback proxy, only when asked for
+
+            proxy = stack.enter_context(FaultProxy(HOST, PORT))
+            proxy.slow(opts.latency_ms / 2000)
+            via = (proxy.host, proxy.port)
         _old_store_class(opts.ref, Path(tmp))  # once, in this process: the forked writers inherit it
         for round_no in range(1, opts.rounds + 1):
             for kind in ("single-chain", "per-replica"):
                 for replicas in (1, 3):
                     label = f"{kind}, {replicas} replica{'s' if replicas > 1 else ''}"
-                    rate = _run(kind, replicas, opts, Path(tmp))
+                    rate, waits = _run(kind, replicas, opts, Path(tmp), via)
                     runs.setdefault(label, []).append(rate)
-                    print(f"round {round_no}: {label:<28} {rate:>9,.0f} records/s", flush=True)
+                    lock_waits.setdefault(label, []).append(waits)
+                    print(
+                        f"round {round_no}: {label:<28} {rate:>9,.0f} records/s, {waits:>6} row lock waits", flush=True
+                    )
     rates = {label: statistics.median(values) for label, values in runs.items()}
     for label, rate in rates.items():
         print(f"median: {label:<28} {rate:>9,.0f} records/s")
@@ -199,7 +231,14 @@ def main() -> int:
     for name, ratio in ratios.items():
         print(f"{name:<40} {ratio:5.2f}x")
     if opts.json:
-        figures = {"batch": opts.batch, "seconds": opts.seconds, "runs": runs, "median_records_per_s": rates}
+        figures = {
+            "batch": opts.batch,
+            "seconds": opts.seconds,
+            "latency_ms": opts.latency_ms,
+            "runs": runs,
+            "row_lock_waits": lock_waits,
+            "median_records_per_s": rates,
+        }
         opts.json.write_text(json.dumps({**figures, "ratios": ratios}, indent=2), encoding="utf-8")
     return 0
 

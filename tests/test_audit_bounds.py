@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -26,6 +27,7 @@ from gateway.audit.mariadb import MariaDBAuditStore
 from gateway.audit.records import AuditReadRecord, AuthRecord, DecisionRecord, OutcomeRecord, Who
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.verify import verify
+from gateway.settings import AuditDatabaseSettings
 
 __all__ = ["audit_db"]
 
@@ -49,7 +51,7 @@ def record(i: int, **extra: object) -> dict[str, object]:
 
 
 @pytest.mark.anyio
-async def test_an_8mb_field_is_stored_cut_with_a_marker(tmp_path):
+async def test_an_8mb_field_is_stored_cut_with_a_marker(tmp_path: Path) -> None:
     """An 8 MB user agent, claimed user or reason is stored as its first 4,096 characters plus a marker."""
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), clock=lambda: NOW)
     huge = "A" * MB8
@@ -64,7 +66,7 @@ async def test_an_8mb_field_is_stored_cut_with_a_marker(tmp_path):
 
 
 @pytest.mark.anyio
-async def test_lists_nested_values_and_statements_are_bounded(tmp_path):
+async def test_lists_nested_values_and_statements_are_bounded(tmp_path: Path) -> None:
     """Long lists keep their first entries plus a count; deep nesting is cut; a statement has its own cap."""
     caps = RecordCaps(text=10, statement=20, items=3, depth=2)
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), caps=caps)
@@ -97,7 +99,7 @@ async def test_lists_nested_values_and_statements_are_bounded(tmp_path):
     )
 )
 @settings(max_examples=budget(200))
-def test_every_bounded_record_fits_its_caps(value):
+def test_every_bounded_record_fits_its_caps(value: object) -> None:
     """Whatever a field holds, the bounded record has no string, list or mapping over its cap."""
     caps = RecordCaps(text=16, statement=32, items=4, depth=3)
     bounded = bound_record({"event": "x", "field": value, "statement": value}, caps)
@@ -123,7 +125,7 @@ def test_every_bounded_record_fits_its_caps(value):
 
 
 @pytest.mark.anyio
-async def test_redaction_covers_transactions_and_database_errors(tmp_path):
+async def test_redaction_covers_transactions_and_database_errors(tmp_path: Path) -> None:
     """With redact_literals on, a transaction's statements and a MariaDB error message lose their literals."""
     log = AuditLog(SQLiteAuditStore(tmp_path / "audit.db"), redact_literals=True)
     who = Who(request_id="r-1", user="alice")
@@ -172,7 +174,7 @@ COLUMN_EDITS = [
 
 
 @pytest.mark.parametrize(("column", "value"), COLUMN_EDITS)
-def test_sqlite_verify_finds_an_edited_filter_column(tmp_path, column, value):
+def test_sqlite_verify_finds_an_edited_filter_column(tmp_path: Path, column: str, value: str) -> None:
     """Editing a plain column of the SQLite store (the record left alone) hides the row from filters: verify says so."""
     path = tmp_path / "audit.db"
     store = SQLiteAuditStore(path)
@@ -186,7 +188,7 @@ def test_sqlite_verify_finds_an_edited_filter_column(tmp_path, column, value):
     assert result.problems == [f"seq 4: stored column(s) {column} differ from the hashed record (row edited)"]
 
 
-def test_sqlite_verify_finds_a_renumbered_row(tmp_path):
+def test_sqlite_verify_finds_a_renumbered_row(tmp_path: Path) -> None:
     """Changing a row's seq column (its record says otherwise) is found."""
     store = SQLiteAuditStore(tmp_path / "audit.db")
     store.append_batch([record(i) for i in range(1, 4)])
@@ -202,9 +204,9 @@ def test_sqlite_verify_finds_a_renumbered_row(tmp_path):
     ("column", "value"),
     [*((c, v) for c, v in COLUMN_EDITS if c != "time"), ("time", "'1999-01-01 00:00:00'")],
 )
-def test_mariadb_verify_finds_an_edited_filter_column(audit_db, column, value):
+def test_mariadb_verify_finds_an_edited_filter_column(audit_db: AuditDatabaseSettings, column: str, value: str) -> None:
     """Editing a plain column of the shared MariaDB store is found by verify, for every filter column."""
-    store = MariaDBAuditStore(audit_db)
+    store = MariaDBAuditStore(audit_db, chain="r1")
     try:
         store.append_batch([record(i) for i in range(1, 8)])
         assert verify(store).ok
@@ -213,10 +215,12 @@ def test_mariadb_verify_finds_an_edited_filter_column(audit_db, column, value):
     finally:
         store.close()
     assert not result.ok
-    assert result.problems == [f"seq 4: stored column(s) {column} differ from the hashed record (row edited)"]
+    assert result.problems == [
+        f"chain 'r1': seq 4: stored column(s) {column} differ from the hashed record (row edited)"
+    ]
 
 
-def test_mariadb_columns_cut_to_width_still_verify(audit_db):
+def test_mariadb_columns_cut_to_width_still_verify(audit_db: AuditDatabaseSettings) -> None:
     """A value longer than its column is stored cut; verify compares it cut the same way, so a clean log passes."""
     store = MariaDBAuditStore(audit_db)
     try:

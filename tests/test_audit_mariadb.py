@@ -22,7 +22,7 @@ def record(i: int, **extra: object) -> dict[str, object]:
     return {"event": "decision", "request_id": f"r-{i}", "user": "u@example.com", "decision": "allow", **extra}
 
 
-def test_schema_is_created_then_migrations_are_idempotent(audit_db):
+def test_schema_is_created_then_migrations_are_idempotent(audit_db: AuditDatabaseSettings) -> None:
     """The first open creates the schema and records versions 1 and 2; later opens apply nothing twice."""
     MariaDBAuditStore(audit_db).close()
     MariaDBAuditStore(audit_db).close()
@@ -48,7 +48,7 @@ def test_schema_is_created_then_migrations_are_idempotent(audit_db):
     }
 
 
-def test_writers_sharing_one_replica_id_make_one_gapless_chain(audit_db):
+def test_writers_sharing_one_replica_id_make_one_gapless_chain(audit_db: AuditDatabaseSettings) -> None:
     """Four store instances given the same replica id (say, two processes on one host) take turns: one chain."""
     stores = [MariaDBAuditStore(audit_db, chain="same") for _ in range(4)]
     errors: list[BaseException] = []
@@ -95,7 +95,9 @@ def test_writers_sharing_one_replica_id_make_one_gapless_chain(audit_db):
         ),
     ],
 )
-def test_verification_finds_rows_changed_in_the_database(audit_db, tamper, problem):
+def test_verification_finds_rows_changed_in_the_database(
+    audit_db: AuditDatabaseSettings, tamper: str, problem: str
+) -> None:
     """Editing, deleting, moving or cutting off rows directly in MariaDB is found (the tail by the head row)."""
     store = MariaDBAuditStore(audit_db, chain="w1")
     try:
@@ -109,7 +111,7 @@ def test_verification_finds_rows_changed_in_the_database(audit_db, tamper, probl
     assert any(p.startswith(problem) for p in result.problems), result.problems
 
 
-def test_oversized_values_are_cut_in_columns_but_kept_whole_in_the_record(audit_db):
+def test_oversized_values_are_cut_in_columns_but_kept_whole_in_the_record(audit_db: AuditDatabaseSettings) -> None:
     """A 1,000-character claimed user cannot fail a batch: the column is cut, the hashed record is whole."""
     store = MariaDBAuditStore(audit_db)
     try:
@@ -122,7 +124,7 @@ def test_oversized_values_are_cut_in_columns_but_kept_whole_in_the_record(audit_
         store.close()
 
 
-def test_a_killed_connection_fails_one_batch_then_the_store_reconnects(audit_db):
+def test_a_killed_connection_fails_one_batch_then_the_store_reconnects(audit_db: AuditDatabaseSettings) -> None:
     """When the server drops the writer's connection the batch is refused (fail closed); the next one works."""
     store = MariaDBAuditStore(audit_db)
     try:
@@ -137,7 +139,7 @@ def test_a_killed_connection_fails_one_batch_then_the_store_reconnects(audit_db)
         store.close()
 
 
-def test_readonly_store_reads_but_cannot_write(audit_db):
+def test_readonly_store_reads_but_cannot_write(audit_db: AuditDatabaseSettings) -> None:
     """A readonly store (auditor reads, CLI) runs in a read-only session: a write is refused by MariaDB."""
     MariaDBAuditStore(audit_db).close()
     reader = MariaDBAuditStore(audit_db, readonly=True)
@@ -149,7 +151,7 @@ def test_readonly_store_reads_but_cannot_write(audit_db):
         reader.close()
 
 
-def test_unreachable_or_missing_store_is_audit_unavailable(audit_db):
+def test_unreachable_or_missing_store_is_audit_unavailable(audit_db: AuditDatabaseSettings) -> None:
     """No database or schema (readonly), a wrong account or a missing secret: AuditUnavailable, never the secret."""
     with pytest.raises(AuditUnavailable, match="cannot use audit database"):
         MariaDBAuditStore(audit_db, readonly=True)
@@ -167,22 +169,26 @@ def test_unreachable_or_missing_store_is_audit_unavailable(audit_db):
     assert "GWTEST" not in str(caught.value)
 
 
-def test_tls_enabled_never_falls_back_to_plaintext(audit_db):
+def test_tls_enabled_never_falls_back_to_plaintext(audit_db: AuditDatabaseSettings) -> None:
     """With audit TLS enabled and a server that cannot do verified TLS, the store refuses to connect."""
     tls = audit_db.model_copy(update={"tls": TlsSettings(enabled=True)})
     with pytest.raises(AuditUnavailable, match="cannot connect to the audit store"):
         MariaDBAuditStore(tls)
 
 
-def test_settings_need_a_section_and_refuse_an_inline_password():
+def test_settings_need_a_section_and_refuse_an_inline_password() -> None:
     """audit.store mariadb needs its section; a password key there is refused like a target's."""
     with pytest.raises(ValueError, match=r"needs an audit\.mariadb section"):
         AuditSettings(store="mariadb")
-    base = {"host": "db", "database": "gateway_audit", "user": "gw_audit"}
+    base: dict[str, object] = {"host": "db", "database": "gateway_audit", "user": "gw_audit"}
     with pytest.raises(ValueError, match="passwords never sit in the config file"):
-        AuditSettings(store="mariadb", mariadb={**base, "password": "hunter2"})
+        AuditSettings.model_validate({"store": "mariadb", "mariadb": {**base, "password": "hunter2"}})
     with pytest.raises(ValueError, match="database"):
-        AuditSettings(store="mariadb", mariadb={**base, "database": "x`; DROP", "secret": {"env": "X"}})
-    ok = AuditSettings(store="mariadb", mariadb={**base, "secret": {"file": "/run/secrets/gw_audit"}})
+        AuditSettings.model_validate(
+            {"store": "mariadb", "mariadb": {**base, "database": "x`; DROP", "secret": {"env": "X"}}}
+        )
+    ok = AuditSettings.model_validate(
+        {"store": "mariadb", "mariadb": {**base, "secret": {"file": "/run/secrets/gw_audit"}}}
+    )
     assert ok.mariadb is not None
     assert ok.mariadb.secret.file is not None
