@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pymysql
 import pytest
 from auditfixture import audit_db, audit_root_query
@@ -19,6 +21,7 @@ from gateway.audit.query import AuditFilter
 from gateway.audit.schema import CHECKPOINTS_TABLE, LEGACY_CHAIN, migrate
 from gateway.audit.verify import verify
 from gateway.audit.walk import VerifyResult
+from gateway.cli.main import main
 from gateway.errors import AuditUnavailable
 from gateway.settings import AuditDatabaseSettings, CheckpointSettings
 
@@ -306,3 +309,45 @@ def test_a_database_migrated_by_a_newer_gateway_is_refused(audit_db: AuditDataba
     for readonly in (False, True):
         with pytest.raises(AuditUnavailable, match="version 99, newer than this gateway's 2"):
             MariaDBAuditStore(audit_db, readonly=readonly, chain="r1")
+
+
+def test_cli_verify_checks_every_chain_and_checkpoint_with_the_configured_keys(
+    stores: list[MariaDBAuditStore],
+    key: Ed25519PrivateKey,
+    audit_db: AuditDatabaseSettings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gateway audit verify` reads the public keys from the config, lists each chain, and exits 1 on a forgery."""
+    stores[0].write_checkpoint(signer(key), "2026-12-02T11:00:00.000000Z")
+    config = tmp_path / "gateway.yaml"
+    audit = {
+        "store": "mariadb",
+        "mariadb": {
+            "host": audit_db.host,
+            "port": audit_db.port,
+            "database": audit_db.database,
+            "user": audit_db.user,
+            "secret": {"env": audit_db.secret.env},
+        },
+        "checkpoints": {"public_keys": {"k1": public_text(key)}},
+    }
+    config.write_text(
+        orjson.dumps(
+            {
+                "dev_mode": True,
+                "listen": {"host": "127.0.0.1", "port": 1},
+                "targets": {"shop": {"host": "127.0.0.1", "database": "shop"}},
+                "audit": audit,
+            }
+        ).decode(),
+        encoding="utf-8",
+    )
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"ok: {3 * PER_CHAIN} records")
+    assert [line.split(":")[0] for line in out[1:4]] == ["chain r1", "chain r2", "chain r3"]
+    assert "checkpoints checked: 1" in out
+    _forge(audit_db.database, "k1")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "checkpoint #2 (2026-12-02T12:00:00.000000Z, by r1): signature does not verify" in capsys.readouterr().err
