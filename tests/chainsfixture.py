@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from gateway.audit.checkpoints import Signer
 from gateway.audit.mariadb import MariaDBAuditStore
 from gateway.audit.query import Dialect
-from gateway.audit.reading import insert_sql
+from gateway.audit.reading import CHECKED, insert_sql
 from gateway.audit.schema import HEAD_TABLE, LOG_TABLE, MIGRATIONS, VERSION_TABLE
 from gateway.audit.store import GENESIS_HASH, link
 from gateway.db.credentials import read_plain_secret
@@ -110,3 +110,19 @@ def old_schema_database(settings: AuditDatabaseSettings, count: int) -> str:
     finally:
         conn.close()
     return linked.hash
+
+
+def fabricated_chain(database: str, chain: str, count: int) -> None:
+    """Insert a well-linked chain of ``count`` made-up records and its head row, as a database writer could."""
+    columns = MariaDBAuditStore.row_columns
+    shape = object.__new__(MariaDBAuditStore)
+    records = [record(i, chain) for i in range(1, count + 1)]
+    linked = link(records, 0, GENESIS_HASH, lambda r: columns(shape, r), chain=chain)
+    names = ("chain", *CHECKED, "record", "prev_hash", "hash")
+    insert = f"INSERT INTO `{database}`.{LOG_TABLE} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+    for row in linked.rows:
+        audit_root_query(insert, (chain, *row))
+    audit_root_query(
+        f"INSERT INTO `{database}`.audit_chains (chain, seq, hash) VALUES (%s, %s, %s)",
+        (chain, linked.seq, linked.hash),
+    )

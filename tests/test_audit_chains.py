@@ -11,7 +11,15 @@ import orjson
 import pymysql
 import pytest
 from auditfixture import audit_db, audit_root_query
-from chainsfixture import account_connection, new_key, old_schema_database, public_text, record, signer
+from chainsfixture import (
+    account_connection,
+    fabricated_chain,
+    new_key,
+    old_schema_database,
+    public_text,
+    record,
+    signer,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import checkpoints
@@ -178,6 +186,13 @@ TAMPERING: dict[str, tuple[Callable[[str], object], str]] = {
         (
             f"chain 'r3': missing, checkpoint #1 (2026-12-02T11:00:00.000000Z) names it at seq {PER_CHAIN} "
             "(a replica's chain was removed)"
+        ),
+    ),
+    "insert a made-up chain": (
+        lambda db: fabricated_chain(db, "evil", 3),
+        (
+            "chain 'evil': not named by any trusted checkpoint, though its first entry (2026-12-02T10:00:01.000000Z) "
+            "is older than checkpoint #1 (2026-12-02T11:00:00.000000Z) (a chain inserted into the database?)"
         ),
     ),
     "forged checkpoint, trusted key id": (

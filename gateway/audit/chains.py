@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.audit.checkpoints import Checkpoint, check
 from gateway.audit.store import GENESIS_HASH
 from gateway.audit.walk import ChainHead, Tally, VerifyResult, anchor_problem, walk
+
+# A chain no trusted checkpoint names is suspect when it began this long before the latest checkpoint:
+# every replica's head row exists from its start, so every checkpoint after that names it.
+CLOCK_SKEW = timedelta(minutes=5)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -57,37 +62,41 @@ def _digest(checkpoint: Checkpoint) -> bytes:
     return hashlib.sha256(checkpoint.body + b"\0" + checkpoint.signature).digest()
 
 
-def _trusted_heads(
-    store: MultiChainStore,
-    keys: Mapping[str, Ed25519PublicKey],
-    tally: Tally,
-    anchors: dict[str, _Anchors],
-    stored: dict[int, bytes],
-) -> tuple[int, str | None]:
-    """Check every checkpoint; record the heads of the trusted ones. Return the count and the latest's name."""
-    count = 0
+@dataclass
+class _Trust:
+    """What the checkpoints established: heads to find, the chains they name, the latest one."""
+
+    anchors: dict[str, _Anchors] = field(default_factory=dict)
+    stored: dict[int, bytes] = field(default_factory=dict)  # id -> digest of every stored checkpoint
+    covered: set[str] = field(default_factory=set)  # chains named by a trusted checkpoint
     latest: str | None = None
+    latest_time: str = ""
+
+    def trust(self, checkpoint: Checkpoint, heads: Mapping[str, tuple[int, str]], source: str, tally: Tally) -> None:
+        """Take a checkpoint whose signature verified: its heads must all be found."""
+        if checkpoint.time >= self.latest_time:
+            self.latest, self.latest_time = source, checkpoint.time
+        for chain, (seq, digest) in heads.items():
+            self.covered.add(chain)
+            self.anchors.setdefault(chain, _Anchors()).add(seq, digest, source, tally, f"chain {chain!r}: ")
+
+
+def _trusted_heads(store: MultiChainStore, keys: Mapping[str, Ed25519PublicKey], tally: Tally, trust: _Trust) -> int:
+    """Check every stored checkpoint; trust the heads of those whose signature verifies. Return the count."""
+    count = 0
     for checkpoint in store.iter_checkpoints(batch=tally.batch):
         count += 1
-        stored[checkpoint.id] = _digest(checkpoint)
+        trust.stored[checkpoint.id] = _digest(checkpoint)
         heads, problem = check(checkpoint, keys)
         if problem is not None:
             tally.add(problem)
-        if heads is None or problem is not None:
-            continue
-        source = f"checkpoint #{checkpoint.id} ({checkpoint.time})"
-        latest = source
-        for chain, (seq, digest) in heads.items():
-            anchors.setdefault(chain, _Anchors()).add(seq, digest, source, tally, f"chain {chain!r}: ")
-    return count, latest
+        if heads is not None and problem is None:
+            trust.trust(checkpoint, heads, f"checkpoint #{checkpoint.id} ({checkpoint.time})", tally)
+    return count
 
 
 def _anchored_heads(
-    anchored: Iterable[Checkpoint | str],
-    keys: Mapping[str, Ed25519PublicKey],
-    tally: Tally,
-    anchors: dict[str, _Anchors],
-    stored: dict[int, bytes],
+    anchored: Iterable[Checkpoint | str], keys: Mapping[str, Ed25519PublicKey], tally: Tally, trust: _Trust
 ) -> list[str]:
     """Check the copies anchored outside the database against their signatures and the stored checkpoints."""
     seen: set[int] = set()
@@ -100,15 +109,13 @@ def _anchored_heads(
         heads, problem = check(copy, keys)
         if problem is not None:
             tally.add(f"S3 anchor: {problem}")
-        if copy.id not in stored:
+        if copy.id not in trust.stored:
             tally.add(f"{name}: in the S3 anchor but not in the database (deleted)")
-        elif stored[copy.id] != _digest(copy):
+        elif trust.stored[copy.id] != _digest(copy):
             tally.add(f"{name}: differs from its copy in the S3 anchor (rewritten)")
         if heads is not None and problem is None:
-            source = f"anchored checkpoint #{copy.id} ({copy.time})"
-            for chain, (seq, digest) in heads.items():
-                anchors.setdefault(chain, _Anchors()).add(seq, digest, source, tally, f"chain {chain!r}: ")
-    missing = len(set(stored) - seen)
+            trust.trust(copy, heads, f"anchored checkpoint #{copy.id} ({copy.time})", tally)
+    missing = len(set(trust.stored) - seen)
     return [f"{missing} stored checkpoints are not (yet) in the S3 anchor"] if missing else []
 
 
@@ -122,11 +129,11 @@ def verify_chains(
     anchored: Iterable[Checkpoint | str] | None = None,
 ) -> VerifyResult:
     """Verify every chain of ``store`` and every checkpoint (and their ``anchored`` copies); see the module doc."""
-    anchors: dict[str, _Anchors] = {}
-    stored: dict[int, bytes] = {}
+    trust = _Trust()
+    anchors = trust.anchors
     heads = store.chain_heads()
-    checkpoints, latest = _trusted_heads(store, keys, tally, anchors, stored)
-    anchor_notes = [] if anchored is None else _anchored_heads(anchored, keys, tally, anchors, stored)
+    checkpoints = _trusted_heads(store, keys, tally, trust)
+    anchor_notes = [] if anchored is None else _anchored_heads(anchored, keys, tally, trust)
     for name, (seq, digest) in heads.items():
         anchors.setdefault(name, _Anchors()).add(seq, digest, "its head row", tally, f"chain {name!r}: ")
     if expected_head is not None:
@@ -148,18 +155,34 @@ def verify_chains(
             tally.add(f"{prefix}has entries but no head row (head row deleted)")
         head, seen = walk(store.iter_chain(name, batch=tally.batch), tally, prefix=prefix, wanted=wanted.keys())
         results[name] = head
+        if name not in trust.covered and _older(head.first_time, trust.latest_time):
+            tally.add(
+                f"{prefix}not named by any trusted checkpoint, though its first entry ({head.first_time}) is older "
+                f"than {trust.latest} (a chain inserted into the database?)"
+            )
         for seq, (digest, source) in sorted(wanted.items()):
             problem = anchor_problem((seq, digest), head.head_seq, seen.get(seq), source)
             if problem is not None:
                 tally.add(prefix + problem)
     tally.report(tally.count)
-    notes = _notes(checkpoints, latest, results) + anchor_notes
+    notes = _notes(checkpoints, trust.latest, results) + anchor_notes
     shown = results.get(chain) if chain else next(iter(results.values())) if len(results) == 1 else None
     shown = shown or ChainHead(0, 0, GENESIS_HASH)
     problems = tally.listed()
     return VerifyResult(
         not problems, tally.count, shown.head_seq, shown.head_hash, problems, results, checkpoints, notes
     )
+
+
+def _older(first_time: str | None, checkpoint_time: str) -> bool:
+    """Whether a chain's first entry precedes a checkpoint by more than the clock skew allowed between replicas."""
+    if not first_time or not checkpoint_time:
+        return False
+    try:
+        first, checkpoint = datetime.fromisoformat(first_time), datetime.fromisoformat(checkpoint_time)
+        return first < checkpoint - CLOCK_SKEW
+    except (ValueError, TypeError):  # an unreadable time is the walk's problem already (the record's hash)
+        return False
 
 
 def _absent(name: str, wanted: Mapping[int, tuple[str, str]], tally: Tally) -> None:

@@ -24,6 +24,7 @@ class ChainHead:
     count: int
     head_seq: int
     head_hash: str
+    first_time: str | None = None  # the first entry's recorded time
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,11 @@ def walk(
     count = 0
     head_seq, head_hash = 0, GENESIS_HASH
     seen: dict[int, str] = {}
+    first_time: str | None = None
     for entry, columns in rows:
         count += 1
+        if count == 1:
+            first_time = str(entry.get("time")) if entry.get("time") is not None else None
         tally.count += 1
         problem = entry_problem(entry, head_seq + 1, head_hash)
         if problem is None and columns:
@@ -131,7 +135,7 @@ def walk(
                 seen[seq] = head_hash
         if tally.count % tally.batch == 0:
             tally.report(tally.count)
-    return ChainHead(count, head_seq, head_hash), seen
+    return ChainHead(count, head_seq, head_hash, first_time), seen
 
 
 def anchor_problem(anchor: tuple[int, str], head_seq: int, found_hash: str | None, source: str) -> str | None:
