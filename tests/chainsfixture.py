@@ -126,3 +126,22 @@ def fabricated_chain(database: str, chain: str, count: int) -> None:
         f"INSERT INTO `{database}`.audit_chains (chain, seq, hash) VALUES (%s, %s, %s)",
         (chain, linked.seq, linked.hash),
     )
+
+
+def old_replica_append(settings: AuditDatabaseSettings, first: int, count: int) -> None:
+    """Append ``count`` records as a replica still on version 1's code does (one chain, audit_head locked)."""
+    conn = account_connection(settings)
+    try:
+        conn.begin()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE")
+            seq, prev = cur.fetchone()
+            columns = MariaDBAuditStore.row_columns
+            shape = object.__new__(MariaDBAuditStore)
+            records = [record(i, "old") for i in range(first, first + count)]
+            linked = link(records, int(seq), str(prev), lambda r: columns(shape, r))
+            cur.executemany(insert_sql(Dialect(table=LOG_TABLE, param="%s", time_value=lambda t: t)), linked.rows)
+            cur.execute(f"UPDATE {HEAD_TABLE} SET seq = %s, hash = %s WHERE id = 1", (linked.seq, linked.hash))
+        conn.commit()
+    finally:
+        conn.close()

@@ -15,6 +15,7 @@ from chainsfixture import (
     account_connection,
     fabricated_chain,
     new_key,
+    old_replica_append,
     old_schema_database,
     public_text,
     record,
@@ -366,3 +367,24 @@ def test_cli_verify_checks_every_chain_and_checkpoint_with_the_configured_keys(
     _forge(audit_db.database, "k1")
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "checkpoint #2 (2026-12-02T12:00:00.000000Z, by r1): signature does not verify" in capsys.readouterr().err
+
+
+def test_a_replica_still_on_version_1_keeps_writing_the_legacy_chain_during_a_rolling_upgrade(
+    audit_db: AuditDatabaseSettings, key: Ed25519PrivateKey
+) -> None:
+    """After the migration, an old replica's writes (audit_head locked, no chain column) extend _legacy cleanly."""
+    old_schema_database(audit_db, 4)
+    new = MariaDBAuditStore(audit_db, chain="r1")  # migrates to version 2
+    try:
+        new.append_batch([record(i, "r1") for i in range(1, 4)])
+        old_replica_append(audit_db, 5, 3)  # the old code, on the new schema
+        new.append_batch([record(i, "r1") for i in range(4, 6)])
+        new.write_checkpoint(signer(key), "2026-12-02T11:00:00.000000Z")
+        result = _check(new, key)
+        assert result.ok, result.problems
+        assert {n: (c.count, c.head_seq) for n, c in result.chains.items()} == {LEGACY_CHAIN: (7, 7), "r1": (5, 5)}
+        merged = new.query(AuditFilter(), None, 100).entries
+        assert len(merged) == 12
+        assert {e.get("chain", LEGACY_CHAIN) for e in merged} == {LEGACY_CHAIN, "r1"}
+    finally:
+        new.close()
