@@ -5,9 +5,10 @@ gateway replicas are), writing batches of ``--batch`` records (one group
 commit each) for ``--seconds``, all started together. Four set-ups, in the
 same run, on the same server, each in a fresh scratch database:
 
-* ``single-chain``: today's store before issue 14, loaded from git
+* ``single-chain``: the store before issue 14, loaded from git
   (``git show <ref>:gateway/audit/mariadb.py`` and ``schema.py``, default ref
-  ``main``), where every writer locks the one head row;
+  the last commit of main before issue 14), where every writer locks the one
+  head row;
 * ``per-replica``: this tree's store, every replica with its own replica id;
 
 each with 1 and with 3 replicas. The four run in turn, ``--rounds`` times
@@ -23,7 +24,7 @@ network between the replicas and a managed database would: the head row lock
 is held across every round trip of a transaction, so this is where one
 global lock costs most.
 
-    python bench/audit_chains.py [--seconds 8] [--batch 8] [--rounds 3] [--latency-ms 0] [--ref main] [--json out.json]
+    python bench/audit_chains.py [--seconds 8] [--batch 8] [--rounds 3] [--latency-ms 0] [--ref REF] [--json out.json]
 
 Environment: ``GATEWAY_BENCH_DB_HOST``/``_PORT``, root as
 ``GATEWAY_BENCH_DB_ROOT_USER``/``_PASSWORD`` (defaults 127.0.0.1:3306, root, empty).
@@ -54,6 +55,8 @@ from gateway.settings import AuditDatabaseSettings, SecretSource
 HOST = os.environ.get("GATEWAY_BENCH_DB_HOST", "127.0.0.1")
 PORT = int(os.environ.get("GATEWAY_BENCH_DB_PORT", "3306"))
 ROOT = Path(__file__).resolve().parent.parent
+# The last commit of main before issue 14: its store is the single-chain baseline (main itself moves on).
+SINGLE_CHAIN_REF = "58633c62049249931d687d82ddaf594354136fc5"
 
 
 def _root() -> Any:  # noqa: ANN401 - a PyMySQL connection
@@ -191,7 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each set-up writes")
     parser.add_argument("--batch", type=int, default=8, help="records per transaction (group commit)")
-    parser.add_argument("--ref", default="main", help="the git ref whose single-chain store is the baseline")
+    parser.add_argument("--ref", default=SINGLE_CHAIN_REF, help="the git ref whose single-chain store is the baseline")
     parser.add_argument("--rounds", type=int, default=3, help="times each set-up runs (interleaved); medians reported")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="round-trip latency added by a proxy")
     parser.add_argument("--json", type=Path, help="also write the figures here")
