@@ -5,16 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from auditfixture import audit_db
 from chainsfixture import key_file, new_key, public_text
+from conftest import ScratchDatabase, gateway_settings
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from oidcfixture import OidcProvider
 from pydantic import ValidationError
 
 from gateway.audit.checkpoints import load_public_keys, load_signer
 from gateway.cli.main import main
 from gateway.errors import ConfigError
-from gateway.settings import AuditSettings, CheckpointSettings, SecretSource
+from gateway.http.app import create_app
+from gateway.settings import AuditDatabaseSettings, AuditSettings, CheckpointSettings, SecretSource
 from gateway.settings.auditchains import replica_id_from
+
+__all__ = ["audit_db"]
 
 
 @pytest.mark.parametrize(
@@ -105,3 +111,26 @@ def test_keygen_writes_a_private_key_file_once_and_prints_the_public_half(
     load_public_keys(settings)["audit-2026-12"].verify(signer.sign(b"x"), b"x")
     assert main(["audit", "keygen", str(out), "--key-id", "again"]) == 1
     assert "cannot create" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_a_gateway_with_a_signing_key_it_cannot_use_does_not_start(
+    tmp_path: Path, idp: OidcProvider, test_db: ScratchDatabase, audit_db: AuditDatabaseSettings
+) -> None:
+    """The lifespan stops with a ConfigError (never serving unsigned) when the key does not match its public key."""
+    key = new_key()
+    checkpoints = {
+        "key_id": "k1",
+        "signing_key": {"file": str(key_file(tmp_path, key))},
+        "public_keys": {"k1": public_text(new_key())},  # another key's public half
+    }
+    settings = gateway_settings(
+        tmp_path,
+        idp,
+        test_db,
+        audit={"store": "mariadb", "mariadb": audit_db.model_dump(), "checkpoints": checkpoints},
+    )
+    app = create_app(settings)
+    with pytest.raises(ConfigError, match=r"its public half is not public_keys\.k1"):
+        async with app.router.lifespan_context(app):
+            pytest.fail("the gateway started")
