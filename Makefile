@@ -101,6 +101,12 @@ clean:
 bench-stream: venv mariadb
 	$(BIN)/python bench/stream.py --rows 1000000
 # Times auditor filters over a generated 10,000,000-record shared audit log (scratch database, dropped after).
+# Audit records/s with 1 and 3 replicas writing to one MariaDB store, per-replica chains against
+# the single-chain store of main before issue 14 (commit 58633c6); figures in bench/results/audit_chains.json.
+.PHONY: bench-chains
+bench-chains: venv mariadb
+	$(BIN)/python bench/audit_chains.py --json bench/results/audit_chains.json
+
 .PHONY: bench-audit
 BENCH_AUDIT_ROWS ?= 10000000
 bench-audit: venv mariadb

@@ -300,7 +300,9 @@ def test_truncated_tail_is_found_only_against_the_shipped_head(path: Path) -> No
     assert check(path).ok
     result = check(path, expected_head=head)
     assert not result.ok
-    assert result.problems == ["seq 9-10: missing, the log ends at seq 8 but seq 10 was shipped (tail truncated)"]
+    assert result.problems == [
+        "seq 9-10: missing, the chain ends at seq 8 but the shipped head names seq 10 (tail truncated)"
+    ]
     wrong = check(path, expected_head=(8, "f" * 64))
     assert wrong.problems == ["seq 8: hash differs from the shipped head (rewritten)"]
 

@@ -206,7 +206,7 @@ def test_sqlite_verify_finds_a_renumbered_row(tmp_path: Path) -> None:
 )
 def test_mariadb_verify_finds_an_edited_filter_column(audit_db: AuditDatabaseSettings, column: str, value: str) -> None:
     """Editing a plain column of the shared MariaDB store is found by verify, for every filter column."""
-    store = MariaDBAuditStore(audit_db)
+    store = MariaDBAuditStore(audit_db, chain="r1")
     try:
         store.append_batch([record(i) for i in range(1, 8)])
         assert verify(store).ok
@@ -215,7 +215,9 @@ def test_mariadb_verify_finds_an_edited_filter_column(audit_db: AuditDatabaseSet
     finally:
         store.close()
     assert not result.ok
-    assert result.problems == [f"seq 4: stored column(s) {column} differ from the hashed record (row edited)"]
+    assert result.problems == [
+        f"chain 'r1': seq 4: stored column(s) {column} differ from the hashed record (row edited)"
+    ]
 
 
 def test_mariadb_columns_cut_to_width_still_verify(audit_db: AuditDatabaseSettings) -> None:

@@ -23,26 +23,34 @@ def record(i: int, **extra: object) -> dict[str, object]:
 
 
 def test_schema_is_created_then_migrations_are_idempotent(audit_db: AuditDatabaseSettings) -> None:
-    """The first open creates the schema and records version 1; later opens apply nothing twice."""
+    """The first open creates the schema and records versions 1 and 2; later opens apply nothing twice."""
     MariaDBAuditStore(audit_db).close()
     MariaDBAuditStore(audit_db).close()
-    versions = audit_root_query(f"SELECT version FROM `{audit_db.database}`.audit_schema_version")
-    assert versions == [(1,)]
+    versions = audit_root_query(f"SELECT version FROM `{audit_db.database}`.audit_schema_version ORDER BY version")
+    assert versions == [(1,), (2,)]
     tables = audit_root_query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
         (audit_db.database,),
     )
-    assert [t for (t,) in tables] == ["audit_head", "audit_log", "audit_schema_version"]
+    assert [t for (t,) in tables] == [
+        "audit_chains",
+        "audit_checkpoints",
+        "audit_head",
+        "audit_log",
+        "audit_schema_version",
+    ]
     indexes = audit_root_query(
         "SELECT DISTINCT index_name FROM information_schema.statistics WHERE table_schema = %s",
         (audit_db.database,),
     )
-    assert {"audit_user_time", "audit_target_decision_time", "audit_code_time"} <= {i for (i,) in indexes}
+    assert {"audit_user_time", "audit_target_decision_time", "audit_code_time", "audit_chain_seq"} <= {
+        i for (i,) in indexes
+    }
 
 
-def test_many_writers_make_one_gapless_chain(audit_db: AuditDatabaseSettings) -> None:
-    """Four store instances (as four replicas) writing batches at once produce one chain that verifies."""
-    stores = [MariaDBAuditStore(audit_db) for _ in range(4)]
+def test_writers_sharing_one_replica_id_make_one_gapless_chain(audit_db: AuditDatabaseSettings) -> None:
+    """Four store instances given the same replica id (say, two processes on one host) take turns: one chain."""
+    stores = [MariaDBAuditStore(audit_db, chain="same") for _ in range(4)]
     errors: list[BaseException] = []
 
     def write(store: MariaDBAuditStore, writer: int) -> None:
@@ -63,8 +71,9 @@ def test_many_writers_make_one_gapless_chain(audit_db: AuditDatabaseSettings) ->
         result = verify(stores[0])
         assert result.ok, result.problems
         assert result.count == result.head_seq == 240
-        head = audit_root_query(f"SELECT seq, hash FROM `{audit_db.database}`.audit_head")
-        assert head == [(240, result.head_hash)]
+        assert set(result.chains) == {"same"}
+        head = audit_root_query(f"SELECT chain, seq, hash FROM `{audit_db.database}`.audit_chains")
+        assert head == [("same", 240, result.head_hash)]
     finally:
         for store in stores:
             store.close()
@@ -73,17 +82,24 @@ def test_many_writers_make_one_gapless_chain(audit_db: AuditDatabaseSettings) ->
 @pytest.mark.parametrize(
     ("tamper", "problem"),
     [
-        ("UPDATE {t} SET record = REPLACE(record, 'r-3', 'r-X') WHERE seq = 3", "seq 3: hash does not match"),
-        ("DELETE FROM {t} WHERE seq = 4", "seq 4: missing"),
-        ("UPDATE {t} SET seq = 100 WHERE seq = 2", "seq 2: missing"),
-        ("DELETE FROM {t} WHERE seq >= 6", "seq 6-7: missing, the log ends at seq 5"),
+        (
+            "UPDATE {t} SET record = REPLACE(record, 'r-3', 'r-X') WHERE seq = 3",
+            "chain 'w1': seq 3: hash does not match",
+        ),
+        ("DELETE FROM {t} WHERE seq = 4", "chain 'w1': seq 4: missing"),
+        ("UPDATE {t} SET seq = 100 WHERE seq = 2", "chain 'w1': seq 2: missing"),
+        ("UPDATE {t} SET chain = 'w2' WHERE seq = 2", "chain 'w1': seq 2: missing"),
+        (
+            "DELETE FROM {t} WHERE seq >= 6",
+            "chain 'w1': seq 6-7: missing, the chain ends at seq 5 but its head row names seq 7",
+        ),
     ],
 )
 def test_verification_finds_rows_changed_in_the_database(
     audit_db: AuditDatabaseSettings, tamper: str, problem: str
 ) -> None:
     """Editing, deleting, moving or cutting off rows directly in MariaDB is found (the tail by the head row)."""
-    store = MariaDBAuditStore(audit_db)
+    store = MariaDBAuditStore(audit_db, chain="w1")
     try:
         store.append_batch([record(i) for i in range(1, 8)])
         assert verify(store).ok
@@ -164,7 +180,7 @@ def test_settings_need_a_section_and_refuse_an_inline_password() -> None:
     """audit.store mariadb needs its section; a password key there is refused like a target's."""
     with pytest.raises(ValueError, match=r"needs an audit\.mariadb section"):
         AuditSettings(store="mariadb")
-    base = {"host": "db", "database": "gateway_audit", "user": "gw_audit"}
+    base: dict[str, object] = {"host": "db", "database": "gateway_audit", "user": "gw_audit"}
     with pytest.raises(ValueError, match="passwords never sit in the config file"):
         AuditSettings.model_validate({"store": "mariadb", "mariadb": {**base, "password": "hunter2"}})
     with pytest.raises(ValueError, match="database"):

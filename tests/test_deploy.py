@@ -335,6 +335,8 @@ def _files_read(settings: Settings) -> list[Path]:
         if db is not None:
             files += [db.secret.file] if db.secret.file else []
             files += [db.tls.ca_file] if db.tls.ca_file else []
+    signing_key = settings.audit.checkpoints.signing_key
+    files += [signing_key.file] if signing_key is not None and signing_key.file is not None else []
     return files
 
 
@@ -706,3 +708,20 @@ def test_docs_quote_the_real_status_code_and_retry_after() -> None:
                 assert getattr(by_code[code], "retry_after", None) == int(retry), f"{path.name}: {code} Retry-After"
             quoted += 1
     assert quoted >= 8
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_replicas_sign_audit_checkpoints_with_a_mounted_key(
+    name: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Each replica keeps its own chain (the pod's host name) and signs checkpoints with a key from a Secret file."""
+    objects = rendered(name)
+    audit = settings_of(objects, tmp_path, clean_env).audit
+    assert audit.store == "mariadb"
+    assert "replica_id" not in yaml.safe_load(gateway_yaml(objects))["audit"]  # default: the pod's name
+    checkpoints = audit.checkpoints
+    assert checkpoints.signing_key is not None
+    assert checkpoints.signing_key.file is not None
+    assert checkpoints.key_id in checkpoints.public_keys
+    _, volume, _ = mount_for(objects, checkpoints.signing_key.file) or pytest.fail("the signing key is not mounted")
+    assert volume["secret"]["secretName"] == "db-gateway-audit-checkpoint-key"

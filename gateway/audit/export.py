@@ -2,7 +2,9 @@
 
 Without filters the export streams the whole log in chain (seq) order, so a
 JSON-lines export can itself be verified offline (each line is the entry as
-hashed, plus ``prev_hash`` and ``hash``). With filters it pages through
+hashed, plus ``prev_hash`` and ``hash``). The shared store's export is in
+commit order across its chains, each entry naming its ``chain``: the lines of
+one chain are still in seq order. With filters it pages through
 :meth:`~gateway.audit.store.AuditStore.query` oldest first.
 
 CSV has one column per field of the record kinds (:data:`CSV_COLUMNS`, from

@@ -12,5 +12,5 @@ def open_audit_store(settings: AuditSettings, *, readonly: bool = False) -> Audi
     if settings.store == "mariadb" and settings.mariadb is not None:
         from gateway.audit.mariadb import MariaDBAuditStore  # noqa: PLC0415 - only this store needs the driver
 
-        return MariaDBAuditStore(settings.mariadb, readonly=readonly)
+        return MariaDBAuditStore(settings.mariadb, readonly=readonly, chain=settings.replica_id)
     return SQLiteAuditStore(settings.path, readonly=readonly)

@@ -1,16 +1,23 @@
-"""The shared audit store: one hash chain in MariaDB for every gateway replica.
+"""The shared audit store: MariaDB, one hash chain per gateway replica.
 
-Each :meth:`MariaDBAuditStore.append_batch` is one transaction (group commit
-stays: many records, one commit, one redo-log flush with MariaDB's default
-``innodb_flush_log_at_trx_commit=1``)::
+Each replica writes its own chain, named by its replica id
+(``audit.replica_id``), with its own ``seq`` and its own head row in
+``audit_chains``. Each :meth:`MariaDBAuditStore.append_batch` is one
+transaction (group commit stays: many records, one commit, one redo-log flush
+with MariaDB's default ``innodb_flush_log_at_trx_commit=1``)::
 
-    SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE   -- waits for other replicas
-    INSERT INTO audit_log ... (seq, prev_hash, hash chained on from the head)
-    UPDATE audit_head SET seq = ..., hash = ...
+    SELECT seq, hash FROM audit_chains WHERE chain = <this replica> FOR UPDATE
+    INSERT INTO audit_log ... (chain, seq, prev_hash, hash chained on from the head)
+    UPDATE audit_chains SET seq = ..., hash = ... WHERE chain = <this replica>
     COMMIT
 
-The head row lock serialises writers across replicas, so seq order is chain
-order and one verification covers every replica's records.
+The row lock is this chain's only, so replicas never wait on each other
+(two processes given the same id still make one correct chain: they take
+turns on its row). Rows also get an AUTO_INCREMENT ``id``, the order in which
+they were committed across all chains, which the auditor's list pages on
+(merged by time, then ``id``). Signed checkpoints over every head
+(:meth:`write_checkpoint`, ``gateway/audit/checkpoints.py``) make a cut tail
+or a dropped chain visible; ``gateway/audit/chains.py`` verifies it all.
 
 The store is synchronous: it runs in the audit log's writer thread (and, for
 reads, in worker threads), so it uses PyMySQL, a plain blocking driver,
@@ -27,19 +34,31 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
 
+from gateway.audit import sharedchains
+from gateway.audit.checkpoints import Checkpoint, Signer
 from gateway.audit.query import Dialect, Row
-from gateway.audit.reading import SQLAuditStore, insert_sql, text_column
-from gateway.audit.schema import HEAD_TABLE, LATEST, LOG_TABLE, WIDTHS, applied_versions, migrate
-from gateway.audit.store import Entry, link
+from gateway.audit.reading import CHECKED, SQLAuditStore, text_column
+from gateway.audit.schema import (
+    CHAINS_TABLE,
+    LATEST,
+    LOG_TABLE,
+    WIDTHS,
+    SchemaTooNew,
+    applied_versions,
+    check_not_newer,
+    migrate,
+)
+from gateway.audit.store import GENESIS_HASH, Entry, link
 from gateway.db.credentials import read_plain_secret
 from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource
+from gateway.settings.auditchains import default_replica_id
 
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - DATETIME columns hold naive UTC
 _IDLE_CHECK = 30.0
@@ -50,8 +69,9 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-_DIALECT = Dialect(table=LOG_TABLE, param="%s", time_value=_naive_utc)
-_INSERT = insert_sql(_DIALECT)
+_DIALECT = Dialect(table=LOG_TABLE, param="%s", time_value=_naive_utc, key="id")
+_NAMES = ("chain", *CHECKED, "record", "prev_hash", "hash")
+_INSERT = f"INSERT INTO {LOG_TABLE} ({', '.join(_NAMES)}) VALUES ({', '.join(['%s'] * len(_NAMES))})"  # noqa: S608 - fixed names
 
 
 def read_secret(source: SecretSource) -> str:
@@ -65,16 +85,22 @@ def read_secret(source: SecretSource) -> str:
 class MariaDBAuditStore(SQLAuditStore):
     """The shared audit store in MariaDB; see the module docstring.
 
-    ``commits`` counts successful transactions. Raises ``AuditUnavailable``
-    when the database cannot be reached or its schema is missing (readonly).
+    ``chain`` is the replica id this store writes under (default: the host's
+    name). ``commits`` counts successful transactions. Raises
+    ``AuditUnavailable`` when the database cannot be reached, its schema is
+    missing (readonly) or newer than this gateway knows.
     """
 
     dialect = _DIALECT
 
-    def __init__(self, settings: AuditDatabaseSettings, *, readonly: bool = False) -> None:
+    def __init__(self, settings: AuditDatabaseSettings, *, readonly: bool = False, chain: str | None = None) -> None:
         self.settings = settings
         self.readonly = readonly
+        self.chain = chain or default_replica_id()
         self.commits = 0
+        self.checkpoints_written = 0
+        self._checkpointed: dict[str, tuple[int, str]] | None = None  # the heads of the last checkpoint written
+        self._closed = False
         self._lock = threading.Lock()
         self._conn: pymysql.connections.Connection[Any] | None = None
         self._used = 0.0
@@ -84,8 +110,19 @@ class MariaDBAuditStore(SQLAuditStore):
                 with conn.cursor() as cur:
                     if not readonly:
                         migrate(cur, settings.database)
-                    elif LATEST not in applied_versions(cur):
-                        raise AuditUnavailable(f"the audit schema in {settings.database!r} is missing or too old")
+                        # This chain's head row, made once; only this chain's writers ever lock it.
+                        cur.execute(
+                            f"INSERT IGNORE INTO {CHAINS_TABLE} (chain, seq, hash) VALUES (%s, 0, %s)",  # noqa: S608 - a constant table name
+                            (self.chain, GENESIS_HASH),
+                        )
+                    else:
+                        applied = applied_versions(cur)
+                        check_not_newer(applied)
+                        if LATEST not in applied:
+                            raise AuditUnavailable(f"the audit schema in {settings.database!r} is missing or too old")
+            except SchemaTooNew as exc:
+                self._discard()
+                raise AuditUnavailable(str(exc)) from None
             except (pymysql.Error, TimeoutError) as exc:
                 self._discard()
                 raise AuditUnavailable(f"cannot create or migrate the audit schema ({exc})") from None
@@ -135,7 +172,9 @@ class MariaDBAuditStore(SQLAuditStore):
         return conn
 
     def _connection(self) -> pymysql.connections.Connection[Any]:
-        """The open connection (caller holds the lock), checked after it sat idle."""
+        """The open connection (caller holds the lock), checked after it sat idle; never one after close."""
+        if self._closed:
+            raise AuditUnavailable("the audit store is closed")
         now = time.monotonic()
         if self._conn is not None and now - self._used > _IDLE_CHECK:
             try:
@@ -175,20 +214,21 @@ class MariaDBAuditStore(SQLAuditStore):
                 raise
 
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
-        """Chain and commit ``records`` in one transaction that holds the head row lock."""
+        """Chain and commit ``records`` in one transaction that holds this chain's head row lock (only)."""
         with self._lock:
             try:
                 conn = self._connection()
                 conn.begin()
                 with conn.cursor() as cur:
-                    cur.execute(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE")  # noqa: S608 - a constant table name
+                    lock = f"SELECT seq, hash FROM {CHAINS_TABLE} WHERE chain = %s FOR UPDATE"  # noqa: S608 - a constant table name
+                    cur.execute(lock, (self.chain,))
                     head = cur.fetchone()
                     if head is None:
-                        raise AuditUnavailable("the audit chain head row is missing")
-                    linked = link(records, int(head[0]), str(head[1]), self.row_columns)
-                    cur.executemany(_INSERT, linked.rows)
-                    advance = f"UPDATE {HEAD_TABLE} SET seq = %s, hash = %s WHERE id = 1"  # noqa: S608 - a fixed name
-                    cur.execute(advance, (linked.seq, linked.hash))
+                        raise AuditUnavailable(f"the head row of audit chain {self.chain!r} is missing")
+                    linked = link(records, int(head[0]), str(head[1]), self.row_columns, chain=self.chain)
+                    cur.executemany(_INSERT, [(self.chain, *row) for row in linked.rows])
+                    advance = f"UPDATE {CHAINS_TABLE} SET seq = %s, hash = %s WHERE chain = %s"  # noqa: S608 - a fixed name
+                    cur.execute(advance, (linked.seq, linked.hash, self.chain))
                 conn.commit()
             except BaseException:
                 # Whatever state the session is in (open transaction, lost link), never reuse it.
@@ -197,14 +237,42 @@ class MariaDBAuditStore(SQLAuditStore):
             self.commits += 1
             return linked.entries
 
-    def recorded_head(self) -> tuple[int, str]:
-        """The chain head row (seq, hash): verification checks the log still reaches it (a cut tail)."""
-        rows = self._rows(f"SELECT seq, hash FROM {HEAD_TABLE} WHERE id = 1", ())  # noqa: S608 - fixed name
-        if not rows:
-            raise AuditUnavailable("the audit chain head row is missing")
-        return int(rows[0][0]), str(rows[0][1])
+    def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Each chain's head (seq, hash) from its head row; the ``_legacy`` chain's from version 1's head row."""
+        return sharedchains.heads(self._rows)
+
+    def chains_in_log(self) -> set[str]:
+        """The chains that have entries."""
+        return sharedchains.chains_in_log(self._rows)
+
+    def iter_chain(self, chain: str, batch: int = 1000, after_seq: int = 0) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+        """One chain's entries after ``after_seq`` in seq order, each with its columns that disagree with its record."""
+        for row in sharedchains.chain_rows(self._rows, chain, batch, after_seq):
+            entry = sharedchains.entry_of(row)
+            yield entry, sharedchains.mismatches(self._mismatches(row[4:-1], entry), row[-1], entry)
+
+    def iter_checkpoints(self, batch: int = 1000) -> Iterator[Checkpoint]:
+        """Every stored checkpoint, oldest first."""
+        return sharedchains.checkpoints(self._rows, batch)
+
+    def write_checkpoint(self, signer: Signer, time: str) -> Checkpoint | None:
+        """Sign and store a checkpoint over every chain head, unless none moved since this store's last one."""
+        heads = self.chain_heads()  # after close: AuditUnavailable (a round still running at shutdown)
+        if heads == self._checkpointed:
+            return None
+        with self._lock:
+            try:
+                with self._connection().cursor() as cur:
+                    written = sharedchains.insert_checkpoint(cur, signer, time, self.chain, heads)
+            except BaseException:
+                self._discard()
+                raise
+        self._checkpointed = heads
+        self.checkpoints_written += 1
+        return written
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; nothing reopens it."""
         with self._lock:
+            self._closed = True
             self._discard()

@@ -1,15 +1,18 @@
 """Filtering the audit log: the filter, the opaque cursor, and the SQL both stores share.
 
-Order is **newest first**: by record ``time``, then by ``seq`` (the chain
-order) for records with the same time; ``oldest_first`` reverses it (export).
-Every filter but the free text is an exact match on an indexed column, and
-each index ends in ``time`` (and, implicitly, the primary key ``seq``), so one
+Order is **newest first**: by record ``time``, then by the row key (``seq``,
+the chain order, or the shared store's row ``id``) for records with the same
+time; ``oldest_first`` reverses it (export). Every filter but the free text is
+an exact match on an indexed column, and each index ends in ``time`` (and,
+implicitly, the primary key), so one
 index answers both the filter and the order and a page reads about ``limit``
 rows however big the log is.
 
-The cursor is the ``seq`` of the last entry a page returned, wrapped so that
-callers treat it as opaque. The next page continues strictly after that
-entry's ``(time, seq)``, so records written meanwhile never shift a page.
+The cursor is the *key* of the last entry a page returned (``seq`` in a store
+with one chain, the row ``id`` in the shared store with a chain per replica,
+whose pages merge every chain by time), wrapped so that callers treat it as
+opaque. The next page continues strictly after that entry's ``(time, key)``,
+so records written meanwhile never shift a page.
 
 Free text (``q``) is a case-insensitive substring match on the statement as
 recorded (after literal redaction, if enabled). No index serves a substring,
@@ -86,7 +89,7 @@ class AuditFilter:
 
 @dataclass(frozen=True, slots=True)
 class PageRows:
-    """Raw rows ``(seq, record, prev_hash, hash)`` of one page and the cursor for the next."""
+    """Raw rows ``(key, record, prev_hash, hash)`` of one page and the cursor for the next."""
 
     rows: list[Row]
     next_cursor: str | None
@@ -99,6 +102,7 @@ class Dialect:
     table: str
     param: str
     time_value: Callable[[datetime], object]
+    key: str = "seq"  # the row's place in the whole log: seq for one chain, the row id for several
 
 
 def encode_cursor(seq: int) -> str:
@@ -134,24 +138,26 @@ class _Where:
         self.clauses.append(clause.replace("?", self.dialect.param))
         self.params.extend(params)
 
-    def after(self, moment: object, seq: int, *, newest_first: bool) -> None:
+    def after(self, moment: object, key: int, *, newest_first: bool) -> None:
         """Keep rows strictly after ``(moment, seq)`` in page order.
 
         Written as a range on ``time`` plus a small residual, which both
         MariaDB and SQLite turn into an index range (a row-value comparison
         or an OR is not always).
         """
+        k = self.dialect.key
         if newest_first:
-            self.add("time <= ? AND NOT (time = ? AND seq >= ?)", moment, moment, seq)
+            self.add(f"time <= ? AND NOT (time = ? AND {k} >= ?)", moment, moment, key)
         else:
-            self.add("time >= ? AND NOT (time = ? AND seq <= ?)", moment, moment, seq)
+            self.add(f"time >= ? AND NOT (time = ? AND {k} <= ?)", moment, moment, key)
 
-    def until(self, moment: object, seq: int, *, newest_first: bool) -> None:
-        """Keep rows up to and including ``(moment, seq)`` in page order."""
+    def until(self, moment: object, key: int, *, newest_first: bool) -> None:
+        """Keep rows up to and including ``(moment, key)`` in page order."""
+        k = self.dialect.key
         if newest_first:
-            self.add("time >= ? AND NOT (time = ? AND seq < ?)", moment, moment, seq)
+            self.add(f"time >= ? AND NOT (time = ? AND {k} < ?)", moment, moment, key)
         else:
-            self.add("time <= ? AND NOT (time = ? AND seq > ?)", moment, moment, seq)
+            self.add(f"time <= ? AND NOT (time = ? AND {k} > ?)", moment, moment, key)
 
     @property
     def sql(self) -> str:
@@ -184,12 +190,12 @@ def page(
     """Run the filtered, keyset-paged query through ``execute``; see the module doc."""
     limit = max(1, min(limit, MAX_LIMIT))
     newest = not oldest_first
-    table, p = dialect.table, dialect.param
-    order = " ORDER BY time DESC, seq DESC" if newest else " ORDER BY time, seq"
+    table, p, key = dialect.table, dialect.param, dialect.key
+    order = f" ORDER BY time DESC, {key} DESC" if newest else f" ORDER BY time, {key}"
     where = _filtered(dialect, filters)
     if cursor is not None:
         seq = decode_cursor(cursor)
-        found = execute(f"SELECT time FROM {table} WHERE seq = {p}", [seq])  # noqa: S608 - fixed names
+        found = execute(f"SELECT time FROM {table} WHERE {key} = {p}", [seq])  # noqa: S608 - fixed names
         if not found:
             raise InvalidRequest("the cursor does not point at a record of this log")
         where.after(found[0][0], seq, newest_first=newest)
@@ -197,7 +203,7 @@ def page(
     if filters.q:
         # The scan window: the scan_limit-th row in page order bounds the work.
         rows = execute(
-            f"SELECT time, seq FROM {table}{where.sql}{order} LIMIT 1 OFFSET {int(scan_limit) - 1}",  # noqa: S608 - names are the store's constants; values are bound
+            f"SELECT time, {key} FROM {table}{where.sql}{order} LIMIT 1 OFFSET {int(scan_limit) - 1}",  # noqa: S608 - names are the store's constants; values are bound
             where.params,
         )
         boundary = rows[0] if rows else None
@@ -205,7 +211,7 @@ def page(
             where.until(boundary[0], boundary[1], newest_first=newest)
         where.add("statement LIKE ? ESCAPE '!'", like_pattern(filters.q))
     rows = execute(
-        f"SELECT seq, record, prev_hash, hash FROM {table}{where.sql}{order} LIMIT {limit + 1}",  # noqa: S608 - names are the store's constants; values are bound
+        f"SELECT {key}, record, prev_hash, hash FROM {table}{where.sql}{order} LIMIT {limit + 1}",  # noqa: S608 - names are the store's constants; values are bound
         where.params,
     )
     if len(rows) > limit:

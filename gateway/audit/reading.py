@@ -70,10 +70,13 @@ class SQLAuditStore(abc.ABC):
 
     def _select(self, *columns: str) -> str:
         extra = "".join(f", {c}" for c in columns)
-        return f"SELECT seq, record, prev_hash, hash{extra} FROM {self.dialect.table}"  # noqa: S608 - fixed names
+        return f"SELECT {self.dialect.key}, record, prev_hash, hash{extra} FROM {self.dialect.table}"  # noqa: S608 - fixed names
 
     def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
         """Yield entries with ``seq > after_seq`` in seq order, ``batch`` rows per read.
+
+        In the shared store (a chain per replica) the order, and ``after_seq``,
+        are the row ``id``'s: every chain's entries as they were committed.
 
         Each batch is its own short query (keyset pagination), so no cursor or
         lock is held while the caller works and writers are never blocked.
@@ -90,9 +93,9 @@ class SQLAuditStore(abc.ABC):
             yield entry, self._mismatches(row[4:], entry)
 
     def _rows_after(self, select: str, after_seq: int, batch: int) -> Iterator[Row]:
-        p = self.dialect.param
+        p, key = self.dialect.param, self.dialect.key
         while True:
-            rows = self._rows(f"{select} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after_seq, batch))
+            rows = self._rows(f"{select} WHERE {key} > {p} ORDER BY {key} LIMIT {p}", (after_seq, batch))
             yield from rows
             if rows:
                 after_seq = int(rows[-1][0])
@@ -101,7 +104,7 @@ class SQLAuditStore(abc.ABC):
 
     def last(self) -> Entry | None:
         """Return the entry with the highest seq, or ``None`` for an empty log."""
-        rows = self._rows(f"{self._select()} ORDER BY seq DESC LIMIT 1", ())
+        rows = self._rows(f"{self._select()} ORDER BY {self.dialect.key} DESC LIMIT 1", ())
         return decode_entry(rows[0][1], rows[0][2], rows[0][3]) if rows else None
 
     def query(

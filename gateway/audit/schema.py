@@ -14,17 +14,31 @@ Tables:
   that were hashed, the other columns copy fields out of it for filtering.
   Each filter has an index ending in ``time`` (InnoDB appends the primary key
   ``seq``), which serves both the filter and the newest-first order.
-* ``audit_head``: a single row with the chain head (last ``seq`` and
-  ``hash``). Writers lock it (``SELECT ... FOR UPDATE``) for the whole
-  transaction, which makes every replica's records one chain.
+* ``audit_head``: version 1's single chain head (last ``seq`` and ``hash``),
+  which every replica locked for its whole transaction. Since version 2 it is
+  the head of the ``_legacy`` chain only: the records written before the
+  upgrade (and by a replica still on older code during a rolling upgrade).
+
+Version 2 (issue 14): one chain per replica. ``audit_log`` gets ``id`` (an
+AUTO_INCREMENT primary key: the row's place in the whole log, for paging and
+export) and ``chain`` (the replica id; existing rows are the ``_legacy``
+chain), with ``seq`` unique per chain. ``audit_chains`` holds each chain's
+head, locked only by that chain's writer, so replicas never wait on each
+other. ``audit_checkpoints`` holds the signed checkpoints over every head
+(``gateway/audit/checkpoints.py``). A database with a version this gateway
+does not know is refused: it was migrated by newer code.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 LOG_TABLE = "audit_log"
 HEAD_TABLE = "audit_head"
+CHAINS_TABLE = "audit_chains"
+CHECKPOINTS_TABLE = "audit_checkpoints"
+LEGACY_CHAIN = "_legacy"  # never a valid replica id (gateway/settings/auditchains.py)
 VERSION_TABLE = "audit_schema_version"
 LOCK_TIMEOUT = 30
 
@@ -68,8 +82,57 @@ _V1 = (
     *(f"CREATE INDEX IF NOT EXISTS {name} ON {LOG_TABLE} ({columns})" for name, columns in INDEXES),
 )
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = ((1, "audit log, chain head, filter indexes", _V1),)
+
+def _has_column(cursor: Any, table: str, column: str) -> bool:  # noqa: ANN401 - a DB-API cursor
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() "
+        "AND table_name = %s AND column_name = %s",
+        (table, column),
+    )
+    return bool(cursor.fetchone()[0])
+
+
+def _chains_in_log(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
+    """One statement (atomic DDL): the row id as primary key, the chain column, seq unique per chain."""
+    if _has_column(cursor, LOG_TABLE, "chain"):
+        return  # done by an earlier run that stopped before recording the version
+    cursor.execute(
+        f"""ALTER TABLE {LOG_TABLE}
+            DROP PRIMARY KEY,
+            ADD COLUMN id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST,
+            ADD COLUMN chain VARCHAR(64) CHARACTER SET ascii NOT NULL DEFAULT '{LEGACY_CHAIN}' AFTER id,
+            ADD UNIQUE KEY audit_chain_seq (chain, seq)"""
+    )
+
+
+_V2 = (
+    _chains_in_log,
+    f"""CREATE TABLE IF NOT EXISTS {CHAINS_TABLE} (
+        chain VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+        seq BIGINT UNSIGNED NOT NULL,
+        hash CHAR(64) CHARACTER SET ascii NOT NULL,
+        created DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+    ) ENGINE=InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (
+        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        time VARCHAR(40) CHARACTER SET ascii NOT NULL,
+        writer VARCHAR(64) CHARACTER SET ascii NOT NULL,
+        key_id VARCHAR(64) CHARACTER SET ascii NOT NULL,
+        body MEDIUMBLOB NOT NULL,
+        signature VARBINARY(64) NOT NULL
+    ) ENGINE=InnoDB""",
+)
+
+Step: TypeAlias = str | Callable[[Any], None]  # SQL, or a function of the cursor (for a guarded step)
+MIGRATIONS: tuple[tuple[int, str, tuple[Step, ...]], ...] = (
+    (1, "audit log, chain head, filter indexes", _V1),
+    (2, "one hash chain per replica (row id, chain column, chain heads), signed checkpoints", _V2),
+)
 LATEST = MIGRATIONS[-1][0]
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer gateway than this one."""
 
 
 def applied_versions(cursor: Any) -> set[int]:  # noqa: ANN401 - a DB-API cursor
@@ -82,6 +145,15 @@ def applied_versions(cursor: Any) -> set[int]:  # noqa: ANN401 - a DB-API cursor
         return set()
     cursor.execute(f"SELECT version FROM {VERSION_TABLE}")  # noqa: S608 - fixed name
     return {int(version) for (version,) in cursor.fetchall()}
+
+
+def check_not_newer(applied: set[int]) -> None:
+    """Refuse a schema with a migration this gateway does not know (a newer gateway wrote it)."""
+    newer = sorted(v for v in applied if v > LATEST)
+    if newer:
+        raise SchemaTooNew(
+            f"the audit schema is at version {newer[-1]}, newer than this gateway's {LATEST}: upgrade the gateway"
+        )
 
 
 def migrate(cursor: Any, database: str) -> list[int]:  # noqa: ANN401 - a DB-API cursor
@@ -99,12 +171,16 @@ def migrate(cursor: Any, database: str) -> list[int]:  # noqa: ANN401 - a DB-API
         raise TimeoutError("another gateway holds the audit schema lock")
     try:
         applied = applied_versions(cursor)
+        check_not_newer(applied)
         done = []
         for version, description, statements in MIGRATIONS:
             if version in applied:
                 continue
-            for sql in statements:
-                cursor.execute(sql)
+            for step in statements:
+                if callable(step):
+                    step(cursor)
+                else:
+                    cursor.execute(step)
             cursor.execute(
                 f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608 - a constant table name
                 (version, description),

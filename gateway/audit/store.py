@@ -28,12 +28,13 @@ from gateway.audit.query import DEFAULT_LIMIT
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
+    from gateway.audit.checkpoints import Checkpoint
     from gateway.audit.query import AuditFilter
 
 Entry: TypeAlias = dict[str, Any]  # a stored record as read back: JSON values, plus the chain fields
 
 GENESIS_HASH = "0" * 64
-CHAIN_FIELDS = frozenset({"seq", "prev_hash", "hash"})
+CHAIN_FIELDS = frozenset({"seq", "chain", "prev_hash", "hash"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +91,27 @@ class ColumnCheckedStore(Protocol):
 
 
 @runtime_checkable
-class AnchoredStore(Protocol):
-    """A store that also keeps its chain head apart from the entries (the MariaDB head row)."""
+class MultiChainStore(Protocol):
+    """A store with one chain per replica and signed checkpoints over their heads (the shared MariaDB store).
 
-    def recorded_head(self) -> tuple[int, str]:
-        """The head (seq, hash) as recorded by the last commit."""
+    Verification (``gateway/audit/chains.py``) checks each chain on its own and
+    every checkpoint against them.
+    """
+
+    def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Each chain's head (seq, hash) as recorded by its last commit (the head rows)."""
+        ...
+
+    def chains_in_log(self) -> set[str]:
+        """The chains that have entries."""
+        ...
+
+    def iter_chain(self, chain: str, batch: int = 1000, after_seq: int = 0) -> Iterator[tuple[Entry, tuple[str, ...]]]:
+        """One chain's entries after ``after_seq`` in seq order, each with its columns that disagree with its record."""
+        ...
+
+    def iter_checkpoints(self, batch: int = 1000) -> Iterator[Checkpoint]:
+        """Every stored checkpoint, oldest first."""
         ...
 
 
@@ -128,16 +145,24 @@ def link(
     seq: int,
     prev: str,
     columns: Callable[[Mapping[str, object]], tuple[object, ...]],
+    *,
+    chain: str | None = None,
 ) -> Linked:
-    """Chain ``records`` on from the head ``(seq, prev)``; each row is ``(seq, *columns(record), body, prev, hash)``."""
+    """Chain ``records`` on from the head ``(seq, prev)``; each row is ``(seq, *columns(record), body, prev, hash)``.
+
+    With ``chain`` (the shared store's replica id) every record also carries
+    ``chain``, inside the hashed bytes: an entry cannot be moved to another chain.
+    """
     rows: list[tuple[object, ...]] = []
     entries: list[Entry] = []
+    position: dict[str, object] = {} if chain is None else {"chain": chain}
     for record in records:
         seq += 1
-        body = canonical({**record, "seq": seq})
+        stored = {**record, **position, "seq": seq}
+        body = canonical(stored)
         digest = chain_hash(prev, body)
         rows.append((seq, *columns(record), body, prev, digest))
-        entries.append({**record, "seq": seq, "prev_hash": prev, "hash": digest})
+        entries.append({**stored, "prev_hash": prev, "hash": digest})
         prev = digest
     return Linked(rows, entries, seq, prev)
 
@@ -168,3 +193,11 @@ def statement_text(record: Mapping[str, object]) -> str | None:
 def column_mismatches(names: Sequence[str], stored: Sequence[object], expected: Sequence[object]) -> tuple[str, ...]:
     """The names whose stored value differs from the value the hashed record implies."""
     return tuple(name for name, got, want in zip(names, stored, expected, strict=True) if got != want)
+
+
+def entry_total(store: AuditStore) -> int | None:
+    """How many entries the store holds, as its chain heads say (for progress bars); ``None`` when empty."""
+    if isinstance(store, MultiChainStore):
+        return sum(seq for seq, _ in store.chain_heads().values()) or None
+    last = store.last()
+    return int(last["seq"]) if last else None

@@ -8,6 +8,8 @@ everyone else uses ``GET /v1/audit``.
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,16 +17,64 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from gateway.audit.anchor import open_anchor
+from gateway.audit.checkpoints import Checkpoint, load_public_keys
 from gateway.audit.export import FORMATS, export
 from gateway.audit.factory import open_audit_store
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
 from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import AuditStore
+from gateway.audit.store import AuditStore, entry_total
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import load_settings
+
+
+def checkpoint_keys(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
+    """The public keys the config trusts for checkpoint signatures (none for an SQLite file given by path)."""
+    if getattr(args, "path", None):
+        return {}
+    return load_public_keys(load_settings(args.config).audit.checkpoints)
+
+
+def anchored_checkpoints(args: argparse.Namespace) -> Iterator[Checkpoint | str] | None:
+    """The checkpoints anchored in S3, when the config names an anchor."""
+    if getattr(args, "path", None):
+        return None
+    anchor = open_anchor(load_settings(args.config).audit.checkpoints.anchor)
+    return None if anchor is None else anchor.iter_anchored()
+
+
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    """Write a new Ed25519 checkpoint signing key (PEM, mode 0600) and print the config lines for it."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        sys.stderr.write(f"cannot create {args.output}: {exc.strerror}\n")
+        return 1
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    sys.stdout.write(
+        f"wrote the private key to {args.output} (keep it in a Secret; never in the config file)\n"
+        "audit:\n  checkpoints:\n"
+        f"    key_id: {args.key_id}\n    signing_key: {{file: /run/secrets/audit-checkpoint-key}}\n"
+        f"    public_keys:\n      {args.key_id}: {public}\n"
+    )
+    return 0
+
+
+def add_keygen(audit: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``gateway audit keygen``: a checkpoint signing key and its public half for the config."""
+    keygen = audit.add_parser("keygen", help="make an Ed25519 key for signing audit checkpoints")
+    keygen.add_argument("output", type=Path, help="file for the private key (created, mode 0600; never overwritten)")
+    keygen.add_argument("--key-id", required=True, help="the key id checkpoints carry (e.g. audit-2026-12)")
+    keygen.set_defaults(func=cmd_audit_keygen)
 
 
 def open_for_reading(args: argparse.Namespace) -> AuditStore:
@@ -84,10 +134,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         return 1
     try:
         filters = _filters(args)
-        last = store.last()
         unfiltered = filters == AuditFilter()
         out: TextIO
-        with progress_bar("exported", int(last["seq"]) if last and unfiltered else None) as progress:
+        with progress_bar("exported", entry_total(store) if unfiltered else None) as progress:
             if args.output is None:
                 out = sys.stdout
                 count = export(store, out, args.format, filters, progress)

@@ -85,6 +85,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the audit log's hash chain (either store); show a progress bar on a terminal."""
+    from gateway.audit.store import entry_total  # noqa: PLC0415 - loaded only by the command that uses it
     from gateway.audit.verify import verify  # noqa: PLC0415 - loaded only by the command that uses it
 
     try:
@@ -93,18 +94,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"audit store: {exc.detail}", file=sys.stderr)
         return 1
     try:
-        last = store.last()
-        with auditcli.progress_bar("verified", int(last["seq"]) if last else None) as progress:
-            result = verify(store, progress=progress, batch=5000)
+        keys = auditcli.checkpoint_keys(args)
+        with auditcli.progress_bar("verified", entry_total(store)) as progress:
+            anchored = auditcli.anchored_checkpoints(args)
+            result = verify(store, progress=progress, keys=keys, anchored=anchored, batch=5000)
             progress(result.count)
+    except GatewayError as exc:
+        print(f"audit store: {exc.detail}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     if result.ok:
         print(f"ok: {result.count} records, head seq {result.head_seq} hash {result.head_hash}")
-        return 0
+    for name, chain in result.chains.items():
+        print(f"chain {name}: {chain.count} records, head seq {chain.head_seq} hash {chain.head_hash}")
+    if result.chains:
+        print(f"checkpoints checked: {result.checkpoints}")
+    for note in result.notes:
+        print(f"note: {note}")
     for problem in result.problems:
         print(problem, file=sys.stderr)
-    return 1
+    return 0 if result.ok else 1
 
 
 def cmd_dev_token(args: argparse.Namespace) -> int:
@@ -160,6 +173,7 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.add_argument("--path", type=Path, help="audit store file (default: from the config)")
     verify.set_defaults(func=cmd_audit_verify)
     auditcli.add_export(audit, DEFAULT_CONFIG)
+    auditcli.add_keygen(audit)
     dbcli.add_commands(sub, DEFAULT_CONFIG)
 
     token = with_config(sub.add_parser("dev-token", help="mint a dev token (dev mode)"))

@@ -23,9 +23,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from gateway.audit import export
+from gateway.audit.anchor import open_anchor
+from gateway.audit.checkpoints import load_public_keys
 from gateway.audit.query import MAX_LIMIT, AuditFilter
 from gateway.audit.records import EVENTS, AuditReadRecord
-from gateway.audit.store import GENESIS_HASH, Entry, chain_hash, chained_body
+from gateway.audit.schema import LEGACY_CHAIN
+from gateway.audit.store import GENESIS_HASH, Entry, MultiChainStore, chain_hash, chained_body, entry_total
 from gateway.console import charts
 from gateway.console.deps import AuditorViewer, Viewer
 from gateway.console.engineer import body_of
@@ -110,24 +113,32 @@ async def log_page(
     )
 
 
-def _neighbours(store: Any, seq: int) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+def _neighbours(store: Any, seq: int, chain: str | None) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+    if isinstance(store, MultiChainStore):  # the shared store: the record's own chain (before replicas: _legacy)
+        rows = store.iter_chain(chain or LEGACY_CHAIN, batch=3, after_seq=max(seq - 2, 0))
+        return [entry for entry, _ in itertools.islice(rows, 3)]
     return list(itertools.islice(store.iter_entries(after_seq=max(seq - 2, 0), batch=3), 3))
 
 
 @router.get("/console/audit/record/{seq}")
-async def record_page(request: Request, viewer: AuditorViewer, seq: int) -> Response:
-    """One record: every field, its hash checked, its link to the previous record."""
+async def record_page(
+    request: Request,
+    viewer: AuditorViewer,
+    seq: int,
+    chain: Annotated[str | None, Query(pattern=auditapi.CHAIN_PATTERN)] = None,
+) -> Response:
+    """One record in its chain: every field, its hash checked, its link to the previous record."""
     if not 0 < seq < 2**63:
         raise NotFound("no such record")
-    await _record(request, viewer, "console: audit record", {"seq": seq})
-    around: list[Entry] = await _in_thread(_neighbours, services_of(request).audit_reader, seq)
+    await _record(request, viewer, "console: audit record", {"seq": seq, "chain": chain})
+    around: list[Entry] = await _in_thread(_neighbours, services_of(request).audit_reader, seq, chain)
     entry = next((e for e in around if e.get("seq") == seq), None)
     if entry is None:
         raise NotFound(f"no audit record with seq {seq}")
     previous = next((e for e in around if e.get("seq") == seq - 1), None)
     following = next((e for e in around if e.get("seq") == seq + 1), None)
     expected_prev = GENESIS_HASH if seq == 1 else previous.get("hash") if previous else None
-    chain = {
+    place = {
         "hash_ok": chain_hash(str(entry.get("prev_hash")), chained_body(entry)) == entry.get("hash"),
         "links": expected_prev is not None and expected_prev == entry.get("prev_hash"),
         "previous": previous,
@@ -137,7 +148,7 @@ async def record_page(request: Request, viewer: AuditorViewer, seq: int) -> Resp
         k: v if isinstance(v, str) or v is None else orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
         for k, v in entry.items()
     }
-    return await render(request, "record.html", entry=entry, fields=fields, chain=chain)
+    return await render(request, "record.html", entry=entry, fields=fields, chain=place)
 
 
 def _batches(store: Any, filters: AuditFilter) -> Iterator[list[Entry]]:  # noqa: ANN401 - an AuditStore
@@ -196,10 +207,14 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
     """Start verifying the whole chain in the background (recorded first), then follow it."""
     services = services_of(request)
     await _record(request, viewer, "audit verify", {"head_seq": None, "via": "console"})
-    last = await _in_thread(services.audit_reader.last)
-    total = int(last.get("seq", 0)) if last else 0
+    total = await _in_thread(entry_total, services.audit_reader) or 0
     job = console_of(request).jobs.start(
-        services.audit_reader, user=viewer.user, started=services.clock().isoformat(timespec="seconds"), total=total
+        services.audit_reader,
+        user=viewer.user,
+        started=services.clock().isoformat(timespec="seconds"),
+        total=total,
+        keys=load_public_keys(services.settings.audit.checkpoints),
+        anchor=open_anchor(services.settings.audit.checkpoints.anchor),
     )
     return RedirectResponse(f"/console/audit/verify?job={job.id}", status_code=303)
 

@@ -13,10 +13,31 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.audit.store import AuditStore
 from gateway.audit.verify import VerifyResult, verify
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gateway.audit.anchor import S3Anchor
+
+
+def _verify(
+    store: AuditStore,
+    progress: Callable[[int], None],
+    keys: Mapping[str, Ed25519PublicKey] | None,
+    anchor: S3Anchor | None,
+) -> VerifyResult:
+    """Verify in a worker thread, reading the S3 anchor (if any) there too."""
+    anchored = None if anchor is None else anchor.iter_anchored()
+    return verify(store, progress, keys=keys, anchored=anchored, batch=VERIFY_BATCH)
+
 
 VERIFY_BATCH = 5000
 KEPT = 20
@@ -62,7 +83,16 @@ class VerifyJobs:
         """A job by id."""
         return self._jobs.get(job_id)
 
-    def start(self, store: AuditStore, *, user: str, started: str, total: int) -> VerifyJob:
+    def start(
+        self,
+        store: AuditStore,
+        *,
+        user: str,
+        started: str,
+        total: int,
+        keys: Mapping[str, Ed25519PublicKey] | None = None,
+        anchor: S3Anchor | None = None,
+    ) -> VerifyJob:
         """Start verifying ``store`` (or return the verification already running)."""
         running = self.running()
         if running is not None:
@@ -74,7 +104,7 @@ class VerifyJobs:
 
         async def work() -> None:
             try:
-                job.result = await asyncio.to_thread(verify, store, progress, batch=VERIFY_BATCH)
+                job.result = await asyncio.to_thread(_verify, store, progress, keys, anchor)
                 job.count = job.result.count
             except Exception as exc:  # noqa: BLE001 - any store failure is the job's result, shown on its page
                 job.failed = f"the audit store could not be read ({type(exc).__name__})"

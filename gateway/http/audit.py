@@ -19,16 +19,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
+from gateway.audit.anchor import open_anchor
+from gateway.audit.checkpoints import load_public_keys
 from gateway.audit.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT, AuditFilter
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import EVENTS, AuditReadRecord
-from gateway.audit.verify import verify
+from gateway.audit.verify import VerifyResult, verify
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
-from gateway.http.deps import Auditor, AuditReaderDep, Context, RecorderDep
+from gateway.http.deps import Auditor, AuditReaderDep, Context, RecorderDep, SettingsDep
 from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
 
 VERIFY_BATCH = 5000
+CHAIN_PATTERN = r"^(?:_legacy|[a-z0-9][a-z0-9.-]{0,63})$"  # a replica id, or the chain from before replicas had one
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in both stores (and in the JSON audit record)
 Short = Annotated[str | None, Query(min_length=1, max_length=255)]
 Event = Annotated[str | None, Query(min_length=1, max_length=255, description=f"the record kind: {', '.join(EVENTS)}")]
@@ -123,19 +126,30 @@ async def audit_verify(
     ctx: Context,
     recorder: RecorderDep,
     store: Reader,
+    settings: SettingsDep,
     head_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     head_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+    chain: Annotated[str | None, Query(pattern=CHAIN_PATTERN)] = None,
 ) -> JSONResponse:
-    """Verify the whole hash chain, streaming through it in batches.
+    """Verify every hash chain, streaming through them in batches, and every signed checkpoint.
 
-    ``head_seq`` and ``head_hash`` (the last head shipped to the SIEM) also
-    catch a truncated tail.
+    ``head_seq`` and ``head_hash`` (the last head shipped to the SIEM, with
+    its ``chain`` on the shared store) also catch a truncated tail.
+    ``head_seq``/``head_hash`` in the reply are that chain's (or the only
+    chain's); ``chains`` holds every chain's count and head.
     """
     if (head_seq is None) != (head_hash is None):
         raise InvalidRequest("head_seq and head_hash go together")
     expected = (head_seq, head_hash) if head_seq is not None and head_hash is not None else None
-    await _record_read(recorder, ctx, caller, "audit verify", {"head_seq": head_seq})
-    result = await _in_thread(verify, store, expected_head=expected, batch=VERIFY_BATCH)
+    await _record_read(recorder, ctx, caller, "audit verify", {"head_seq": head_seq, "chain": chain})
+    config = settings.audit.checkpoints
+    keys, anchor = load_public_keys(config), open_anchor(config.anchor)
+
+    def check() -> VerifyResult:
+        anchored = None if anchor is None else anchor.iter_anchored()
+        return verify(store, expected_head=expected, chain=chain, keys=keys, anchored=anchored, batch=VERIFY_BATCH)
+
+    result = await _in_thread(check)
     return JSONResponse(
         {
             "ok": result.ok,
@@ -143,5 +157,11 @@ async def audit_verify(
             "head_seq": result.head_seq,
             "head_hash": result.head_hash,
             "problems": result.problems,
+            "chains": {
+                name: {"count": c.count, "head_seq": c.head_seq, "head_hash": c.head_hash}
+                for name, c in result.chains.items()
+            },
+            "checkpoints": result.checkpoints,
+            "notes": result.notes,
         }
     )

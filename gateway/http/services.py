@@ -22,7 +22,10 @@ from typing import Any
 
 import structlog
 
+from gateway.audit.anchor import open_anchor
 from gateway.audit.caps import RecordCaps
+from gateway.audit.checkpointer import Checkpointer, CheckpointWriter
+from gateway.audit.checkpoints import Signer, load_public_keys, load_signer
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder
@@ -115,6 +118,8 @@ async def open_services(
         if state_dir.is_relative_to(settings.policies_dir.resolve()):
             raise ConfigError("admin.state_dir must not be inside the policies directory")
         audit = await _open_audit(stack, settings, metrics, audit_store)
+        signer = load_signer(settings.audit.checkpoints)  # an unreadable key stops the start (fail closed)
+        load_public_keys(settings.audit.checkpoints)  # so does a malformed public key
         reader = (
             audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit, readonly=True)
         )
@@ -175,6 +180,7 @@ async def open_services(
             ("policy-watch", policies.watch(settings.state.poll_interval if state else 1.0)),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
+            *_checkpoint_task(audit.store, signer, settings, clock),
         ):
             stack.push_async_callback(_stop, _start(name, work))
         yield Services(
@@ -227,6 +233,17 @@ async def _open_audit(
     )
     stack.push_async_callback(audit.close)
     return audit
+
+
+def _checkpoint_task(
+    store: AuditStore, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
+) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """The checkpoint writer, when this replica signs checkpoints and its store keeps several chains."""
+    if signer is None or not isinstance(store, CheckpointWriter):
+        return []
+    config = settings.audit.checkpoints
+    checkpointer = Checkpointer(store, signer, open_anchor(config.anchor))
+    return [("audit-checkpoint", checkpointer.run(config.interval, clock))]
 
 
 def _start(name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from gateway.settings.auditchains import ChainSettings, CheckpointSettings
 from gateway.settings.common import FROZEN, refuse_passwords
 from gateway.settings.state import StateDatabaseSettings, StateSettings
 from gateway.settings.targets import (
@@ -36,6 +37,7 @@ __all__ = [
     "AuditDatabaseSettings",
     "AuditSettings",
     "AwsSecretSource",
+    "CheckpointSettings",
     "ConsoleSettings",
     "DevSettings",
     "FloodSettings",
@@ -127,8 +129,8 @@ class FloodSettings(BaseModel):
     max_aggregates: Annotated[int, Field(ge=1)] = 100  # addresses with an aggregate of their own per window
 
 
-class AuditSettings(BaseModel):
-    """Where the audit log goes."""
+class AuditSettings(ChainSettings):
+    """Where the audit log goes (and, on the shared store, this replica's chain and checkpoints)."""
 
     model_config = FROZEN
     store: Literal["sqlite", "mariadb"] = "sqlite"
