@@ -74,9 +74,36 @@ def test_each_sample_read_is_decided_and_recorded_like_any_read(env: Env) -> Non
     ]
     assert [e["tables"] for e in reads] == [[f"{env.db.name}.ledger"]] * 2
     assert reads[0]["statement"] == "SELECT * FROM ledger WHERE id = ? LIMIT 21"
-    assert reads[1]["statement"] == f"SELECT * FROM `{env.db.name}`.`ledger` WHERE (`id` = ?)"
+    assert reads[1]["statement"] == "SELECT * FROM ledger WHERE (`id` = ?)"
     assert {e["request_id"] for e in reads} == {body["request_id"]}
     assert only(body)["sample"]["after"] == [[4, 7]]
+
+
+def test_a_sample_read_the_policy_gives_to_another_account_does_not_run(env: Env) -> None:
+    """The policy decides each sample read: a read grant on the reader account now decides it, so it is not run.
+
+    The write is still the write grant's (a read grant does not cover it): it is held and dry-run as before.
+    """
+    extra = env.gateway.settings.policies_dir / "a-read.yaml"
+    reader = env.db.accounts["reader"].user
+    extra.write_text(
+        "version: 1\ngrants:\n"
+        f'  - {{name: eng-read, subjects: ["group:engineers"], target: shop, access: read, db_user: {reader}}}\n',
+        encoding="utf-8",
+    )
+    env.reload_policy()
+    try:
+        body = ask(env, "UPDATE ledger SET amount = 8 WHERE id = ?", [6])
+    finally:
+        extra.unlink()
+        env.reload_policy()
+    step = only(body)
+    assert (step["rows_affected"], step["sample"]) == (1, None)
+    assert step["sample_note"] == "the sample read is decided by grant eng-read on another account: counts only"
+    review = body["review"]["id"]
+    reads = [e for e in audit(env, "decision") if e.get("review") == review]
+    assert [(e["kind"], e["grant"], e["db_user"]) for e in reads] == [("read", "eng-read", reader)]
+    assert body["analysis"]["grant"] == "eng-write"
 
 
 @pytest.mark.usefixtures("tables")
@@ -151,15 +178,22 @@ def test_a_transaction_samples_each_statement_in_order(env: Env) -> None:
             "UPDATE shop.t AS x SET v = v + ?, w = ? WHERE x.id > ? AND n = 'a?' ORDER BY id DESC LIMIT ?",
             [1, "z", 3, 5],
             SampleRead(
-                "SELECT * FROM shop.t AS x WHERE x.id > ? AND n = 'a?' ORDER BY id DESC LIMIT 5", (3,), "shop.t"
+                "SELECT * FROM shop.t AS x WHERE x.id > ? AND n = 'a?' ORDER BY id DESC LIMIT 5",
+                (3,),
+                "shop.t",
+                "shop.t",
             ),
         ),
         (
             "DELETE FROM t WHERE k = ? AND b = X'41'",
             ["q"],
-            SampleRead("SELECT * FROM t WHERE k = ? AND b = X'41' LIMIT 21", ("q",), "shop.t"),
+            SampleRead("SELECT * FROM t WHERE k = ? AND b = X'41' LIMIT 21", ("q",), "shop.t", "t"),
         ),
-        ("UPDATE t SET v = 1 LIMIT 500", [], SampleRead("SELECT * FROM t LIMIT 21", (), "shop.t")),
+        (
+            "UPDATE `My T` SET v = 1 LIMIT 500",
+            [],
+            SampleRead("SELECT * FROM `My T` LIMIT 21", (), "shop.my t", "`My T`"),
+        ),
     ],
 )
 def test_the_sample_read_is_the_writes_own_table_where_order_and_limit(
@@ -169,7 +203,7 @@ def test_the_sample_read_is_the_writes_own_table_where_order_and_limit(
     derived = derive(analyze(sql, default_database="shop"), params, 20)
     assert derived == read
     again = analyze(read.sql, default_database="shop")
-    assert (again.kind.value, again.tables, again.placeholders) == ("read", frozenset({"shop.t"}), len(read.params))
+    assert (again.kind.value, again.tables, again.placeholders) == ("read", frozenset({read.table}), len(read.params))
 
 
 @pytest.mark.parametrize(
@@ -190,5 +224,8 @@ def test_no_sample_read_for_other_writes(sql: str) -> None:
 
 
 def test_the_read_after_quotes_its_names() -> None:
-    """Names from the catalogue are quoted (a backtick doubled); values are placeholders."""
-    assert by_primary_key("d.t`x", ["a`b"], 2) == "SELECT * FROM `d`.`t``x` WHERE (`a``b` = ?) OR (`a``b` = ?)"
+    """Key columns from the catalogue are quoted (a backtick doubled); the table as the write wrote it; values are ?."""
+    read = by_primary_key("`d`.`t``x`", ["a`b"], 2)
+    assert read == "SELECT * FROM `d`.`t``x` WHERE (`a``b` = ?) OR (`a``b` = ?)"
+    again = analyze(read, default_database="shop")
+    assert (again.kind.value, again.tables, again.placeholders) == ("read", frozenset({"d.t`x"}), 2)

@@ -20,17 +20,18 @@ from gateway.db.pools import Pooled
 from gateway.errors import DatabaseError, StatementTimeout
 from gateway.sql.statements import Kind, Statement
 
-_PRIMARY_KEY = (
-    "SELECT COLUMN_NAME FROM information_schema.STATISTICS "
-    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX"
-)
+_COLUMN_NAME = 4  # SHOW KEYS: Table, Non_unique, Key_name, Seq_in_index, Column_name, ...
 
 
-async def primary_key(conn: Pooled, table: str, limits: Limits, comment: str) -> list[str]:
-    """The primary key's columns of ``db.table`` as the grant's account sees them ([] without one)."""
-    schema, _, name = table.partition(".")
-    rows = await _run(conn, f"{comment} {_PRIMARY_KEY}", (schema, name), limits)
-    return [str(row[0]) for row in rows[1]]
+async def primary_key(conn: Pooled, written: str, limits: Limits, comment: str) -> list[str]:
+    """The primary key's columns of the table a statement names as ``written`` ([] without one).
+
+    ``SHOW KEYS FROM <written>``: MariaDB resolves the name as it resolves the
+    statement's (the session's database, its case rules), as the grant's account.
+    """
+    sql = f"{comment} SHOW KEYS FROM {written} WHERE Key_name = 'PRIMARY'"
+    _, rows = await _run(conn, sql, None, limits)
+    return [str(row[_COLUMN_NAME]) for row in sorted(rows, key=lambda row: int(row[3]))]
 
 
 async def read_rows(

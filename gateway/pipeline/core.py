@@ -270,13 +270,13 @@ class Pipeline(ReviewExecution):
             return self._on_connection(ctx, identity, decision, started, work, transaction=True)
 
         def reads(review: str) -> AuthorizeRead:
-            async def authorize(sql: str, params: Sequence[JSONValue]) -> Statement:
+            async def authorize(sql: str, params: Sequence[JSONValue]) -> tuple[Decision, Statement]:
                 # The sample read is decided and recorded like any read the caller sent (SECURITY: never widened).
                 request = StatementRequest(sql, params)
-                _, (read,) = await self._authorizer.authorize(
+                allowed, (read,) = await self._authorizer.authorize(
                     ctx, identity, decision.target, [request], transaction=False, review=review
                 )
-                return read
+                return allowed, read
 
             return authorize
 

@@ -163,6 +163,7 @@ class Holding:
                     limits,
                     comment,
                     reads(new.id),
+                    account=decision.db_user,
                     rows=self._sample_rows,
                     max_bytes=self._sample_bytes,
                 )

@@ -12,8 +12,10 @@ grant's account and with the grant's timeout, it
 
 Each read is analysed, decided and durably recorded by the gateway's
 authorizer exactly as a read the caller sent would be (``authorize``: a
-decision record naming the review); a read the policy refuses, or one that
-reads anything but the write's own table, is not run and the sample says why.
+decision record naming the review); a read the policy refuses, one it gives
+to a grant on another database account (the reads run on the dry run's own
+connection), or one that reads anything but the write's own table, is not run
+and the sample says why.
 Values are encoded as query results are (``gateway.db.encoding``); all the
 samples of one review together stay under ``max_bytes`` (rows past it are
 dropped and ``more`` set).
@@ -31,10 +33,11 @@ from gateway.db.execution import Limits
 from gateway.db.pools import Pooled
 from gateway.db.sampling import primary_key, read_rows
 from gateway.errors import DatabaseError, GatewayError
+from gateway.policy.decide import Decision
 from gateway.sql.sample import SampleRead, by_primary_key, derive
 from gateway.sql.statements import Kind, Statement
 
-AuthorizeRead = Callable[[str, Sequence[JSONValue]], Awaitable[Statement]]
+AuthorizeRead = Callable[[str, Sequence[JSONValue]], Awaitable[tuple[Decision, Statement]]]
 
 
 class Sampler:
@@ -48,6 +51,7 @@ class Sampler:
         comment: str,
         authorize: AuthorizeRead,
         *,
+        account: str | None,
         rows: int,
         max_bytes: int,
     ) -> None:
@@ -56,6 +60,7 @@ class Sampler:
         self._limits = Limits(timeout=limits.timeout, max_rows=rows, max_bytes=max_bytes, read_only=False)
         self._comment = comment
         self._authorize = authorize
+        self._account = account
         self._rows = rows
         self._max_bytes = max_bytes
         self._found: dict[int, dict[str, Any]] = {}
@@ -68,7 +73,11 @@ class Sampler:
         if isinstance(plan, str):
             self._notes[index] = plan
             return
-        key = await primary_key(conn, plan.table, self._limits, self._comment)
+        try:
+            key = await primary_key(conn, plan.written, self._limits, self._comment)
+        except DatabaseError as exc:  # MariaDB refused the look-up (a view, say); the transaction goes on
+            self._notes[index] = f"the table's primary key could not be read ({exc.detail}): counts only"
+            return
         if not key:
             self._notes[index] = f"{plan.table} has no primary key: counts only"
             return
@@ -108,7 +117,7 @@ class Sampler:
             return
         key = self._found[index]["primary_key"]
         values = [v for k in keys for v in k]
-        read = await self._read(conn, by_primary_key(plan.table, key, len(keys)), values, plan.table, index)
+        read = await self._read(conn, by_primary_key(plan.written, key, len(keys)), values, plan.table, index)
         if read is None:
             return
         after_columns, after_rows = read
@@ -134,9 +143,12 @@ class Sampler:
         self, conn: Pooled, sql: str, params: Sequence[Any], table: str, index: int
     ) -> tuple[list[str], list[tuple[Any, ...]]] | None:
         try:
-            statement = await self._authorize(sql, _json(params))
+            decision, statement = await self._authorize(sql, _json(params))
         except GatewayError as exc:  # refused and recorded by the authorizer: no sample
             self._notes[index] = f"the sample read was refused ({exc.code}): counts only"
+            return None
+        if decision.db_user != self._account:  # it would run as another account than the dry run's: not here
+            self._notes[index] = f"the sample read is decided by grant {decision.grant} on another account: counts only"
             return None
         if statement.kind is not Kind.READ or statement.tables != frozenset({table}):
             self._notes[index] = "the sample read would read more than the statement's table: counts only"

@@ -36,7 +36,8 @@ class SampleRead:
 
     sql: str
     params: tuple[object, ...]
-    table: str  # "db.table", the write's only table
+    table: str  # "db.table", the write's only table (lower case, as the policy names it)
+    written: str  # the table as the write names it (no alias): MariaDB resolves it as it resolves the write
 
 
 def derive(statement: Statement, params: Sequence[object], rows: int) -> SampleRead | str:
@@ -55,6 +56,9 @@ def derive(statement: Statement, params: Sequence[object], rows: int) -> SampleR
     cap = _cap(limit, params[end] if end < len(params) else None, rows + 1)
     if isinstance(cap, str):
         return cap
+    name = table.copy()
+    name.set("alias", None)
+    written = name.sql(dialect=_DIALECT)
     select = exp.Select(expressions=[exp.Star()])
     select.set("from_", exp.From(this=table))
     for key, node in (("where", where), ("order", order)):
@@ -62,7 +66,7 @@ def derive(statement: Statement, params: Sequence[object], rows: int) -> SampleR
             select.set(key, node)
     select.set("limit", exp.Limit(expression=exp.Literal.number(cap)))
     sql, _ = regenerate(select, statement.executable_sql)
-    return SampleRead(sql=sql, params=tuple(params[before:end]), table=next(iter(statement.tables)))
+    return SampleRead(sql=sql, params=tuple(params[before:end]), table=next(iter(statement.tables)), written=written)
 
 
 def _single_table_write(sql: str) -> exp.Update | exp.Delete | str:
@@ -92,12 +96,11 @@ def _cap(limit: exp.Expr | None, param: object, cap: int) -> int | str:
     return "a LIMIT the gateway cannot read: counts only"
 
 
-def by_primary_key(table: str, key: Sequence[str], count: int) -> str:
-    """``SELECT * FROM `db`.`table` WHERE (`k1` = ? AND `k2` = ?) OR ...`` for ``count`` rows."""
-    schema, _, name = table.partition(".")
+def by_primary_key(written: str, key: Sequence[str], count: int) -> str:
+    """``SELECT * FROM <written> WHERE (`k1` = ? AND `k2` = ?) OR ...`` for ``count`` rows (``derive``'s table)."""
     one = " AND ".join(f"{_quote(column)} = ?" for column in key)
     matches = " OR ".join(f"({one})" for _ in range(count))
-    return f"SELECT * FROM {_quote(schema)}.{_quote(name)} WHERE {matches}"  # noqa: S608 - quoted names, ? values
+    return f"SELECT * FROM {written} WHERE {matches}"  # noqa: S608 - generated name, quoted columns, ? values
 
 
 def _quote(name: str) -> str:
