@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from conftest import root_query
 from reviewfixture import Env, ask, audit, env
 
+from gateway.pipeline.sampling import bounded
 from gateway.sql.sample import SampleRead, by_primary_key, derive
 from gateway.sql.statements import analyze
 
@@ -229,3 +231,24 @@ def test_the_read_after_quotes_its_names() -> None:
     assert read == "SELECT * FROM `d`.`t``x` WHERE (`a``b` = ?) OR (`a``b` = ?)"
     again = analyze(read, default_database="shop")
     assert (again.kind.value, again.tables, again.placeholders) == ("read", frozenset({"d.t`x"}), 2)
+
+
+def test_the_samples_of_a_review_stay_under_the_byte_cap() -> None:
+    """Rows past the cap are dropped from the end (``more`` set, a note); a later sample gets what is left."""
+
+    def sample(rows: int) -> dict[str, Any]:
+        before = [[i, "x" * 100] for i in range(rows)]
+        return {"columns": ["k", "v"], "primary_key": ["k"], "before": before, "after": list(before), "more": False}
+
+    first, second = sample(3), sample(10)
+    out = bounded([(first, None), (None, "INSERT: counts only"), (second, None)], 2000)
+    (kept, note), (absent, why), (trimmed, cut) = out
+    assert (kept, note) == (sample(3), None)  # about 700 bytes: whole
+    assert (absent, why) == (None, "INSERT: counts only")
+    assert trimmed is not None
+    assert trimmed["more"] is True
+    assert 0 < len(trimmed["before"]) == len(trimmed["after"]) < 10
+    assert cut is not None
+    assert "byte cap" in cut
+    total = sum(len(orjson.dumps(s)) for s, _ in out if s is not None)
+    assert total <= 2000

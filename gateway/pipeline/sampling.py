@@ -129,15 +129,8 @@ class Sampler:
 
     def samples(self) -> list[tuple[dict[str, Any] | None, str | None]]:
         """Per statement (sample, note): all samples together under ``max_bytes``."""
-        budget = self._max_bytes
-        out: list[tuple[dict[str, Any] | None, str | None]] = []
-        for index in range(len(self._statements)):
-            sample = self._found.get(index)
-            note = self._notes.get(index)
-            if sample is not None:
-                budget, note = _fit(sample, budget, note)
-            out.append((sample, note))
-        return out
+        found = [(self._found.get(i), self._notes.get(i)) for i in range(len(self._statements))]
+        return bounded(found, self._max_bytes)
 
     async def _read(
         self, conn: Pooled, sql: str, params: Sequence[Any], table: str, index: int
@@ -174,16 +167,27 @@ def _encode(rows: Sequence[Sequence[Any] | None]) -> list[Any]:
     return encoded
 
 
-def _fit(sample: dict[str, Any], budget: int, note: str | None) -> tuple[int, str | None]:
-    """Drop rows from the end until the sample fits ``budget`` bytes; (budget left, note)."""
-    size = len(orjson.dumps(sample))
-    if size <= budget:
-        return budget - size, note
-    before, after = sample["before"], sample["after"]
-    while before and size > budget:
-        before.pop()
-        if after:
-            after.pop()
+def bounded(
+    found: Sequence[tuple[dict[str, Any] | None, str | None]], max_bytes: int
+) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """The samples, in order, within ``max_bytes`` of JSON together: rows past it dropped (in place) from the end."""
+    budget = max_bytes
+    out: list[tuple[dict[str, Any] | None, str | None]] = []
+    for sample, given in found:
+        note = given
+        if sample is None:
+            out.append((None, note))
+            continue
         size = len(orjson.dumps(sample))
-    sample["more"] = True
-    return max(budget - size, 0), note or "rows past the sample's byte cap are left out"
+        if size > budget:
+            before, after = sample["before"], sample["after"]
+            while before and size > budget:
+                before.pop()
+                if after:
+                    after.pop()
+                size = len(orjson.dumps(sample))
+            sample["more"] = True
+            note = note or "rows past the samples' byte cap (admin.review_sample_bytes) are left out"
+        budget = max(budget - size, 0)
+        out.append((sample, note))
+    return out
