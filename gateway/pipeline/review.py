@@ -8,7 +8,10 @@ timeout, in flight like any statement, an ``outcome`` record with
 ``committed: false`` and the review id); DDL is never executed (MariaDB commits
 it implicitly), the analysis stands in for it. With a ``min_rows`` threshold
 the work runs in a transaction that commits when it changes at most that many
-rows, and otherwise rolls back and becomes the dry run.
+rows, and otherwise rolls back and becomes the dry run. Inside the dry run,
+``gateway.pipeline.sampling.Sampler`` reads a bounded sample of the rows each
+single-table UPDATE / DELETE would change, before and after (each read decided
+and recorded by the authorizer, ``reads``), kept with the review's dry run.
 
 Records, linked by ``review``: ``requested`` (durable, before the dry run; for
 a threshold rule after it, since until then it was an ordinary execution),
