@@ -5,7 +5,9 @@ authorization code flow with PKCE) and a real MariaDB: an engineer signs in,
 runs a query, downloads the CSV, asks for access; an admin approves it, and
 the engineer's access changes (the new grant shows); the admin revokes the
 engineer, whose next query is refused; an auditor filters the log, opens a
-record, verifies the chain and exports. On every console page the browser's
+record, verifies the chain and exports; an engineer's UPDATE is held for review, a
+reviewer sees it highlighted with its dry run's before/after rows and approves it, and
+the engineer executes it (a gateway of its own on the review policy). On every console page the browser's
 log must hold no error and no Content-Security-Policy violation, and a
 screenshot of it is saved under ``tests/artifacts/console/`` (git-ignored).
 One browser and one gateway for the module; switching person clears the
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
+from reviewfixture import ledger, review_database
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
@@ -58,6 +61,32 @@ def gw(
     running = start_gateway(settings, idp, test_db, pages=console.install)
     yield running
     stop_gateway(running)
+
+
+REVIEW_POLICY = """\
+version: 1
+grants:
+  - name: eng-write
+    subjects: ["group:engineers"]
+    target: shop
+    access: write
+    db_user: {writer}
+    tables: {{allow: ["{db}.*"]}}
+    review: {{writes: true, reviewers: ["group:db-admins"], min_approvals: 1, valid_for: 1h}}
+"""
+
+
+@pytest.fixture(scope="module")
+def review_gw(tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider) -> Iterator[RunningGateway]:
+    """A console gateway whose engineers' writes wait for a db-admin's review, on a ledger of its own."""
+    with review_database() as db:
+        tmp = tmp_path_factory.mktemp("console-browser-review")
+        settings = gateway_settings(tmp, idp, db, env_prefix="GWBROWSEREVIEW")
+        policy = REVIEW_POLICY.format(db=db.name, writer=db.accounts["writer"].user)
+        (tmp / "policies" / "policy.yaml").write_text(policy, encoding="utf-8")
+        running = start_gateway(settings, idp, db, pages=console.install)
+        yield running
+        stop_gateway(running)
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +274,34 @@ def test_auditor_journey(browser: WebDriver, gw: RunningGateway, downloads: Path
     )
     export = next(p for p in set(downloads.iterdir()) - before if p.suffix == ".csv")
     _wait(lambda: export.read_text().startswith("seq,time,event"), "the export's header")
+
+
+def test_review_journey(browser: WebDriver, review_gw: RunningGateway) -> None:
+    """An engineer's UPDATE is held; a reviewer sees it highlighted with its sample diff and approves; she executes."""
+    gw, db = review_gw, review_gw.db
+    before = ledger(db)
+    sign_in(browser, gw, "writer")
+    visit(browser, gw, "/console/query", "review-engineer-query")
+    _run(browser, "UPDATE ledger SET amount = amount + 5 WHERE id <= 2 ORDER BY id")
+    page(browser, gw, "review-engineer-held")
+    found = re.search(r"review (rv-[0-9a-f]{16}) was requested", browser.page_source)
+    assert found is not None, browser.page_source
+    review = found.group(1)
+    assert ledger(db) == before
+
+    sign_in(browser, gw, "admin")
+    visit(browser, gw, "/console/reviews", "review-reviewer")
+    assert review in browser.page_source
+    assert browser.find_elements(By.CSS_SELECTOR, "pre.sql span.k")  # highlighted: keywords have their class
+    changed = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "table.sample td.changed")]
+    assert changed == [str(before[1]), str(before[1] + 5), str(before[2]), str(before[2] + 5)]
+    _submit(browser, f"form[action='/console/reviews/{review}/approve'] button")
+    page(browser, gw, "review-approved")
+    assert f"Review {review} approved" in browser.page_source
+
+    sign_in(browser, gw, "writer")
+    visit(browser, gw, "/console/reviews", "review-author-approved")
+    _submit(browser, f"form[action='/console/reviews/{review}/execute'] button")
+    page(browser, gw, "review-executed")
+    assert f"Review {review} executed" in browser.page_source
+    assert ledger(db) == {**before, 1: before[1] + 5, 2: before[2] + 5}

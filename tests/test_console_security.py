@@ -22,6 +22,7 @@ from consolefixture import MovableClock, app_state, console_gateway, csrf_of, re
 from oidcfixture import OidcProvider
 
 from gateway.audit.records import RouteDenied, Who
+from gateway.policy.reviews import NewReview, new_review_id
 
 ADMIN = ("admin@example.com", ("db-admins",))  # admin, and auditor by name in the test policies
 READER = ("reader@example.com", ("analysts",))
@@ -177,6 +178,46 @@ def test_hostile_values_are_escaped_everywhere(gw: RunningGateway) -> None:
     detail = admin.get(f"/console/audit/record/{newest['seq']}")
     assert HOSTILE not in detail.text
     assert "&lt;img src=x onerror" in detail.text
+
+
+def test_hostile_values_are_escaped_on_the_review_page(gw: RunningGateway) -> None:
+    """A held review's statement (highlighted), params, reason, author and sample rows and columns render as text."""
+    statement = f"UPDATE t SET v = '{HOSTILE}' WHERE k = ?"
+    sample = {
+        "columns": ["k", HOSTILE],
+        "primary_key": ["k"],
+        "before": [[1, HOSTILE], [2, None]],
+        "after": [[1, f"{HOSTILE}!"], None],
+        "more": True,
+    }
+    step = {"kind": "write", "command": "UPDATE", "tables": [f"db.{HOSTILE}"], "rows_affected": 2, "sample_note": None}
+    new = NewReview(
+        id=new_review_id(),
+        digest="0" * 64,
+        author=f"{HOSTILE}@example.com",
+        author_person=("https://elsewhere.example", HOSTILE),
+        target="shop",
+        grant=HOSTILE,
+        transaction=False,
+        statements=[{"sql": statement, "executed": statement, "params": [HOSTILE]}],
+        reason=HOSTILE,
+        dry_run={"executed": True, "rolled_back": True, "statements": [{**step, "sample": sample}]},
+        reviewers=["group:db-admins"],
+        min_approvals=1,
+        valid_for=3600.0,
+    )
+    app_state(gw).services.reviews.create(new)
+    admin = sign_in(gw.url, *ADMIN)
+    page = admin.get("/console/reviews")
+    assert page.status_code == 200
+    assert new.id in page.text
+    assert not _unescaped(page.text)
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page.text  # the statement, highlighted: its text escaped
+    assert '<th scope="col">&#34;&gt;&lt;img src=x onerror' in page.text  # a column name
+    changed = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;!"
+    assert f"<mark>{changed}</mark>" in page.text  # a changed cell, after
+    assert "style=" not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'; script-src 'none'")
 
 
 def test_csv_cells_are_formula_safe(gw: RunningGateway) -> None:

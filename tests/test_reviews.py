@@ -242,8 +242,13 @@ def test_the_audit_log_links_the_story(env: Env) -> None:
     assert steps[1]["rows_affected"] == [1]
     outcomes = [e for e in audit(env, "outcome") if e.get("review") == review]
     assert sorted((e["committed"], e["rows"]) for e in outcomes) == [(False, 1), (True, 1)]
-    decisions = [e for e in audit(env, "decision") if e.get("review") == review]
-    assert [(d["decision"], d["grant"]) for d in decisions] == [("allow", "eng-write")]
+    decisions = [e for e in reversed(audit(env, "decision")) if e.get("review") == review]
+    # the dry run's two sample reads (before, after: test_review_samples.py), then the execution
+    assert [(d["decision"], d["grant"], d["kind"]) for d in decisions] == [
+        ("allow", "eng-write", "read"),
+        ("allow", "eng-write", "read"),
+        ("allow", "eng-write", "write"),
+    ]
     dry_run_request = steps[0]["request_id"]
     assert any(e["request_id"] == dry_run_request and e["decision"] == "allow" for e in audit(env, "decision"))
 

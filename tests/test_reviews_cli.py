@@ -92,3 +92,30 @@ def test_the_shell_prints_a_held_statement_and_carries_on(env: Env) -> None:
     assert "dry run: 1 rows (rolled back)" in text
     assert trailer is not None
     assert env.amounts() == before
+
+
+def test_review_show_prints_the_sample_as_a_table_diff(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`gateway review show ID`: the rows before (-) and after (+) and which columns changed; markup shown as text."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "160")
+    before = env.amounts()
+    with GatewayClient(env.gateway.url, env.idp.token("ann")) as client:
+        try:
+            list(client.stream(QueryRequest("shop", "UPDATE ledger SET amount = amount + 7 WHERE id IN (3, 4)")))
+        except HeldForReview as caught:
+            review = str(caught.reply["review"]["id"])
+        else:
+            pytest.fail("the statement was not held for review")
+    monkeypatch.setenv("GATEWAY_TOKEN", env.idp.token("rex"))
+    assert main(["review", "show", review, "--url", env.gateway.url]) == 0
+    out = capsys.readouterr().out
+    assert f"statement 1: UPDATE of {env.db.name}.ledger, 2 row(s); key id" in out
+    lines = [" ".join(line.replace("│", " ").replace("┃", " ").split()) for line in out.splitlines()]
+    assert "id amount changed" in lines
+    assert f"- 3 {before[3]}" in lines
+    assert f"+ 3 {before[3] + 7} amount" in lines
+    assert f"- 4 {before[4]}" in lines
+    assert f"+ 4 {before[4] + 7} amount" in lines
+    assert env.amounts() == before

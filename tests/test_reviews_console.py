@@ -62,6 +62,11 @@ def test_a_statement_held_from_the_query_page_is_reviewed_and_executed_in_the_co
         assert "&lt;b&gt;x&lt;/b&gt;" in page.text  # the statement is escaped
         assert "<b>x</b>" not in page.text
         assert "dry run: <strong>1</strong> rows affected, rolled back" in page.text
+        assert '<span class="k">UPDATE</span>' in page.text  # highlighted on the server, CSS classes only
+        assert 'style="' not in page.text
+        amount, after = before[1], before[1] + 11
+        assert f'<td class=" changed"><mark>{amount}</mark></td>' in page.text  # the row before, its changed cell
+        assert f'<td class=" changed"><mark>{after}</mark></td>' in page.text  # and after
         done = reviewer.post(f"/console/reviews/{review}/approve", data={"csrf": csrf_of(reviewer), "comment": "ok"})
         assert done.status_code == 303, done.text
     mine = author.get("/console/reviews")

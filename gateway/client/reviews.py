@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
+
 from gateway.client.errors import ClientError
 from gateway.client.http import GatewayClient
+from gateway.client.reviewdiff import print_samples
 from gateway.client.session import add_arguments, connect
 
 DEFAULT_WAIT = 600.0  # seconds `gateway query` waits for an approval
@@ -90,6 +93,7 @@ def _show(args: argparse.Namespace, result: dict[str, Any]) -> int:
                 print(describe(review))
     if "review" in result:
         print(describe(result["review"]))
+        print_samples(result["review"], Console())
     if "results" in result:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from asyncmy import errors as db_errors
@@ -84,6 +84,18 @@ class Result:
     truncated: bool
     rows_affected: int | None
     last_insert_id: int | None
+
+
+class Probe(Protocol):
+    """Reads a dry run makes around each statement of its transaction (statement review's samples)."""
+
+    async def before(self, conn: Pooled, index: int) -> None:
+        """Called in the transaction before statement ``index`` runs."""
+        ...
+
+    async def after(self, conn: Pooled, index: int) -> None:
+        """Called in the transaction after statement ``index`` ran."""
+        ...
 
 
 def comment_for(request_id: str, user: str) -> str:
@@ -249,11 +261,13 @@ async def run_then_decide(
     comment: str,
     *,
     keep: Callable[[list[Result]], bool],
+    probe: Probe | None = None,
 ) -> tuple[list[Result], bool]:
     """Run statements in one transaction, then COMMIT if ``keep(results)`` else ROLLBACK; (results, committed).
 
     A statement review's dry run keeps nothing; its execution keeps the work
     only when the counts still match the dry run. On any error nothing commits.
+    ``probe`` reads around each statement, inside the transaction.
     """
     bound = [
         wrap(bind(stmt, params, conn), comment, limits, kind=stmt.kind, in_transaction=True) for stmt, params in batch
@@ -262,10 +276,14 @@ async def run_then_decide(
     results: list[Result] = []
     try:
         await _simple(conn, f"{comment} {begin}", limits)
-        for sql in bound:
+        for index, sql in enumerate(bound):
+            if probe is not None:
+                await probe.before(conn, index)
             results.append(await _execute(conn, sql, limits))
             if conn.discard:
                 raise InvalidRequest("a statement inside a transaction returned more rows than its cap")
+            if probe is not None:
+                await probe.after(conn, index)
         committed = keep(results)
         await _simple(conn, f"{comment} {'COMMIT' if committed else 'ROLLBACK'}", limits)
     except BaseException:

@@ -19,12 +19,14 @@ from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import AuthRecord, OutcomeRecord
 from gateway.db import execution, streaming
 from gateway.db.catalog import ViewCatalog
+from gateway.db.encoding import JSONValue
 from gateway.db.pools import Pooled, PoolRegistry
 from gateway.errors import GatewayError, StatementRejected, Unauthenticated
 from gateway.identity.tokens import Identity, TokenValidator
 from gateway.pipeline.authorize import Authorizer, StatementRequest
 from gateway.pipeline.execreview import RESULT_FIELDS, ReviewExecution
 from gateway.pipeline.review import Holding
+from gateway.pipeline.sampling import AuthorizeRead
 from gateway.pipeline.stream import Stream, ids_of
 from gateway.policy.decide import Decision
 from gateway.policy.review import needs_review
@@ -66,7 +68,14 @@ class Pipeline(ReviewExecution):
         self._spans = spans or Tracing()
         self._views = views
         self._authorizer = Authorizer(settings, policies, recorder, clock=clock, spans=self._spans, views=views)
-        self.holding = None if reviews is None else Holding(reviews, recorder)
+        admin = settings.admin
+        self.holding = (
+            None
+            if reviews is None
+            else Holding(
+                reviews, recorder, sample_rows=admin.review_sample_rows, sample_bytes=admin.review_sample_bytes
+            )
+        )
         self._row_margin = review_row_margin
 
     async def authenticate(self, token: str | None, ctx: RequestContext) -> Identity:
@@ -260,9 +269,20 @@ class Pipeline(ReviewExecution):
         ) -> Awaitable[tuple[list[execution.Result], bool]]:
             return self._on_connection(ctx, identity, decision, started, work, transaction=True)
 
+        def reads(review: str) -> AuthorizeRead:
+            async def authorize(sql: str, params: Sequence[JSONValue]) -> tuple[Decision, Statement]:
+                # The sample read is decided and recorded like any read the caller sent (SECURITY: never widened).
+                request = StatementRequest(sql, params)
+                allowed, (read,) = await self._authorizer.authorize(
+                    ctx, identity, decision.target, [request], transaction=False, review=review
+                )
+                return allowed, read
+
+            return authorize
+
         params = [r.params for r in requests]
         held, ran = await self.holding.hold(
-            ctx, identity, decision, statements, params, run, transaction=tx, reason=reason, limits=limits
+            ctx, identity, decision, statements, params, run, transaction=tx, reason=reason, limits=limits, reads=reads
         )
         if held is None:
             return None, None if ran is None else ran[0]

@@ -8,7 +8,10 @@ timeout, in flight like any statement, an ``outcome`` record with
 ``committed: false`` and the review id); DDL is never executed (MariaDB commits
 it implicitly), the analysis stands in for it. With a ``min_rows`` threshold
 the work runs in a transaction that commits when it changes at most that many
-rows, and otherwise rolls back and becomes the dry run.
+rows, and otherwise rolls back and becomes the dry run. Inside the dry run,
+``gateway.pipeline.sampling.Sampler`` reads a bounded sample of the rows each
+single-table UPDATE / DELETE would change, before and after (each read decided
+and recorded by the authorizer, ``reads``), kept with the review's dry run.
 
 Records, linked by ``review``: ``requested`` (durable, before the dry run; for
 a threshold rule after it, since until then it was an ordinary execution),
@@ -37,6 +40,7 @@ from gateway.errors import (
     ReviewUsed,
 )
 from gateway.identity.tokens import Identity
+from gateway.pipeline.sampling import AuthorizeRead, Sampler
 from gateway.policy.decide import Decision
 from gateway.policy.review import needs_review, over_threshold, review_digest
 from gateway.policy.reviews import NewReview, Review, ReviewStore, new_review_id
@@ -58,8 +62,17 @@ def rows_of(results: Sequence[Result]) -> list[int | None]:
     return [r.row_count if r.rows_affected is None else r.rows_affected for r in results]
 
 
-def dry_run_view(statements: Sequence[Statement], rows: Sequence[int | None] | None) -> dict[str, Any]:
-    """What reviewers see of the dry run: per statement its kind, command, objects and counts (None: not run)."""
+def dry_run_view(
+    statements: Sequence[Statement],
+    rows: Sequence[int | None] | None,
+    samples: Sequence[tuple[dict[str, Any] | None, str | None]] | None = None,
+) -> dict[str, Any]:
+    """What reviewers see of the dry run: per statement its kind, command, objects, counts (None: not run), sample.
+
+    ``sample``: ``{columns, primary_key, before, after, more}`` (``gateway.pipeline.sampling``) or null, with
+    ``sample_note`` saying why there is none or what was left out.
+    """
+    found = samples or [(None, None)] * len(statements)
     return {
         "executed": rows is not None,
         "rolled_back": rows is not None,
@@ -69,6 +82,8 @@ def dry_run_view(statements: Sequence[Statement], rows: Sequence[int | None] | N
                 "command": s.command,
                 "tables": sorted(s.tables),
                 "rows_affected": None if rows is None else rows[i],
+                "sample": found[i][0],
+                "sample_note": found[i][1],
             }
             for i, s in enumerate(statements)
         ],
@@ -91,9 +106,11 @@ def refusal_for(review: Review) -> ReviewRefused | None:
 class Holding:
     """Holds reviewable work (the pipeline's half of statement review)."""
 
-    def __init__(self, store: ReviewStore, recorder: Recorder) -> None:
+    def __init__(self, store: ReviewStore, recorder: Recorder, *, sample_rows: int = 0, sample_bytes: int = 0) -> None:
         self.store = store
         self._recorder = recorder
+        self._sample_rows = sample_rows
+        self._sample_bytes = sample_bytes
 
     async def hold(  # noqa: PLR0917 - the request's parts, each needed by the review
         self,
@@ -107,8 +124,12 @@ class Holding:
         transaction: bool,
         reason: str | None,
         limits: execution.Limits,
+        reads: Callable[[str], AuthorizeRead] | None = None,
     ) -> tuple[dict[str, Any] | None, tuple[list[Result], bool] | None]:
-        """(the 202 reply, None) when the work is held; (None, results) when a threshold let it commit; (None, None)."""
+        """(the 202 reply, None) when the work is held; (None, results) when a threshold let it commit; (None, None).
+
+        ``reads(review_id)``: how the dry run's sample reads are authorized (None, or ``sample_rows`` 0: counts only).
+        """
         rule = decision.review
         if rule is None or decision.grant is None or not needs_review(rule, statements):
             return None, None
@@ -134,15 +155,30 @@ class Holding:
         if not threshold:
             await self._record(ctx, identity, new, "requested", "pending", statements=statements, comment=reason)
         rows: list[int | None] | None = None
+        sampler: Sampler | None = None
         if not any(s.kind is Kind.DDL for s in statements):
             batch = list(zip(statements, params, strict=True))
             comment = execution.comment_for(ctx.request_id, identity.user)
+            if reads is not None and self._sample_rows > 0:
+                sampler = Sampler(
+                    statements,
+                    params,
+                    limits,
+                    comment,
+                    reads(new.id),
+                    account=decision.db_user,
+                    rows=self._sample_rows,
+                    max_bytes=self._sample_bytes,
+                )
+            probe = sampler
 
             def keep(results: list[Result]) -> bool:
                 return threshold and not over_threshold(rule, statements, rows_of(results))
 
             try:
-                ran = await run(lambda conn: execution.run_then_decide(conn, batch, limits, comment, keep=keep))
+                ran = await run(
+                    lambda conn: execution.run_then_decide(conn, batch, limits, comment, keep=keep, probe=probe)
+                )
             except GatewayError as exc:  # the dry run failed (its outcome is recorded): no review is made
                 if not threshold:
                     await self._record(ctx, identity, new, "dry_run_failed", "failed", error=exc.code)
@@ -152,7 +188,7 @@ class Holding:
             rows = rows_of(ran[0])
         if threshold:
             await self._record(ctx, identity, new, "requested", "pending", statements=statements, comment=reason)
-        dry = dry_run_view(statements, rows)
+        dry = dry_run_view(statements, rows, None if sampler is None or rows is None else sampler.samples())
         review = await asyncio.to_thread(self.store.create, dataclasses.replace(new, dry_run=dry))
         await self._record(ctx, identity, new, "dry_run", review.state, rows=rows)
         analysis = {

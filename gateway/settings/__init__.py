@@ -213,6 +213,10 @@ class AdminSettings(BaseModel):
     # Statement review (issue 16): how many rows a reviewed write may change beyond (or short of) its dry run's
     # count, per statement, when it is executed; past it the execution rolls back (review_rows_changed).
     review_row_margin: Annotated[int, Field(ge=0)] = 0
+    # The dry run's sample of the rows a single-table UPDATE / DELETE would change (0: counts only), and the
+    # most JSON bytes the samples of one review keep (stored with the review).
+    review_sample_rows: Annotated[int, Field(ge=0, le=1000)] = 20
+    review_sample_bytes: Annotated[int, Field(ge=1024, le=1048576)] = 65536
 
 
 class ConsoleSettings(BaseModel):
