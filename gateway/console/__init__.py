@@ -33,6 +33,7 @@ from jinja2 import DictLoader, Environment, select_autoescape
 from gateway.console import admin, approvals, auditor, auth, devlogin, engineer, query, reviews
 from gateway.console.jobs import VerifyJobs
 from gateway.console.sessions import MemorySessionStore, Sessions, SessionStore
+from gateway.console.sharedsessions import StateSessionStore
 from gateway.console.signin import SignIn, read_client_secret
 from gateway.console.templating import filters
 from gateway.console.web import Console, ConsoleRoute, not_found, secure_headers
@@ -101,7 +102,7 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     console = Console(
         settings=settings,
         sessions=Sessions(
-            store or MemorySessionStore(settings.console.max_sessions),
+            store or _session_store(settings),
             idle=settings.console.idle_timeout,
             absolute=settings.console.absolute_timeout,
         ),
@@ -125,6 +126,15 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     catch_all.add_api_route("/console/{rest:path}", not_found, methods=["GET", "POST"])
     app.include_router(catch_all)
     return console
+
+
+def _session_store(settings: Settings) -> SessionStore:
+    """The shared state store's sessions with ``state.store: mariadb`` (any replica serves a session), else memory."""
+    if settings.state.store == "mariadb" and settings.state.mariadb is not None:
+        return StateSessionStore(
+            settings.state.mariadb, idle=settings.console.idle_timeout, absolute=settings.console.absolute_timeout
+        )
+    return MemorySessionStore(settings.console.max_sessions)
 
 
 async def _home_redirect() -> Response:

@@ -116,6 +116,10 @@ class ConsoleRoute(APIRoute):
                 response = await error_page(request, InvalidRequest(errors_text(exc.errors())))
             except GatewayError as exc:
                 response = await error_page(request, exc)
+            viewer = getattr(request.state, "viewer", None)
+            if viewer is not None and (viewer.session.dirty or viewer.session.notices):
+                # Notices added by the handler (shown after its redirect) or shown by its page: the store keeps them.
+                await console_of(request).sessions.save(viewer.session)
             return secure_headers(response, secure=console_of(request).secure)
 
         return route
@@ -135,7 +139,7 @@ def common(request: Request) -> dict[str, Any]:
     notices: list[str] = []
     if viewer is not None and viewer.session.notices:
         notices, viewer.session.notices = viewer.session.notices, []
-        console_of(request).sessions.store.put(viewer.session)
+        viewer.session.dirty = True  # saved when the route returns (ConsoleRoute)
     return {
         "notices": notices,
         "viewer": viewer,

@@ -24,6 +24,12 @@ Version 2 (issue 16 on the shared store):
 
 * ``reviews`` and ``review_verdicts``: statement reviews and their verdicts
   (``gateway.state.reviews``), one row per review, one per person's verdict.
+
+Version 3:
+
+* ``console_sessions``: web console sessions by the SHA-256 of the cookie,
+  their contents sealed under a key derived from the cookie
+  (``gateway.console.sharedsessions``), with when they end.
 """
 
 from __future__ import annotations
@@ -110,9 +116,19 @@ _V2 = (
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS console_sessions (
+        id_hash CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        expires_at DOUBLE NOT NULL,
+        INDEX console_sessions_expires (expires_at)
+    ) ENGINE=InnoDB""",
+)
+
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "revision, managed policy documents, access requests, aliases", _V1),
     (2, "statement reviews and their verdicts", _V2),
+    (3, "web console sessions", _V3),
 )
 LATEST = MIGRATIONS[-1][0]
 
