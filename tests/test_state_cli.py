@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from auditfixture import audit_db, audit_root_query
 from statefixture import state_db
 
 from gateway.audit.factory import open_audit_store
@@ -15,10 +16,10 @@ from gateway.audit.store import Entry
 from gateway.audit.verify import verify
 from gateway.cli import db as dbcli
 from gateway.cli.main import main
-from gateway.settings import AuditSettings, StateDatabaseSettings
+from gateway.settings import AuditDatabaseSettings, AuditSettings, StateDatabaseSettings
 from gateway.state.store import StateStore
 
-__all__ = ["state_db"]
+__all__ = ["audit_db", "state_db"]
 
 BASE = 'version: 1\nroles:\n  admin: ["group:db-admins"]\n'
 MANAGED = b"""version: 1
@@ -182,5 +183,39 @@ def test_no_audit_log_here_means_no_import(
     store = StateStore.open(state_db)
     try:
         assert store.documents() == (0, {})
+    finally:
+        store.close()
+
+
+def test_on_the_shared_audit_store_a_failed_record_rolls_the_import_back(
+    tmp_path: Path,
+    state_db: StateDatabaseSettings,
+    audit_db: AuditDatabaseSettings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """audit.store mariadb: the record lands in the shared store; when MariaDB refuses it, nothing is imported."""
+    config = _config(tmp_path, state_db)
+    settings = json.loads(config.read_text(encoding="utf-8"))
+    settings["audit"] = {"store": "mariadb", "mariadb": json.loads(audit_db.model_dump_json())}
+    config.write_text(json.dumps(settings), encoding="utf-8")
+    reviewed = tmp_path / "reviewed"
+    reviewed.mkdir()
+    (reviewed / "managed.yaml").write_bytes(MANAGED)
+    assert main(["policy", "import", "--config", str(config), str(reviewed)]) == 0
+    rows = audit_root_query(f"SELECT event, user FROM `{audit_db.database}`.audit_log ORDER BY seq")
+    assert [r[0] for r in rows] == ["policy_edit"]
+    # The shared audit store refuses every new record (a trigger): the import's claim and writes are rolled back.
+    audit_root_query(
+        f"CREATE TRIGGER `{audit_db.database}`.refuse BEFORE INSERT ON `{audit_db.database}`.audit_log "
+        "FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'"
+    )
+    (reviewed / "other.yaml").write_bytes(MANAGED.replace(b"reviewed", b"second"))
+    assert main(["policy", "import", "--config", str(config), str(reviewed)]) == 1
+    err = capsys.readouterr().err
+    assert "audit_unavailable" in err
+    assert "nothing imported" in err
+    store = StateStore.open(state_db)
+    try:
+        assert store.documents() == (1, {"managed.yaml": MANAGED})
     finally:
         store.close()
