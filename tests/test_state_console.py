@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 from urllib.parse import urljoin
 
@@ -20,7 +21,7 @@ import httpx
 import pytest
 from conftest import RunningGateway, ScratchDatabase, free_port, gateway_settings, start_gateway, stop_gateway
 from oidcfixture import OidcProvider
-from statefixture import scratch_state_db, state_root_query
+from statefixture import lock_account, scratch_state_db, state_root_query, unlock_account
 
 from gateway import console
 from gateway.console.sessions import PendingLogin, Session, key_of, seal_of
@@ -108,6 +109,27 @@ def test_signed_in_on_1_used_on_2_ended_on_2_is_gone_on_1(
         assert again.status_code == 303
         assert again.headers["location"].startswith("/console/login")
         assert state_root_query(f"SELECT COUNT(*) FROM `{store.database}`.console_sessions")[0][0] == 0
+
+
+def test_the_store_down_console_pages_fail_closed_and_the_session_survives(
+    pair: tuple[list[RunningGateway], StateDatabaseSettings],
+) -> None:
+    """State store locked: a signed-in page is a 503 state_unavailable page, never a guess; back: signed in still."""
+    (one, two), store = pair
+    with httpx.Client(follow_redirects=False, timeout=30) as http:
+        _sign_in(http, one, "reader")
+        assert http.get(f"{two.url}/console/").status_code == 200
+        lock_account(store)
+        try:
+            down = http.get(f"{two.url}/console/")
+            assert down.status_code == 503, down.text
+            assert "state_unavailable" in down.text
+        finally:
+            unlock_account(store)
+        deadline = time.monotonic() + 10
+        while http.get(f"{two.url}/console/").status_code != 200:  # the link retries after its 1 s back-off
+            assert time.monotonic() < deadline, "the session did not come back with the store"
+            time.sleep(0.1)
 
 
 def test_a_sealed_session_opens_only_under_its_own_key_and_seal() -> None:

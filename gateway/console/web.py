@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -51,6 +52,7 @@ HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 MAX_FORM_FIELDS = 64
+log = structlog.get_logger("gateway.console")
 
 
 @dataclass(slots=True)
@@ -119,7 +121,10 @@ class ConsoleRoute(APIRoute):
             viewer = getattr(request.state, "viewer", None)
             if viewer is not None and (viewer.session.dirty or viewer.session.notices):
                 # Notices added by the handler (shown after its redirect) or shown by its page: the store keeps them.
-                await console_of(request).sessions.save(viewer.session)
+                try:
+                    await console_of(request).sessions.save(viewer.session)
+                except GatewayError as exc:  # the action is done: only a notice is lost (a shared store is down)
+                    log.warning("console_session_not_saved", code=exc.code)
             return secure_headers(response, secure=console_of(request).secure)
 
         return route
