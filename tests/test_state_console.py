@@ -59,6 +59,16 @@ def pair(
         finally:
             for gateway in reversed(running):
                 stop_gateway(gateway)
+        # Every state-store connection (the console's sessions' too) is closed at shutdown.
+        deadline = time.monotonic() + 10
+        while _sessions_of(store.user):
+            assert time.monotonic() < deadline, "a gateway left state-store connections open"
+            time.sleep(0.1)
+
+
+def _sessions_of(account: str) -> int:
+    rows = state_root_query("SELECT COUNT(*) FROM information_schema.processlist WHERE user = %s", (account,))
+    return int(rows[0][0])
 
 
 def _sign_in(http: httpx.Client, gateway: RunningGateway, account: str) -> None:

@@ -22,7 +22,9 @@ it); the modules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 
 import structlog
@@ -99,10 +101,13 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     issuer = settings.console.issuer or (
         dev_issuer_url(settings.listen.port, settings.listen.host) if settings.dev_mode else settings.issuers[0].issuer
     )
+    store = store or _session_store(settings)
+    if isinstance(store, StateSessionStore):
+        _close_at_shutdown(app, store.close)
     console = Console(
         settings=settings,
         sessions=Sessions(
-            store or _session_store(settings),
+            store,
             idle=settings.console.idle_timeout,
             absolute=settings.console.absolute_timeout,
         ),
@@ -135,6 +140,21 @@ def _session_store(settings: Settings) -> SessionStore:
             settings.state.mariadb, idle=settings.console.idle_timeout, absolute=settings.console.absolute_timeout
         )
     return MemorySessionStore(settings.console.max_sessions)
+
+
+def _close_at_shutdown(app: FastAPI, close: Callable[[], None]) -> None:
+    """Run ``close`` (blocking, in a thread) after the app's own lifespan has ended."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with inner(running):  # the gateway's lifespan keeps its state on app.state, yields none
+                yield
+        finally:
+            await asyncio.to_thread(close)
+
+    app.router.lifespan_context = lifespan
 
 
 async def _home_redirect() -> Response:
