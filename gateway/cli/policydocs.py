@@ -17,15 +17,26 @@ its credentials.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import difflib
+import getpass
+import socket
 import sys
 from pathlib import Path
 
+from gateway.audit.caps import RecordCaps
+from gateway.audit.factory import open_audit_store
+from gateway.audit.log import AuditLog
+from gateway.audit.records import PolicyEditRecord, Who
 from gateway.clock import utcnow
-from gateway.errors import ConfigError, GatewayError, PolicyFileError
+from gateway.errors import AuditUnavailable, ConfigError, GatewayError, PolicyFileError
 from gateway.policy.files import MAX_FILE_BYTES, load_merged
+from gateway.policy.types import PolicySet
+from gateway.requestids import RequestIds
 from gateway.settings import Settings, load_settings
 from gateway.state.source import LABEL
-from gateway.state.store import DOCUMENT_NAME, StateStore
+from gateway.state.store import DOCUMENT_NAME, Documents, StateStore
 
 
 def _store(settings: Settings) -> StateStore:
@@ -75,16 +86,83 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s); nothing imported", file=sys.stderr)
         return 1
-    store = _store(settings)
     try:
-        revision = store.replace_documents(documents, args.if_revision, now=utcnow())
+        revision = asyncio.run(_import_audited(settings, documents, args.if_revision, policy))
     except GatewayError as exc:
-        print(f"{exc.code}: {exc.detail}", file=sys.stderr)
+        print(f"{exc.code}: {exc.detail}; nothing imported", file=sys.stderr)
         return 1
-    finally:
-        store.close()
     print(f"imported {len(documents)} document(s) as revision {revision} (policy {policy.revision[:12]})")
     return 0
+
+
+def _audit_log(settings: Settings) -> AuditLog:
+    """The audit log the config names; an embedded SQLite log only where it already is (never a new one)."""
+    audit = settings.audit
+    if audit.store == "sqlite" and not audit.path.is_file():
+        raise AuditUnavailable(
+            f"the audit log {audit.path} is not on this machine: run the import where the gateway's audit log is, "
+            "or use the shared audit store (audit.store: mariadb); an import is never left unaudited"
+        )
+    return AuditLog(open_audit_store(audit), redact_literals=audit.redact_literals, caps=RecordCaps())
+
+
+async def _import_audited(settings: Settings, documents: Documents, expected: int | None, policy: PolicySet) -> int:
+    """Replace the managed documents in one transaction, its ``policy_edit`` record durable before the commit."""
+    log = await asyncio.to_thread(_audit_log, settings)
+    store: StateStore | None = None
+    try:
+        store = await asyncio.to_thread(_store, settings)
+        write = await asyncio.to_thread(store.begin_write)
+        try:
+            current, before = await asyncio.to_thread(write.read)
+            revision = await asyncio.to_thread(write.claim, current if expected is None else expected)
+            await asyncio.to_thread(write.clear)
+            for name, content in sorted(documents.items()):
+                await asyncio.to_thread(write.put, name, content, now=utcnow())
+            await log.append(_record(settings, before, documents, (current, revision), policy))
+            return await asyncio.to_thread(write.commit)
+        finally:
+            write.close()  # without the commit (a refused or failed audit write): rolled back
+    finally:
+        if store is not None:
+            store.close()
+        await log.close()
+
+
+def _record(
+    settings: Settings, before: Documents, after: Documents, revisions: tuple[int, int], policy: PolicySet
+) -> PolicyEditRecord:
+    """The ``policy_edit`` record of an import (``revisions``: the store's before and after)."""
+    previous: PolicySet | None = None
+    with contextlib.suppress(PolicyFileError):  # the old documents may not merge with today's base files
+        previous = load_merged(settings.policies_dir, before, known_targets=settings.targets.keys(), label=LABEL)
+    previous_revision = previous.revision if previous is not None else None
+    diff = "".join(
+        "".join(
+            difflib.unified_diff(
+                before.get(name, b"").decode("utf-8", "replace").splitlines(keepends=True),
+                after.get(name, b"").decode("utf-8", "replace").splitlines(keepends=True),
+                f"a/{LABEL}:{name}",
+                f"b/{LABEL}:{name}",
+            )
+        )
+        for name in sorted(before.keys() | after.keys())
+    )
+    who = Who(
+        request_id=RequestIds().new(),
+        user=f"{getpass.getuser()}@{socket.gethostname()}",
+        user_verified=False,  # the operator holds the state store's credentials; no IdP vouched for them
+        policy_revision=previous_revision,
+        via="cli",
+    )
+    return PolicyEditRecord(
+        who=who,
+        action="import",
+        detail={"documents": sorted(after), "store_revision": revisions[1], "previous_store_revision": revisions[0]},
+        file=f"{LABEL}:*",
+        diff=diff,
+        new_revision=policy.revision,
+    )
 
 
 def add_commands(policy: argparse._SubParsersAction[argparse.ArgumentParser], default_config: Path) -> None:

@@ -22,7 +22,9 @@ it); the modules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 
 import structlog
@@ -33,6 +35,7 @@ from jinja2 import DictLoader, Environment, select_autoescape
 from gateway.console import admin, approvals, auditor, auth, devlogin, engineer, query, reviews
 from gateway.console.jobs import VerifyJobs
 from gateway.console.sessions import MemorySessionStore, Sessions, SessionStore
+from gateway.console.sharedsessions import StateSessionStore
 from gateway.console.signin import SignIn, read_client_secret
 from gateway.console.templating import filters
 from gateway.console.web import Console, ConsoleRoute, not_found, secure_headers
@@ -98,10 +101,13 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     issuer = settings.console.issuer or (
         dev_issuer_url(settings.listen.port, settings.listen.host) if settings.dev_mode else settings.issuers[0].issuer
     )
+    store = store or _session_store(settings)
+    if isinstance(store, StateSessionStore):
+        _close_at_shutdown(app, store.close)
     console = Console(
         settings=settings,
         sessions=Sessions(
-            store or MemorySessionStore(settings.console.max_sessions),
+            store,
             idle=settings.console.idle_timeout,
             absolute=settings.console.absolute_timeout,
         ),
@@ -125,6 +131,30 @@ def install(app: FastAPI, settings: Settings, *, store: SessionStore | None = No
     catch_all.add_api_route("/console/{rest:path}", not_found, methods=["GET", "POST"])
     app.include_router(catch_all)
     return console
+
+
+def _session_store(settings: Settings) -> SessionStore:
+    """The shared state store's sessions with ``state.store: mariadb`` (any replica serves a session), else memory."""
+    if settings.state.store == "mariadb" and settings.state.mariadb is not None:
+        return StateSessionStore(
+            settings.state.mariadb, idle=settings.console.idle_timeout, absolute=settings.console.absolute_timeout
+        )
+    return MemorySessionStore(settings.console.max_sessions)
+
+
+def _close_at_shutdown(app: FastAPI, close: Callable[[], None]) -> None:
+    """Run ``close`` (blocking, in a thread) after the app's own lifespan has ended."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with inner(running):  # the gateway's lifespan keeps its state on app.state, yields none
+                yield
+        finally:
+            await asyncio.to_thread(close)
+
+    app.router.lifespan_context = lifespan
 
 
 async def _home_redirect() -> Response:

@@ -32,24 +32,24 @@ def set_session_cookie(response: Response, console: Console, value: str) -> None
     response.set_cookie(console.cookie, value, httponly=True, samesite="lax", secure=console.secure, path="/")
 
 
-def _live(request: Request) -> tuple[Console, Session | None, float]:
+async def _live(request: Request) -> tuple[Console, Session | None, float]:
     console = console_of(request)
     now = services_of(request).clock().timestamp()
-    return console, console.sessions.current(request.cookies.get(console.cookie), now), now
+    return console, await console.sessions.current(request.cookies.get(console.cookie), now), now
 
 
 @router.get("/console/login")
 async def login(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the parameter's name in the URL
     """Send the browser to the IdP (or straight back, if already signed in)."""
-    console, session, now = _live(request)
+    console, session, now = await _live(request)
     back = safe_next(next)
     if session is not None and session.signed_in:
         return RedirectResponse(back, status_code=303)
     cookie = None
     if session is None:
-        cookie, session = console.sessions.new(now)
+        cookie, session = await console.sessions.new(now)
     url, state, verifier = await console.signin.begin()
-    console.sessions.start_login(session, PendingLogin(state=state, verifier=verifier, next=back, started=now))
+    await console.sessions.start_login(session, PendingLogin(state=state, verifier=verifier, next=back, started=now))
     response = RedirectResponse(url, status_code=303)
     if cookie is not None:
         set_session_cookie(response, console, cookie)
@@ -67,8 +67,8 @@ async def _refused(request: Request, reason: str) -> None:
 @router.get("/console/callback")
 async def callback(request: Request, state: str = "", code: str = "", error: str | None = None) -> Response:
     """The IdP's answer: check it belongs to this browser, trade the code, validate the token, sign in."""
-    console, session, now = _live(request)
-    login = console.sessions.take_login(session, state, now) if session is not None and state else None
+    console, session, now = await _live(request)
+    login = await console.sessions.take_login(session, state, now) if session is not None and state else None
     if session is None or login is None:
         await _refused(request, "console sign-in: an answer for no sign-in this browser started (state)")
         raise Unauthenticated("console sign-in: unknown state")
@@ -83,7 +83,7 @@ async def callback(request: Request, state: str = "", code: str = "", error: str
         raise
     identity = await services.pipeline.authenticate(tokens.access_token, console_context(request))
     expires = min(tokens.expires_at, identity.expires_at)
-    cookie, _ = console.sessions.signed_in(session, identity.user, tokens.access_token, expires, now)
+    cookie, _ = await console.sessions.signed_in(session, identity.user, tokens.access_token, expires, now)
     response = RedirectResponse(login.next, status_code=303)
     set_session_cookie(response, console, cookie)
     return response
@@ -92,12 +92,12 @@ async def callback(request: Request, state: str = "", code: str = "", error: str
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
     """End the session (with its CSRF token); the cookie is cleared either way."""
-    console, session, _ = _live(request)
+    console, session, _ = await _live(request)
     if session is not None:
         form = await read_form(request)
         if not hmac.compare_digest(form.get("csrf").encode(), session.csrf.encode()):
             raise InvalidRequest("the sign-out form is stale: reload the page and sign out again")
-        console.sessions.end(session)
+        await console.sessions.end(session)
     response = RedirectResponse("/console/signed-out", status_code=303)
     response.delete_cookie(console.cookie, path="/", secure=console.secure, httponly=True, samesite="lax")
     return response

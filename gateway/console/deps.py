@@ -91,7 +91,7 @@ async def _viewer(request: Request) -> Viewer:
     console = console_of(request)
     services = services_of(request)
     now = services.clock().timestamp()
-    session = console.sessions.current(request.cookies.get(console.cookie), now)
+    session = await console.sessions.current(request.cookies.get(console.cookie), now)
     back = request.url.path if request.method in SAFE_METHODS else "/console/"
     if session is None or session.access_token is None:
         raise SignInRequired(back)
@@ -99,7 +99,7 @@ async def _viewer(request: Request) -> Viewer:
     try:
         identity = await services.pipeline.authenticate(session.access_token, ctx)
     except Unauthenticated:
-        console.sessions.end(session)  # the token is no good any more: so is the session
+        await console.sessions.end(session)  # the token is no good any more: so is the session
         raise SignInRequired(back) from None
     viewer = Viewer(identity, session, ctx, roles_of(identity, services.policies.current))
     request.state.viewer = viewer

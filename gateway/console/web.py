@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -51,6 +52,7 @@ HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 MAX_FORM_FIELDS = 64
+log = structlog.get_logger("gateway.console")
 
 
 @dataclass(slots=True)
@@ -116,6 +118,13 @@ class ConsoleRoute(APIRoute):
                 response = await error_page(request, InvalidRequest(errors_text(exc.errors())))
             except GatewayError as exc:
                 response = await error_page(request, exc)
+            viewer = getattr(request.state, "viewer", None)
+            if viewer is not None and (viewer.session.dirty or viewer.session.notices):
+                # Notices added by the handler (shown after its redirect) or shown by its page: the store keeps them.
+                try:
+                    await console_of(request).sessions.save(viewer.session)
+                except GatewayError as exc:  # the action is done: only a notice is lost (a shared store is down)
+                    log.warning("console_session_not_saved", code=exc.code)
             return secure_headers(response, secure=console_of(request).secure)
 
         return route
@@ -135,7 +144,7 @@ def common(request: Request) -> dict[str, Any]:
     notices: list[str] = []
     if viewer is not None and viewer.session.notices:
         notices, viewer.session.notices = viewer.session.notices, []
-        console_of(request).sessions.store.put(viewer.session)
+        viewer.session.dirty = True  # saved when the route returns (ConsoleRoute)
     return {
         "notices": notices,
         "viewer": viewer,

@@ -2,7 +2,7 @@
 
 ``open_services`` is the app's whole start-up and shutdown: the shared state
 store when ``state.store`` is ``mariadb`` (migrated at open; it then holds the
-managed policy documents, access requests and aliases), policies (an
+managed policy documents, access requests, aliases and reviews), policies (an
 invalid file stops start-up), the audit writer and its reader, the pools,
 the token validator with its alias registry, the pipeline, the policy editor,
 the access-request and review stores, and the background tasks (policy watcher,
@@ -51,6 +51,7 @@ from gateway.settings import Settings
 from gateway.state.aliases import StateAliasRegistry
 from gateway.state.editor import StoreEditor
 from gateway.state.requests import StateAccessRequests
+from gateway.state.reviews import StateReviewStore
 from gateway.state.source import StoreSource
 from gateway.state.store import StateStore
 from gateway.tracing import Tracing
@@ -127,7 +128,11 @@ async def open_services(
         aliases, access_requests = await _open_shared(settings, state, clock)
         stack.callback(aliases.close)
         stack.callback(access_requests.close)
-        reviews = await asyncio.to_thread(SqliteReviewStore, state_dir / REVIEWS_FILE, clock=clock)
+        reviews: ReviewStore = (
+            StateReviewStore(state, clock=clock)
+            if state
+            else await asyncio.to_thread(SqliteReviewStore, state_dir / REVIEWS_FILE, clock=clock)
+        )
         stack.callback(reviews.close)
         pools = PoolRegistry(settings.targets, drift=drift_state(settings))
         await pools.open()

@@ -52,10 +52,11 @@ _SCHEMA = (
   review_id TEXT NOT NULL, issuer TEXT NOT NULL, sub TEXT NOT NULL, name TEXT NOT NULL, verdict TEXT NOT NULL,
   comment TEXT, at TEXT NOT NULL, PRIMARY KEY (review_id, issuer, sub))""",
 )
-_COLUMNS = (
+COLUMNS = (
     "id, digest, author, author_issuer, author_sub, target, grant_name, transaction_, statements, reason, dry_run, "
     "reviewers, min_approvals, state, created_at, expires_at, executed_at, result"
 )
+_COLUMNS = COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,8 @@ def new_review_id() -> str:
     return f"rv-{secrets.token_hex(8)}"
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """A UTC time as the stores keep it: fixed-width ISO text that sorts as it compares."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -221,8 +223,8 @@ class SqliteReviewStore:
             _dump(list(new.reviewers)),
             new.min_approvals,
             "pending",
-            _iso(now),
-            _iso(now + timedelta(seconds=new.valid_for)),
+            iso(now),
+            iso(now + timedelta(seconds=new.valid_for)),
         )
         with self._lock:
             self._conn.execute(
@@ -258,7 +260,7 @@ class SqliteReviewStore:
 
     def decide(self, review_id: str, verdict: Verdict) -> Review:
         """Add a verdict (see ``ReviewStore.decide``): one rejection rejects; ``min_approvals`` persons approve."""
-        now = _iso(self._clock())
+        now = iso(self._clock())
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -291,7 +293,7 @@ class SqliteReviewStore:
 
     def claim(self, review_id: str) -> bool:
         """Approved -> executing, once (see ``ReviewStore.claim``)."""
-        now = _iso(self._clock())
+        now = iso(self._clock())
         with self._lock:
             changed = self._conn.execute(
                 "UPDATE reviews SET state = 'executing', executed_at = ? "
@@ -312,7 +314,7 @@ class SqliteReviewStore:
 
     def expire(self, review_id: str) -> bool:
         """Live and past its expiry -> expired (see ``ReviewStore.expire``)."""
-        now = _iso(self._clock())
+        now = iso(self._clock())
         with self._lock:
             changed = self._conn.execute(
                 "UPDATE reviews SET state = 'expired' WHERE id = ? AND state IN ('pending', 'approved') "
@@ -346,29 +348,39 @@ class SqliteReviewStore:
         return {k: tuple(v) for k, v in out.items()}
 
     def _review(self, row: tuple[Any, ...], verdicts: tuple[Verdict, ...]) -> Review:
-        state = row[13]
-        if state in LIVE and row[15] <= _iso(self._clock()):
-            state = "expired"
-        return Review(
-            id=row[0],
-            digest=row[1],
-            author=row[2],
-            author_person=(row[3], row[4]),
-            target=row[5],
-            grant=row[6],
-            transaction=bool(row[7]),
-            statements=tuple(json.loads(row[8])),
-            reason=row[9],
-            dry_run=json.loads(row[10]),
-            reviewers=tuple(json.loads(row[11])),
-            min_approvals=int(row[12]),
-            state=state,
-            created_at=row[14],
-            expires_at=row[15],
-            executed_at=row[16],
-            result=None if row[17] is None else json.loads(row[17]),
-            verdicts=verdicts,
-        )
+        return review_of_row(row, verdicts, iso(self._clock()))
+
+
+def review_of_row(row: Sequence[Any], verdicts: tuple[Verdict, ...], now: str) -> Review:
+    """A review from its row (the columns of ``COLUMNS``, in order); a live one past ``now`` reads ``expired``."""
+    state = row[13]
+    if state in LIVE and row[15] <= now:
+        state = "expired"
+    return Review(
+        id=row[0],
+        digest=row[1],
+        author=row[2],
+        author_person=(row[3], row[4]),
+        target=row[5],
+        grant=row[6],
+        transaction=bool(row[7]),
+        statements=tuple(json.loads(row[8])),
+        reason=row[9],
+        dry_run=json.loads(row[10]),
+        reviewers=tuple(json.loads(row[11])),
+        min_approvals=int(row[12]),
+        state=state,
+        created_at=row[14],
+        expires_at=row[15],
+        executed_at=row[16],
+        result=None if row[17] is None else json.loads(row[17]),
+        verdicts=verdicts,
+    )
+
+
+def dump(value: object) -> str:
+    """Compact JSON text of a review's column (no NaN)."""
+    return _dump(value)
 
 
 def _dump(value: object) -> str:

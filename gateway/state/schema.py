@@ -19,6 +19,17 @@ Tables:
   with the read-only base files as if they were files of that name.
 * ``access_requests``: the access requests (``gateway.state.requests``).
 * ``aliases``: the names each person has been seen with (``gateway.state.aliases``).
+
+Version 2 (issue 16 on the shared store):
+
+* ``reviews`` and ``review_verdicts``: statement reviews and their verdicts
+  (``gateway.state.reviews``), one row per review, one per person's verdict.
+
+Version 3:
+
+* ``console_sessions``: web console sessions by the SHA-256 of the cookie,
+  their contents sealed under a key derived from the cookie
+  (``gateway.console.sharedsessions``), with when they end.
 """
 
 from __future__ import annotations
@@ -70,8 +81,54 @@ _V1 = (
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
+_V2 = (
+    """CREATE TABLE IF NOT EXISTS reviews (
+        id VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        digest CHAR(64) CHARACTER SET ascii NOT NULL,
+        author VARCHAR(255) NOT NULL,
+        author_issuer VARCHAR(512) NOT NULL,
+        author_sub VARCHAR(255) NOT NULL,
+        target VARCHAR(128) NOT NULL,
+        grant_name VARCHAR(128) NOT NULL,
+        transaction_ TINYINT NOT NULL,
+        statements MEDIUMTEXT NOT NULL,
+        reason TEXT NULL,
+        dry_run MEDIUMTEXT NOT NULL,
+        reviewers TEXT NOT NULL,
+        min_approvals INT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        created_at CHAR(27) CHARACTER SET ascii NOT NULL,
+        expires_at CHAR(27) CHARACTER SET ascii NOT NULL,
+        executed_at CHAR(27) CHARACTER SET ascii NULL,
+        result MEDIUMTEXT NULL,
+        INDEX reviews_created (created_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS review_verdicts (
+        review_id VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        issuer VARCHAR(255) NOT NULL,
+        sub VARCHAR(255) NOT NULL,
+        name VARCHAR(255) NOT NULL,
+        verdict VARCHAR(8) NOT NULL,
+        comment TEXT NULL,
+        at CHAR(27) CHARACTER SET ascii NOT NULL,
+        seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT UNIQUE,
+        PRIMARY KEY (review_id, issuer, sub)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+)
+
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS console_sessions (
+        id_hash CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        expires_at DOUBLE NOT NULL,
+        INDEX console_sessions_expires (expires_at)
+    ) ENGINE=InnoDB""",
+)
+
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "revision, managed policy documents, access requests, aliases", _V1),
+    (2, "statement reviews and their verdicts", _V2),
+    (3, "web console sessions", _V3),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -109,22 +109,6 @@ class StateStore:
     def begin_write(self) -> DocumentWrite:
         """Start a change of the managed documents on a connection of its own (see the module docstring)."""
         return DocumentWrite(connect(self.settings))
-
-    def replace_documents(self, documents: Mapping[str, bytes], expected: int | None, *, now: datetime) -> int:
-        """Replace every managed document in one transaction (``gateway policy import``); the new revision.
-
-        ``expected``: the revision the caller read (412 if it moved); None: whatever it is now.
-        """
-        write = self.begin_write()
-        try:
-            revision, _ = write.read()
-            write.claim(revision if expected is None else expected)
-            write.clear()
-            for name, content in sorted(documents.items()):
-                write.put(name, content, now=now)
-            return write.commit()
-        finally:
-            write.close()
 
 
 class DocumentWrite:
