@@ -12,7 +12,8 @@ and links to both neighbours. Export streams the current filter as CSV
 
 from __future__ import annotations
 
-import asyncio
+import csv
+import io
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -25,13 +26,14 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from gateway.audit import export
 from gateway.audit.query import MAX_LIMIT, AuditFilter
 from gateway.audit.records import EVENTS, AuditReadRecord
-from gateway.audit.store import GENESIS_HASH, Entry, chain_hash, chained_body
+from gateway.audit.store import GENESIS_HASH, AuditStore, Entry, chain_hash, chained_body
 from gateway.console import charts
 from gateway.console.deps import AuditorViewer, Viewer
 from gateway.console.engineer import body_of
 from gateway.console.web import ConsoleRoute, console_of, render
-from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound
 from gateway.http import audit as auditapi
+from gateway.http.audit import read_store
 from gateway.http.deps import services_of
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -62,15 +64,6 @@ def _filters(request: Request) -> tuple[dict[str, str], AuditFilter]:
 async def _record(request: Request, viewer: Viewer, what: str, details: dict[str, Any]) -> None:
     recorder = services_of(request).recorder
     await recorder.event(AuditReadRecord(who=recorder.who(viewer.ctx, viewer.identity), reason=what, filters=details))
-
-
-async def _in_thread(func: Any, *args: Any) -> Any:  # noqa: ANN401 - passes through
-    try:
-        return await asyncio.to_thread(func, *args)
-    except GatewayError:
-        raise
-    except Exception as exc:  # any driver error means the log cannot be read now
-        raise AuditUnavailable("the audit store could not be read") from exc
 
 
 @router.get("/console/audit")
@@ -110,7 +103,7 @@ async def log_page(
     )
 
 
-def _neighbours(store: Any, seq: int) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+def _neighbours(store: AuditStore, seq: int) -> list[Entry]:
     return list(itertools.islice(store.iter_entries(after_seq=max(seq - 2, 0), batch=3), 3))
 
 
@@ -120,7 +113,7 @@ async def record_page(request: Request, viewer: AuditorViewer, seq: int) -> Resp
     if not 0 < seq < 2**63:
         raise NotFound("no such record")
     await _record(request, viewer, "console: audit record", {"seq": seq})
-    around: list[Entry] = await _in_thread(_neighbours, services_of(request).audit_reader, seq)
+    around: list[Entry] = await read_store(_neighbours, services_of(request).audit_reader, seq)
     entry = next((e for e in around if e.get("seq") == seq), None)
     if entry is None:
         raise NotFound(f"no audit record with seq {seq}")
@@ -140,24 +133,21 @@ async def record_page(request: Request, viewer: AuditorViewer, seq: int) -> Resp
     return await render(request, "record.html", entry=entry, fields=fields, chain=chain)
 
 
-def _batches(store: Any, filters: AuditFilter) -> Iterator[list[Entry]]:  # noqa: ANN401 - an AuditStore
+def _batches(store: AuditStore, filters: AuditFilter) -> Iterator[list[Entry]]:
     entries = export.entries(store, filters)
     while batch := list(itertools.islice(entries, EXPORT_BATCH)):
         yield batch
 
 
-async def _export_body(store: Any, filters: AuditFilter, fmt: str) -> AsyncIterator[bytes]:  # noqa: ANN401 - an AuditStore
+async def _export_body(store: AuditStore, filters: AuditFilter, fmt: str) -> AsyncIterator[bytes]:
     batches = _batches(store, filters)
     if fmt == "csv":
         yield (",".join(export.CSV_COLUMNS) + "\r\n").encode()
     while True:
-        batch = await _in_thread(next, batches, None)  # store reads off the event loop, one batch at a time
+        batch = await read_store(next, batches, None)  # store reads off the event loop, one batch at a time
         if batch is None:
             return
         if fmt == "csv":
-            import csv  # noqa: PLC0415 - only exports need it
-            import io  # noqa: PLC0415
-
             out = io.StringIO()
             csv.writer(out).writerows(export.csv_row(e) for e in batch)
             yield out.getvalue().encode()
@@ -196,7 +186,7 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
     """Start verifying the whole chain in the background (recorded first), then follow it."""
     services = services_of(request)
     await _record(request, viewer, "audit verify", {"head_seq": None, "via": "console"})
-    last = await _in_thread(services.audit_reader.last)
+    last = await read_store(services.audit_reader.last)
     total = int(last.get("seq", 0)) if last else 0
     job = console_of(request).jobs.start(
         services.audit_reader, user=viewer.user, started=services.clock().isoformat(timespec="seconds"), total=total
@@ -204,7 +194,7 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
     return RedirectResponse(f"/console/audit/verify?job={job.id}", status_code=303)
 
 
-def _scan(store: Any, filters: AuditFilter) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+def _scan(store: AuditStore, filters: AuditFilter) -> list[Entry]:
     found: list[Entry] = []
     cursor: str | None = None
     while len(found) < CHART_WINDOW:
@@ -221,7 +211,7 @@ async def charts_page(request: Request, viewer: AuditorViewer) -> Response:
     """Decisions over time, denials by user and by target, busiest targets: the newest entries of the filter."""
     values, filters = _filters(request)
     await _record(request, viewer, "console: audit charts", filters.describe())
-    entries = await _in_thread(_scan, services_of(request).audit_reader, filters)
+    entries = await read_store(_scan, services_of(request).audit_reader, filters)
     summary, hourly = charts.summarise(entries)
     return await render(
         request,

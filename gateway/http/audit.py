@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
@@ -68,8 +69,15 @@ async def _record_read(
     await recorder.event(AuditReadRecord(who=recorder.who(ctx, caller), reason=what, filters=details))
 
 
-async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through
-    """Run blocking store work off the event loop; a store failure is ``audit_unavailable``."""
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def read_store(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking store work off the event loop; a store failure is ``audit_unavailable``.
+
+    Every reader of the audit log uses it: these routes and the console's auditor and history pages.
+    """
     try:
         return await asyncio.to_thread(func, *args, **kwargs)
     except GatewayError:
@@ -112,7 +120,7 @@ async def audit_log(
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidRequest("since must be before until")
     await _record_read(recorder, ctx, caller, "audit query", {**filters.describe(), "cursor": cursor})
-    page = await _in_thread(store.query, filters, cursor, limit)
+    page = await read_store(store.query, filters, cursor, limit)
     return JSONResponse({"entries": page.entries, "next_cursor": page.next_cursor, "limit": min(limit, MAX_LIMIT)})
 
 
@@ -135,7 +143,7 @@ async def audit_verify(
         raise InvalidRequest("head_seq and head_hash go together")
     expected = (head_seq, head_hash) if head_seq is not None and head_hash is not None else None
     await _record_read(recorder, ctx, caller, "audit verify", {"head_seq": head_seq})
-    result = await _in_thread(verify, store, expected_head=expected, batch=VERIFY_BATCH)
+    result = await read_store(verify, store, expected_head=expected, batch=VERIFY_BATCH)
     return JSONResponse(
         {
             "ok": result.ok,
