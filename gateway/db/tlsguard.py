@@ -55,6 +55,21 @@ class GuardedConnection(Connection):
             )
         return await super()._process_auth(plugin_name, auth_packet)  # type: ignore[misc]  # asyncmy is untyped: the base method is untyped
 
+    def close(self) -> None:
+        """Close the link at once, as asyncmy's ``close`` promises, TLS included.
+
+        asyncmy closes a TLS transport politely: the socket stays open until the
+        server's ``close_notify`` arrives (or 30 s pass). A refused handshake or a
+        discarded connection needs no goodbye, and an event loop that ends first
+        (a CLI command, ``asyncio.run``) would leave that socket behind. A
+        graceful end is :meth:`ensure_closed` (``COM_QUIT``, then this).
+        """
+        state: Any = self  # asyncmy's stub declares neither field
+        transport = state._transport  # noqa: SLF001 - asyncmy's own field, reset here as its close() does
+        state._transport, state._connected = None, False  # noqa: SLF001 - asyncmy's own fields, as its close() does
+        if transport is not None:
+            transport.abort()
+
     def sends_cleartext_safely(self) -> bool:
         """True when this connection is encrypted with a verifying TLS context."""
         return bool(getattr(self, "_secure", False)) and is_verified(getattr(self, "_ssl_context", None))
