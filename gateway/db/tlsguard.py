@@ -15,8 +15,9 @@ from typing import Any
 
 from asyncmy import errors as db_errors
 from asyncmy.connection import Connection
+from asyncmy.constants.CLIENT import MULTI_STATEMENTS
 
-from gateway.settings import TlsSettings
+from gateway.settings import TargetSettings, TlsSettings
 
 # Plugins that put the password itself on the wire.
 CLEARTEXT_PLUGINS = frozenset({b"mysql_clear_password", b"dialog"})
@@ -73,3 +74,37 @@ class GuardedConnection(Connection):
     def sends_cleartext_safely(self) -> bool:
         """True when this connection is encrypted with a verifying TLS context."""
         return bool(getattr(self, "_secure", False)) and is_verified(getattr(self, "_ssl_context", None))
+
+
+def guarded_connection(
+    target: TargetSettings,
+    user: str,
+    password: str,
+    *,
+    database: str | None,
+    init_command: str,
+    ssl: ssl.SSLContext | None,
+) -> Any:  # noqa: ANN401 - asyncmy is untyped
+    """An unconnected connection to ``target``'s server, hardened as every gateway connection is.
+
+    utf8mb4, autocommit, no ``LOAD DATA LOCAL``, ``init_command`` run first,
+    the password in cleartext only over verified TLS (``GuardedConnection``),
+    and one statement per call: asyncmy always asks for multi-statements, so
+    the flag is taken back and MariaDB itself refuses a second statement
+    (SECURITY rule 8).
+    """
+    conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
+        host=target.host,
+        port=target.port,
+        user=user,
+        password=password,
+        database=database,
+        charset="utf8mb4",
+        init_command=init_command,
+        autocommit=True,
+        local_infile=False,
+        ssl=ssl,
+        connect_timeout=target.pool.connect_timeout,
+    )
+    conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001 - asyncmy offers no way to drop the flag but its own field
+    return conn
