@@ -4,7 +4,8 @@
 loopback in dev mode (the dev issuer signs people in, through its login
 page's form), on the real MariaDB and the session's real provider, with a
 clock the tests move. ``sign_in`` walks the authorization code flow as a
-browser would (cookies kept by the client), and returns the signed-in client.
+browser would (cookies kept by the client), and returns the signed-in client
+(closed when ``console_gateway`` stops its gateway).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ AUTHORIZE_FIELDS = (
     "scope",
 )
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+# The clients ``sign_in`` made, by gateway URL: closed when ``console_gateway`` stops that gateway.
+_SIGNED_IN: dict[str, list[httpx.Client]] = {}
 
 
 class MovableClock:
@@ -64,13 +67,18 @@ def console_gateway(
         console={"idle_timeout": 600, "absolute_timeout": 3000, **console_settings},
     )
     running = start_gateway(settings, idp, db, clock=clock, pages=console.install)
-    yield running
-    stop_gateway(running)
+    try:
+        yield running
+    finally:
+        stop_gateway(running)
+        for http in _SIGNED_IN.pop(running.url, []):
+            http.close()
 
 
 def sign_in(url: str, user: str, groups: tuple[str, ...] = (), **client: Any) -> httpx.Client:
     """A client signed in to the console as ``user`` (with ``groups``) through the dev issuer's login page."""
     http = httpx.Client(base_url=url, follow_redirects=False, timeout=30, **client)
+    _SIGNED_IN.setdefault(url, []).append(http)  # closed with the gateway (console_gateway)
     reply = http.get("/console/login")
     assert reply.status_code == 303, reply.text
     authorize = reply.headers["location"]

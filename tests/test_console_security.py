@@ -96,8 +96,8 @@ def test_every_page_carries_the_security_headers(gw: RunningGateway) -> None:
 
 def test_session_cookie_flags_and_no_token_anywhere(gw: RunningGateway) -> None:
     """The session cookie is HttpOnly and SameSite=Lax; the access token appears in no page, URL or header."""
-    http = httpx.Client(base_url=gw.url, follow_redirects=False, timeout=30)
-    start = http.get("/console/login")
+    with httpx.Client(base_url=gw.url, follow_redirects=False, timeout=30) as http:
+        start = http.get("/console/login")
     cookie = start.headers["set-cookie"].lower()
     assert "httponly" in cookie
     assert "samesite=lax" in cookie
@@ -307,26 +307,26 @@ def test_stale_policy_edits_are_refused_with_a_clear_message(gw: RunningGateway)
 
 def test_dev_issuer_refuses_foreign_redirects_and_replayed_codes(gw: RunningGateway) -> None:
     """The dev login page never redirects off the gateway's console; a code works once and only with its verifier."""
-    http = httpx.Client(base_url=gw.url, follow_redirects=False, timeout=30)
-    foreign = http.get(
-        "/dev-issuer/authorize",
-        params={
-            "client_id": "gateway-console",
-            "redirect_uri": "https://evil.example/console/callback",
-            "response_type": "code",
-            "state": "s" * 16,
-            "code_challenge": "a" * 43,
-            "code_challenge_method": "S256",
-        },
-    )
-    assert foreign.status_code == 422
-    assert "location" not in foreign.headers
-    token = http.post(
-        "/dev-issuer/token",
-        data={"grant_type": "authorization_code", "code": "made-up", "client_id": "gateway-console"},
-    )
-    assert token.status_code == 400
-    assert token.json()["error"] == "invalid_grant"
+    with httpx.Client(base_url=gw.url, follow_redirects=False, timeout=30) as http:
+        foreign = http.get(
+            "/dev-issuer/authorize",
+            params={
+                "client_id": "gateway-console",
+                "redirect_uri": "https://evil.example/console/callback",
+                "response_type": "code",
+                "state": "s" * 16,
+                "code_challenge": "a" * 43,
+                "code_challenge_method": "S256",
+            },
+        )
+        assert foreign.status_code == 422
+        assert "location" not in foreign.headers
+        token = http.post(
+            "/dev-issuer/token",
+            data={"grant_type": "authorization_code", "code": "made-up", "client_id": "gateway-console"},
+        )
+        assert token.status_code == 400
+        assert token.json()["error"] == "invalid_grant"
 
 
 def test_roles_are_enforced_on_console_pages(gw: RunningGateway) -> None:

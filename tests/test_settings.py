@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
+from gateway.identity.oidc import IssuerConfig
 from gateway.settings import Settings, load_settings
 
 TARGET = "targets:\n  shop: {host: 127.0.0.1, database: shop, secrets: {gw_reader: {env: PW}}}\n"
@@ -99,3 +100,17 @@ def test_audit_store_secret_sources(tmp_path: Path, secret: str, loads: bool) ->
     else:
         with pytest.raises(ConfigError, match=r"audit\.mariadb\.secret takes env or file"):
             _load(tmp_path, text)
+
+
+def test_issuer_config_follows_the_settings_rules(tmp_path: Path) -> None:
+    """The token validator's issuer config takes its defaults and bounds from the settings: one copy of each rule."""
+    entry = _load(tmp_path, ISSUER + TARGET).issuers[0]
+    built = IssuerConfig.from_settings(entry, jwks_cooldown=60)
+    assert built == IssuerConfig(issuer="https://idp.example.com", audience="gw")
+    week = 7 * 86400
+    text = f"issuers:\n  - {{issuer: 'https://idp.example.com', audience: gw, max_token_lifetime: {week + 1}}}\n"
+    with pytest.raises(ConfigError, match="max_token_lifetime"):
+        _load(tmp_path, text + TARGET)
+    with pytest.raises(ConfigError, match="max_token_lifetime"):
+        IssuerConfig(issuer="https://idp.example.com", audience="gw", max_token_lifetime=week + 1)
+    IssuerConfig(issuer="https://idp.example.com", audience="gw", max_token_lifetime=week)

@@ -124,6 +124,7 @@ def test_spans_leave_over_otlp_http(tmp_path: Path, idp: OidcProvider, test_db: 
             stop_gateway(running)
     finally:
         collector.shutdown()
+        collector.server_close()
     assert _Collector.received, "nothing was exported"
     names = set()
     for path, content_type, body in _Collector.received:

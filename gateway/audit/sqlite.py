@@ -21,7 +21,7 @@ from gateway.audit.reading import CHECKED, SQLAuditStore, insert_sql
 from gateway.audit.store import GENESIS_HASH, Entry, column_mismatches, link
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
 # Schema version 1 (``PRAGMA user_version``): the statement column for free text,
@@ -97,8 +97,7 @@ class SQLiteAuditStore(SQLAuditStore):
         conn = self._conn
         if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
             return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with _immediate(conn):
             if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
                 if columns and "statement" not in columns:
@@ -107,29 +106,16 @@ class SQLiteAuditStore(SQLAuditStore):
                 for sql in _MIGRATION:
                     conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
 
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
         """Chain and durably commit ``records`` in one transaction; return their entries."""
         with self._lock:
             conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
+            with _immediate(conn):
                 head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
                 seq, prev = head.fetchone() or (0, GENESIS_HASH)
                 linked = link(records, seq, prev, self.row_columns)
                 conn.executemany(_INSERT, linked.rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
             self.commits += 1
             return linked.entries
 
@@ -154,3 +140,17 @@ class SQLiteAuditStore(SQLAuditStore):
         """Close the connection (SQLite checkpoints the WAL on the last close)."""
         with self._lock:
             self._conn.close()
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction taken at once (``BEGIN IMMEDIATE``): committed, or rolled back on any failure."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

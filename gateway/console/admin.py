@@ -96,7 +96,8 @@ async def _edit(request: Request, viewer: Viewer, form: Form, action: str) -> Re
     """Run one edit through the admin API's route function; a refusal re-renders the page saying why."""
     services = services_of(request)
     revision = form.get("revision")
-    args = (viewer.identity, viewer.ctx, services.recorder, services.editor, services.policies, revision)
+    audit = adminapi.audit_edit(services.recorder, viewer.ctx, viewer.identity)
+    edit = adminapi.PolicyEdit(services.editor, services.policies, revision, audit)
     try:
         if not revision:
             raise InvalidRequest("the form carries no policy revision: reload the page")
@@ -113,9 +114,9 @@ async def _edit(request: Request, viewer: Viewer, form: Form, action: str) -> Re
                 statement_timeout=form.get("statement_timeout") or None,
                 expires=_moment(form.get("expires")),
             )
-            reply = await adminapi.add_grant(*args, body)
+            reply = await adminapi.add_grant(edit, body)
         elif action == "remove-grant":
-            reply = await adminapi.delete_grant(*args, form.get("name"))
+            reply = await adminapi.delete_grant(edit, form.get("name"))
         elif action == "revoke":
             revoke = adminapi.RevocationBody(
                 subject=form.get("subject"),
@@ -123,9 +124,9 @@ async def _edit(request: Request, viewer: Viewer, form: Form, action: str) -> Re
                 reason=form.get("reason") or None,
                 until=_moment(form.get("until")),
             )
-            reply = await adminapi.add_revocation(*args, revoke)
+            reply = await adminapi.add_revocation(edit, revoke)
         else:
-            reply = await adminapi.lift_revocation(*args, form.get("subject"), form.get("target") or None)
+            reply = await adminapi.lift_revocation(edit, form.get("subject"), form.get("target") or None)
     except PreconditionFailed:
         return await _policy_page(request, status=412, error=STALE)
     except ValidationError as exc:

@@ -12,7 +12,8 @@ and links to both neighbours. Export streams the current filter as CSV
 
 from __future__ import annotations
 
-import asyncio
+import csv
+import io
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -28,13 +29,14 @@ from gateway.audit.checkpoints import load_public_keys
 from gateway.audit.query import MAX_LIMIT, AuditFilter
 from gateway.audit.records import EVENTS, AuditReadRecord
 from gateway.audit.schema import LEGACY_CHAIN
-from gateway.audit.store import GENESIS_HASH, Entry, MultiChainStore, chain_hash, chained_body, entry_total
+from gateway.audit.store import GENESIS_HASH, AuditStore, Entry, MultiChainStore, chain_hash, chained_body, entry_total
 from gateway.console import charts
 from gateway.console.deps import AuditorViewer, Viewer
 from gateway.console.engineer import body_of
 from gateway.console.web import ConsoleRoute, console_of, render
-from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound
 from gateway.http import audit as auditapi
+from gateway.http.audit import read_store
 from gateway.http.deps import services_of
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -65,15 +67,6 @@ def _filters(request: Request) -> tuple[dict[str, str], AuditFilter]:
 async def _record(request: Request, viewer: Viewer, what: str, details: dict[str, Any]) -> None:
     recorder = services_of(request).recorder
     await recorder.event(AuditReadRecord(who=recorder.who(viewer.ctx, viewer.identity), reason=what, filters=details))
-
-
-async def _in_thread(func: Any, *args: Any) -> Any:  # noqa: ANN401 - passes through
-    try:
-        return await asyncio.to_thread(func, *args)
-    except GatewayError:
-        raise
-    except Exception as exc:  # any driver error means the log cannot be read now
-        raise AuditUnavailable("the audit store could not be read") from exc
 
 
 @router.get("/console/audit")
@@ -113,7 +106,7 @@ async def log_page(
     )
 
 
-def _neighbours(store: Any, seq: int, chain: str | None) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+def _neighbours(store: AuditStore, seq: int, chain: str | None) -> list[Entry]:
     if isinstance(store, MultiChainStore):  # the shared store: the record's own chain (before replicas: _legacy)
         rows = store.iter_chain(chain or LEGACY_CHAIN, batch=3, after_seq=max(seq - 2, 0))
         return [entry for entry, _ in itertools.islice(rows, 3)]
@@ -131,7 +124,7 @@ async def record_page(
     if not 0 < seq < 2**63:
         raise NotFound("no such record")
     await _record(request, viewer, "console: audit record", {"seq": seq, "chain": chain})
-    around: list[Entry] = await _in_thread(_neighbours, services_of(request).audit_reader, seq, chain)
+    around: list[Entry] = await read_store(_neighbours, services_of(request).audit_reader, seq, chain)
     entry = next((e for e in around if e.get("seq") == seq), None)
     if entry is None:
         raise NotFound(f"no audit record with seq {seq}")
@@ -151,24 +144,21 @@ async def record_page(
     return await render(request, "record.html", entry=entry, fields=fields, chain=place)
 
 
-def _batches(store: Any, filters: AuditFilter) -> Iterator[list[Entry]]:  # noqa: ANN401 - an AuditStore
+def _batches(store: AuditStore, filters: AuditFilter) -> Iterator[list[Entry]]:
     entries = export.entries(store, filters)
     while batch := list(itertools.islice(entries, EXPORT_BATCH)):
         yield batch
 
 
-async def _export_body(store: Any, filters: AuditFilter, fmt: str) -> AsyncIterator[bytes]:  # noqa: ANN401 - an AuditStore
+async def _export_body(store: AuditStore, filters: AuditFilter, fmt: str) -> AsyncIterator[bytes]:
     batches = _batches(store, filters)
     if fmt == "csv":
         yield (",".join(export.CSV_COLUMNS) + "\r\n").encode()
     while True:
-        batch = await _in_thread(next, batches, None)  # store reads off the event loop, one batch at a time
+        batch = await read_store(next, batches, None)  # store reads off the event loop, one batch at a time
         if batch is None:
             return
         if fmt == "csv":
-            import csv  # noqa: PLC0415 - only exports need it
-            import io  # noqa: PLC0415
-
             out = io.StringIO()
             csv.writer(out).writerows(export.csv_row(e) for e in batch)
             yield out.getvalue().encode()
@@ -207,7 +197,7 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
     """Start verifying the whole chain in the background (recorded first), then follow it."""
     services = services_of(request)
     await _record(request, viewer, "audit verify", {"head_seq": None, "via": "console"})
-    total = await _in_thread(entry_total, services.audit_reader) or 0
+    total = await read_store(entry_total, services.audit_reader) or 0
     job = console_of(request).jobs.start(
         services.audit_reader,
         user=viewer.user,
@@ -219,7 +209,7 @@ async def verify_start(request: Request, viewer: AuditorViewer) -> Response:
     return RedirectResponse(f"/console/audit/verify?job={job.id}", status_code=303)
 
 
-def _scan(store: Any, filters: AuditFilter) -> list[Entry]:  # noqa: ANN401 - an AuditStore
+def _scan(store: AuditStore, filters: AuditFilter) -> list[Entry]:
     found: list[Entry] = []
     cursor: str | None = None
     while len(found) < CHART_WINDOW:
@@ -236,7 +226,7 @@ async def charts_page(request: Request, viewer: AuditorViewer) -> Response:
     """Decisions over time, denials by user and by target, busiest targets: the newest entries of the filter."""
     values, filters = _filters(request)
     await _record(request, viewer, "console: audit charts", filters.describe())
-    entries = await _in_thread(_scan, services_of(request).audit_reader, filters)
+    entries = await read_store(_scan, services_of(request).audit_reader, filters)
     summary, hourly = charts.summarise(entries)
     return await render(
         request,

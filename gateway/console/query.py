@@ -13,7 +13,6 @@ back in the editor.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -26,7 +25,8 @@ from gateway.audit.store import statement_text
 from gateway.console.deps import Viewer, ViewerDep
 from gateway.console.results import ClosingStream, StreamResult, csv_chunks
 from gateway.console.web import ConsoleRoute, common, console_of, read_form, render
-from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.http.audit import read_store
 from gateway.http.deps import services_of
 from gateway.pipeline import StatementRequest, Stream
 from gateway.policy import views
@@ -62,12 +62,7 @@ async def _read_own(request: Request, viewer: Viewer, filters: AuditFilter, curs
         who=recorder.who(viewer.ctx, viewer.identity), reason="console: own history", filters=filters.describe()
     )
     await recorder.event(record)
-    try:
-        return await asyncio.to_thread(services.audit_reader.query, filters, cursor, limit)
-    except GatewayError:
-        raise
-    except Exception as exc:  # any driver error means the log cannot be read now
-        raise AuditUnavailable("the audit store could not be read") from exc
+    return await read_store(services.audit_reader.query, filters, cursor, limit)
 
 
 @router.get("/console/query")

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from asyncmy import errors as db_errors
-from asyncmy.constants.CLIENT import MULTI_STATEMENTS
 
 from gateway.db.grants import GrantLine, Privilege, parse_grants
 from gateway.db.pools import INIT_COMMAND
@@ -31,7 +30,7 @@ from gateway.db.privileges import (
     plan,
     server_of,
 )
-from gateway.db.tlsguard import GuardedConnection, ssl_context_for
+from gateway.db.tlsguard import guarded_connection, ssl_context_for
 from gateway.policy.types import PolicySet
 from gateway.settings import TargetSettings
 
@@ -79,19 +78,10 @@ def servers(targets: Mapping[str, TargetSettings], names: Sequence[str]) -> dict
 
 async def admin_connect(target: TargetSettings, user: str, password: str) -> Any:  # noqa: ANN401 - asyncmy is untyped
     """An administrator connection to ``target``'s server: its TLS settings, one statement per call."""
-    conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
-        host=target.host,
-        port=target.port,
-        user=user,
-        password=password,
-        charset="utf8mb4",
-        init_command=INIT_COMMAND,  # sql_mode pinned: SHOW GRANTS quotes with backticks, never ANSI quotes
-        autocommit=True,
-        local_infile=False,
-        ssl=ssl_context_for(target.tls),
-        connect_timeout=target.pool.connect_timeout,
+    # sql_mode pinned: SHOW GRANTS quotes with backticks, never ANSI quotes.
+    conn = guarded_connection(
+        target, user, password, database=None, init_command=INIT_COMMAND, ssl=ssl_context_for(target.tls)
     )
-    conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001 - as the pools do (SECURITY rule 8)
     await conn.connect()
     return conn
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncmy import errors as db_errors
-from asyncmy.constants.CLIENT import MULTI_STATEMENTS
 
 from gateway.db.connectrate import ConnectRate
 from gateway.db.credentials import CredentialProvider
-from gateway.db.tlsguard import CleartextRefused, GuardedConnection, ssl_context_for
+from gateway.db.tlsguard import CleartextRefused, guarded_connection, ssl_context_for
 from gateway.errors import DatabaseUnavailable
 from gateway.settings import TargetSettings
 
@@ -122,22 +121,9 @@ class Connector:
 
     async def _open(self, password: str) -> Any:  # noqa: ANN401 - asyncmy is untyped
         target, db_user = self.target, self.db_user
-        conn: Any = GuardedConnection(  # type: ignore[no-untyped-call]  # asyncmy is untyped
-            host=target.host,
-            port=target.port,
-            user=db_user,
-            password=password,
-            database=target.database,
-            charset="utf8mb4",
-            init_command=self._init_command,
-            autocommit=True,
-            local_infile=False,
-            ssl=self._ssl,
-            connect_timeout=target.pool.connect_timeout,
+        conn = guarded_connection(
+            target, db_user, password, database=target.database, init_command=self._init_command, ssl=self._ssl
         )
-        # asyncmy always asks for multi-statements; take it back so MariaDB itself
-        # refuses a second statement (SECURITY rule 8).
-        conn._client_flag &= ~MULTI_STATEMENTS  # noqa: SLF001 - asyncmy offers no way to drop the flag but its own field
         try:
             await conn.connect()
         except CleartextRefused:

@@ -29,7 +29,7 @@ from gateway.http.deps import Admin, Context, EditorDep, PoliciesDep, RecorderDe
 from gateway.http.problems import JSONResponse
 from gateway.identity.tokens import Identity
 from gateway.policy import views
-from gateway.policy.edit import Audit, EditResult
+from gateway.policy.edit import Audit, EditResult, PolicyEditor
 from gateway.policy.store import PolicyStore
 from gateway.policy.types import Grant, Revocation
 
@@ -126,69 +126,65 @@ async def get_policy(caller: Admin, policies: PoliciesDep) -> JSONResponse:
     return JSONResponse(body, headers={"ETag": f'"{policy.revision}"'})
 
 
-@router.post("/v1/grants", status_code=201)
-async def add_grant(  # noqa: PLR0917 - FastAPI dependencies
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyEdit:
+    """What every edit needs, declared once: the editor, the caller's ``If-Match``, the audit callback, the reload."""
+
+    editor: PolicyEditor
+    policies: PolicyStore
+    if_match: str | None
+    audit: Audit
+
+    async def reply(self, result: EditResult, status: int = 200) -> JSONResponse:
+        """Reload and describe the edit (``applied``)."""
+        return await applied(self.policies, result, status)
+
+
+async def _policy_edit(
+    *,
     caller: Admin,
     ctx: Context,
     recorder: RecorderDep,
     editor: EditorDep,
     policies: PoliciesDep,
     if_match: IfMatch,
-    body: Annotated[GrantBody, Depends(json_body(GrantBody))],
-) -> JSONResponse:
+) -> PolicyEdit:
+    return PolicyEdit(editor, policies, if_match, audit_edit(recorder, ctx, caller))
+
+
+Edit = Annotated[PolicyEdit, Depends(_policy_edit)]
+
+
+@router.post("/v1/grants", status_code=201)
+async def add_grant(edit: Edit, body: Annotated[GrantBody, Depends(json_body(GrantBody))]) -> JSONResponse:
     """Add a grant to the managed policy file."""
     entry = body.model_dump(exclude_none=True)
     if "tables" in entry and not entry["tables"]:
         del entry["tables"]
-    result = await editor.add_grant(entry, if_match, audit_edit(recorder, ctx, caller))
-    return await applied(policies, result, 201)
+    return await edit.reply(await edit.editor.add_grant(entry, edit.if_match, edit.audit), 201)
 
 
 @router.delete("/v1/grants/{name}")
-async def delete_grant(  # noqa: PLR0917 - FastAPI dependencies
-    caller: Admin,
-    ctx: Context,
-    recorder: RecorderDep,
-    editor: EditorDep,
-    policies: PoliciesDep,
-    if_match: IfMatch,
-    name: str,
-) -> JSONResponse:
+async def delete_grant(edit: Edit, name: str) -> JSONResponse:
     """Remove a grant from whichever file holds it."""
-    result = await editor.delete_grant(name, if_match, audit_edit(recorder, ctx, caller))
-    return await applied(policies, result)
+    return await edit.reply(await edit.editor.delete_grant(name, edit.if_match, edit.audit))
 
 
 @router.post("/v1/revocations", status_code=201)
-async def add_revocation(  # noqa: PLR0917 - FastAPI dependencies
-    caller: Admin,
-    ctx: Context,
-    recorder: RecorderDep,
-    editor: EditorDep,
-    policies: PoliciesDep,
-    if_match: IfMatch,
-    body: Annotated[RevocationBody, Depends(json_body(RevocationBody))],
+async def add_revocation(
+    edit: Edit, body: Annotated[RevocationBody, Depends(json_body(RevocationBody))]
 ) -> JSONResponse:
     """Revoke a subject's access (every target by default); in force at once."""
     entry = body.model_dump(exclude_none=True)
-    result = await editor.add_revocation(entry, if_match, audit_edit(recorder, ctx, caller))
-    return await applied(policies, result, 201)
+    return await edit.reply(await edit.editor.add_revocation(entry, edit.if_match, edit.audit), 201)
 
 
 @router.delete("/v1/revocations/{subject}")
-async def lift_revocation(  # noqa: PLR0917 - FastAPI dependencies
-    caller: Admin,
-    ctx: Context,
-    recorder: RecorderDep,
-    editor: EditorDep,
-    policies: PoliciesDep,
-    if_match: IfMatch,
-    subject: str,
-    target: Annotated[str | None, Query(max_length=128)] = None,
+async def lift_revocation(
+    edit: Edit, subject: str, target: Annotated[str | None, Query(max_length=128)] = None
 ) -> JSONResponse:
     """Lift a revocation (``?target=`` when the subject has several)."""
-    result = await editor.lift_revocation(subject, target, if_match, audit_edit(recorder, ctx, caller))
-    return await applied(policies, result)
+    return await edit.reply(await edit.editor.lift_revocation(subject, target, edit.if_match, edit.audit))
 
 
 def _grant(grant: Grant) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
@@ -71,8 +72,15 @@ async def _record_read(
     await recorder.event(AuditReadRecord(who=recorder.who(ctx, caller), reason=what, filters=details))
 
 
-async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - passes through
-    """Run blocking store work off the event loop; a store failure is ``audit_unavailable``."""
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def read_store(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking store work off the event loop; a store failure is ``audit_unavailable``.
+
+    Every reader of the audit log uses it: these routes and the console's auditor and history pages.
+    """
     try:
         return await asyncio.to_thread(func, *args, **kwargs)
     except GatewayError:
@@ -115,7 +123,7 @@ async def audit_log(
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidRequest("since must be before until")
     await _record_read(recorder, ctx, caller, "audit query", {**filters.describe(), "cursor": cursor})
-    page = await _in_thread(store.query, filters, cursor, limit)
+    page = await read_store(store.query, filters, cursor, limit)
     return JSONResponse({"entries": page.entries, "next_cursor": page.next_cursor, "limit": min(limit, MAX_LIMIT)})
 
 
@@ -149,7 +157,7 @@ async def audit_verify(
         anchored = None if anchor is None else anchor.iter_anchored()
         return verify(store, expected_head=expected, chain=chain, keys=keys, anchored=anchored, batch=VERIFY_BATCH)
 
-    result = await _in_thread(check)
+    result = await read_store(check)
     return JSONResponse(
         {
             "ok": result.ok,

@@ -23,7 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.errors import ConfigError
-from gateway.identity.oidc import IssuerConfig, KeyUnavailableError, PublicKey, key_fits
+from gateway.identity.oidc import MIN_RSA_BITS, IssuerConfig, KeyUnavailableError, PublicKey, key_fits
 from gateway.identity.subjects import canonical_name
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 DEV_ISSUER_PATH = "/dev-issuer"
 MAX_DEV_LIFETIME = 86400
-MIN_RSA_BITS = 2048
 
 
 def dev_issuer_url(port: int, host: str = "127.0.0.1") -> str:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import Unauthenticated
 from gateway.identity.subjects import canonical_name
+from gateway.settings.issuers import CLAIM_NAME_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from gateway.identity.oidc import IssuerConfig
 
 # A fallback claim's name goes into user names: keep it to a plain set without ':' or '@'.
-FALLBACK_CLAIM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+FALLBACK_CLAIM = re.compile(CLAIM_NAME_PATTERN)
 RESERVED = ":"  # marks a name built from a fallback claim; never in a name from the user claim
 _KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._~|-")
 

@@ -30,7 +30,14 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.errors import ConfigError
 from gateway.identity.names import FALLBACK_CLAIM
-from gateway.settings import ALLOWED_ALGORITHMS, IssuerSettings
+from gateway.settings import IssuerSettings
+from gateway.settings.issuers import (
+    ALLOWED_ALGORITHMS,
+    ISSUER_DEFAULTS,
+    MAX_LEEWAY,
+    MAX_TOKEN_LIFETIME,
+    MIN_JWKS_COOLDOWN,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,14 +45,11 @@ if TYPE_CHECKING:
 PublicKey = RSAKey | ECKey
 
 MAX_KID_LENGTH = 128
-MAX_LEEWAY = 60
-MIN_JWKS_COOLDOWN = 60.0
 MIN_RSA_BITS = 2048
 ES_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-# One list for the config's validation and for the keys this module accepts (no EdDSA: no OKP keys here).
-SUPPORTED_ALGORITHMS = ALLOWED_ALGORITHMS
-assert RSA_ALGORITHMS | ES_CURVES.keys() == SUPPORTED_ALGORITHMS  # noqa: S101 - a key type for every listed alg
+# The settings' one list is what this module verifies: a key type for every allowed algorithm.
+assert RSA_ALGORITHMS | ES_CURVES.keys() == ALLOWED_ALGORITHMS  # noqa: S101 - an import-time check that the two lists agree
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 log = structlog.get_logger(__name__)
@@ -65,17 +69,18 @@ class IssuerConfig:
 
     issuer: str
     audience: str
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
-    user_claim: str = "email"
-    groups_claim: str = "groups"
-    allow_id_tokens: bool = False
-    leeway: int = 30
-    max_token_lifetime: int = 86400
+    # The defaults and bounds are the settings' own (gateway.settings.issuers): one copy of each rule.
+    algorithms: tuple[str, ...] = ISSUER_DEFAULTS.algorithms
+    user_claim: str = ISSUER_DEFAULTS.user_claim
+    groups_claim: str = ISSUER_DEFAULTS.groups_claim
+    allow_id_tokens: bool = ISSUER_DEFAULTS.allow_id_tokens
+    leeway: int = ISSUER_DEFAULTS.leeway
+    max_token_lifetime: int = ISSUER_DEFAULTS.max_token_lifetime
     jwks_cooldown: float = MIN_JWKS_COOLDOWN
     # SECURITY rule 26 (see gateway.identity.names): an email names a person only when the issuer
     # asserts it (email_verified), or when this says the issuer never sends that claim.
-    assume_email_verified: bool = False
-    fallback_claim: str | None = None  # names a token without user_claim; None: such a token is refused
+    assume_email_verified: bool = ISSUER_DEFAULTS.assume_email_verified
+    fallback_claim: str | None = ISSUER_DEFAULTS.fallback_claim  # names a token without user_claim; None: refused
 
     @classmethod
     def from_settings(cls, issuer: IssuerSettings, *, jwks_cooldown: float) -> IssuerConfig:
@@ -93,7 +98,7 @@ class IssuerConfig:
         problems += [
             f"algorithm {alg!r} is not allowed (asymmetric RS*, PS*, ES* only)"
             for alg in self.algorithms
-            if alg not in SUPPORTED_ALGORITHMS
+            if alg not in ALLOWED_ALGORITHMS
         ]
         if not self.user_claim or not self.groups_claim:
             problems.append("user_claim and groups_claim must not be empty")
@@ -103,8 +108,8 @@ class IssuerConfig:
             problems.append("fallback_claim must be 1-64 of [A-Za-z0-9_.-] and differ from user_claim")
         if not 0 <= self.leeway <= MAX_LEEWAY:
             problems.append(f"leeway must be between 0 and {MAX_LEEWAY} seconds")
-        if self.max_token_lifetime <= 0:
-            problems.append("max_token_lifetime must be positive")
+        if not 0 < self.max_token_lifetime <= MAX_TOKEN_LIFETIME:
+            problems.append(f"max_token_lifetime must be between 1 and {MAX_TOKEN_LIFETIME} seconds")
         if self.jwks_cooldown < MIN_JWKS_COOLDOWN:
             problems.append(f"jwks_cooldown must be at least {MIN_JWKS_COOLDOWN:g} seconds")
         if problems:
@@ -171,7 +176,7 @@ def _usable_entry(entry: object) -> bool:
     kid, alg, use, ops = (entry.get(n) for n in ("kid", "alg", "use", "key_ops"))
     return (
         (kid is None or (isinstance(kid, str) and 0 < len(kid) <= MAX_KID_LENGTH))
-        and (alg is None or alg in SUPPORTED_ALGORITHMS)
+        and (alg is None or alg in ALLOWED_ALGORITHMS)
         and use in (None, "sig")
         and (ops is None or (isinstance(ops, list) and "verify" in ops))
     )

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
 from gateway.settings.auditchains import ChainSettings, CheckpointSettings
 from gateway.settings.common import FROZEN, refuse_passwords
+from gateway.settings.issuers import ALLOWED_ALGORITHMS, MIN_JWKS_COOLDOWN, IssuerSettings
 from gateway.settings.state import StateDatabaseSettings, StateSettings
 from gateway.settings.targets import (
     AwsSecretSource,
@@ -57,36 +58,6 @@ __all__ = [
     "is_loopback",
     "load_settings",
 ]
-
-# Asymmetric algorithms with RSA and EC keys: what the token validator can verify (gateway.identity.oidc).
-ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
-
-
-class IssuerSettings(BaseModel):
-    """One trusted OIDC issuer."""
-
-    model_config = FROZEN
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256")
-    user_claim: str = "email"  # the name policies use; must be asserted (SECURITY rule 26, gateway.identity.names)
-    groups_claim: str = "groups"
-    allow_id_tokens: bool = False
-    leeway: Annotated[int, Field(ge=0, le=60)] = 30
-    max_token_lifetime: Annotated[int, Field(gt=0, le=7 * 86400)] = 86400
-    # Only for an IdP that never sends email_verified: take its email claim as asserted.
-    assume_email_verified: bool = False
-    # A claim naming tokens without user_claim, as "<claim>:<value>@<issuer>"; None: refuse them (401).
-    fallback_claim: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None
-
-    @field_validator("algorithms")
-    @classmethod
-    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in value if a not in ALLOWED_ALGORITHMS]
-        if bad or not value:
-            msg = f"algorithms must be asymmetric (never none or HS*): refused {bad or 'empty list'}"
-            raise ValueError(msg)
-        return value
 
 
 class AuditDatabaseSettings(BaseModel):
@@ -250,7 +221,7 @@ class Settings(BaseSettings):
     dev_mode: bool = False
     listen: ListenSettings = ListenSettings()
     issuers: tuple[IssuerSettings, ...] = ()
-    jwks_cooldown: Annotated[float, Field(ge=60)] = 60.0
+    jwks_cooldown: Annotated[float, Field(ge=MIN_JWKS_COOLDOWN)] = MIN_JWKS_COOLDOWN
     policies_dir: Path = Path("policies")
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
     audit: AuditSettings = AuditSettings()
