@@ -71,7 +71,10 @@ def test_pool_exhaustion_at_ten_times_pool_size(
     fault_report.notes["max_waiting_seen"] = max(w for _, w in samples)
     assert malformed(everything) == []
     assert set(tally(crowded)) == {"200 ok", "503 pool_exhausted"}
-    assert max(r.seconds for r in crowded) < ACQUIRE_TIMEOUT + 4.0  # the wait, one slow statement, margin
+    # Bounded waits: nothing hung (a hang is a transport timeout, which set(tally) above rules out),
+    # and the slowest reply is the acquire wait plus one slow statement, with a margin for a loaded CI
+    # machine that is still well under the clients' own timeout.
+    assert max(r.seconds for r in crowded) < ACQUIRE_TIMEOUT + 8.0
     assert max(s for s, _ in samples) <= POOL_SIZE
     assert max(w for _, w in samples) <= MAX_WAITING
     assert tally(after) == {"200 ok": 20}

@@ -99,6 +99,8 @@ async def _load_then_terminate(gw: ServedGateway, tokens: dict[str, str]) -> tup
                 await probe.get(f"{gw.url}/healthz")
         except httpx.ConnectError:
             refused_after += 1
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            pass  # accepted just before the listener closed, then dropped: not served, not counted as refused
         await asyncio.sleep(0.05)
     marks["exited"] = time.monotonic()
     stop.set()
