@@ -82,14 +82,14 @@ def _root() -> Any:  # noqa: ANN401 - a PyMySQL connection
     )
 
 
-def _timed(label: str, func: Any, *args: Any) -> Any:  # noqa: ANN401
+def _timed(label: str, func: Any, *args: Any) -> Any:  # noqa: ANN401 - timing any callable
     started = time.perf_counter()
     result = func(*args)
     print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
     return result
 
 
-def generate(cur: Any, database: str, rows: int) -> None:  # noqa: ANN401
+def generate(cur: Any, database: str, rows: int) -> None:  # noqa: ANN401 - a PyMySQL cursor (untyped)
     """Create the gateway's schema, bulk-load ``rows`` records, then build the filter indexes."""
     cur.execute(f"USE `{database}`")
     migrate(cur, database)

@@ -56,12 +56,12 @@ class JSONResponse(Response):
 
     media_type = "application/json"
 
-    def render(self, content: Any) -> bytes:  # noqa: ANN401
+    def render(self, content: Any) -> bytes:  # noqa: ANN401 - orjson serialises whatever the endpoint returns
         """Encode with orjson."""
         return orjson.dumps(content, default=_default)
 
 
-async def run(conn: Any, body: QueryBody) -> JSONResponse:  # noqa: ANN401
+async def run(conn: Any, body: QueryBody) -> JSONResponse:  # noqa: ANN401 - an asyncmy connection (untyped)
     """Run the statement as sent (``?`` -> ``%s``), no checks at all."""
     async with conn.cursor() as cur:
         await cur.execute(body.sql.replace("?", "%s"), body.params or None)

@@ -51,7 +51,7 @@ STREAM_TIMEOUT = 600.0
 SAMPLE_EVERY = 0.05  # seconds between RSS samples
 
 
-async def _root() -> Any:  # noqa: ANN401
+async def _root() -> Any:  # noqa: ANN401 - an asyncmy connection (untyped)
     return await asyncmy.connect(
         host=DB_HOST,
         port=DB_PORT,
@@ -72,7 +72,7 @@ async def make_database(name: str, prefix: str, rows: int) -> dict[str, Account]
                 "price DECIMAL(10,2), created DATETIME)"
             )
             await cur.execute(
-                f"INSERT INTO `{name}`.bench_rows SELECT seq, CONCAT('item-', seq), seq / 100, "  # noqa: S608
+                f"INSERT INTO `{name}`.bench_rows SELECT seq, CONCAT('item-', seq), seq / 100, "  # noqa: S608 - the benchmark's own scratch database name
                 f"'2024-01-01' + INTERVAL seq SECOND FROM `{name}`.seq_1_to_{int(rows)}"
             )
     finally:

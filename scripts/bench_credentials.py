@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from iamfixture import ACCESS_KEY, REGION, SECRET_KEY, IamMariaDB, running_iam_mariadb  # noqa: E402
+from iamfixture import ACCESS_KEY, REGION, SECRET_KEY, IamMariaDB, running_iam_mariadb  # noqa: E402 - after the sys.path set-up above
 
-from gateway.db.connector import Connector  # noqa: E402
-from gateway.db.iamtokens import IamTokenProvider  # noqa: E402
-from gateway.db.pools import INIT_COMMAND, ConnectionPool  # noqa: E402
-from gateway.settings import TargetSettings  # noqa: E402
+from gateway.db.connector import Connector  # noqa: E402 - after the sys.path set-up above
+from gateway.db.iamtokens import IamTokenProvider  # noqa: E402 - after the sys.path set-up above
+from gateway.db.pools import INIT_COMMAND, ConnectionPool  # noqa: E402 - after the sys.path set-up above
+from gateway.settings import TargetSettings  # noqa: E402 - after the sys.path set-up above
 
 MINTS = 500
 WORKERS = 8
@@ -37,7 +37,7 @@ def mint_cost() -> None:
     samples = []
     for _ in range(MINTS):
         started = time.perf_counter()
-        provider._mint()  # noqa: SLF001
+        provider._mint()  # noqa: SLF001 - timing the provider's own mint
         samples.append(time.perf_counter() - started)
     samples.sort()
     print(f"first mint (creates the boto3 client): {first * 1000:.1f} ms")

@@ -94,10 +94,10 @@ def main() -> int:
     except (ValueError, KeyError):
         reason = "malformed token"
     if reason is not None and config.get("log"):
-        with open(config["log"], "a", encoding="utf-8") as log:  # noqa: PTH123
+        with open(config["log"], "a", encoding="utf-8") as log:  # noqa: PTH123 - the PAM module passes a plain path string
             log.write(f"refused {os.environ.get('PAM_USER', '')}: {reason}\n")
     elif config.get("log"):
-        with open(config["log"], "a", encoding="utf-8") as log:  # noqa: PTH123
+        with open(config["log"], "a", encoding="utf-8") as log:  # noqa: PTH123 - the PAM module passes a plain path string
             log.write(f"accepted {os.environ.get('PAM_USER', '')} {params_date(token)}\n")
     return 0 if reason is None else 1
 

@@ -78,7 +78,7 @@ def write_tls_files(directory: Path, *, key_type: Literal["ec", "rsa"] = "ec") -
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),  # noqa: FBT003
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),  # noqa: FBT003 - KeyUsage takes nine positional flags
             critical=True,
         )
         .sign(ca_key, hashes.SHA256())

@@ -313,7 +313,7 @@ def test_long_statements_are_analysed_like_short_ones(gateway: RunningGateway) -
 
 
 def _samples(text: str) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 - only this test parses the exposition format
 
     return {
         f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value

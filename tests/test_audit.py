@@ -381,7 +381,7 @@ async def test_invalid_records_are_refused_without_using_a_seq(path: Path) -> No
     with pytest.raises(TypeError):
         await log.append(outcome(1, rows=object()))
     with pytest.raises(ValueError, match="timezone"):
-        await log.append(record(1, time=datetime(2025, 1, 1)))  # noqa: DTZ001
+        await log.append(record(1, time=datetime(2025, 1, 1)))  # noqa: DTZ001 - a naive datetime is the point of the test
     entry = await log.append(record(1, time=datetime(2025, 1, 1, 12, tzinfo=UTC)))
     assert (entry["seq"], entry["time"]) == (1, "2025-01-01T12:00:00.000000Z")
     await log.close()

@@ -173,7 +173,7 @@ def test_bad_cursors_are_invalid_requests(store: AuditStore) -> None:
 def test_filter_times_must_be_timezone_aware() -> None:
     """A naive since/until is a programming error, never silently a local time."""
     with pytest.raises(ValueError, match="timezone-aware"):
-        AuditFilter(since=datetime(2026, 1, 1))  # noqa: DTZ001
+        AuditFilter(since=datetime(2026, 1, 1))  # noqa: DTZ001 - a naive datetime is the point of the test
 
 
 OLD_SCHEMA = """
