@@ -365,7 +365,7 @@ def test_without_a_review_store_held_work_is_refused_not_run(env: Env) -> None:
     """Fail closed: a pipeline without its review store refuses reviewable work (400), streamed or not; reads run."""
     app: Any = env.gateway.server.config.app  # uvicorn types it as any ASGI app; it is create_app's FastAPI
     pipeline = app.state.services.pipeline
-    holding, pipeline.holding = pipeline.holding, None
+    holding, pipeline._holding = pipeline._holding, None
     before = env.amounts()
     try:
         with env.client("ann") as http:
@@ -377,7 +377,7 @@ def test_without_a_review_store_held_work_is_refused_not_run(env: Env) -> None:
             )
             read = http.post("/v1/query", json={"target": "shop", "sql": "SELECT 1"})
     finally:
-        pipeline.holding = holding
+        pipeline._holding = holding
     for reply in (plain, streamed):
         assert problem(reply) == (400, "statement_rejected")
         assert "needs review" in reply.json()["detail"]

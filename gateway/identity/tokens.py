@@ -132,6 +132,11 @@ def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     return value[:_MAX_LOGGED_SUBJECT] if isinstance(value, str) and value else None
 
 
+def token_hash(token: str | None) -> str | None:
+    """A short hash that links log lines and records about one token without revealing it (SECURITY rule 7)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16] if token else None
+
+
 class TokenValidator:
     """Validates bearer tokens of the configured issuers; one per process."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -19,15 +18,13 @@ from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import AuthRecord, OutcomeRecord
 from gateway.db import execution, streaming
 from gateway.db.catalog import ViewCatalog
-from gateway.db.encoding import JSONValue
 from gateway.db.pools import Pooled, PoolRegistry
-from gateway.errors import GatewayError, StatementRejected, Unauthenticated
-from gateway.identity.tokens import Identity, TokenValidator
+from gateway.errors import GatewayError, Unauthenticated
+from gateway.identity.tokens import Identity, TokenValidator, token_hash
 from gateway.pipeline.authorize import Authorizer, StatementRequest
 from gateway.pipeline.execreview import RESULT_FIELDS, ReviewExecution
 from gateway.pipeline.review import Holding
-from gateway.pipeline.sampling import AuthorizeRead
-from gateway.pipeline.stream import Stream, ids_of
+from gateway.pipeline.stream import Stream, elapsed_ms, ids_of
 from gateway.policy.decide import Decision
 from gateway.policy.review import needs_review
 from gateway.policy.reviews import ReviewStore
@@ -69,7 +66,7 @@ class Pipeline(ReviewExecution):
         self._views = views
         self._authorizer = Authorizer(settings, policies, recorder, clock=clock, spans=self._spans, views=views)
         admin = settings.admin
-        self.holding = (
+        self._holding = (
             None
             if reviews is None
             else Holding(
@@ -93,7 +90,7 @@ class Pipeline(ReviewExecution):
                 who=dataclasses.replace(who, user=unverified) if unverified else who,
                 code=exc.code,
                 reason=reason,
-                token_hash=_token_hash(token),
+                token_hash=token_hash(token),
             )
             await self._recorder.unverified(record)
             raise
@@ -137,7 +134,7 @@ class Pipeline(ReviewExecution):
                 transaction=False,
             )
         )
-        duration = _ms(started)
+        duration = elapsed_ms(started)
         if statement.kind is Kind.DDL and self._views is not None:
             self._views.forget(target)  # a view may have been made or redefined
         rows = result.row_count if result.rows_affected is None else result.rows_affected
@@ -184,7 +181,7 @@ class Pipeline(ReviewExecution):
                 transaction=True,
             )
         results = ran
-        duration = _ms(started)
+        duration = elapsed_ms(started)
         rows = sum(r.rows_affected or r.row_count for r in results)
         await self._outcome(ctx, identity, target, started, code="ok", committed=True, rows=rows)
         replies = [
@@ -245,56 +242,6 @@ class Pipeline(ReviewExecution):
         outcome = OutcomeRecord(who=self._recorder.who(ctx, identity), target=target, code="ok", duration_ms=0.0)
         return Stream(rows, header, running, tracking, self._recorder, outcome, started=started)
 
-    async def _hold(  # noqa: PLR0917 - the request's parts
-        self,
-        ctx: RequestContext,
-        identity: Identity,
-        decision: Decision,
-        statements: Sequence[Statement],
-        requests: Sequence[StatementRequest],
-        started: float,
-        limits: execution.Limits,
-        reason: str | None,
-        *,
-        tx: bool,
-    ) -> tuple[dict[str, Any] | None, list[execution.Result] | None]:
-        """Hold the work for review (the 202 reply), or the results of a threshold run that committed, or neither."""
-        if self.holding is None:
-            if needs_review(decision.review, statements):  # fail closed: nothing runs that a review should hold
-                raise StatementRejected("this statement needs review, and this gateway has no review store")
-            return None, None
-
-        def run(
-            work: Callable[[Pooled], Awaitable[tuple[list[execution.Result], bool]]],
-        ) -> Awaitable[tuple[list[execution.Result], bool]]:
-            return self._on_connection(ctx, identity, decision, started, work, transaction=True)
-
-        def reads(review: str) -> AuthorizeRead:
-            async def authorize(sql: str, params: Sequence[JSONValue]) -> tuple[Decision, Statement]:
-                # The sample read is decided and recorded like any read the caller sent (SECURITY: never widened).
-                request = StatementRequest(sql, params)
-                allowed, (read,) = await self._authorizer.authorize(
-                    ctx, identity, decision.target, [request], transaction=False, review=review
-                )
-                return allowed, read
-
-            return authorize
-
-        params = [r.params for r in requests]
-        held, ran = await self.holding.hold(
-            ctx, identity, decision, statements, params, run, transaction=tx, reason=reason, limits=limits, reads=reads
-        )
-        if held is None:
-            return None, None if ran is None else ran[0]
-        dry = held["dry_run"]
-        if dry["executed"]:  # the dry run ran and rolled back: its outcome, linked to the review
-            rows = sum(s["rows_affected"] or 0 for s in dry["statements"])
-            review = held["review"]["id"]
-            await self._outcome(
-                ctx, identity, decision.target, started, code="ok", committed=False, rows=rows, review=review
-            )
-        return {**ids_of(ctx), **held}, None
-
     async def _on_connection(
         self,
         ctx: RequestContext,
@@ -334,7 +281,7 @@ class Pipeline(ReviewExecution):
         **fields: Any,  # noqa: ANN401 - the outcome record's fields
     ) -> None:
         who = self._recorder.who(ctx, identity)
-        await self._recorder.outcome(OutcomeRecord(who=who, target=target, duration_ms=_ms(started), **fields))
+        await self._recorder.outcome(OutcomeRecord(who=who, target=target, duration_ms=elapsed_ms(started), **fields))
 
 
 def _running(
@@ -348,12 +295,3 @@ def _running(
         transaction=transaction,
         request_id=ctx.request_id,
     )
-
-
-def _token_hash(token: str | None) -> str | None:
-    """A short hash that links log lines about one token without revealing it (SECURITY rule 7)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

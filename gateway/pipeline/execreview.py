@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gateway.audit.recorder import RequestContext
 from gateway.db import execution
 from gateway.db.catalog import ViewCatalog
+from gateway.db.encoding import JSONValue
 from gateway.db.pools import Pooled
-from gateway.errors import GatewayError, ReviewPolicyChanged, ReviewRowsChanged, ReviewUsed
+from gateway.errors import GatewayError, ReviewPolicyChanged, ReviewRowsChanged, ReviewUsed, StatementRejected
 from gateway.identity.tokens import Identity
 from gateway.pipeline.authorize import Authorizer, StatementRequest
 from gateway.pipeline.review import Holding, refusal_for, rows_of
+from gateway.pipeline.sampling import AuthorizeRead
 from gateway.pipeline.stream import ids_of
 from gateway.policy.decide import Decision
-from gateway.policy.review import review_digest
+from gateway.policy.review import needs_review, review_digest
 from gateway.policy.reviews import Review
 from gateway.settings import Settings
 from gateway.sql.statements import Kind, Statement
@@ -38,13 +40,13 @@ RESULT_FIELDS = ("columns", "rows", "row_count", "truncated", "rows_affected", "
 
 
 class ReviewExecution:
-    """``Pipeline.execute_review``: what the pipeline provides is declared here, defined there."""
+    """``Pipeline._hold`` and ``.execute_review``: what the pipeline provides is declared here, defined there."""
 
     _settings: Settings
     _authorizer: Authorizer
     _views: ViewCatalog | None
     _row_margin: int
-    holding: Holding | None
+    _holding: Holding | None
 
     if TYPE_CHECKING:
 
@@ -68,13 +70,63 @@ class ReviewExecution:
             **fields: Any,  # noqa: ANN401 - the outcome record's fields
         ) -> None: ...
 
+    async def _hold(  # noqa: PLR0917 - the request's parts
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        decision: Decision,
+        statements: Sequence[Statement],
+        requests: Sequence[StatementRequest],
+        started: float,
+        limits: execution.Limits,
+        reason: str | None,
+        *,
+        tx: bool,
+    ) -> tuple[dict[str, Any] | None, list[execution.Result] | None]:
+        """Hold the work for review (the 202 reply), or the results of a threshold run that committed, or neither."""
+        if self._holding is None:
+            if needs_review(decision.review, statements):  # fail closed: nothing runs that a review should hold
+                raise StatementRejected("this statement needs review, and this gateway has no review store")
+            return None, None
+
+        def run(
+            work: Callable[[Pooled], Awaitable[tuple[list[execution.Result], bool]]],
+        ) -> Awaitable[tuple[list[execution.Result], bool]]:
+            return self._on_connection(ctx, identity, decision, started, work, transaction=True)
+
+        def reads(review: str) -> AuthorizeRead:
+            async def authorize(sql: str, params: Sequence[JSONValue]) -> tuple[Decision, Statement]:
+                # The sample read is decided and recorded like any read the caller sent (SECURITY: never widened).
+                request = StatementRequest(sql, params)
+                allowed, (read,) = await self._authorizer.authorize(
+                    ctx, identity, decision.target, [request], transaction=False, review=review
+                )
+                return allowed, read
+
+            return authorize
+
+        params = [r.params for r in requests]
+        held, ran = await self._holding.hold(
+            ctx, identity, decision, statements, params, run, transaction=tx, reason=reason, limits=limits, reads=reads
+        )
+        if held is None:
+            return None, None if ran is None else ran[0]
+        dry = held["dry_run"]
+        if dry["executed"]:  # the dry run ran and rolled back: its outcome, linked to the review
+            rows = sum(s["rows_affected"] or 0 for s in dry["statements"])
+            review = held["review"]["id"]
+            await self._outcome(
+                ctx, identity, decision.target, started, code="ok", committed=False, rows=rows, review=review
+            )
+        return {**ids_of(ctx), **held}, None
+
     async def execute_review(self, ctx: RequestContext, identity: Identity, review: Review) -> dict[str, Any]:
         """Run an approved review's bound statements once, by its author, if the policy and the counts still agree.
 
         The caller (``gateway.http.reviews``) has checked that ``identity`` is the
         author person and recorded any refusal of its own.
         """
-        holding = self.holding
+        holding = self._holding
         if holding is None:
             raise ReviewPolicyChanged("statement review is not enabled on this gateway")
         refusal = refusal_for(review)
@@ -111,7 +163,7 @@ class ReviewExecution:
         statements: Sequence[Statement],
         params: Sequence[Sequence[Any]],
     ) -> dict[str, Any]:
-        holding = self.holding
+        holding = self._holding
         assert holding is not None  # noqa: S101 - execute_review checked it
         limits = execution.limits_for(self._settings.limits, decision, None)
         comment = execution.comment_for(ctx.request_id, identity.user)

@@ -98,7 +98,7 @@ class Stream:
         else:  # a statement without a result set
             trailer.update(rows_affected=ending.rows_affected, last_insert_id=ending.last_insert_id)
             await self._end(code="ok", rows=ending.rows, streamed=True)
-        yield line({**trailer, "duration_ms": _ms(self._started)})
+        yield line({**trailer, "duration_ms": elapsed_ms(self._started)})
 
     def close(self) -> None:
         """End the stream now if it has not finished (the client went away); idempotent and synchronous."""
@@ -117,10 +117,11 @@ class Stream:
         self._tracking.close()  # no longer in flight
         if self._running.cancelled:
             fields["code"] = "revoked"
-        record = dataclasses.replace(self._outcome, duration_ms=_ms(self._started), **fields)
+        record = dataclasses.replace(self._outcome, duration_ms=elapsed_ms(self._started), **fields)
         with contextlib.suppress(GatewayError):
             await self._recorder.outcome(record)
 
 
-def _ms(started: float) -> float:
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (``time.perf_counter``), as records carry them."""
     return round((time.perf_counter() - started) * 1000, 3)
