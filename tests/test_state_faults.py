@@ -116,9 +116,9 @@ def test_an_edit_cut_short_after_claiming_the_revision_leaves_nothing_and_holds_
         b.start()
         # A lock wait of the store's own account (other tests share the server).
         waits = (
-            "SELECT COUNT(*) FROM information_schema.innodb_lock_waits w "
-            "JOIN information_schema.innodb_trx t ON t.trx_id = w.requesting_trx_id "
-            "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id WHERE p.user = %s"
+            # B's claim (the conditional UPDATE of the revision row) running while A's claim is uncommitted.
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE user = %s AND command = 'Query' AND info LIKE 'UPDATE state_revision%%'"
         )
         assert _wait_for(lambda: int(state_root_query(waits, (state_db.user,))[0][0]) > 0), "B is not waiting on A"
         release.set()
@@ -212,9 +212,9 @@ def test_an_approval_that_loses_the_race_to_another_replicas_edit_is_rebuilt_not
         b = threading.Thread(target=approve)
         b.start()
         waits = (
-            "SELECT COUNT(*) FROM information_schema.innodb_lock_waits w "
-            "JOIN information_schema.innodb_trx t ON t.trx_id = w.requesting_trx_id "
-            "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id WHERE p.user = %s"
+            # B's claim (the conditional UPDATE of the revision row) running while A's claim is uncommitted.
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE user = %s AND command = 'Query' AND info LIKE 'UPDATE state_revision%%'"
         )
         assert _wait_for(lambda: int(state_root_query(waits, (state_db.user,))[0][0]) > 0), "B is not waiting on A"
         release.set()
