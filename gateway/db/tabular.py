@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 import orjson
 
-from gateway.csvcells import TSV_ESCAPES, safe_cell
+from gateway.csvcells import TRIGGERS, TSV_ESCAPES, safe_cell
 from gateway.db.encoding import json_default, text_of
 
 CSV = "text/csv"
@@ -36,8 +37,7 @@ _NONE = type(None)
 _NUMBERS = frozenset({int, float, Decimal})  # their text never needs quoting, escaping or a formula guard
 _NUMBERS_OR_NULL = _NUMBERS | {_NONE}
 _TEXT_OR_NULL = frozenset({str, _NONE})
-# A cell starting with one of these may be read as a formula: looked for after the newlines that join a column.
-_FORMULA_STARTS = tuple("\n" + c for c in "=+-@\t\r'")
+_FIRST = operator.itemgetter(0)  # a non-empty cell's first character
 _TSV_SPECIAL = ("\0", "\t", "\n", "\\")
 _CSV_SPECIAL = (",", '"', "\r", "\n")  # a field with one of these is quoted
 
@@ -62,10 +62,8 @@ def _csv_column(column: Column) -> Column:
     if not kinds <= _TEXT_OR_NULL:
         column = _json_values(column)
         kinds = set(map(type, column))
-    if kinds <= _TEXT_OR_NULL:
-        joined = "\n" + "\n".join(filter(None, column))  # type: ignore[arg-type]  # str or None, checked above
-        if not any(start in joined for start in _FORMULA_STARTS):
-            return column
+    if kinds <= _TEXT_OR_NULL and TRIGGERS.isdisjoint(map(_FIRST, filter(None, column))):  # type: ignore[arg-type]  # str or None, checked
+        return column  # no cell starts with a formula trigger
     return list(map(_csv_cell, column))
 
 
