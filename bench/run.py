@@ -344,6 +344,7 @@ def main() -> int:
         finally:
             runner.stop()
         audit_records = _count_audit(state / "audit.db")
+        fsync_ms = fsync_latency_ms(state)
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "minutes": round((time.time() - started) / 60, 1),
@@ -354,6 +355,7 @@ def main() -> int:
         "rss_start_kb": rss_start,
         "rss_end_kb": rss_end,
         "audit_records": audit_records,
+        "fsync_ms": fsync_ms,
         "note": args.note,
         "pool_size": POOL_SIZE,
     }
@@ -363,6 +365,25 @@ def main() -> int:
     print(table)
     write_doc(args.doc, table)
     return 0
+
+
+def fsync_latency_ms(directory: Path, writes: int = 200) -> float:
+    """Median wall time of a 4 KiB append + ``fsync`` in ``directory`` (the audit store's disk), in ms."""
+    path = directory / "fsync-probe"
+    times: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"x" * 4096
+        for _ in range(writes):
+            started = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    times.sort()
+    return round(times[len(times) // 2] * 1000, 3)
 
 
 def _count_audit(path: Path) -> int:
