@@ -38,6 +38,7 @@ import asyncmy
 import httpx
 import orjson
 
+from bench.disk import count_audit, fsync_latency_ms
 from bench.privatedb import PrivateServer, free_port, private_mariadb
 from bench.report import render, write_doc
 from gateway.db.provision import provision
@@ -343,7 +344,7 @@ def main() -> int:
             rss_end = {name: runner.rss_kb(name) for name in runner.urls}
         finally:
             runner.stop()
-        audit_records = _count_audit(state / "audit.db")
+        audit_records = count_audit(state / "audit.db")
         fsync_ms = fsync_latency_ms(state)
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
@@ -365,34 +366,6 @@ def main() -> int:
     print(table)
     write_doc(args.doc, table)
     return 0
-
-
-def fsync_latency_ms(directory: Path, writes: int = 200) -> float:
-    """Median wall time of a 4 KiB append + ``fsync`` in ``directory`` (the audit store's disk), in ms."""
-    path = directory / "fsync-probe"
-    times: list[float] = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        block = b"x" * 4096
-        for _ in range(writes):
-            started = time.perf_counter()
-            os.write(fd, block)
-            os.fsync(fd)
-            times.append(time.perf_counter() - started)
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    times.sort()
-    return round(times[len(times) // 2] * 1000, 3)
-
-
-def _count_audit(path: Path) -> int:
-    import sqlite3  # noqa: PLC0415
-
-    if not path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
 
 def _machine() -> dict[str, Any]:
