@@ -38,6 +38,7 @@ import asyncmy
 import httpx
 import orjson
 
+from bench.disk import count_audit, fsync_latency_ms
 from bench.privatedb import PrivateServer, free_port, private_mariadb
 from bench.report import render, write_doc
 from gateway.db.provision import provision
@@ -343,7 +344,8 @@ def main() -> int:
             rss_end = {name: runner.rss_kb(name) for name in runner.urls}
         finally:
             runner.stop()
-        audit_records = _count_audit(state / "audit.db")
+        audit_records = count_audit(state / "audit.db")
+        fsync_ms = fsync_latency_ms(state)
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "minutes": round((time.time() - started) / 60, 1),
@@ -354,6 +356,7 @@ def main() -> int:
         "rss_start_kb": rss_start,
         "rss_end_kb": rss_end,
         "audit_records": audit_records,
+        "fsync_ms": fsync_ms,
         "note": args.note,
         "pool_size": POOL_SIZE,
     }
@@ -363,15 +366,6 @@ def main() -> int:
     print(table)
     write_doc(args.doc, table)
     return 0
-
-
-def _count_audit(path: Path) -> int:
-    import sqlite3  # noqa: PLC0415 - only this report reads SQLite
-
-    if not path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
 
 def _machine() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CSV cells a spreadsheet will not run as formulas (OWASP "CSV injection"; SECURITY rule 29).
+"""CSV cells a spreadsheet will not run as formulas (OWASP "CSV injection"; SECURITY rule 29); TSV fields.
 
 Excel, LibreOffice and Google Sheets evaluate a cell that starts with ``=``,
 ``+``, ``-`` or ``@`` (and, after their own trimming, a leading tab or CR) as a
@@ -30,3 +30,12 @@ def safe_cell(cell: str) -> str:
 def original_cell(cell: str) -> str:
     """The text :func:`safe_cell` was given (one leading ``'`` removed)."""
     return cell.removeprefix("'")
+
+
+# What `mariadb --batch` escapes in a tab-separated field (its `safe_put_field`): NUL, tab, newline, backslash.
+TSV_ESCAPES = str.maketrans({"\0": "\\0", "\t": "\\t", "\n": "\\n", "\\": "\\\\"})
+
+
+def tsv_cell(cell: str) -> str:
+    r"""``cell`` escaped as ``mariadb --batch`` writes a field: ``\0``, ``\t``, ``\n`` and ``\\``."""
+    return cell.translate(TSV_ESCAPES)

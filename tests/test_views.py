@@ -9,12 +9,18 @@ in the session's test database; the analysts' grant there denies
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningGateway, ScratchDatabase, root_query
+from conftest import DB_HOST, DB_PORT, RunningGateway, ScratchDatabase, root_query
 
 from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.db.catalog import ViewCatalog
+from gateway.db.pools import PoolRegistry
+from gateway.policy.decide import Decision
+from gateway.settings import SecretSource, TargetSettings
+from gateway.sql.statements import analyze
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +158,30 @@ def test_the_functions_a_view_calls_are_checked(
     status, body = _query(gateway, f"SELECT * FROM {view}")
     assert (status, body["code"]) == (403, "forbidden"), body
     assert body["detail"] == f"function {function.format(db=function_views.name.upper())} is not allowed"
+
+
+@pytest.mark.anyio
+async def test_a_statement_without_views_is_decided_once(views: ScratchDatabase, tmp_path: Path) -> None:
+    """No view among the tables: the catalogue hands back the very statement, which the pipeline does not decide again.
+
+    A view among them: a new statement, with the view's base tables added.
+    """
+    reader = views.accounts["reader"]
+    secret = tmp_path / "reader.secret"
+    secret.write_text(reader.password, encoding="utf-8")
+    target = TargetSettings(
+        host=DB_HOST, port=DB_PORT, database=views.name, secrets={reader.user: SecretSource(file=secret)}
+    )
+    registry = PoolRegistry({"shop": target})
+    await registry.open()
+    try:
+        catalog = ViewCatalog(registry)
+        decision = Decision(allowed=True, code="allowed", reason="ok", target="shop", grant="g", db_user=reader.user)
+        plain = analyze("SELECT id FROM items WHERE id = 1", default_database=views.name)
+        assert await catalog.expand_statement(decision, plain) is plain
+        through = analyze("SELECT id FROM v_items", default_database=views.name)
+        expanded = await catalog.expand_statement(decision, through)
+        assert expanded is not through
+        assert expanded.tables == {f"{views.name}.v_items", f"{views.name}.items"}
+    finally:
+        await registry.close()

@@ -20,7 +20,7 @@ from rich.table import Table
 from gateway.client import login as devicelogin
 from gateway.client import reviews, tokencache
 from gateway.client.http import GatewayClient, HeldForReview, QueryRequest
-from gateway.client.render import FORMATS, consume, row_counter, sink_for, summary
+from gateway.client.render import FORMATS, TABLE_MEDIA, consume, copy_table, row_counter, sink_for, summary
 from gateway.client.session import add_arguments, connect
 
 
@@ -103,6 +103,8 @@ def print_targets(console: Console, targets: list[dict[str, Any]]) -> None:
 
 def run_query(client: GatewayClient, request: QueryRequest, fmt: str, console: Console) -> dict[str, Any]:
     """Stream one statement into the chosen format on stdout; return the trailer."""
+    if fmt in TABLE_MEDIA:  # the gateway writes CSV / TSV itself: its bytes go to stdout as they come
+        return copy_table(client.stream_table(request, TABLE_MEDIA[fmt]), sys.stdout.buffer)
     sink = sink_for(fmt, sys.stdout, console)
     if fmt == "table":  # the table is drawn at the end: no counter before it
         return consume(client.stream(request), sink)

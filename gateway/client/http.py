@@ -4,7 +4,7 @@ Every non-2xx reply is turned into ``ProblemError`` carrying the problem+json
 ``code``, ``detail``, ``status`` and ``request_id`` (what an admin needs to
 find the audit record); a 401 also says where the refused token came from.
 Streamed queries yield the NDJSON lines as parsed objects: a header dict, row
-lists, then a trailer (or error) dict. Policy edits send the current revision
+lists, then a trailer (or error) dict; CSV and TSV results come as bytes. Policy edits send the current revision
 as ``If-Match`` and retry when another edit lands in between.
 """
 
@@ -146,3 +146,31 @@ class GatewayClient:
                         yield orjson.loads(line)
         except httpx.HTTPError as exc:
             raise ProblemError.unreachable(self.url, exc) from None
+
+    def stream_table(self, request: QueryRequest, media: str) -> Iterator[bytes]:
+        """Run a statement and yield its CSV or TSV body (``media``) as it arrives; ``HeldForReview`` on a 202.
+
+        The gateway cuts a CSV / TSV stream that stops before the result's end
+        (an error, a revocation, a timeout, the row cap): the body then lacks
+        its last chunk, and this raises ``ProblemError`` (``stream_cut``) after
+        the bytes already yielded.
+        """
+        try:
+            with self._http.stream("POST", "/v1/query", json=request.body(), headers={"Accept": media}) as reply:
+                if reply.is_error:
+                    raise self._problem(reply, reply.read())
+                if reply.status_code == ACCEPTED:
+                    raise HeldForReview(dict(orjson.loads(reply.read())))
+                request_id = reply.headers.get("x-request-id")
+                try:
+                    yield from reply.iter_bytes()
+                except httpx.RemoteProtocolError:
+                    raise ProblemError(0, "stream_cut", _CUT, request_id) from None
+        except httpx.HTTPError as exc:
+            raise ProblemError.unreachable(self.url, exc) from None
+
+
+_CUT = (
+    "the gateway cut the result before its end (an error, a revocation, a timeout or the row cap); "
+    "what was written is incomplete, and the request's audit record says why"
+)

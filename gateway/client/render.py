@@ -1,10 +1,12 @@
-"""Render query results for people and scripts: table (rich), JSON, NDJSON, CSV.
+"""Render query results for people and scripts: table (rich), JSON, NDJSON, CSV, TSV.
 
 Results arrive as the gateway's NDJSON stream (a header dict, row lists, a
 trailer dict), and every format but ``table`` writes rows as they come, so
 exporting a large result keeps the CLI's memory flat. ``table`` must see every
 row to size its columns. A stream that ends with an error line raises
-``ProblemError`` after the rows already written.
+``ProblemError`` after the rows already written. ``gateway query --format
+csv|tsv`` asks the gateway for CSV / TSV itself and copies its bytes
+(``copy_table``); the shell renders those formats from NDJSON here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 import orjson
 from rich import box
@@ -21,9 +23,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from gateway.client.errors import ProblemError
-from gateway.csvcells import safe_cell
+from gateway.csvcells import safe_cell, tsv_cell
 
-FORMATS = ("table", "json", "ndjson", "csv")
+FORMATS = ("table", "json", "ndjson", "csv", "tsv")
+# ``query --format csv|tsv``: the gateway streams these itself (``Accept``), formula-safe CSV, TSV as `mariadb --batch`.
+TABLE_MEDIA = {"csv": "text/csv", "tsv": "text/tab-separated-values"}
 PROGRESS_EVERY = 10_000  # rows between progress updates
 
 
@@ -46,6 +50,8 @@ def _names(header: dict[str, Any]) -> list[str]:
 
 def summary(trailer: dict[str, Any]) -> str:
     """``12 rows (truncated at the row cap) in 3.1 ms`` and the like."""
+    if "bytes" in trailer:  # a CSV / TSV body the gateway wrote: no counts come with it
+        return f"{trailer['bytes']:,} bytes written"
     if trailer.get("rows_affected") is not None and not trailer.get("row_count"):
         text = f"{trailer['rows_affected']} rows affected"
         if trailer.get("last_insert_id"):
@@ -151,6 +157,35 @@ class CSVSink:
         """Nothing to add: CSV has no trailer."""
 
 
+class TSVSink:
+    """Tab-separated, as ``mariadb --batch`` writes it: a header row, NULL as ``NULL``, specials escaped."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def start(self, header: dict[str, Any]) -> None:
+        """Write the column names."""
+        if header.get("columns"):
+            self._out.write("\t".join(tsv_cell(name) for name in _names(header)) + "\n")
+
+    def row(self, row: list[Any]) -> None:
+        """Write a row."""
+        self._out.write("\t".join("NULL" if v is None else tsv_cell(str(v)) for v in row) + "\n")
+
+    def finish(self, trailer: dict[str, Any]) -> None:
+        """Nothing to add: TSV has no trailer."""
+
+
+def copy_table(chunks: Iterable[bytes], out: BinaryIO) -> dict[str, Any]:
+    """Copy a CSV / TSV body to ``out`` as it arrives; a trailer-like summary (bytes written)."""
+    written = 0
+    for chunk in chunks:
+        out.write(chunk)
+        written += len(chunk)
+    out.flush()
+    return {"type": "trailer", "bytes": written}
+
+
 def sink_for(fmt: str, out: TextIO, console: Console) -> Sink:
     """The sink for a ``--format`` value."""
     if fmt == "table":
@@ -161,6 +196,8 @@ def sink_for(fmt: str, out: TextIO, console: Console) -> Sink:
         return NDJSONSink(out)
     if fmt == "csv":
         return CSVSink(out)
+    if fmt == "tsv":
+        return TSVSink(out)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

@@ -1,7 +1,7 @@
 r"""``gateway shell -t TARGET``: an interactive SQL shell over the gateway.
 
 Statements may span lines and end with ``;``. Backslash commands (alone on a
-line): ``\targets``, ``\format table|json|ndjson|csv``, ``\target NAME``,
+line): ``\targets``, ``\format table|json|ndjson|csv|tsv``, ``\target NAME``,
 ``\help``, ``\q``. Each statement's result is followed by its row count and
 timing (gateway-side and round trip); a gateway error shows its code, detail
 and the request id to quote to an admin. History is kept (0600) beside the
@@ -32,7 +32,7 @@ HELP = """\
 End a statement with ; (it may span lines).
   \\targets          targets you can use
   \\target NAME      switch target
-  \\format FORMAT    table, json, ndjson or csv
+  \\format FORMAT    table, json, ndjson, csv or tsv
   \\help             this text
   \\q                quit (or Ctrl-D)"""
 

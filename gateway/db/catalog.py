@@ -86,6 +86,8 @@ class ViewCatalog:
     async def expand_statement(self, decision: Decision, statement: Statement) -> Statement:
         """``statement`` with its views' base tables added, and the functions their definitions call."""
         tables, functions = await self.expand(decision, statement.tables)
+        if tables == statement.tables and functions <= statement.functions:
+            return statement  # no view among its tables: the very same statement (the caller relies on it)
         return dataclasses.replace(statement, tables=tables, functions=statement.functions | functions)
 
     def forget(self, target: str) -> None:

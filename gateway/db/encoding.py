@@ -68,3 +68,28 @@ def dump_rows(rows: Sequence[Sequence[object]]) -> bytes:
 def dump_row_line(row: Sequence[object]) -> bytes:
     """Serialise one row as a JSON array and a newline (an NDJSON line)."""
     return orjson.dumps(row, default=json_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _iso(value: dt.date) -> str:
+    return value.isoformat()
+
+
+def _text(encode: Callable[[Any], JSONValue]) -> Callable[[Any], str]:
+    return lambda value: str(encode(value))
+
+
+_TEXTS: dict[type, Callable[[Any], str]] = {
+    **{kind: _text(encode) for kind, encode in _ENCODERS.items()},
+    int: str,
+    float: repr,
+    str: str,
+    dt.datetime: _iso,
+    dt.date: _iso,
+    dt.time: _iso,
+}
+
+
+def text_of(value: object) -> str:
+    """A non-NULL value's text as its JSON value reads (DECIMAL, ISO 8601 times, base64): CSV and TSV cells."""
+    encoder = _TEXTS.get(type(value))
+    return str(value) if encoder is None else encoder(value)

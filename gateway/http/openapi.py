@@ -143,9 +143,10 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
             }
         )
     responses = operation.setdefault("responses", {})
-    if path == "/v1/query":  # with `Accept: application/x-ndjson` the rows stream
+    if path == "/v1/query":  # with `Accept` NDJSON, CSV or TSV the rows stream
         ok = responses.setdefault("200", {"description": "Successful Response"})
-        ok.setdefault("content", {})[NDJSON] = {"schema": {"type": "string"}}
+        for media in (NDJSON, "text/csv", "text/tab-separated-values"):
+            ok.setdefault("content", {})[media] = {"schema": {"type": "string"}}
     responses.pop("422", None)  # FastAPI's HTTPValidationError: the gateway answers a problem instead
     problem = {"description": "An error (codes: see the README)", "content": {PROBLEM: {"schema": _PROBLEM_REF}}}
     responses["4XX"] = problem

@@ -22,7 +22,7 @@ from gateway.audit.records import RouteDenied
 from gateway.errors import AuditUnavailable, GatewayError, InvalidRequest
 from gateway.http.bodies import Model, QueryBody, TransactionBody, json_body
 from gateway.http.deps import authenticate, context_of, services_of
-from gateway.http.ndjson import NDJSONResponse, wants_ndjson
+from gateway.http.ndjson import NDJSONResponse, streamed_media
 from gateway.http.problems import JSONResponse
 from gateway.http.services import Services
 from gateway.identity.tokens import Identity
@@ -59,13 +59,14 @@ _transaction_call = _call(TransactionBody)
 
 
 async def query(request: Request, call: Annotated[Call[QueryBody], Depends(_query_call)]) -> Response:
-    """Run one statement; with ``Accept: application/x-ndjson`` the rows stream."""
+    """Run one statement; with ``Accept`` NDJSON, ``text/csv`` or ``text/tab-separated-values`` the rows stream."""
     caller, ctx, pipeline, body = call.caller, call.ctx, call.services.pipeline, call.body
     _check_params(call.services.settings.limits, len(body.params))
     statement = StatementRequest(body.sql, body.params)
-    if wants_ndjson(request):
+    media = streamed_media(request)
+    if media is not None:
         opened = await pipeline.open_stream(ctx, caller, body.target, statement, body.max_rows, reason=body.reason)
-        return NDJSONResponse(opened) if isinstance(opened, Stream) else _reply(opened)
+        return NDJSONResponse(opened, media) if isinstance(opened, Stream) else _reply(opened)
     return _reply(await pipeline.query(ctx, caller, body.target, statement, body.max_rows, reason=body.reason))
 
 

@@ -11,6 +11,6 @@ statement and records how it ended. Every stage fails closed.
 
 from gateway.pipeline.authorize import StatementRequest
 from gateway.pipeline.core import Pipeline
-from gateway.pipeline.stream import Stream
+from gateway.pipeline.stream import Stream, StreamBroken
 
-__all__ = ["Pipeline", "StatementRequest", "Stream"]
+__all__ = ["Pipeline", "StatementRequest", "Stream", "StreamBroken"]

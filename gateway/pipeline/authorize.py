@@ -163,8 +163,11 @@ class Authorizer:
         views = self._views
         if views is None:
             return statements, decision
-        for _ in range(_VIEW_ROUNDS):
+        for round_ in range(_VIEW_ROUNDS):
             expanded = [await views.expand_statement(decision, s) if s.kind in _VIEW_KINDS else s for s in statements]
+            if round_ == 0 and all(e is s for e, s in zip(expanded, statements, strict=True)):
+                # No view added a table or a call: deciding again on the same statements gives this decision.
+                return statements, decision
             again = self._decision(identity, target, expanded)
             if not again.allowed or again.db_user == decision.db_user:
                 return expanded, again

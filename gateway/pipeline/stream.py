@@ -1,4 +1,4 @@
-"""A streamed statement as the caller sees it: NDJSON lines framed here, its outcome recorded when it ends.
+"""A streamed statement as the caller sees it: NDJSON lines (or CSV / TSV) framed here, its outcome recorded.
 
 The pipeline has authorized the statement, registered it in flight and
 started it (``gateway.db.streaming.start``); ``Stream.chunks()`` yields::
@@ -10,8 +10,10 @@ started it (``gateway.db.streaming.start``); ``Stream.chunks()`` yields::
 or, when something fails after the header went out, a last line
 ``{"type": "error", "code": ..., "detail": ..., "row_count": N, ...}``. A
 statement a revocation cancelled ends as ``revoked`` whatever MariaDB said.
-``close()`` (the HTTP layer calls it however the response ends) ends an
-unfinished stream at once and records it as ``client_disconnected``.
+``Stream.table()`` yields the same rows as CSV or TSV instead (no trailer:
+a stream that stops early is cut, ``StreamBroken``). ``close()`` (the HTTP
+layer calls it however the response ends) ends an unfinished stream at once
+and records it as ``client_disconnected``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import OutcomeRecord
 from gateway.db.streaming import DISCONNECTED, RowStream, line
+from gateway.db.tabular import TableEncoder
 from gateway.errors import GatewayError
 from gateway.revocation.inflight import Running, as_revoked
 
@@ -38,6 +41,15 @@ def ids_of(ctx: RequestContext) -> dict[str, str]:
     if ctx.client_request_id is None:
         return {"request_id": ctx.request_id}
     return {"request_id": ctx.request_id, "client_request_id": ctx.client_request_id}
+
+
+class StreamBroken(Exception):
+    """A CSV / TSV stream ended before the result's end (``code``: the error's, or ``truncated``): cut the body."""
+
+    def __init__(self, code: str, rows: int) -> None:
+        super().__init__(f"{code} after {rows} rows")
+        self.code = code
+        self.rows = rows
 
 
 class Stream:
@@ -99,6 +111,35 @@ class Stream:
             trailer.update(rows_affected=ending.rows_affected, last_insert_id=ending.last_insert_id)
             await self._end(code="ok", rows=ending.rows, streamed=True)
         yield line({**trailer, "duration_ms": elapsed_ms(self._started)})
+
+    async def table(self, encoder: TableEncoder) -> AsyncIterator[bytes]:
+        """Yield the rows as CSV or TSV (``encoder``): a header row, then the rows in batches.
+
+        CSV and TSV have no trailer, so a stream that does not reach the
+        result's end (an error, a revocation, a timeout, or the row cap) records
+        its outcome and then raises ``StreamBroken``: the HTTP layer ends the
+        body without its final chunk, which no client takes for a complete one.
+        """
+        names = [str(column["name"]) for column in self._rows.columns]
+        head = encoder.header(names)
+        if head:
+            yield head
+        try:
+            async for chunk in self._rows.chunks(encoder.rows):
+                yield chunk
+        except GatewayError as exc:
+            error = as_revoked(exc, self._running)
+            await self._end(code=error.code, error=error.detail, rows=self._rows.sent)
+            raise StreamBroken(error.code, self._rows.sent) from None
+        ending = self._rows.ending
+        if ending is None:  # the consumer stopped reading: close() records it
+            return
+        if ending.rows_affected is None:
+            await self._end(code="ok", rows=ending.rows, truncated=ending.truncated, streamed=True)
+        else:  # a statement without a result set: nothing to write
+            await self._end(code="ok", rows=ending.rows, streamed=True)
+        if ending.truncated:
+            raise StreamBroken("truncated", self._rows.sent)
 
     def close(self) -> None:
         """End the stream now if it has not finished (the client went away); idempotent and synchronous."""
