@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -19,8 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.errors import ConfigError
 from gateway.settings.auditchains import ChainSettings, CheckpointSettings
-from gateway.settings.common import FROZEN, refuse_passwords
+from gateway.settings.common import FROZEN
 from gateway.settings.issuers import ALLOWED_ALGORITHMS, MIN_JWKS_COOLDOWN, IssuerSettings
+from gateway.settings.shared import SharedDatabaseSettings
 from gateway.settings.state import StateDatabaseSettings, StateSettings
 from gateway.settings.targets import (
     AwsSecretSource,
@@ -60,31 +61,10 @@ __all__ = [
 ]
 
 
-class AuditDatabaseSettings(BaseModel):
+class AuditDatabaseSettings(SharedDatabaseSettings):
     """The shared MariaDB audit store (``audit.store: mariadb``); its password comes from ``secret``."""
 
-    model_config = FROZEN
-    host: str
-    port: Annotated[int, Field(gt=0, lt=65536)] = 3306
-    database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]
-    user: str
-    secret: SecretSource
-    tls: TlsSettings = TlsSettings()
-    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
-    query_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hands raw input
-        return refuse_passwords(data, "audit.mariadb.secret.env or .file")
-
-    @model_validator(mode="after")
-    def _readable_secret(self) -> AuditDatabaseSettings:
-        # The audit writer reads its password in its own thread, without the async
-        # Secrets Manager client the pools use: only env and file sources work here.
-        if self.secret.aws_secret is not None:
-            raise ValueError("audit.mariadb.secret takes env or file (mount a Secrets Manager value as a file)")
-        return self
+    section: ClassVar[str] = "audit.mariadb"
 
 
 class FloodSettings(BaseModel):
