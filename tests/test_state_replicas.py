@@ -258,6 +258,7 @@ def test_store_down_edits_fail_closed_and_queries_keep_the_last_good_policy(clus
     ):
         revision = _etag(admin)
         assert reader.post("/v1/query", json=SMALL).status_code == 200
+        assert watcher.get("/v1/me").status_code == 200  # replica two has read the watcher's names too
         lock_account(cluster.store)
         try:
             refused = admin.post(

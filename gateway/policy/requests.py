@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS access_requests (
 """
 # Added after the first release: ALTER TABLE on a database that lacks them.
 _PERSON_COLUMNS = ("requester_issuer", "requester_sub")
-_COLUMNS = (
+COLUMNS = (
     "id",
     "requester",
     "target",
@@ -67,34 +67,41 @@ _COLUMNS = (
     "grant_name",
     *_PERSON_COLUMNS,
 )
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM access_requests"  # noqa: S608 - fixed columns
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """A UTC time as fixed-width ISO text (sorts as it compares): how every store keeps request times."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class AccessRequestStore:
-    """The shared table of access requests (thread-safe; call it off the event loop)."""
+class RequestTable:
+    """The access-request rules over one SQL table, whatever database holds it.
 
-    def __init__(self, path: Path, *, ttl: float, clock: Callable[[], datetime] = utcnow) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute(_SCHEMA)
-        present = {row[1] for row in self._conn.execute("PRAGMA table_info(access_requests)")}
-        for column in _PERSON_COLUMNS:
-            if column not in present:
-                self._conn.execute(f"ALTER TABLE access_requests ADD COLUMN {column} TEXT")
-        self._lock = threading.Lock()
+    Subclasses say how one statement runs (``_fetch``, ``_change``) and which
+    placeholder their driver takes (``mark``); the statements, the states and
+    the expiry rule are written once, here.
+    """
+
+    mark: ClassVar[str] = "?"
+
+    def __init__(self, *, ttl: float, clock: Callable[[], datetime]) -> None:
         self._ttl = ttl
         self._clock = clock
 
-    def close(self) -> None:
-        """Close the database."""
-        self._conn.close()
+    def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _change(self, sql: str, args: tuple[Any, ...]) -> int:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.mark)
 
     def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        item = dict(zip(_COLUMNS, row, strict=True))
-        if item["state"] == "pending" and item["expires_at"] <= _iso(self._clock()):
+        item = dict(zip(COLUMNS, row, strict=True))
+        item["duration_s"] = float(item["duration_s"])
+        if item["state"] == "pending" and item["expires_at"] <= iso(self._clock()):
             item["state"] = "expired"
         return item
 
@@ -110,36 +117,24 @@ class AccessRequestStore:
     ) -> dict[str, Any]:
         """Store a new pending request by ``requester`` (the name used), ``person`` (issuer, sub); TTL applies."""
         now = self._clock()
-        values = (
-            f"ar-{secrets.token_hex(5)}",
-            requester,
-            target,
-            access,
-            duration_s,
-            reason,
-            "pending",
-            _iso(now),
-            _iso(now + timedelta(seconds=self._ttl)),
-            *person,
+        request_id = f"ar-{secrets.token_hex(5)}"
+        expires = iso(now + timedelta(seconds=self._ttl))
+        values = (request_id, requester, target, access, duration_s, reason, "pending", iso(now), expires, *person)
+        self._change(
+            self._sql(
+                "INSERT INTO access_requests (id, requester, target, access, duration_s, reason, state, created_at, "
+                "expires_at, requester_issuer, requester_sub) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            values,
         )
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO access_requests (id, requester, target, access, duration_s, reason, state, "
-                "created_at, expires_at, requester_issuer, requester_sub) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-        return self.get(values[0])
+        return self.get(request_id)
 
     def get(self, request_id: str) -> dict[str, Any]:
         """One request; ``NotFound`` when there is none."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM access_requests WHERE id = ?",  # noqa: S608 - fixed columns
-                (request_id,),
-            ).fetchone()
-        if row is None:
+        rows = self._fetch(self._sql(f"{_SELECT} WHERE id = ?"), (request_id,))
+        if not rows:
             raise NotFound(f"no access request {request_id!r}")
-        return self._row(row)
+        return self._row(rows[0])
 
     def list(
         self,
@@ -153,7 +148,7 @@ class AccessRequestStore:
 
         A request is someone's when it carries their name or their (issuer, sub).
         """
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM access_requests"  # noqa: S608 - fixed columns
+        sql = _SELECT
         args: list[Any] = []
         mine = []
         if requester is not None:
@@ -164,34 +159,61 @@ class AccessRequestStore:
             args += person
         if mine:
             sql += f" WHERE {' OR '.join(mine)}"
-        sql += " ORDER BY created_at DESC LIMIT ?"
+        sql += " ORDER BY created_at DESC, id LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
-        items = [self._row(r) for r in rows]
+        items = [self._row(r) for r in self._fetch(self._sql(sql), tuple(args))]
         return [i for i in items if state is None or i["state"] == state]
 
     def decide(self, request_id: str, *, by: str, state: str, reason: str | None, grant_name: str | None) -> None:
         """Move a pending, unexpired request to ``state``; ``Conflict`` if it is no longer pending."""
-        now = _iso(self._clock())
-        with self._lock:
-            changed = self._conn.execute(
+        now = iso(self._clock())
+        changed = self._change(
+            self._sql(
                 "UPDATE access_requests SET state = ?, decided_by = ?, decided_at = ?, decision_reason = ?, "
-                "grant_name = ? WHERE id = ? AND state = 'pending' AND expires_at > ?",
-                (state, by, now, reason, grant_name, request_id, now),
-            ).rowcount
+                "grant_name = ? WHERE id = ? AND state = 'pending' AND expires_at > ?"
+            ),
+            (state, by, now, reason, grant_name, request_id, now),
+        )
         if changed != 1:
             current = self.get(request_id)
             raise Conflict(f"access request {request_id} is {current['state']}, not pending")
 
     def undo(self, request_id: str) -> None:
         """Put a request claimed for approval back to pending (the grant could not be written)."""
-        with self._lock:
-            self._conn.execute(
+        self._change(
+            self._sql(
                 "UPDATE access_requests SET state = 'pending', decided_by = NULL, decided_at = NULL, "
-                "decision_reason = NULL, grant_name = NULL WHERE id = ? AND state = 'approved'",
-                (request_id,),
-            )
+                "decision_reason = NULL, grant_name = NULL WHERE id = ? AND state = 'approved'"
+            ),
+            (request_id,),
+        )
+
+
+class AccessRequestStore(RequestTable):
+    """The access requests in SQLite (thread-safe; call it off the event loop)."""
+
+    def __init__(self, path: Path, *, ttl: float, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(ttl=ttl, clock=clock)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute(_SCHEMA)
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(access_requests)")}
+        for column in _PERSON_COLUMNS:
+            if column not in present:
+                self._conn.execute(f"ALTER TABLE access_requests ADD COLUMN {column} TEXT")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._conn.close()
+
+    def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def _change(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
 
 
 class AccessRequests(Protocol):
