@@ -31,7 +31,6 @@ the store is opened ``readonly``, which also makes the session read-only.
 from __future__ import annotations
 
 import contextlib
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +55,7 @@ from gateway.audit.schema import (
 )
 from gateway.audit.store import GENESIS_HASH, Entry, link
 from gateway.db.credentials import read_plain_secret
+from gateway.db.storeconn import connect_store
 from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource
 from gateway.settings.auditchains import default_replica_id
@@ -132,44 +132,13 @@ class MariaDBAuditStore(SQLAuditStore):
 
     def _connect(self) -> pymysql.connections.Connection[Any]:
         cfg = self.settings
-        tls: dict[str, Any] = {}
-        if cfg.tls.enabled:
-            # Our own context, so "enabled" can only mean verified TLS (never a silent fallback).
-            context = ssl.create_default_context(cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
-            context.check_hostname = cfg.tls.verify_hostname
-            context.verify_mode = ssl.CERT_REQUIRED
-            tls["ssl"] = context
         session = [f"innodb_lock_wait_timeout = {_LOCK_WAIT}"]
         if self.readonly:
             session += ["TRANSACTION READ ONLY", f"max_statement_time = {cfg.query_timeout}"]
-        try:
-            conn = pymysql.connect(
-                host=cfg.host,
-                port=cfg.port,
-                user=cfg.user,
-                password=read_secret(cfg.secret),
-                charset="utf8mb4",
-                autocommit=True,
-                connect_timeout=cfg.connect_timeout,
-                read_timeout=cfg.query_timeout + 5,
-                write_timeout=cfg.query_timeout + 5,
-                **tls,
-            )
-        except pymysql.Error as exc:
-            raise AuditUnavailable(f"cannot connect to the audit store at {cfg.host}:{cfg.port} ({exc})") from None
-        try:
-            with conn.cursor() as cur:
-                if not self.readonly:
-                    # Without the privilege, an existing database is still fine: USE decides.
-                    with contextlib.suppress(pymysql.err.OperationalError):
-                        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.database}`")
-                conn.select_db(cfg.database)
-                for setting in session:
-                    cur.execute(f"SET SESSION {setting}")
-        except pymysql.Error as exc:
-            conn.close()
-            raise AuditUnavailable(f"cannot use audit database {cfg.database!r} ({exc})") from None
-        return conn
+        password = read_secret(cfg.secret)
+        return connect_store(
+            cfg, password, what="audit", error=AuditUnavailable, session=session, create=not self.readonly
+        )
 
     def _connection(self) -> pymysql.connections.Connection[Any]:
         """The open connection (caller holds the lock), checked after it sat idle; never one after close."""

@@ -11,7 +11,6 @@ link) is never handed on. Every failure to reach or use the store is
 from __future__ import annotations
 
 import contextlib
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import pymysql
 
 from gateway.db.credentials import read_plain_secret
+from gateway.db.storeconn import connect_store
 from gateway.errors import DatabaseUnavailable, StateUnavailable
 from gateway.settings import StateDatabaseSettings
 
@@ -33,45 +33,12 @@ RETRY_AFTER = 1.0  # seconds a link answers "unavailable" at once after a failur
 
 def connect(cfg: StateDatabaseSettings, *, create: bool = False) -> Connection:
     """A new autocommit connection to the state database (``create``: CREATE DATABASE IF NOT EXISTS first)."""
-    tls: dict[str, Any] = {}
-    if cfg.tls.enabled:
-        # Our own context, so "enabled" can only mean verified TLS (never a silent fallback).
-        context = ssl.create_default_context(cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
-        context.check_hostname = cfg.tls.verify_hostname
-        context.verify_mode = ssl.CERT_REQUIRED
-        tls["ssl"] = context
     try:
         password = read_plain_secret(cfg.secret)
     except DatabaseUnavailable as exc:
         raise StateUnavailable(f"state store {exc.detail}") from None
-    try:
-        conn = pymysql.connect(
-            host=cfg.host,
-            port=cfg.port,
-            user=cfg.user,
-            password=password,
-            charset="utf8mb4",
-            autocommit=True,
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.query_timeout + 5,
-            write_timeout=cfg.query_timeout + 5,
-            **tls,
-        )
-    except pymysql.Error as exc:
-        raise StateUnavailable(f"cannot connect to the state store at {cfg.host}:{cfg.port} ({exc})") from None
-    try:
-        with conn.cursor() as cur:
-            if create:
-                # Without the privilege, an existing database is still fine: USE decides.
-                with contextlib.suppress(pymysql.err.OperationalError):
-                    cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.database}`")
-            conn.select_db(cfg.database)
-            cur.execute(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT}")
-            cur.execute(f"SET SESSION max_statement_time = {cfg.query_timeout}")
-    except pymysql.Error as exc:
-        conn.close()
-        raise StateUnavailable(f"cannot use state database {cfg.database!r} ({exc})") from None
-    return conn
+    session = (f"innodb_lock_wait_timeout = {LOCK_WAIT}", f"max_statement_time = {cfg.query_timeout}")
+    return connect_store(cfg, password, what="state", error=StateUnavailable, session=session, create=create)
 
 
 class Link:
