@@ -129,8 +129,13 @@ class RootSession:
             return self.run(go())
 
     def close(self) -> None:
-        """Close the connection (releasing its named locks) and the loop."""
+        """Close the connection (releasing its named locks), then the loop.
+
+        The transport closes its socket in a callback of the loop: the loop runs once more before it is
+        closed, or the socket would stay open until the garbage collector finds it.
+        """
         self.conn.close()
+        self._loop.run_until_complete(asyncio.sleep(0))
         self._loop.close()
 
 
