@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RunningGateway, ScratchDatabase, gateway_settings, start_gateway, stop_gateway
@@ -123,12 +124,21 @@ def _wait(check: object, what: str) -> None:
 def _clean_log(driver: WebDriver, gw: RunningGateway, refused: int | None = None) -> None:
     """No error and no CSP violation on our pages since the last look (the IdP's own pages are not ours).
 
-    ``refused``: the page is a refusal with this status, which the browser logs as a failed load.
+    ``refused``: the page is a refusal with this status, which the browser logs as a failed load; the
+    log is read until that entry is there (it can arrive after the page is complete), so it never
+    lands in the next page's look.
     """
     expected = f"status of {refused}" if refused else None
+    entries: list[dict[str, Any]] = []
+
+    def read() -> bool:
+        entries.extend(driver.get_log("browser"))  # type: ignore[no-untyped-call]  # selenium leaves get_log unannotated
+        return expected is None or any(expected in entry["message"] for entry in entries)
+
+    _wait(read, f"the browser's log of the {refused} refusal")
     problems = [
         entry["message"]
-        for entry in driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium leaves get_log unannotated
+        for entry in entries
         if entry["level"] in {"SEVERE", "WARNING"}
         and (
             gw.url in entry["message"] or "Content Security Policy" in entry["message"] or entry["source"] == "security"
