@@ -25,6 +25,7 @@ import io
 import operator
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import cast
 
 import orjson
 
@@ -46,7 +47,13 @@ Column = Sequence[object]
 
 def _json_values(column: Column) -> Column:
     """The column's JSON values (text for DECIMAL, times, binary, SET), through orjson: in C but for the hooks."""
-    return orjson.loads(orjson.dumps(column, default=json_default))  # type: ignore[no-any-return]  # a list
+    values: list[object] = orjson.loads(orjson.dumps(column, default=json_default))
+    return values
+
+
+def _texts(column: Column) -> Sequence[str | None]:
+    """A column whose cells the caller checked are all str or None, typed so."""
+    return cast("Sequence[str | None]", column)
 
 
 def _csv_cell(value: object) -> object:
@@ -62,7 +69,7 @@ def _csv_column(column: Column) -> Column:
     if not kinds <= _TEXT_OR_NULL:
         column = _json_values(column)
         kinds = set(map(type, column))
-    if kinds <= _TEXT_OR_NULL and TRIGGERS.isdisjoint(map(_FIRST, filter(None, column))):  # type: ignore[arg-type]  # str or None, checked
+    if kinds <= _TEXT_OR_NULL and TRIGGERS.isdisjoint(map(_FIRST, filter(None, _texts(column)))):
         return column  # no cell starts with a formula trigger
     return list(map(_csv_cell, column))
 
@@ -75,10 +82,12 @@ def _unquoted(column: Column) -> Sequence[str] | None:
     if kinds <= _NUMBERS_OR_NULL:
         return ["" if value is None else str(value) for value in column]
     if kinds <= _TEXT_OR_NULL:
-        joined = "".join(filter(None, column))  # type: ignore[arg-type]  # str or None, checked above
-        if any(special in joined for special in _CSV_SPECIAL):
+        texts = _texts(column)
+        if any(special in "".join(filter(None, texts)) for special in _CSV_SPECIAL):
             return None
-        return column if _NONE not in kinds else ["" if value is None else value for value in column]  # type: ignore[return-value,misc]  # str or None
+        if _NONE not in kinds:
+            return cast("Sequence[str]", texts)  # no None among them: as they are
+        return ["" if value is None else value for value in texts]
     return None
 
 
@@ -98,9 +107,11 @@ def _tsv_column(column: Column) -> Iterable[str]:
         column = _json_values(column)
         kinds = set(map(type, column))
     if kinds <= _TEXT_OR_NULL:
-        joined = "".join(filter(None, column))  # type: ignore[arg-type]  # str or None, checked above
-        if not any(special in joined for special in _TSV_SPECIAL):
-            return column if _NONE not in kinds else ["NULL" if value is None else value for value in column]  # type: ignore[return-value,misc]  # str or None
+        texts = _texts(column)
+        if not any(special in "".join(filter(None, texts)) for special in _TSV_SPECIAL):
+            if _NONE not in kinds:
+                return cast("Sequence[str]", texts)  # no None among them: as they are
+            return ["NULL" if value is None else value for value in texts]
     return map(_tsv_cell, column)
 
 
