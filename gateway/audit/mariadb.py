@@ -48,13 +48,13 @@ from gateway.audit.schema import (
     LATEST,
     LOG_TABLE,
     WIDTHS,
-    SchemaTooNew,
     applied_versions,
     check_not_newer,
     migrate,
 )
 from gateway.audit.store import GENESIS_HASH, Entry, link
 from gateway.db.credentials import read_plain_secret
+from gateway.db.migrations import SchemaTooNew
 from gateway.db.storeconn import connect_store
 from gateway.errors import AuditUnavailable, DatabaseUnavailable
 from gateway.settings import AuditDatabaseSettings, SecretSource

@@ -31,8 +31,9 @@ does not know is refused: it was migrated by newer code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
+
+from gateway.db.migrations import Migration, Migrations
 
 LOG_TABLE = "audit_log"
 HEAD_TABLE = "audit_head"
@@ -123,70 +124,14 @@ _V2 = (
     ) ENGINE=InnoDB""",
 )
 
-Step: TypeAlias = str | Callable[[Any], None]  # SQL, or a function of the cursor (for a guarded step)
-MIGRATIONS: tuple[tuple[int, str, tuple[Step, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (1, "audit log, chain head, filter indexes", _V1),
     (2, "one hash chain per replica (row id, chain column, chain heads), signed checkpoints", _V2),
 )
 LATEST = MIGRATIONS[-1][0]
 
 
-class SchemaTooNew(Exception):
-    """The database was migrated by a newer gateway than this one."""
-
-
-def applied_versions(cursor: Any) -> set[int]:  # noqa: ANN401 - a DB-API cursor
-    """The migration versions recorded in the database (empty when there is no schema)."""
-    cursor.execute(
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s",
-        (VERSION_TABLE,),
-    )
-    if cursor.fetchone()[0] == 0:
-        return set()
-    cursor.execute(f"SELECT version FROM {VERSION_TABLE}")  # noqa: S608 - fixed name
-    return {int(version) for (version,) in cursor.fetchall()}
-
-
-def check_not_newer(applied: set[int]) -> None:
-    """Refuse a schema with a migration this gateway does not know (a newer gateway wrote it)."""
-    newer = sorted(v for v in applied if v > LATEST)
-    if newer:
-        raise SchemaTooNew(
-            f"the audit schema is at version {newer[-1]}, newer than this gateway's {LATEST}: upgrade the gateway"
-        )
-
-
-def migrate(cursor: Any, database: str) -> list[int]:  # noqa: ANN401 - a DB-API cursor
-    """Apply the migrations this database lacks; return the versions applied now."""
-    cursor.execute(
-        f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
-            version INT NOT NULL PRIMARY KEY,
-            description VARCHAR(200) NOT NULL,
-            applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-        ) ENGINE=InnoDB"""
-    )
-    lock = f"gateway_audit_schema.{database}"[:64]
-    cursor.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_TIMEOUT))
-    if cursor.fetchone()[0] != 1:
-        raise TimeoutError("another gateway holds the audit schema lock")
-    try:
-        applied = applied_versions(cursor)
-        check_not_newer(applied)
-        done = []
-        for version, description, statements in MIGRATIONS:
-            if version in applied:
-                continue
-            for step in statements:
-                if callable(step):
-                    step(cursor)
-                else:
-                    cursor.execute(step)
-            cursor.execute(
-                f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608 - a constant table name
-                (version, description),
-            )
-            done.append(version)
-        return done
-    finally:
-        cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
-        cursor.fetchall()
+SCHEMA = Migrations("audit", VERSION_TABLE, MIGRATIONS, LOCK_TIMEOUT)
+applied_versions = SCHEMA.applied
+check_not_newer = SCHEMA.check_not_newer
+migrate = SCHEMA.migrate

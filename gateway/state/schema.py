@@ -34,6 +34,7 @@ Version 3:
 
 from __future__ import annotations
 
+from gateway.db.migrations import Migration, Migrations, SchemaLocked, SchemaTooNew
 from gateway.errors import StateUnavailable
 from gateway.state.connection import Cursor
 
@@ -125,7 +126,7 @@ _V3 = (
     ) ENGINE=InnoDB""",
 )
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (1, "revision, managed policy documents, access requests, aliases", _V1),
     (2, "statement reviews and their verdicts", _V2),
     (3, "web console sessions", _V3),
@@ -133,16 +134,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
 LATEST = MIGRATIONS[-1][0]
 
 
-def applied_versions(cursor: Cursor) -> set[int]:
-    """The migration versions recorded in the database (empty when there is no schema)."""
-    cursor.execute(
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s",
-        (VERSION_TABLE,),
-    )
-    if cursor.fetchone()[0] == 0:
-        return set()
-    cursor.execute(f"SELECT version FROM {VERSION_TABLE}")  # noqa: S608 - fixed name
-    return {int(version) for (version,) in cursor.fetchall()}
+SCHEMA = Migrations("state", VERSION_TABLE, MIGRATIONS, LOCK_TIMEOUT)
 
 
 def migrate(cursor: Cursor, database: str) -> list[int]:
@@ -150,37 +142,7 @@ def migrate(cursor: Cursor, database: str) -> list[int]:
 
     ``StateUnavailable`` when the lock is not had in time or the database is newer than this gateway.
     """
-    lock = f"gateway_state_schema.{database}"[:64]
-    cursor.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_TIMEOUT))
-    if cursor.fetchone()[0] != 1:
-        raise StateUnavailable("another gateway holds the state schema lock; nothing was migrated")
     try:
-        cursor.execute(
-            f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
-                version INT NOT NULL PRIMARY KEY,
-                description VARCHAR(200) NOT NULL,
-                applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-            ) ENGINE=InnoDB"""
-        )
-        applied = applied_versions(cursor)
-        newer = sorted(v for v in applied if v > LATEST)
-        if newer:
-            raise StateUnavailable(
-                f"the state schema in {database!r} is at version {newer[-1]}, newer than this gateway's {LATEST}: "
-                "upgrade the gateway (it refuses to start against a newer schema)"
-            )
-        done = []
-        for version, description, statements in MIGRATIONS:
-            if version in applied:
-                continue
-            for sql in statements:
-                cursor.execute(sql)
-            cursor.execute(
-                f"INSERT IGNORE INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",  # noqa: S608 - a constant table name
-                (version, description),
-            )
-            done.append(version)
-        return done
-    finally:
-        cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
-        cursor.fetchall()
+        return SCHEMA.migrate(cursor, database)
+    except (SchemaTooNew, SchemaLocked) as exc:
+        raise StateUnavailable(str(exc)) from None
