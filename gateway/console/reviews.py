@@ -81,17 +81,10 @@ async def _act(request: Request, viewer: Viewer, review_id: str, action: str) ->
         else:
             body = reviewsapi.VerdictBody(comment=form.get("comment") or None)
             route = reviewsapi.approve if action == "approve" else reviewsapi.reject
-            await route(
-                viewer.identity,
-                viewer.ctx,
-                services.recorder,
-                services.reviews,
-                services.policies,
-                services.aliases,
-                services.clock,
-                review_id,
-                body,
+            deps = reviewsapi.Verdicts(
+                services.recorder, services.reviews, services.policies, services.aliases, services.clock
             )
+            await route(viewer.identity, viewer.ctx, deps, review_id, body)
     except ValidationError as exc:
         return await _page(request, viewer, status=422, error=invalid_form(exc).detail)
     except GatewayError as exc:

@@ -22,6 +22,9 @@ Every step is a ``review`` audit record; every refusal of a person is a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -34,6 +37,7 @@ from gateway.http.access import refuse_own
 from gateway.http.bodies import json_body
 from gateway.http.deps import AliasesDep, Caller, ClockDep, Context, PipelineDep, PoliciesDep, RecorderDep, ReviewsDep
 from gateway.http.problems import JSONResponse
+from gateway.identity.aliases import AliasRegistry
 from gateway.identity.tokens import Identity
 from gateway.pipeline.review import refusal_for
 from gateway.policy.decide import active_revocations, roles_of
@@ -110,19 +114,30 @@ async def show_review(caller: Caller, reviews: ReviewsDep, policies: PoliciesDep
     return JSONResponse({"review": review.view()})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What a reviewer's verdict needs, declared once: the recorder, the reviews, the policy, the names, the clock."""
+
+    recorder: Recorder
+    reviews: ReviewStore
+    policies: PolicyStore
+    aliases: AliasRegistry
+    clock: Callable[[], datetime]
+
+
+async def _verdicts(
+    recorder: RecorderDep, reviews: ReviewsDep, policies: PoliciesDep, aliases: AliasesDep, clock: ClockDep
+) -> Verdicts:
+    return Verdicts(recorder, reviews, policies, aliases, clock)
+
+
+VerdictsDep = Annotated[Verdicts, Depends(_verdicts)]
+
+
 async def _verdict(
-    caller: Identity,
-    ctx: RequestContext,
-    *,
-    recorder: Recorder,
-    reviews: ReviewStore,
-    policies: PolicyStore,
-    aliases: AliasesDep,
-    clock: ClockDep,
-    review_id: str,
-    verdict: str,
-    comment: str | None,
+    caller: Identity, ctx: RequestContext, deps: Verdicts, review_id: str, *, verdict: str, comment: str | None
 ) -> dict[str, Any]:
+    recorder, reviews, policies, aliases, clock = deps.recorder, deps.reviews, deps.policies, deps.aliases, deps.clock
     review = await _visible(reviews, review_id, caller, policies)
     route = f"POST /v1/reviews/{review_id}/{verdict}"
     if not is_reviewer(caller, review):
@@ -176,61 +191,29 @@ def _review_record(
 
 
 @router.post("/v1/reviews/{review_id}/approve")
-async def approve(  # noqa: PLR0917 - FastAPI dependencies
+async def approve(
     caller: Caller,
     ctx: Context,
-    recorder: RecorderDep,
-    reviews: ReviewsDep,
-    policies: PoliciesDep,
-    aliases: AliasesDep,
-    clock: ClockDep,
+    deps: VerdictsDep,
     review_id: str,
     body: Annotated[VerdictBody, Depends(json_body(VerdictBody))],
 ) -> JSONResponse:
     """Approve as one of the review's reviewers; ``min_approvals`` distinct persons make it executable."""
-    reply = await _verdict(
-        caller,
-        ctx,
-        recorder=recorder,
-        reviews=reviews,
-        policies=policies,
-        aliases=aliases,
-        clock=clock,
-        review_id=review_id,
-        verdict="approve",
-        comment=body.comment,
-    )
-    return JSONResponse(reply)
+    return JSONResponse(await _verdict(caller, ctx, deps, review_id, verdict="approve", comment=body.comment))
 
 
 @router.post("/v1/reviews/{review_id}/reject")
-async def reject(  # noqa: PLR0917 - FastAPI dependencies
+async def reject(
     caller: Caller,
     ctx: Context,
-    recorder: RecorderDep,
-    reviews: ReviewsDep,
-    policies: PoliciesDep,
-    aliases: AliasesDep,
-    clock: ClockDep,
+    deps: VerdictsDep,
     review_id: str,
     body: Annotated[VerdictBody, Depends(json_body(VerdictBody))],
 ) -> JSONResponse:
     """Reject, with a comment: the review can no longer be executed."""
     if not body.comment:
         raise InvalidRequest("a rejection needs a comment")
-    reply = await _verdict(
-        caller,
-        ctx,
-        recorder=recorder,
-        reviews=reviews,
-        policies=policies,
-        aliases=aliases,
-        clock=clock,
-        review_id=review_id,
-        verdict="reject",
-        comment=body.comment,
-    )
-    return JSONResponse(reply)
+    return JSONResponse(await _verdict(caller, ctx, deps, review_id, verdict="reject", comment=body.comment))
 
 
 @router.post("/v1/reviews/{review_id}/execute")
