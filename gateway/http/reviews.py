@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.audit.recorder import Recorder, RequestContext
-from gateway.audit.records import UNSET, ReviewRecord, RouteDenied
+from gateway.audit.records import ReviewRecord, RouteDenied
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.http.access import refuse_own
 from gateway.http.bodies import json_body
@@ -39,7 +39,7 @@ from gateway.http.deps import AliasesDep, Caller, ClockDep, Context, PipelineDep
 from gateway.http.problems import JSONResponse
 from gateway.identity.aliases import AliasRegistry
 from gateway.identity.tokens import Identity
-from gateway.pipeline.review import refusal_for
+from gateway.pipeline.review import refusal_for, review_record
 from gateway.policy.decide import active_revocations, roles_of
 from gateway.policy.reviews import STATES, Review, ReviewStore, Verdict
 from gateway.policy.store import PolicyStore
@@ -175,19 +175,7 @@ async def _verdict(
 def _review_record(
     recorder: Recorder, ctx: RequestContext, caller: Identity, review: Review, *, action: str, comment: str | None
 ) -> ReviewRecord:
-    return ReviewRecord(
-        who=recorder.who(ctx, caller),
-        action=action,
-        review=review.id,
-        digest=review.digest,
-        state=review.state,
-        author=review.author,
-        author_issuer=review.author_person[0],
-        author_sub=review.author_person[1],
-        target=review.target,
-        grant=review.grant,
-        comment=UNSET if comment is None else comment,
-    )
+    return review_record(recorder.who(ctx, caller), review, action, review.state, comment=comment)
 
 
 @router.post("/v1/reviews/{review_id}/approve")

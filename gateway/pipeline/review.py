@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.audit.recorder import Recorder, RequestContext
-from gateway.audit.records import UNSET, ReviewRecord
+from gateway.audit.records import UNSET, ReviewRecord, Who
 from gateway.db import execution
 from gateway.db.execution import Result
 from gateway.db.pools import Pooled
@@ -211,23 +211,8 @@ class Holding:
         error: str | None = None,
     ) -> None:
         """Durably record one step of an existing review."""
-        await self._recorder.event(
-            ReviewRecord(
-                who=self._recorder.who(ctx, identity),
-                action=action,
-                review=review.id,
-                digest=review.digest,
-                state=state,
-                author=review.author,
-                author_issuer=review.author_person[0],
-                author_sub=review.author_person[1],
-                target=review.target,
-                grant=review.grant,
-                rows_affected=UNSET if rows is None else tuple(rows),
-                comment=UNSET if comment is None else comment,
-                error=UNSET if error is None else error,
-            )
-        )
+        who = self._recorder.who(ctx, identity)
+        await self._recorder.event(review_record(who, review, action, state, rows=rows, comment=comment, error=error))
 
     async def _record(
         self,
@@ -245,21 +230,36 @@ class Holding:
         texts: str | tuple[str, ...] | None = None
         if statements is not None:
             texts = statements[0].sql if len(statements) == 1 else tuple(s.sql for s in statements)
-        await self._recorder.event(
-            ReviewRecord(
-                who=self._recorder.who(ctx, identity),
-                action=action,
-                review=new.id,
-                digest=new.digest,
-                state=state,
-                author=new.author,
-                author_issuer=new.author_person[0],
-                author_sub=new.author_person[1],
-                target=new.target,
-                grant=new.grant,
-                statement=UNSET if texts is None else texts,
-                rows_affected=UNSET if rows is None else tuple(rows),
-                comment=UNSET if comment is None else comment,
-                error=UNSET if error is None else error,
-            )
-        )
+        who = self._recorder.who(ctx, identity)
+        record = review_record(who, new, action, state, statement=texts, rows=rows, comment=comment, error=error)
+        await self._recorder.event(record)
+
+
+def review_record(
+    who: Who,
+    review: Review | NewReview,
+    action: str,
+    state: str,
+    *,
+    statement: str | tuple[str, ...] | None = None,
+    rows: Sequence[int | None] | None = None,
+    comment: str | None = None,
+    error: str | None = None,
+) -> ReviewRecord:
+    """The audit record of one step of a review (built here for the pipeline and the verdict routes alike)."""
+    return ReviewRecord(
+        who=who,
+        action=action,
+        review=review.id,
+        digest=review.digest,
+        state=state,
+        author=review.author,
+        author_issuer=review.author_person[0],
+        author_sub=review.author_person[1],
+        target=review.target,
+        grant=review.grant,
+        statement=UNSET if statement is None else statement,
+        rows_affected=UNSET if rows is None else tuple(rows),
+        comment=UNSET if comment is None else comment,
+        error=UNSET if error is None else error,
+    )
