@@ -277,16 +277,10 @@ def test_store_down_edits_fail_closed_and_queries_keep_the_last_good_policy(clus
         assert _wait_for(lambda: watcher.get("/readyz").json()["checks"]["state"]["ok"] is True)
         assert "gateway_policy_source_unavailable 0.0" in watcher.get("/metrics").text
         assert _etag(admin) == revision  # nothing was written
-        # Edits work again. A connection the outage broke can still fail one edit on the way (a clear 503
-        # state_unavailable, nothing written): the edit is retried, as a client would, within a bound.
-        tries: list[httpx.Response] = []
-
-        def add() -> bool:
-            if tries:
-                time.sleep(0.2)  # a bounded retry, not a stream of requests
-            tries.append(_edit(admin, "POST", "/v1/revocations", json={"subject": "user:nobody@example.com"}))
-            return tries[-1].status_code == 201
-
-        assert _wait_for(add), tries[-1].text
-        assert all(t.json()["code"] == "state_unavailable" for t in tries[:-1]), [t.text for t in tries]
+        # Edits work again at once: each edit connects anew. This replica's read link may still be down
+        # for a moment after the outage; the edit is written all the same, and the reply says so (201,
+        # ``applied_here`` false if the reload missed; never a 503 for an edit that was written).
+        added = _edit(admin, "POST", "/v1/revocations", json={"subject": "user:nobody@example.com"})
+        assert added.status_code == 201, added.text
+        assert _wait_for(lambda: _etag(admin) == added.headers["etag"])
         assert _edit(admin, "DELETE", "/v1/revocations/user:nobody@example.com").status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import threading
 import time
@@ -22,9 +24,13 @@ from gateway.errors import (
     PreconditionFailed,
     StateUnavailable,
 )
+from gateway.http.admin import applied
+from gateway.policy.edit import EditResult
 from gateway.policy.files import load_merged, load_policies
+from gateway.policy.store import PolicyStore
 from gateway.settings import SecretSource, StateDatabaseSettings, load_settings
 from gateway.state.aliases import StateAliasRegistry
+from gateway.state.editor import StoreEditor
 from gateway.state.requests import StateAccessRequests
 from gateway.state.schema import LATEST, VERSION_TABLE
 from gateway.state.source import StoreSource
@@ -172,6 +178,46 @@ def test_store_source_sees_another_replicas_write(state_db: StateDatabaseSetting
     finally:
         mine.close()
         theirs.close()
+
+
+@pytest.mark.anyio
+async def test_an_edit_committed_while_the_read_link_is_down_is_reported_as_written(
+    state_db: StateDatabaseSettings, tmp_path: Path
+) -> None:
+    """The store's read link lost (its session killed), an edit on a fresh connection commits: the reply is 201.
+
+    The reload after the edit fails on the dead read link; the reply still says the edit was written
+    (``applied_here`` false, never a 503 "nothing was written"), and the next poll puts it in force here.
+    """
+    (tmp_path / "base.yaml").write_bytes(BASE)
+    store = StateStore.open(state_db)
+    try:
+        policies = PolicyStore(tmp_path, {"shop"}, source=StoreSource(tmp_path, store))
+        before = policies.load().revision
+        audited: list[EditResult] = []
+
+        async def audit(result: EditResult) -> None:
+            audited.append(result)
+
+        for (session,) in state_root_query(
+            "SELECT id FROM information_schema.processlist WHERE user = %s", (state_db.user,)
+        ):
+            state_root_query(f"KILL {int(session)}")  # only the read link is open: the edit connects anew
+        editor = StoreEditor(tmp_path, store, known_targets={"shop"})
+        result = await editor.add_revocation({"subject": "user:ann@example.com", "target": "*"}, before, audit)
+        reply = await applied(policies, result, 201)
+        body = json.loads(bytes(reply.body))
+        assert (reply.status_code, body["applied_here"], body["revision"]) == (201, False, result.revision)
+        assert [r.revision for r in audited] == [result.revision]
+        assert policies.current.revision == before  # not yet in force here: the reload failed
+        deadline = time.monotonic() + 10
+        while policies.current.revision != result.revision and time.monotonic() < deadline:
+            with contextlib.suppress(StateUnavailable):  # the link answers "down" for a moment after a failure
+                policies.poll()
+            await anyio.sleep(0.05)
+        assert [r.subject for r in policies.current.revocations] == ["user:ann@example.com"]
+    finally:
+        store.close()
 
 
 class _Clock:

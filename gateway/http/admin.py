@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
@@ -33,6 +34,7 @@ from gateway.policy.edit import Audit, EditResult, PolicyEditor
 from gateway.policy.store import PolicyStore
 from gateway.policy.types import Grant, Revocation
 
+log = structlog.get_logger("gateway.http.admin")
 router = APIRouter()
 
 
@@ -91,9 +93,26 @@ def audit_edit(
 
 
 async def applied(policies: PolicyStore, result: EditResult, status: int = 200) -> JSONResponse:
-    """Reload now, off the event loop (this replica need not wait for its watcher), and describe the edit."""
-    await asyncio.to_thread(policies.load)
-    body = {"action": result.action, "file": result.file, "revision": result.revision, "detail": result.detail}
+    """Reload now, off the event loop (this replica need not wait for its watcher), and describe the edit.
+
+    The edit is committed and audited before this runs, so the reply says so even when the reload
+    fails (the state store's read link still down after an outage): ``applied_here`` is then false
+    and this replica's watcher applies the edit at its next poll. A 503 here would tell the admin
+    "nothing was written" about an edit that was.
+    """
+    applied_here = True
+    try:
+        await asyncio.to_thread(policies.load)
+    except Unavailable as exc:
+        applied_here = False
+        log.warning("policy_reload_after_edit_failed", revision=result.revision, error=exc.detail)
+    body = {
+        "action": result.action,
+        "file": result.file,
+        "revision": result.revision,
+        "detail": result.detail,
+        "applied_here": applied_here,
+    }
     return JSONResponse(body, status_code=status, headers={"ETag": f'"{result.revision}"'})
 
 

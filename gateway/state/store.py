@@ -173,7 +173,9 @@ class DocumentWrite:
         """Commit; the new revision."""
         if self.revision is None:
             raise RuntimeError("nothing claimed")
-        self._guard(self._conn.commit)
+        # A link lost during COMMIT leaves the outcome unknown (the server may have committed): say so,
+        # rather than "nothing was written"; the revision tells (the edit's If-Match is then stale).
+        self._guard(self._conn.commit, lost="the edit may have been written: fetch GET /v1/policy before retrying")
         return self.revision
 
     def close(self) -> None:
@@ -181,11 +183,11 @@ class DocumentWrite:
         with self._lock, contextlib.suppress(Exception):
             self._conn.close()
 
-    def _guard(self, work: Callable[[], T]) -> T:
+    def _guard(self, work: Callable[[], T], *, lost: str = "nothing was written") -> T:
         with self._lock:
             try:
                 return work()
             except pymysql.Error as exc:
                 with contextlib.suppress(Exception):
                     self._conn.close()
-                raise StateUnavailable(f"the state store failed ({exc}); nothing was written") from None
+                raise StateUnavailable(f"the state store failed ({exc}); {lost}") from None
