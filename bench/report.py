@@ -13,6 +13,12 @@ CASE_TITLES = {
 }
 
 
+_STORES = {
+    "sqlite": "SQLite, WAL, synchronous=FULL",
+    "mariadb": "the shared MariaDB audit store, InnoDB, on the same private server",
+}
+
+
 def _ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
@@ -22,6 +28,15 @@ def _errors(result: dict[str, Any]) -> str:
     if result.get("socket_errors"):
         parts.append(f"socket x{result['socket_errors']}")
     return ", ".join(parts) or "-"
+
+
+def _split(result: dict[str, Any]) -> str:
+    """The process's CPU per request: its main (event loop) thread, and the rest (the audit writer, ...)."""
+    threads = result.get("thread_cpu_us") or {}
+    if not threads:
+        return ""
+    loop = threads.get("main", 0)
+    return f"{loop} / {sum(threads.values()) - loop}"
 
 
 def _targets(results: list[dict[str, Any]], fsync_ms: float | None = None) -> list[str]:
@@ -104,7 +119,8 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "",
         (
             f"Audit records written by the gateway during the run: {meta['audit_records']} "
-            f"(SQLite, WAL, synchronous=FULL). Gateway RSS: {meta['rss_start_kb'].get('gateway', 0) // 1024} MiB "
+            f"({_STORES[meta.get('audit_store', 'sqlite')]}). "
+            f"Gateway RSS: {meta['rss_start_kb'].get('gateway', 0) // 1024} MiB "
             f"before the measured runs, {meta['rss_end_kb'].get('gateway', 0) // 1024} MiB after."
             + (
                 f" The disk's fsync (4 KiB append + fsync, median of 200, after the load): {meta['fsync_ms']:.3f} ms."
@@ -123,8 +139,11 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             "",
             f"### {CASE_TITLES.get(case, case)}",
             "",
-            "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | CPU µs / request | non-200 |",
-            "|---:|---|---:|---:|---:|---:|---:|---|",
+            (
+                "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | CPU µs / request "
+                "| of which loop / other threads | MariaDB CPU µs / request | non-200 |"
+            ),
+            "|---:|---|---:|---:|---:|---:|---:|---|---:|---|",
         ]
         for r in (r for r in results if r["case"] == case):
             ratio = ""
@@ -132,9 +151,10 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             if r["app"] == "gateway" and base and base["rps"]:
                 ratio = f"{r['rps'] / base['rps']:.2f}x"
             cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else ""
+            db = f"{r['db_cpu_us']:.0f}" if "db_cpu_us" in r else ""
             lines.append(
                 f"| {r['clients']} | {r['app']} | {r['rps']:.0f} | {_ms(r['p50_us'])} | {_ms(r['p99_us'])} | "
-                f"{ratio} | {cpu} | {_errors(r)} |"
+                f"{ratio} | {cpu} | {_split(r)} | {db} | {_errors(r)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -82,7 +82,48 @@ revocations:
     )
 
 
-def _gateway_config(state: Path, server: PrivateServer, database: str, accounts: dict[str, Any]) -> Path:
+def _audit_config(state: Path, server: PrivateServer, store: str, rand: str) -> str:
+    """The gateway's audit section: the SQLite file, or the shared MariaDB store on the private server."""
+    if store == "sqlite":
+        return f"audit: {{path: {state / 'audit.db'}}}"
+    database, user, password = f"gwbench_audit_{rand}", f"gwba{rand}", secrets.token_urlsafe(18)
+    _root_sql(server, f"CREATE DATABASE `{database}`", f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+              f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'")  # fmt: skip
+    secret = state / "secrets" / "audit-store"
+    secret.write_text(password, encoding="utf-8")
+    secret.chmod(0o600)
+    return (
+        f"audit: {{store: mariadb, mariadb: {{host: 127.0.0.1, port: {server.port}, database: {database}, "
+        f"user: {user}, secret: {{file: {secret}}}}}}}"
+    )
+
+
+def _root_sql(server: PrivateServer, *statements: str) -> list[tuple[Any, ...]]:
+    """Run statements as root over the private server's socket; the last one's rows."""
+
+    async def run() -> list[tuple[Any, ...]]:
+        root = await asyncmy.connect(unix_socket=str(server.socket), user="root", password="", autocommit=True)
+        rows: list[tuple[Any, ...]] = []
+        try:
+            async with root.cursor() as cur:
+                for statement in statements:
+                    await cur.execute(statement)
+                    rows = list(await cur.fetchall())
+        finally:
+            await root.ensure_closed()
+        return rows
+
+    return asyncio.run(run())
+
+
+def _count_audit(state: Path, server: PrivateServer, store: str, rand: str) -> int:
+    if store == "sqlite":
+        return count_audit(state / "audit.db")
+    rows = _root_sql(server, f"SELECT COUNT(*) FROM `gwbench_audit_{rand}`.audit_log")
+    return int(rows[0][0]) if rows else 0
+
+
+def _gateway_config(state: Path, server: PrivateServer, database: str, accounts: dict[str, Any], audit: str) -> Path:
     secrets_dir = state / "secrets"
     secrets_dir.mkdir(mode=0o700)
     lines = []
@@ -92,6 +133,7 @@ def _gateway_config(state: Path, server: PrivateServer, database: str, accounts:
         path.chmod(0o600)
         lines.append(f"      {account.user}: {{file: {path}}}")
     _policies(state / "policies", database, accounts)
+    audit = _audit_config(state, server, audit, database.removeprefix("gwbench_"))
     config = state / "gateway.yaml"
     config.write_text(
         "\n".join(
@@ -107,7 +149,7 @@ def _gateway_config(state: Path, server: PrivateServer, database: str, accounts:
                 f"    pool: {{max_size: {POOL_SIZE}, min_size: {POOL_SIZE}, acquire_timeout: 5, max_waiting: 1000}}",
                 "    secrets:",
                 *lines,
-                f"audit: {{path: {state / 'audit.db'}}}",
+                audit,
                 f"dev: {{key_file: {state / 'dev-key.pem'}}}",
                 f"admin: {{state_dir: {state / 'state'}}}",
                 "",
@@ -124,6 +166,14 @@ async def _provision(server: PrivateServer, database: str, prefix: str) -> dict[
         return await provision(root, database, prefix)
     finally:
         await root.ensure_closed()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all threads) so far; 0 if it is gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 class Apps:
@@ -168,10 +218,7 @@ class Apps:
 
     def cpu_seconds(self, name: str) -> float:
         """User + system CPU time of an app's process (all threads) so far."""
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{self.processes[name].pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return 0.0
+        return process_cpu(self.processes[name].pid)
 
     def thread_cpu(self, name: str) -> dict[str, float]:
         """CPU seconds (user + system) per thread name of an app's process."""
@@ -257,6 +304,12 @@ def main() -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "last.json")
     parser.add_argument("--profile", metavar="CASE:CLIENTS", help="only profile the gateway (py-spy) in one case")
+    parser.add_argument(
+        "--audit",
+        choices=("sqlite", "mariadb"),
+        default=os.environ.get("BENCH_AUDIT", "sqlite"),
+        help="the gateway's audit store: its SQLite file, or the shared MariaDB store replicas use",
+    )
     parser.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""), help="a line for the report")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -272,7 +325,7 @@ def main() -> int:
         rand = secrets.token_hex(3)
         database, prefix = f"gwbench_{rand}", f"gwb{rand}"
         accounts = asyncio.run(_provision(server, database, prefix))
-        config = _gateway_config(state, server, database, accounts)
+        config = _gateway_config(state, server, database, accounts, args.audit)
         settings = load_settings(config)
         issuer = DevIssuer.from_key_file(
             dev_issuer_url(settings.listen.port, settings.listen.host), settings.dev.key_file
@@ -323,7 +376,10 @@ def main() -> int:
                         else:
                             cpu = runner.cpu_seconds(app)
                             threads = runner.thread_cpu(app)
+                            db_cpu = process_cpu(server.process.pid if server.process else 0)
                             result = run_wrk(runner.urls[app], case, count, args.duration, token)
+                            db_used = process_cpu(server.process.pid if server.process else 0) - db_cpu
+                            result["db_cpu_us"] = db_used / max(result["requests"], 1) * 1e6
                             result["rss_kb"] = runner.rss_kb(app)
                             result["cpu_us"] = (runner.cpu_seconds(app) - cpu) / max(result["requests"], 1) * 1e6
                             result["thread_cpu_us"] = {
@@ -336,7 +392,7 @@ def main() -> int:
                         print(
                             f"{case:6} c={count:<3} {app:9} {result['rps']:8.0f} req/s"
                             f"  p50 {result['p50_us'] / 1000:7.2f} ms  p99 {result['p99_us'] / 1000:7.2f} ms"
-                            f"  cpu/req {result.get('cpu_us', 0):5.0f} us"
+                            f"  cpu/req {result.get('cpu_us', 0):5.0f} us  db {result.get('db_cpu_us', 0):4.0f} us"
                             f"  non-200 {result['non_200'] or '-'}"
                             f"  threads {result.get('thread_cpu_us', {})}",
                             file=sys.stderr,
@@ -344,7 +400,7 @@ def main() -> int:
             rss_end = {name: runner.rss_kb(name) for name in runner.urls}
         finally:
             runner.stop()
-        audit_records = count_audit(state / "audit.db")
+        audit_records = _count_audit(state, server, args.audit, rand)
         fsync_ms = fsync_latency_ms(state)
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
@@ -356,6 +412,7 @@ def main() -> int:
         "rss_start_kb": rss_start,
         "rss_end_kb": rss_end,
         "audit_records": audit_records,
+        "audit_store": args.audit,
         "fsync_ms": fsync_ms,
         "note": args.note,
         "pool_size": POOL_SIZE,
