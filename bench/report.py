@@ -36,7 +36,9 @@ def _split(result: dict[str, Any]) -> str:
     if not threads:
         return ""
     loop = threads.get("main", 0)
-    return f"{loop} / {sum(threads.values()) - loop}"
+    children = sum(v for k, v in threads.items() if k.startswith("child "))
+    split = f"{loop} / {sum(threads.values()) - loop - children}"
+    return f"{split} / child process {children}" if children else split
 
 
 def _targets(results: list[dict[str, Any]], fsync_ms: float | None = None) -> list[str]:
@@ -141,7 +143,7 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             "",
             (
                 "| clients | app | req/s | p50 ms | p99 ms | gateway / baseline | CPU µs / request "
-                "| of which loop / other threads | MariaDB CPU µs / request | non-200 |"
+                "| of which loop / other threads (/ child process) | MariaDB CPU µs / request | non-200 |"
             ),
             "|---:|---|---:|---:|---:|---:|---:|---|---:|---|",
         ]

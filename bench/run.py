@@ -82,10 +82,10 @@ revocations:
     )
 
 
-def _audit_config(state: Path, server: PrivateServer, store: str, rand: str) -> str:
+def _audit_config(state: Path, server: PrivateServer, store: str, rand: str, writer: str) -> str:
     """The gateway's audit section: the SQLite file, or the shared MariaDB store on the private server."""
     if store == "sqlite":
-        return f"audit: {{path: {state / 'audit.db'}}}"
+        return f"audit: {{writer: {writer}, path: {state / 'audit.db'}}}"
     database, user, password = f"gwbench_audit_{rand}", f"gwba{rand}", secrets.token_urlsafe(18)
     _root_sql(server, f"CREATE DATABASE `{database}`", f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
               f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'")  # fmt: skip
@@ -93,7 +93,7 @@ def _audit_config(state: Path, server: PrivateServer, store: str, rand: str) -> 
     secret.write_text(password, encoding="utf-8")
     secret.chmod(0o600)
     return (
-        f"audit: {{store: mariadb, mariadb: {{host: 127.0.0.1, port: {server.port}, database: {database}, "
+        f"audit: {{writer: {writer}, store: mariadb, mariadb: {{host: 127.0.0.1, port: {server.port}, database: {database}, "
         f"user: {user}, secret: {{file: {secret}}}}}}}"
     )
 
@@ -123,7 +123,9 @@ def _count_audit(state: Path, server: PrivateServer, store: str, rand: str) -> i
     return int(rows[0][0]) if rows else 0
 
 
-def _gateway_config(state: Path, server: PrivateServer, database: str, accounts: dict[str, Any], audit: str) -> Path:
+def _gateway_config(  # noqa: PLR0917 - the run's parts
+    state: Path, server: PrivateServer, database: str, accounts: dict[str, Any], audit: str, writer: str
+) -> Path:
     secrets_dir = state / "secrets"
     secrets_dir.mkdir(mode=0o700)
     lines = []
@@ -133,7 +135,7 @@ def _gateway_config(state: Path, server: PrivateServer, database: str, accounts:
         path.chmod(0o600)
         lines.append(f"      {account.user}: {{file: {path}}}")
     _policies(state / "policies", database, accounts)
-    audit = _audit_config(state, server, audit, database.removeprefix("gwbench_"))
+    audit = _audit_config(state, server, audit, database.removeprefix("gwbench_"), writer)
     config = state / "gateway.yaml"
     config.write_text(
         "\n".join(
@@ -174,6 +176,16 @@ def process_cpu(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s child processes (any thread's)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 class Apps:
@@ -217,8 +229,9 @@ class Apps:
         return 0
 
     def cpu_seconds(self, name: str) -> float:
-        """User + system CPU time of an app's process (all threads) so far."""
-        return process_cpu(self.processes[name].pid)
+        """User + system CPU time of an app's process (all threads) and its child processes so far."""
+        pid = self.processes[name].pid
+        return process_cpu(pid) + sum(process_cpu(child) for child in _children(pid))
 
     def thread_cpu(self, name: str) -> dict[str, float]:
         """CPU seconds (user + system) per thread name of an app's process."""
@@ -229,6 +242,8 @@ class Apps:
                 comm = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()} {task.name}"
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                 cpu[comm] = cpu.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for child in _children(self.processes[name].pid):  # the audit store's process (audit.writer: process)
+            cpu[f"child {child}"] = process_cpu(child)
         return cpu
 
     def stop(self) -> None:
@@ -310,6 +325,12 @@ def main() -> int:
         default=os.environ.get("BENCH_AUDIT", "sqlite"),
         help="the gateway's audit store: its SQLite file, or the shared MariaDB store replicas use",
     )
+    parser.add_argument(
+        "--audit-writer",
+        choices=("thread", "process"),
+        default=os.environ.get("BENCH_AUDIT_WRITER", "thread"),
+        help="audit.writer: the store's work in a thread beside the event loop, or in a process of its own",
+    )
     parser.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""), help="a line for the report")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -325,7 +346,7 @@ def main() -> int:
         rand = secrets.token_hex(3)
         database, prefix = f"gwbench_{rand}", f"gwb{rand}"
         accounts = asyncio.run(_provision(server, database, prefix))
-        config = _gateway_config(state, server, database, accounts, args.audit)
+        config = _gateway_config(state, server, database, accounts, args.audit, args.audit_writer)
         settings = load_settings(config)
         issuer = DevIssuer.from_key_file(
             dev_issuer_url(settings.listen.port, settings.listen.host), settings.dev.key_file
@@ -413,6 +434,7 @@ def main() -> int:
         "rss_end_kb": rss_end,
         "audit_records": audit_records,
         "audit_store": args.audit,
+        "audit_writer": args.audit_writer,
         "fsync_ms": fsync_ms,
         "note": args.note,
         "pool_size": POOL_SIZE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,6 +74,8 @@ def test_three_gateways_share_one_verifiable_audit_log(
                     "mariadb": audit_db.model_dump(),
                     "replica_id": name,
                     "checkpoints": checkpoints,
+                    # Replica two's store runs in a child process (test_audit_process.py): one log either way.
+                    "writer": "process" if name == "two" else "thread",
                 },
             ),
             idp,
@@ -81,6 +84,7 @@ def test_three_gateways_share_one_verifiable_audit_log(
         for name in NAMES
     ]
     try:
+        assert [p.name for p in multiprocessing.active_children()].count("gateway-audit-store") == 1  # replica two's
         with ThreadPoolExecutor(3) as pool:  # all three replicas write at the same time
             sent = list(pool.map(_send, replicas, NAMES))
         gateway_ids = {k: v for ids in sent for k, v in ids.items()}

@@ -28,6 +28,7 @@ from gateway.audit.checkpointer import Checkpointer, CheckpointWriter
 from gateway.audit.checkpoints import Signer, load_public_keys, load_signer
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
+from gateway.audit.process import ProcessStore
 from gateway.audit.recorder import Recorder
 from gateway.audit.store import AuditStore
 from gateway.db.catalog import ViewCatalog
@@ -180,12 +181,16 @@ async def open_services(
         metrics.watch_policies(policies)
         metrics.watch_audit(audit, recorder.decisions)
         metrics.watch_privileges(pools.drift)
+        checkpoints = audit.store
+        if isinstance(checkpoints, ProcessStore) and signer is not None:  # its child only appends: a store to sign
+            checkpoints = await asyncio.to_thread(open_audit_store, settings.audit)
+            stack.callback(checkpoints.close)
         monitor = PrivilegeMonitor(settings.targets, policies, pools, clock=clock, settings=settings.privileges)
         for name, work in (
             ("policy-watch", policies.watch(settings.state.poll_interval if state else 1.0)),
             ("auth-flood-writer", _write_floods(recorder, settings.audit.unauthenticated.window)),
             ("privilege-check", monitor.run()),
-            *_checkpoint_task(audit.store, signer, settings, clock),
+            *_checkpoint_task(checkpoints, signer, settings, clock),
         ):
             stack.push_async_callback(_stop, _start(name, work))
         yield Services(
@@ -227,7 +232,12 @@ async def _open_shared(
 async def _open_audit(
     stack: contextlib.AsyncExitStack, settings: Settings, metrics: Metrics, audit_store: Callable[[], AuditStore] | None
 ) -> AuditLog:
-    writer = audit_store() if audit_store else await asyncio.to_thread(open_audit_store, settings.audit)
+    if audit_store is not None:
+        writer = audit_store()
+    elif settings.audit.writer == "process":
+        writer = await asyncio.to_thread(ProcessStore, settings.audit)
+    else:
+        writer = await asyncio.to_thread(open_audit_store, settings.audit)
     audit = AuditLog(
         writer,
         redact_literals=settings.audit.redact_literals,

@@ -89,6 +89,9 @@ class AuditSettings(ChainSettings):
     mariadb: AuditDatabaseSettings | None = None
     redact_literals: bool = False
     queue_limit: Annotated[int, Field(ge=1)] = 10_000
+    # Where the store's work runs: the audit writer thread, beside the event loop, or a child process of
+    # its own (``gateway/audit/process.py``), so the store's Python work does not share the loop's GIL.
+    writer: Literal["thread", "process"] = "thread"
     # The decision record is always durable before a statement runs. The outcome
     # record is queued and committed with the next group (milliseconds later, and
     # always before shutdown ends); true makes each reply wait for it as well.

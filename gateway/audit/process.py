@@ -1,0 +1,195 @@
+"""The audit store in a process of its own (``audit.writer: process``).
+
+With the default writer (``thread``) the store's work (hash chain, SQLite or
+MariaDB inserts, JSON) runs in the audit writer thread, beside the event loop
+in one interpreter: the two share one GIL, so the gateway's process does at
+most one core of Python work, and the store's share of it is taken from the
+requests. :class:`ProcessStore` moves that work to a child process: the
+writer thread (``gateway/audit/log.py``, unchanged: group commit, ordering,
+retries, the SIEM log events) hands each batch over a pipe and blocks, GIL
+released, until the child answers with the stored entries. The guarantees do
+not move: the child commits (``synchronous=FULL`` or InnoDB's commit) before
+it answers, and the writer settles the callers only with that answer.
+
+Failure is the store's failure: if the child cannot open the store, the
+gateway does not start; if it dies or answers garbage, that batch fails
+(decision records refuse their statements, outcome records are retried) and
+the next batch starts a new child, which reads the chain head from the store
+as any writer does. A child killed after its commit but before its answer
+leaves those records stored although the gateway counted them failed: the
+statements they guarded did not run, and a retried outcome record can be
+stored twice (``verify`` still passes; each copy is chained).
+
+The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole
+process group): it ends when the gateway closes the pipe, after the last
+batch, so a draining gateway never loses its writer first.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.errors import AuditUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from multiprocessing.connection import Connection
+
+    from gateway.audit.query import AuditFilter
+    from gateway.audit.store import AuditPage, Entry
+    from gateway.settings import AuditSettings
+
+_READY = b"ready"
+START_TIMEOUT = 60.0  # seconds a new child may take to import and open the store
+
+
+class ProcessStore:
+    """An :class:`~gateway.audit.store.AuditStore` whose writes run in a child process; see the module docstring.
+
+    Only :meth:`append_batch` and :meth:`close` are served: the gateway reads
+    through a store of its own (``readonly``), never through its writer.
+    """
+
+    def __init__(self, settings: AuditSettings, *, start_timeout: float = START_TIMEOUT) -> None:
+        self.settings = settings
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        self._child: Any = None  # multiprocessing's Process (untyped for its context)
+        self._pipe: Connection | None = None
+        self.starts = 0
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=serve, args=(self.settings, child), name="gateway-audit-store", daemon=True
+        )
+        process.start()
+        child.close()
+        self.starts += 1
+        try:
+            if not parent.poll(self._start_timeout):
+                raise AuditUnavailable("the audit store process did not start in time")
+            answer = parent.recv_bytes()
+        except (EOFError, OSError) as exc:
+            _end(process, parent)
+            raise AuditUnavailable(f"the audit store process ended while starting ({exc})") from None
+        except AuditUnavailable:
+            _end(process, parent)
+            raise
+        if answer != _READY:
+            _end(process, parent)
+            raise AuditUnavailable(_error_of(answer))
+        self._child, self._pipe = process, parent
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (``None`` before it starts or after it ended)."""
+        return self._child.pid if self._child is not None and self._child.is_alive() else None
+
+    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
+        """Store ``records`` in the child, in one transaction; the entries it stored, in order."""
+        with self._lock:
+            if self._pipe is None or self._child is None or not self._child.is_alive():
+                self._discard()
+                self._start()  # a new child: the store is read afresh (its chain head too)
+            pipe = self._pipe
+            if pipe is None:  # pragma: no cover - _start sets it or raises
+                raise AuditUnavailable("the audit store process is not running")
+            try:
+                pipe.send_bytes(orjson.dumps(list(records)))
+                answer = pipe.recv_bytes()
+            except (EOFError, OSError) as exc:
+                self._discard()
+                raise AuditUnavailable(f"the audit store process ended ({exc or 'no answer'})") from None
+        try:
+            reply = orjson.loads(answer)
+            entries: list[Entry] = reply["entries"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise AuditUnavailable(_error_of(answer)) from None
+        if len(entries) != len(records):
+            raise AuditUnavailable("the audit store process answered for a different number of records")
+        return entries
+
+    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
+        """Not served: read through a store of your own."""
+        raise NotImplementedError("the audit store process only writes")
+
+    def last(self) -> Entry | None:
+        """Not served: read through a store of your own."""
+        raise NotImplementedError("the audit store process only writes")
+
+    def query(
+        self,
+        filters: AuditFilter,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        oldest_first: bool = False,
+    ) -> AuditPage:
+        """Not served: read through a store of your own."""
+        raise NotImplementedError("the audit store process only writes")
+
+    def close(self) -> None:
+        """Close the pipe: the child closes its store (everything answered is committed) and ends."""
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self._child is not None and self._pipe is not None:
+            _end(self._child, self._pipe)
+        self._child, self._pipe = None, None
+
+
+def _end(process: Any, pipe: Connection) -> None:  # noqa: ANN401 - multiprocessing's Process
+    """Close ``pipe`` (the child's end of input) and wait for the child; kill it if it does not end."""
+    pipe.close()
+    process.join(10)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+
+
+def _error_of(answer: bytes) -> str:
+    try:
+        return str(orjson.loads(answer)["error"])[:500]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "the audit store process answered something that is not an answer"
+
+
+def serve(settings: AuditSettings, pipe: Connection) -> None:
+    """The child: open the store, then store each batch the pipe brings and answer with its entries."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from gateway import log  # noqa: PLC0415 - the child's own imports, after the signals are set
+    from gateway.audit.factory import open_audit_store  # noqa: PLC0415
+
+    log.configure(json=not sys.stderr.isatty())
+    try:
+        store = open_audit_store(settings)
+    except Exception as exc:  # noqa: BLE001 - any failure to open: the parent reports it and does not start
+        pipe.send_bytes(orjson.dumps({"error": f"{getattr(exc, 'detail', None) or exc}"}))
+        return
+    pipe.send_bytes(_READY)
+    try:
+        while True:
+            try:
+                data = pipe.recv_bytes()
+            except EOFError:  # the gateway closed the pipe: everything answered is committed
+                return
+            try:
+                entries = store.append_batch(orjson.loads(data))
+            except Exception as exc:  # noqa: BLE001 - the store's failure is the batch's failure, told to the parent
+                pipe.send_bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+                continue
+            pipe.send_bytes(orjson.dumps({"entries": entries}))
+    finally:
+        store.close()
