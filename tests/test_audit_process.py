@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from auditfixture import audit_db, audit_root_query
-from test_audit import outcome, record
+from test_audit import NOW, outcome, record
 
+from gateway.audit.caps import RecordCaps
 from gateway.audit.log import AuditLog
 from gateway.audit.process import ProcessStore
 from gateway.audit.sqlite import SQLiteAuditStore
@@ -136,5 +137,47 @@ async def test_the_stores_failure_fails_the_batch_and_the_store_comes_back(audit
             audit_root_query(f"ALTER USER '{audit_db.user}'@'%' ACCOUNT UNLOCK")
         entry = await log.append(record(3))
         assert entry["request_id"] == "req-3"
+    finally:
+        await log.close()
+
+
+async def test_the_child_caps_and_redacts_exactly_as_the_log_does(tmp_path: Path) -> None:
+    """The same records through the thread writer and through the child: byte-identical entries (hashes too)."""
+    caps = RecordCaps(text=100)
+    records = [
+        record(1, time=NOW, grant="g" * 500, statement="SELECT name FROM users WHERE id = 7 AND note = 'secret'"),
+        outcome(1, time=NOW, error="e" * 300),
+    ]
+    local = AuditLog(SQLiteAuditStore(tmp_path / "thread.db"), redact_literals=True, caps=caps)
+    try:
+        expected = [await local.append(r) for r in records]
+    finally:
+        await local.close()
+    store = await asyncio.to_thread(
+        ProcessStore, AuditSettings(path=tmp_path / "child.db", redact_literals=True), caps=caps
+    )
+    remote = AuditLog(store, redact_literals=True, caps=caps)
+    try:
+        stored = [await remote.append(r) for r in records]
+    finally:
+        await remote.close()
+    assert stored == expected
+    assert "'secret'" not in str(stored[0]["statement"])  # redacted
+    assert str(stored[0]["grant"]).endswith("…[truncated, 500 chars]")  # capped
+
+
+async def test_a_record_that_cannot_be_stored_fails_alone(tmp_path: Path) -> None:
+    """A record that is not JSON fails its own caller (AuditUnavailable); the others are stored."""
+    store = await asyncio.to_thread(ProcessStore, AuditSettings(path=tmp_path / "audit.db"))
+    log = AuditLog(store)
+    try:
+        bad, good = await asyncio.gather(
+            log.append(record(1, grant=object())), log.append(record(2)), return_exceptions=True
+        )
+        assert isinstance(bad, AuditUnavailable)
+        assert "cannot be stored" in bad.detail
+        assert not isinstance(good, BaseException)
+        assert good["request_id"] == "req-2"
+        assert log.stats.failed == 1
     finally:
         await log.close()

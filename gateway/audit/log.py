@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 import structlog
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from gateway.audit.store import AuditStore, Entry
 
     # (record, its caller's loop, the caller's future, retried until committed?)
-    _Item: TypeAlias = tuple[dict[str, object], asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
+    _Item: TypeAlias = tuple["dict[str, object] | Pending", asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
     _Queued: TypeAlias = _Item | threading.Event | None
     _Result: TypeAlias = Entry | AuditUnavailable
 
@@ -65,6 +65,41 @@ CLOSE_RETRY_SECONDS = 5.0  # how long close() keeps retrying before it logs what
 # awaited record to share its commit: at low concurrency a request's outcome
 # record then rides with the next request's decision record, one fsync not two.
 QUEUED_LINGER_SECONDS = 0.02
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """A record handed to a store that prepares records itself (``PreparingStore``): the record and its time.
+
+    The event loop only stamps the time; building the mapping (:meth:`fields`)
+    happens in the writer thread, and the caps and redaction in the store.
+    """
+
+    record: AuditRecord
+    time: datetime
+
+    def fields(self) -> dict[str, object]:
+        """The record's fields and its time, checked as :meth:`AuditLog.submit` checks them (``ValueError``)."""
+        fields = self.record.fields()
+        for name in ("event", "request_id"):
+            if not fields.get(name):
+                raise ValueError(f"an audit record needs {name!r}")
+        fields["time"] = format_time(self.time)
+        return fields
+
+
+@runtime_checkable
+class PreparingStore(Protocol):
+    """A store that caps, redacts and stores records itself (``gateway/audit/process.py``), each on its own.
+
+    ``append_pending`` raises for a failure of the whole batch (the store is
+    down: the log's usual retry rules apply); a record that cannot be stored
+    (not JSON, no request id) is its own ``AuditUnavailable`` in the result.
+    """
+
+    def append_pending(self, records: Sequence[Pending]) -> list[Entry | AuditUnavailable]:
+        """Prepare and durably store ``records`` in one transaction; each one's entry or error, in order."""
+        ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -122,6 +157,8 @@ class AuditLog:
         self._max_pending = max_pending
         self._closed = False
         self._logger = structlog.get_logger("audit")
+        # A store that prepares records itself (a child process) takes that work off the event loop.
+        self._preparing = isinstance(store, PreparingStore)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -157,7 +194,9 @@ class AuditLog:
         """
         if self._closed or not self._thread.is_alive():
             raise AuditUnavailable("the audit log is closed")
-        entry = self._prepare(record)
+        entry: dict[str, object] | Pending = (
+            Pending(record, record.time or self._clock()) if self._preparing else self._prepare(record)
+        )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
         if self._queue.qsize() >= self._max_pending:
@@ -262,7 +301,8 @@ class AuditLog:
         """Fail ``items`` for good; log each record whole, so the log stream still carries it."""
         for record, _, _, _ in items:
             with contextlib.suppress(Exception):
-                self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=record)
+                whole = record.fields() if isinstance(record, Pending) else record
+                self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=whole)
         _settle(items, [AuditUnavailable(why) for _ in items])
 
     def _wait_for_company(self, items: list[_Item], barriers: list[threading.Event], *, stopping: bool) -> bool:
@@ -311,7 +351,7 @@ class AuditLog:
     def _commit(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         try:
-            entries = self.store.append_batch([record for record, _, _, _ in items])
+            results = self._store_items(items)
         except Exception as exc:  # any store failure refuses the statements (the caller settles them)
             self.stats.failed += len(items)
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -319,14 +359,18 @@ class AuditLog:
             with contextlib.suppress(Exception):
                 self._logger.exception("audit_write_failed", logger="audit", records=len(items))
             raise _StoreFailed(exc) from exc
+        entries = [r for r in results if not isinstance(r, AuditUnavailable)]
         self.stats.records += len(entries)
+        self.stats.failed += len(results) - len(entries)
         self.last_error = None
         self.stats.commits += 1
         if self._observe_commit is not None:
             self._observe_commit(time.perf_counter() - started)
         # Copies for the log events, made before callers get (and may change) the entries.
         events = [_log_fields(e) for e in entries]
-        _settle(items, entries)
+        _settle(items, results)
+        if not events:
+            return
         try:
             # One write for the whole group (under the JSON set-up), not one flushed write per record.
             info_batch("audit", "audit_record", events)
@@ -335,6 +379,13 @@ class AuditLog:
                 self._logger.exception(
                     "audit_emit_failed", logger="audit", seq=events[0]["seq"], last_seq=events[-1]["seq"]
                 )
+
+    def _store_items(self, items: list[_Item]) -> Sequence[Entry | AuditUnavailable]:
+        """One transaction for ``items``: prepared mappings to any store, pending records to a preparing one."""
+        records = [record for record, _, _, _ in items]
+        if self._preparing and isinstance(self.store, PreparingStore):
+            return self.store.append_pending([r for r in records if isinstance(r, Pending)])
+        return self.store.append_batch([r for r in records if isinstance(r, dict)])
 
 
 def _log_fields(entry: Entry) -> dict[str, object]:

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.audit.caps import RecordCaps, bound_record
+from gateway.audit.format import redact_fields
+from gateway.audit.log import Pending
 from gateway.errors import AuditUnavailable
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from gateway.audit.query import AuditFilter
-    from gateway.audit.store import AuditPage, Entry
+    from gateway.audit.store import AuditPage, AuditStore, Entry
     from gateway.settings import AuditSettings
 
 _READY = b"ready"
@@ -56,8 +59,11 @@ class ProcessStore:
     through a store of its own (``readonly``), never through its writer.
     """
 
-    def __init__(self, settings: AuditSettings, *, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(
+        self, settings: AuditSettings, *, caps: RecordCaps | None = None, start_timeout: float = START_TIMEOUT
+    ) -> None:
         self.settings = settings
+        self.caps = caps or RecordCaps()
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
@@ -70,7 +76,7 @@ class ProcessStore:
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=serve, args=(self.settings, child), name="gateway-audit-store", daemon=True
+            target=serve, args=(self.settings, self.caps, child), name="gateway-audit-store", daemon=True
         )
         process.start()
         child.close()
@@ -96,7 +102,46 @@ class ProcessStore:
         return self._child.pid if self._child is not None and self._child.is_alive() else None
 
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
-        """Store ``records`` in the child, in one transaction; the entries it stored, in order."""
+        """Store prepared ``records`` in the child, in one transaction; the entries it stored, in order."""
+        reply = self._exchange(orjson.dumps({"records": list(records)}))
+        entries = reply.get("entries")
+        if not isinstance(entries, list) or len(entries) != len(records):
+            raise AuditUnavailable("the audit store process answered for a different number of records")
+        return entries
+
+    def append_pending(self, records: Sequence[Pending]) -> list[Entry | AuditUnavailable]:
+        """Build each record's mapping here, cap, redact and store them in the child; each one's entry or error.
+
+        A record that cannot be serialised or prepared fails alone; the
+        others are stored in one transaction.
+        """
+        results: list[Entry | AuditUnavailable | None] = [None] * len(records)
+        sent: list[int] = []
+        lines: list[bytes] = []
+        for index, pending in enumerate(records):
+            try:
+                lines.append(orjson.dumps(pending.fields()))
+            except (ValueError, TypeError) as exc:  # orjson's JSONEncodeError is a TypeError
+                results[index] = AuditUnavailable(f"the audit record cannot be stored ({exc})")
+            else:
+                sent.append(index)
+        if sent:
+            reply = self._exchange(b'{"prepare":true,"records":[' + b",".join(lines) + b"]}")
+            answers = reply.get("results")
+            if not isinstance(answers, list) or len(answers) != len(sent):
+                raise AuditUnavailable("the audit store process answered for a different number of records")
+            for index, answer in zip(sent, answers, strict=True):
+                # Each answer is {"entry": ...} or {"refused": why}: an entry may itself have an "error" field.
+                entry = answer.get("entry") if isinstance(answer, dict) else None
+                if isinstance(entry, dict):
+                    results[index] = entry
+                else:
+                    why = answer.get("refused") if isinstance(answer, dict) else None
+                    results[index] = AuditUnavailable(f"the audit record cannot be stored ({why or 'no entry'})")
+        return [r if r is not None else AuditUnavailable("the audit record was not stored") for r in results]
+
+    def _exchange(self, message: bytes) -> dict[str, Any]:
+        """Send one message to the child and return its answer (``AuditUnavailable`` for the store's failure)."""
         with self._lock:
             if self._pipe is None or self._child is None or not self._child.is_alive():
                 self._discard()
@@ -105,19 +150,18 @@ class ProcessStore:
             if pipe is None:  # pragma: no cover - _start sets it or raises
                 raise AuditUnavailable("the audit store process is not running")
             try:
-                pipe.send_bytes(orjson.dumps(list(records)))
+                pipe.send_bytes(message)
                 answer = pipe.recv_bytes()
             except (EOFError, OSError) as exc:
                 self._discard()
                 raise AuditUnavailable(f"the audit store process ended ({exc or 'no answer'})") from None
         try:
             reply = orjson.loads(answer)
-            entries: list[Entry] = reply["entries"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise AuditUnavailable(_error_of(answer)) from None
-        if len(entries) != len(records):
-            raise AuditUnavailable("the audit store process answered for a different number of records")
-        return entries
+        except orjson.JSONDecodeError:
+            reply = None
+        if not isinstance(reply, dict) or "error" in reply:
+            raise AuditUnavailable(_error_of(answer))
+        return reply
 
     def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
         """Not served: read through a store of your own."""
@@ -165,7 +209,28 @@ def _error_of(answer: bytes) -> str:
         return "the audit store process answered something that is not an answer"
 
 
-def serve(settings: AuditSettings, pipe: Connection) -> None:
+def _prepared(record: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
+    """What :meth:`AuditLog._prepare <gateway.audit.log.AuditLog>` makes of a record: redacted if asked, capped."""
+    if redact:
+        redact_fields(record)
+    return bound_record(record, caps)
+
+
+def _store_pending(store: AuditStore, records: list[dict[str, object]], caps: RecordCaps, *, redact: bool) -> bytes:
+    """Prepare each record (a failure is that record's), store the rest in one transaction; the answer."""
+    results: list[object] = []
+    ready: list[dict[str, object]] = []
+    for record in records:
+        try:
+            ready.append(_prepared(record, caps, redact=redact))
+            results.append(None)
+        except (ValueError, TypeError) as exc:
+            results.append({"refused": f"{type(exc).__name__}: {exc}"})
+    entries = iter(store.append_batch(ready) if ready else [])
+    return orjson.dumps({"results": [{"entry": next(entries)} if r is None else r for r in results]})
+
+
+def serve(settings: AuditSettings, caps: RecordCaps, pipe: Connection) -> None:
     """The child: open the store, then store each batch the pipe brings and answer with its entries."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -186,10 +251,13 @@ def serve(settings: AuditSettings, pipe: Connection) -> None:
             except EOFError:  # the gateway closed the pipe: everything answered is committed
                 return
             try:
-                entries = store.append_batch(orjson.loads(data))
+                message = orjson.loads(data)
+                if message.get("prepare"):
+                    answer = _store_pending(store, message["records"], caps, redact=settings.redact_literals)
+                else:
+                    answer = orjson.dumps({"entries": store.append_batch(message["records"])})
             except Exception as exc:  # noqa: BLE001 - the store's failure is the batch's failure, told to the parent
-                pipe.send_bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-                continue
-            pipe.send_bytes(orjson.dumps({"entries": entries}))
+                answer = orjson.dumps({"error": f"{type(exc).__name__}: {exc}"})
+            pipe.send_bytes(answer)
     finally:
         store.close()

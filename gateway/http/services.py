@@ -235,7 +235,10 @@ async def _open_audit(
     if audit_store is not None:
         writer = audit_store()
     elif settings.audit.writer == "process":
-        writer = await asyncio.to_thread(ProcessStore, settings.audit)
+        # The child caps and redacts records as the log would (AuditLog hands it records, not mappings).
+        writer = await asyncio.to_thread(
+            ProcessStore, settings.audit, caps=RecordCaps(statement=settings.limits.max_sql_bytes)
+        )
     else:
         writer = await asyncio.to_thread(open_audit_store, settings.audit)
     audit = AuditLog(
