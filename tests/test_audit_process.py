@@ -44,6 +44,17 @@ def _gone(pid: int, within: float = 20.0) -> bool:
     return False
 
 
+def _assert_verifies(path: Path, count: int) -> None:
+    """The SQLite log at ``path`` verifies and holds ``count`` entries."""
+    reader = SQLiteAuditStore(path, readonly=True)
+    try:
+        result = verify(reader)
+        assert result.ok, result.problems
+        assert result.count == count
+    finally:
+        reader.close()
+
+
 async def test_the_child_writes_a_verifiable_chain_and_ends_with_the_pipe(tmp_path: Path) -> None:
     """Concurrent appends through a child process: every record stored once, in order, chained; close ends it."""
     path = tmp_path / "audit.db"
@@ -61,13 +72,7 @@ async def test_the_child_writes_a_verifiable_chain_and_ends_with_the_pipe(tmp_pa
     finally:
         await log.close()
     assert _gone(child)
-    reader = SQLiteAuditStore(path, readonly=True)
-    try:
-        result = verify(reader)
-        assert result.ok, result.problems
-        assert result.count == 51
-    finally:
-        reader.close()
+    _assert_verifies(path, 51)
 
 
 async def test_a_killed_child_fails_no_later_batch_the_next_starts_anew(tmp_path: Path) -> None:
@@ -87,13 +92,7 @@ async def test_a_killed_child_fails_no_later_batch_the_next_starts_anew(tmp_path
         assert store.pid not in {None, first}
     finally:
         await log.close()
-    reader = SQLiteAuditStore(path, readonly=True)
-    try:
-        result = verify(reader)
-        assert result.ok, result.problems
-        assert result.count == 2
-    finally:
-        reader.close()
+    _assert_verifies(path, 2)
 
 
 async def test_a_store_that_cannot_open_stops_the_start(tmp_path: Path) -> None:
