@@ -5,9 +5,14 @@ MariaDB inserts, JSON) runs in the audit writer thread, beside the event loop
 in one interpreter: the two share one GIL, so the gateway's process does at
 most one core of Python work, and the store's share of it is taken from the
 requests. :class:`ProcessStore` moves that work to a child process: the
-writer thread (``gateway/audit/log.py``, unchanged: group commit, ordering,
-retries, the SIEM log events) hands each batch over a pipe and blocks, GIL
-released, until the child answers with the stored entries. The guarantees do
+event loop only stamps each record's time (``Pending``); the writer thread
+(``gateway/audit/log.py``: group commit, ordering, retries, the SIEM log
+events) builds and serialises each record and hands the group over a pipe,
+then blocks, GIL released, until the child answers; the child caps and
+redacts each record exactly as the log would, stores the group in one
+transaction and answers with the entries (a record that cannot be prepared
+fails alone). Records are immutable once submitted (frozen dataclasses whose
+mappings are built for them), so building them later reads the same values. The guarantees do
 not move: the child commits (``synchronous=FULL`` or InnoDB's commit) before
 it answers, and the writer settles the callers only with that answer.
 
@@ -55,8 +60,9 @@ START_TIMEOUT = 60.0  # seconds a new child may take to import and open the stor
 class ProcessStore:
     """An :class:`~gateway.audit.store.AuditStore` whose writes run in a child process; see the module docstring.
 
-    Only :meth:`append_batch` and :meth:`close` are served: the gateway reads
-    through a store of its own (``readonly``), never through its writer.
+    Only :meth:`append_batch`, :meth:`append_pending` and :meth:`close` are
+    served: the gateway reads through a store of its own (``readonly``), never
+    through its writer.
     """
 
     def __init__(
