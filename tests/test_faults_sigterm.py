@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -24,10 +25,14 @@ DELAY = 0.1  # each chunk to MariaDB held back: every statement is in flight >= 
 WARM_BOUND = 30.0  # seconds for the load to warm up before the signal
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 def test_sigterm_under_load_drains_and_loses_no_record(
-    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure
+    tmp_path: Path, idp: OidcProvider, private_db: PrivateDatabase, fault_report: Measure, writer: str
 ) -> None:
     """SIGTERM mid-load: stop accepting, finish what is in flight, flush the audit log, exit in time.
+
+    With either audit writer (``audit.writer``); with ``process``, the store's
+    child process ends with the gateway, after the last batch.
 
     ``gateway serve`` runs as a subprocess against the private MariaDB over a
     slow link, so statements are in flight when SIGTERM lands. Afterwards:
@@ -39,11 +44,17 @@ def test_sigterm_under_load_drains_and_loses_no_record(
     """
     tokens = {"reader": idp.token("reader"), "writer": idp.token("writer")}
     with FaultProxy("127.0.0.1", private_db.server.port) as proxy:
-        settings = fault_settings(tmp_path, idp, private_db, port=proxy.port, pool={"max_size": 8})
+        audit = {"path": tmp_path / "audit.db", "writer": writer}
+        settings = fault_settings(tmp_path, idp, private_db, port=proxy.port, pool={"max_size": 8}, audit=audit)
         with served_gateway(settings, tmp_path, private_db.env, tokens["reader"]) as gw:
+            children = _children(gw.pid)
+            # The audit store's process (and, with it, multiprocessing's resource tracker).
+            stores = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            assert len(stores) == (1 if writer == "process" else 0), children
             proxy.slow(DELAY)
             replies, marks, refused_after = asyncio.run(_load_then_terminate(gw, tokens))
             code = gw.wait()
+    assert all(_ended(child) for child in children), "a child process outlived the gateway"
     verify = audit_verify(gw.config)
     answered = [r for r in replies if r.status is not None]
     in_flight = [r for r in answered if r.started < marks["signal"] < r.ended]
@@ -79,6 +90,28 @@ def test_sigterm_under_load_drains_and_loses_no_record(
     assert stored == expected
     assert fault_report.records_lost == 0
     assert verify.returncode == 0, verify.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s child processes."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _ended(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 async def _load_then_terminate(gw: ServedGateway, tokens: dict[str, str]) -> tuple[list[Reply], dict[str, float], int]:
