@@ -107,11 +107,13 @@ bench-stream: venv mariadb
 bench-chains: venv mariadb
 	$(BIN)/python bench/audit_chains.py --json bench/results/audit_chains.json
 
-# The audit path's parts timed alone (issue 13): SQLite store, a segment log, the JSON log events, fsync.
+# The audit path's parts timed alone (issue 13): SQLite store, a segment log, the JSON log events, fsync;
+# then one client's awaited append through the thread and the process writer against the store alone.
 .PHONY: bench-audit-path
 bench-audit-path: venv
 	$(BIN)/python bench/audit_path.py --requests 1
 	$(BIN)/python bench/audit_path.py --requests 16
+	$(BIN)/python bench/audit_handoff.py
 
 .PHONY: bench-audit
 BENCH_AUDIT_ROWS ?= 10000000
