@@ -22,6 +22,12 @@ commit every entry is also emitted as an ``audit_record`` event on the
 group's lines in one write: ``gateway.log.info_batch``); the event carries
 ``seq`` and ``hash``, which is the external anchor that makes a truncated tail
 visible.
+
+With a store that prepares records itself (``PreparingStore``: the audit store
+in a child process, ``gateway/audit/process.py``), :meth:`AuditLog.submit`
+only stamps the record's time; the checks, caps and redaction happen in the
+writer thread and the child, and a record that cannot be stored fails its own
+future (``AuditUnavailable``) instead of raising at submit.
 """
 
 from __future__ import annotations
