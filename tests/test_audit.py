@@ -388,6 +388,31 @@ async def test_invalid_records_are_refused_without_using_a_seq(path: Path) -> No
 
 
 @pytest.mark.anyio
+async def test_a_record_that_cannot_be_stored_fails_alone_in_its_group(path: Path) -> None:
+    """Records are prepared in the writer thread: a bad one fails its own caller, the group commits the rest."""
+    log = AuditLog(SQLiteAuditStore(path))
+    try:
+        bad, good, naive = await asyncio.gather(
+            log.append(outcome(1, rows=object())),
+            log.append(record(2)),
+            log.append(record(3, time=datetime(2025, 1, 1))),  # noqa: DTZ001 - a naive datetime is the point
+            return_exceptions=True,
+        )
+        assert isinstance(bad, TypeError)
+        assert isinstance(naive, ValueError)
+        assert not isinstance(good, BaseException)
+        assert (good["seq"], good["request_id"]) == (1, "req-2")
+        assert log.stats.failed == 2
+    finally:
+        await log.close()
+    store = SQLiteAuditStore(path, readonly=True)
+    try:
+        assert verify(store).count == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
 async def test_redaction_replaces_literals_in_stored_statement(path: Path) -> None:
     """With redact_literals on, the stored and returned statement has no literals."""
     log = AuditLog(SQLiteAuditStore(path), redact_literals=True)

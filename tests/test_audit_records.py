@@ -23,7 +23,7 @@ from gateway.audit.export import CSV_COLUMNS
 from gateway.audit.fake import MemoryAuditStore
 from gateway.audit.fields import COLUMNS, FIELD_CAPS
 from gateway.audit.format import format_time
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditLog, Pending
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import (
@@ -394,7 +394,7 @@ def prepared(record: AuditRecord) -> dict[str, object]:
     """What the audit log stores for ``record`` (its clock at :data:`NOW`)."""
     log = AuditLog(MemoryAuditStore(), clock=lambda: NOW)
     try:
-        return log._prepare(record)
+        return log._prepare(Pending(record, record.time or NOW))
     finally:
         asyncio.run(log.close())
 

@@ -59,9 +59,10 @@ if TYPE_CHECKING:
     from gateway.audit.store import AuditStore, Entry
 
     # (record, its caller's loop, the caller's future, retried until committed?)
-    _Item: TypeAlias = tuple["dict[str, object] | Pending", asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
+    _Item: TypeAlias = tuple["Pending", asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
     _Queued: TypeAlias = _Item | threading.Event | None
-    _Result: TypeAlias = Entry | AuditUnavailable
+    # An entry, or why its record was not stored (a record that cannot be stored keeps its own error type).
+    _Result: TypeAlias = Entry | Exception
 
 _STOP = None
 RETRY_FIRST = 0.05  # seconds before the first retry of queued records after a failed commit
@@ -190,8 +191,12 @@ class AuditLog:
     def submit(self, record: AuditRecord, *, retry: bool = False) -> asyncio.Future[Entry]:
         """Queue ``record`` without waiting; the future settles once it is committed (or failed).
 
-        Raises at once, as :meth:`append` does, for a record that cannot be
-        stored, a closed log or a full queue. A ``retry`` record (an outcome:
+        Raises at once for a closed log or a full queue. The event loop only
+        stamps the record's time: its checks, redaction and caps run in the
+        writer thread (or the store's process), so a record that cannot be
+        stored fails its own future, with the error :meth:`append` raises
+        (``ValueError`` / ``TypeError``; ``AuditUnavailable`` from a child
+        process), and never the group it was committed with. A ``retry`` record (an outcome:
         its statement has already run, nobody is refused if it is late) is
         not failed by a failed commit: the writer retries it, with backoff,
         until the store takes it; :meth:`close` retries for
@@ -200,9 +205,7 @@ class AuditLog:
         """
         if self._closed or not self._thread.is_alive():
             raise AuditUnavailable("the audit log is closed")
-        entry: dict[str, object] | Pending = (
-            Pending(record, record.time or self._clock()) if self._preparing else self._prepare(record)
-        )
+        entry = Pending(record, record.time or self._clock())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
         if self._queue.qsize() >= self._max_pending:
@@ -223,18 +226,18 @@ class AuditLog:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def _prepare(self, record: AuditRecord) -> dict[str, object]:
-        """The mapping stored for ``record``: its fields, its time, redacted if asked, every field capped."""
-        prepared = record.fields()
-        for name in ("event", "request_id"):
-            if not prepared.get(name):
-                raise ValueError(f"an audit record needs {name!r}")
-        prepared["time"] = format_time(record.time or self._clock())
+    def _prepare(self, pending: Pending) -> dict[str, object]:
+        """The mapping stored for a record: its fields, its time, redacted if asked, every field capped.
+
+        Runs in the writer thread; raises ``ValueError`` / ``TypeError`` for a
+        record that cannot be stored (that record alone fails).
+        """
+        prepared = pending.fields()
         if self.redact_literals:
             redact_fields(prepared)
         # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
         prepared = bound_record(prepared, self.caps)
-        # Fail this caller now rather than the whole group commit later.
+        # Fail this record alone rather than the whole group's commit.
         try:
             canonical(prepared)
         except orjson.JSONEncodeError as exc:
@@ -307,8 +310,7 @@ class AuditLog:
         """Fail ``items`` for good; log each record whole, so the log stream still carries it."""
         for record, _, _, _ in items:
             with contextlib.suppress(Exception):
-                whole = record.fields() if isinstance(record, Pending) else record
-                self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=whole)
+                self._logger.error("audit_record_unsaved", logger="audit", reason=why, record=record.fields())
         _settle(items, [AuditUnavailable(why) for _ in items])
 
     def _wait_for_company(self, items: list[_Item], barriers: list[threading.Event], *, stopping: bool) -> bool:
@@ -365,7 +367,7 @@ class AuditLog:
             with contextlib.suppress(Exception):
                 self._logger.exception("audit_write_failed", logger="audit", records=len(items))
             raise _StoreFailed(exc) from exc
-        entries = [r for r in results if not isinstance(r, AuditUnavailable)]
+        entries = [r for r in results if not isinstance(r, Exception)]
         self.stats.records += len(entries)
         self.stats.failed += len(results) - len(entries)
         self.last_error = None
@@ -386,12 +388,26 @@ class AuditLog:
                     "audit_emit_failed", logger="audit", seq=events[0]["seq"], last_seq=events[-1]["seq"]
                 )
 
-    def _store_items(self, items: list[_Item]) -> Sequence[Entry | AuditUnavailable]:
-        """One transaction for ``items``: prepared mappings to any store, pending records to a preparing one."""
+    def _store_items(self, items: list[_Item]) -> Sequence[_Result]:
+        """One transaction for ``items``: each record prepared here (or by a preparing store), then stored.
+
+        A record that cannot be prepared is its own error and takes no seq;
+        the others are committed together. A failure of the store raises.
+        """
         records = [record for record, _, _, _ in items]
         if self._preparing and isinstance(self.store, PreparingStore):
-            return self.store.append_pending([r for r in records if isinstance(r, Pending)])
-        return self.store.append_batch([r for r in records if isinstance(r, dict)])
+            return self.store.append_pending(records)
+        results: list[_Result | None] = []
+        ready: list[dict[str, object]] = []
+        for pending in records:
+            try:
+                ready.append(self._prepare(pending))
+            except (ValueError, TypeError) as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        entries = iter(self.store.append_batch(ready) if ready else [])
+        return [next(entries) if result is None else result for result in results]
 
 
 def _log_fields(entry: Entry) -> dict[str, object]:
@@ -428,7 +444,7 @@ def _unavailable(cause: Exception) -> AuditUnavailable:
     return error
 
 
-def _settle(items: list[_Item], results: Sequence[Entry | AuditUnavailable]) -> None:
+def _settle(items: list[_Item], results: Sequence[_Result]) -> None:
     """Hand each caller its result on its own event loop: one wake-up per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], _Result]]] = {}
     for (_, loop, future, _), result in zip(items, results, strict=True):
@@ -443,7 +459,7 @@ def _resolve(pairs: list[tuple[asyncio.Future[Entry], _Result]]) -> None:
     for future, result in pairs:
         if future.done():  # the caller was cancelled; the record is stored anyway
             continue
-        if isinstance(result, AuditUnavailable):
+        if isinstance(result, Exception):
             future.set_exception(result)
         else:
             future.set_result(result)
