@@ -232,11 +232,7 @@ class AuditLog:
         Runs in the writer thread; raises ``ValueError`` / ``TypeError`` for a
         record that cannot be stored (that record alone fails).
         """
-        prepared = pending.fields()
-        if self.redact_literals:
-            redact_fields(prepared)
-        # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
-        prepared = bound_record(prepared, self.caps)
+        prepared = redacted_and_capped(pending.fields(), self.caps, redact=self.redact_literals)
         # Fail this record alone rather than the whole group's commit.
         try:
             canonical(prepared)
@@ -408,6 +404,17 @@ class AuditLog:
                 results.append(None)
         entries = iter(self.store.append_batch(ready) if ready else [])
         return [next(entries) if result is None else result for result in results]
+
+
+def redacted_and_capped(fields: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
+    """A record's fields as stored: literals redacted if asked (in place), then every field within its cap.
+
+    The one preparation both writers apply (here, and in the store's process).
+    """
+    if redact:
+        redact_fields(fields)
+    # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
+    return bound_record(fields, caps)
 
 
 def _log_fields(entry: Entry) -> dict[str, object]:

@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.audit.caps import RecordCaps, bound_record
-from gateway.audit.format import redact_fields
-from gateway.audit.log import Pending
+from gateway.audit.caps import RecordCaps
+from gateway.audit.log import Pending, redacted_and_capped
 from gateway.errors import AuditUnavailable
 
 if TYPE_CHECKING:
@@ -215,20 +214,13 @@ def _error_of(answer: bytes) -> str:
         return "the audit store process answered something that is not an answer"
 
 
-def _prepared(record: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
-    """What :meth:`AuditLog._prepare <gateway.audit.log.AuditLog>` makes of a record: redacted if asked, capped."""
-    if redact:
-        redact_fields(record)
-    return bound_record(record, caps)
-
-
 def _store_pending(store: AuditStore, records: list[dict[str, object]], caps: RecordCaps, *, redact: bool) -> bytes:
     """Prepare each record (a failure is that record's), store the rest in one transaction; the answer."""
     results: list[object] = []
     ready: list[dict[str, object]] = []
     for record in records:
         try:
-            ready.append(_prepared(record, caps, redact=redact))
+            ready.append(redacted_and_capped(record, caps, redact=redact))
             results.append(None)
         except (ValueError, TypeError) as exc:
             results.append({"refused": f"{type(exc).__name__}: {exc}"})
