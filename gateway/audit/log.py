@@ -367,9 +367,10 @@ class AuditLog:
         self.stats.records += len(entries)
         self.stats.failed += len(results) - len(entries)
         self.last_error = None
-        self.stats.commits += 1
-        if self._observe_commit is not None:
-            self._observe_commit(time.perf_counter() - started)
+        if entries:  # a group of records that could not be stored only commits nothing
+            self.stats.commits += 1
+            if self._observe_commit is not None:
+                self._observe_commit(time.perf_counter() - started)
         # Copies for the log events, made before callers get (and may change) the entries.
         events = [_log_fields(e) for e in entries]
         _settle(items, results)
