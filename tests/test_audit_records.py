@@ -8,7 +8,6 @@ and so the chained hashes, are the same.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sqlite3
 from contextlib import closing
@@ -23,7 +22,9 @@ from gateway.audit.export import CSV_COLUMNS
 from gateway.audit.fake import MemoryAuditStore
 from gateway.audit.fields import COLUMNS, FIELD_CAPS
 from gateway.audit.format import format_time
-from gateway.audit.log import AuditLog, Pending
+from gateway.audit.log import AuditLog
+from gateway.audit.pending import Pending
+from gateway.audit.pending import prepared as prepare
 from gateway.audit.query import EQUALITY_FILTERS, AuditFilter
 from gateway.audit.recorder import Recorder, RequestContext
 from gateway.audit.records import (
@@ -391,12 +392,8 @@ PAIRS = pairs()
 
 
 def prepared(record: AuditRecord) -> dict[str, object]:
-    """What the audit log stores for ``record`` (its clock at :data:`NOW`)."""
-    log = AuditLog(MemoryAuditStore(), clock=lambda: NOW)
-    try:
-        return log._prepare(Pending(record, record.time or NOW))
-    finally:
-        asyncio.run(log.close())
+    """What the audit log stores for ``record`` (stamped at :data:`NOW` when it has no time), default caps."""
+    return prepare(Pending(record, record.time or NOW), RecordCaps(), redact=False)
 
 
 @pytest.mark.parametrize(("case", "old", "new"), PAIRS, ids=[p[0] for p in PAIRS])

@@ -23,11 +23,11 @@ group's lines in one write: ``gateway.log.info_batch``); the event carries
 ``seq`` and ``hash``, which is the external anchor that makes a truncated tail
 visible.
 
-With a store that prepares records itself (``PreparingStore``: the audit store
-in a child process, ``gateway/audit/process.py``), :meth:`AuditLog.submit`
-only stamps the record's time; the checks, caps and redaction happen in the
-writer thread and the child, and a record that cannot be stored fails its own
-future (``AuditUnavailable``) instead of raising at submit.
+:meth:`AuditLog.submit` only stamps the record's time; its checks, redaction
+and caps (``gateway/audit/pending.py``) run in the writer thread, or in the
+store's own process for a ``PreparingStore`` (``gateway/audit/process.py``),
+and a record that cannot be stored fails its own future, never its group.
+The log needs only a :class:`~gateway.audit.store.BatchStore` of its store.
 """
 
 from __future__ import annotations
@@ -39,14 +39,12 @@ import queue
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-import orjson
 import structlog
 
-from gateway.audit.caps import RecordCaps, bound_record
-from gateway.audit.format import format_time, redact_fields
-from gateway.audit.store import canonical
+from gateway.audit.caps import RecordCaps
+from gateway.audit.pending import Pending, PreparingStore, prepared
 from gateway.clock import utcnow
 from gateway.errors import AuditUnavailable
 from gateway.log import info_batch
@@ -56,10 +54,10 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from gateway.audit.records import AuditRecord
-    from gateway.audit.store import AuditStore, Entry
+    from gateway.audit.store import BatchStore, Entry
 
     # (record, its caller's loop, the caller's future, retried until committed?)
-    _Item: TypeAlias = tuple["Pending", asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
+    _Item: TypeAlias = tuple[Pending, asyncio.AbstractEventLoop, asyncio.Future[Entry], bool]
     _Queued: TypeAlias = _Item | threading.Event | None
     # An entry, or why its record was not stored (a record that cannot be stored keeps its own error type).
     _Result: TypeAlias = Entry | Exception
@@ -72,41 +70,6 @@ CLOSE_RETRY_SECONDS = 5.0  # how long close() keeps retrying before it logs what
 # awaited record to share its commit: at low concurrency a request's outcome
 # record then rides with the next request's decision record, one fsync not two.
 QUEUED_LINGER_SECONDS = 0.02
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pending:
-    """A record handed to a store that prepares records itself (``PreparingStore``): the record and its time.
-
-    The event loop only stamps the time; building the mapping (:meth:`fields`)
-    happens in the writer thread, and the caps and redaction in the store.
-    """
-
-    record: AuditRecord
-    time: datetime
-
-    def fields(self) -> dict[str, object]:
-        """The record's fields and its time, checked as :meth:`AuditLog.submit` checks them (``ValueError``)."""
-        fields = self.record.fields()
-        for name in ("event", "request_id"):
-            if not fields.get(name):
-                raise ValueError(f"an audit record needs {name!r}")
-        fields["time"] = format_time(self.time)
-        return fields
-
-
-@runtime_checkable
-class PreparingStore(Protocol):
-    """A store that caps, redacts and stores records itself (``gateway/audit/process.py``), each on its own.
-
-    ``append_pending`` raises for a failure of the whole batch (the store is
-    down: the log's usual retry rules apply); a record that cannot be stored
-    (not JSON, no request id) is its own ``AuditUnavailable`` in the result.
-    """
-
-    def append_pending(self, records: Sequence[Pending]) -> list[Entry | AuditUnavailable]:
-        """Prepare and durably store ``records`` in one transaction; each one's entry or error, in order."""
-        ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -134,7 +97,7 @@ class AuditLog:
 
     def __init__(
         self,
-        store: AuditStore,
+        store: BatchStore,
         *,
         clock: Callable[[], datetime] = utcnow,
         redact_literals: bool = False,
@@ -225,20 +188,6 @@ class AuditLog:
         done = threading.Event()
         self._queue.put(done)
         return done.wait(timeout)
-
-    def _prepare(self, pending: Pending) -> dict[str, object]:
-        """The mapping stored for a record: its fields, its time, redacted if asked, every field capped.
-
-        Runs in the writer thread; raises ``ValueError`` / ``TypeError`` for a
-        record that cannot be stored (that record alone fails).
-        """
-        prepared = redacted_and_capped(pending.fields(), self.caps, redact=self.redact_literals)
-        # Fail this record alone rather than the whole group's commit.
-        try:
-            canonical(prepared)
-        except orjson.JSONEncodeError as exc:
-            raise TypeError(f"audit record is not JSON-serialisable: {exc}") from None
-        return prepared
 
     async def close(self) -> None:
         """Commit everything pending, stop the writer thread and close the store."""
@@ -398,24 +347,13 @@ class AuditLog:
         ready: list[dict[str, object]] = []
         for pending in records:
             try:
-                ready.append(self._prepare(pending))
+                ready.append(prepared(pending, self.caps, redact=self.redact_literals))
             except (ValueError, TypeError) as exc:
                 results.append(exc)
             else:
                 results.append(None)
         entries = iter(self.store.append_batch(ready) if ready else [])
         return [next(entries) if result is None else result for result in results]
-
-
-def redacted_and_capped(fields: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
-    """A record's fields as stored: literals redacted if asked (in place), then every field within its cap.
-
-    The one preparation both writers apply (here, and in the store's process).
-    """
-    if redact:
-        redact_fields(fields)
-    # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
-    return bound_record(fields, caps)
 
 
 def _log_fields(entry: Entry) -> dict[str, object]:

@@ -41,15 +41,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.audit.caps import RecordCaps
-from gateway.audit.log import Pending, redacted_and_capped
+from gateway.audit.pending import Pending, redacted_and_capped
 from gateway.errors import AuditUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from multiprocessing.connection import Connection
 
-    from gateway.audit.query import AuditFilter
-    from gateway.audit.store import AuditPage, AuditStore, Entry
+    from gateway.audit.store import AuditStore, Entry
     from gateway.settings import AuditSettings
 
 _READY = b"ready"
@@ -57,11 +56,10 @@ START_TIMEOUT = 60.0  # seconds a new child may take to import and open the stor
 
 
 class ProcessStore:
-    """An :class:`~gateway.audit.store.AuditStore` whose writes run in a child process; see the module docstring.
+    """A :class:`~gateway.audit.store.BatchStore` whose writes run in a child process; see the module docstring.
 
-    Only :meth:`append_batch`, :meth:`append_pending` and :meth:`close` are
-    served: the gateway reads through a store of its own (``readonly``), never
-    through its writer.
+    It only writes (``append_batch``, ``append_pending``, ``close``): the
+    gateway reads through a store of its own (``readonly``), never through its writer.
     """
 
     def __init__(
@@ -168,25 +166,6 @@ class ProcessStore:
             raise AuditUnavailable(_error_of(answer))
         return reply
 
-    def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
-        """Not served: read through a store of your own."""
-        raise NotImplementedError("the audit store process only writes")
-
-    def last(self) -> Entry | None:
-        """Not served: read through a store of your own."""
-        raise NotImplementedError("the audit store process only writes")
-
-    def query(
-        self,
-        filters: AuditFilter,
-        cursor: str | None = None,
-        limit: int = 100,
-        *,
-        oldest_first: bool = False,
-    ) -> AuditPage:
-        """Not served: read through a store of your own."""
-        raise NotImplementedError("the audit store process only writes")
-
     def close(self) -> None:
         """Close the pipe: the child closes its store (everything answered is committed) and ends."""
         with self._lock:
@@ -233,7 +212,7 @@ def serve(settings: AuditSettings, caps: RecordCaps, pipe: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from gateway import log  # noqa: PLC0415 - the child's own imports, after the signals are set
-    from gateway.audit.factory import open_audit_store  # noqa: PLC0415
+    from gateway.audit.factory import open_audit_store  # noqa: PLC0415 - imported in the child, after the signals
 
     log.configure(json=not sys.stderr.isatty())
     try:

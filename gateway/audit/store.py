@@ -45,12 +45,20 @@ class AuditPage:
     next_cursor: str | None
 
 
-class AuditStore(Protocol):
-    """A durable, append-only home for hash-chained audit entries."""
+class BatchStore(Protocol):
+    """What the audit log's writer needs of a store: commit batches, then close."""
 
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
         """Chain and durably commit ``records`` in one transaction; return their entries."""
         ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+class AuditStore(BatchStore, Protocol):
+    """A durable, append-only home for hash-chained audit entries."""
 
     def iter_entries(self, after_seq: int = 0, batch: int = 1000) -> Iterator[Entry]:
         """Yield entries with ``seq > after_seq`` in seq order, ``batch`` rows per read."""
@@ -69,10 +77,6 @@ class AuditStore(Protocol):
         oldest_first: bool = False,
     ) -> AuditPage:
         """One page of entries matching ``filters``, newest first; see ``gateway/audit/query.py``."""
-        ...
-
-    def close(self) -> None:
-        """Release the store's resources."""
         ...
 
 

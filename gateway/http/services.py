@@ -30,7 +30,7 @@ from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
 from gateway.audit.process import ProcessStore
 from gateway.audit.recorder import Recorder
-from gateway.audit.store import AuditStore
+from gateway.audit.store import AuditStore, BatchStore
 from gateway.db.catalog import ViewCatalog
 from gateway.db.drift import PrivilegeMonitor, drift_state
 from gateway.db.pools import PoolRegistry
@@ -232,6 +232,7 @@ async def _open_shared(
 async def _open_audit(
     stack: contextlib.AsyncExitStack, settings: Settings, metrics: Metrics, audit_store: Callable[[], AuditStore] | None
 ) -> AuditLog:
+    writer: BatchStore
     if audit_store is not None:
         writer = audit_store()
     elif settings.audit.writer == "process":
@@ -254,7 +255,7 @@ async def _open_audit(
 
 
 def _checkpoint_task(
-    store: AuditStore, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
+    store: BatchStore, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """The checkpoint writer, when this replica signs checkpoints and its store keeps several chains."""
     if signer is None or not isinstance(store, CheckpointWriter):

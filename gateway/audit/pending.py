@@ -1,0 +1,85 @@
+"""A record on its way to the store, and the one preparation every writer gives it.
+
+``AuditLog.submit`` (``gateway/audit/log.py``) only stamps a record's time
+(:class:`Pending`); :func:`prepared` then builds what is stored, in the
+writer thread: its fields and time, the literals redacted if asked, every
+field within its cap (SECURITY rule 29), and a check that it is JSON. A store
+that does this itself, in another process (:class:`PreparingStore`,
+``gateway/audit/process.py``), applies the same :func:`redacted_and_capped`.
+A record that cannot be prepared fails alone (``ValueError`` / ``TypeError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import orjson
+
+from gateway.audit.caps import RecordCaps, bound_record
+from gateway.audit.format import format_time, redact_fields
+from gateway.audit.store import canonical
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gateway.audit.records import AuditRecord
+    from gateway.audit.store import Entry
+    from gateway.errors import AuditUnavailable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """A record handed to a store that prepares records itself (``PreparingStore``): the record and its time.
+
+    The event loop only stamps the time; building the mapping (:meth:`fields`)
+    happens in the writer thread, and the caps and redaction in the store.
+    """
+
+    record: AuditRecord
+    time: datetime
+
+    def fields(self) -> dict[str, object]:
+        """The record's fields and its time, checked as :meth:`AuditLog.submit` checks them (``ValueError``)."""
+        fields = self.record.fields()
+        for name in ("event", "request_id"):
+            if not fields.get(name):
+                raise ValueError(f"an audit record needs {name!r}")
+        fields["time"] = format_time(self.time)
+        return fields
+
+
+@runtime_checkable
+class PreparingStore(Protocol):
+    """A store that caps, redacts and stores records itself (``gateway/audit/process.py``), each on its own.
+
+    ``append_pending`` raises for a failure of the whole batch (the store is
+    down: the log's usual retry rules apply); a record that cannot be stored
+    (not JSON, no request id) is its own ``AuditUnavailable`` in the result.
+    """
+
+    def append_pending(self, records: Sequence[Pending]) -> list[Entry | AuditUnavailable]:
+        """Prepare and durably store ``records`` in one transaction; each one's entry or error, in order."""
+        ...
+
+
+def redacted_and_capped(fields: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
+    """A record's fields as stored: literals redacted if asked (in place), then every field within its cap.
+
+    The one preparation both writers apply (the writer thread's, and the store's process).
+    """
+    if redact:
+        redact_fields(fields)
+    # Every field within its cap, whoever sent it (SECURITY rule 29): after redaction, which only shortens.
+    return bound_record(fields, caps)
+
+
+def prepared(pending: Pending, caps: RecordCaps, *, redact: bool) -> dict[str, object]:
+    """The mapping stored for a record (see the module docstring); ``ValueError`` / ``TypeError`` if it cannot be."""
+    fields = redacted_and_capped(pending.fields(), caps, redact=redact)
+    try:  # this record alone fails, never the group it would be committed with
+        canonical(fields)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"audit record is not JSON-serialisable: {exc}") from None
+    return fields
