@@ -44,6 +44,7 @@ from bench.report import render, write_doc
 from gateway.db.provision import provision
 from gateway.identity.devissuer import DevIssuer, dev_issuer_url
 from gateway.settings import load_settings
+from tests.processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("point", "range", "insert")
@@ -93,8 +94,8 @@ def _audit_config(state: Path, server: PrivateServer, store: str, rand: str, wri
     secret.write_text(password, encoding="utf-8")
     secret.chmod(0o600)
     return (
-        f"audit: {{writer: {writer}, store: mariadb, mariadb: {{host: 127.0.0.1, port: {server.port}, database: {database}, "
-        f"user: {user}, secret: {{file: {secret}}}}}}}"
+        f"audit: {{writer: {writer}, store: mariadb, mariadb: {{host: 127.0.0.1, port: {server.port}, "
+        f"database: {database}, user: {user}, secret: {{file: {secret}}}}}}}"
     )
 
 
@@ -178,16 +179,6 @@ def process_cpu(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
-    """The process ids of ``pid``'s child processes (any thread's)."""
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 class Apps:
     """The HTTP apps under test, each a process of its own on a free loopback port."""
 
@@ -231,7 +222,7 @@ class Apps:
     def cpu_seconds(self, name: str) -> float:
         """User + system CPU time of an app's process (all threads) and its child processes so far."""
         pid = self.processes[name].pid
-        return process_cpu(pid) + sum(process_cpu(child) for child in _children(pid))
+        return process_cpu(pid) + sum(process_cpu(child) for child in children(pid))
 
     def thread_cpu(self, name: str) -> dict[str, float]:
         """CPU seconds (user + system) per thread name of an app's process."""
@@ -242,7 +233,7 @@ class Apps:
                 comm = "main" if task.name == str(pid) else f"{(task / 'comm').read_text().strip()} {task.name}"
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                 cpu[comm] = cpu.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        for child in _children(self.processes[name].pid):  # the audit store's process (audit.writer: process)
+        for child in children(self.processes[name].pid):  # the audit store's process (audit.writer: process)
             cpu[f"child {child}"] = process_cpu(child)
         return cpu
 

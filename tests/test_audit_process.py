@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from auditfixture import audit_db, audit_root_query
+from processes import ended
 from test_audit import NOW, outcome, record
 
 from gateway.audit.caps import RecordCaps
@@ -28,20 +28,6 @@ from gateway.settings import AuditDatabaseSettings, AuditSettings, SecretSource
 __all__ = ["audit_db"]
 
 pytestmark = pytest.mark.anyio
-
-
-def _gone(pid: int, within: float = 20.0) -> bool:
-    """Whether process ``pid`` has ended (reaped or a zombie) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _assert_verifies(path: Path, count: int) -> None:
@@ -71,7 +57,7 @@ async def test_the_child_writes_a_verifiable_chain_and_ends_with_the_pipe(tmp_pa
         assert last["seq"] == 51
     finally:
         await log.close()
-    assert _gone(child)
+    assert ended(child)
     _assert_verifies(path, 51)
 
 
@@ -85,7 +71,7 @@ async def test_a_killed_child_fails_no_later_batch_the_next_starts_anew(tmp_path
         first = store.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        assert _gone(first)
+        assert ended(first)
         entry = await log.append(record(2))
         assert entry["seq"] == 2  # the new child read the head the dead one committed
         assert store.starts == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from faultload import Reply, count, drive, malformed, mixed, tally, until
 from faultproxy import FaultProxy
 from faultserve import ServedGateway, audit_verify, served_gateway
 from oidcfixture import OidcProvider
+from processes import children, ended
 
 pytestmark = pytest.mark.faults
 
@@ -47,14 +47,14 @@ def test_sigterm_under_load_drains_and_loses_no_record(
         audit = {"path": tmp_path / "audit.db", "writer": writer}
         settings = fault_settings(tmp_path, idp, private_db, port=proxy.port, pool={"max_size": 8}, audit=audit)
         with served_gateway(settings, tmp_path, private_db.env, tokens["reader"]) as gw:
-            children = _children(gw.pid)
+            kids = children(gw.pid)
             # The audit store's process (and, with it, multiprocessing's resource tracker).
-            stores = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-            assert len(stores) == (1 if writer == "process" else 0), children
+            stores = [c for c in kids if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            assert len(stores) == (1 if writer == "process" else 0), kids
             proxy.slow(DELAY)
             replies, marks, refused_after = asyncio.run(_load_then_terminate(gw, tokens))
             code = gw.wait()
-    assert all(_ended(child) for child in children), "a child process outlived the gateway"
+    assert all(ended(child, 10.0) for child in kids), "a child process outlived the gateway"
     verify = audit_verify(gw.config)
     answered = [r for r in replies if r.status is not None]
     in_flight = [r for r in answered if r.started < marks["signal"] < r.ended]
@@ -90,28 +90,6 @@ def test_sigterm_under_load_drains_and_loses_no_record(
     assert stored == expected
     assert fault_report.records_lost == 0
     assert verify.returncode == 0, verify.stderr
-
-
-def _children(pid: int) -> list[int]:
-    """The process ids of ``pid``'s child processes."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _ended(pid: int, within: float = 10.0) -> bool:
-    """Whether process ``pid`` is gone (or a zombie) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 async def _load_then_terminate(gw: ServedGateway, tokens: dict[str, str]) -> tuple[list[Reply], dict[str, float], int]:

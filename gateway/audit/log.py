@@ -128,7 +128,7 @@ class AuditLog:
         self._closed = False
         self._logger = structlog.get_logger("audit")
         # A store that prepares records itself (a child process) takes that work off the event loop.
-        self._preparing = isinstance(store, PreparingStore)
+        self._preparer = store if isinstance(store, PreparingStore) else None
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -341,8 +341,8 @@ class AuditLog:
         the others are committed together. A failure of the store raises.
         """
         records = [record for record, _, _, _ in items]
-        if self._preparing and isinstance(self.store, PreparingStore):
-            return self.store.append_pending(records)
+        if self._preparer is not None:
+            return self._preparer.append_pending(records)
         results: list[_Result | None] = []
         ready: list[dict[str, object]] = []
         for pending in records:
