@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import queue
 import threading
 import time
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway.audit.caps import RecordCaps
-from gateway.audit.pending import Pending, PreparingStore, prepared
+from gateway.audit.pending import Pending, PreparingStore, store_prepared
 from gateway.clock import utcnow
 from gateway.errors import AuditUnavailable
 from gateway.log import info_batch
@@ -97,7 +98,7 @@ class AuditLog:
 
     def __init__(
         self,
-        store: BatchStore,
+        store: BatchStore | PreparingStore,
         *,
         clock: Callable[[], datetime] = utcnow,
         redact_literals: bool = False,
@@ -127,8 +128,13 @@ class AuditLog:
         self._max_pending = max_pending
         self._closed = False
         self._logger = structlog.get_logger("audit")
-        # A store that prepares records itself (a child process) takes that work off the event loop.
-        self._preparer = store if isinstance(store, PreparingStore) else None
+        # One group's records, prepared and stored in one transaction: by a store that prepares records
+        # itself (a child process), else here in the writer thread (pending.store_prepared).
+        self._store_group: Callable[[list[Pending]], Sequence[Entry | Exception]] = (
+            store.append_pending
+            if isinstance(store, PreparingStore)
+            else functools.partial(store_prepared, store, caps=self.caps, redact=self.redact_literals)
+        )
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -304,7 +310,7 @@ class AuditLog:
     def _commit(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         try:
-            results = self._store_items(items)
+            results = self._store_group([record for record, _, _, _ in items])
         except Exception as exc:  # any store failure refuses the statements (the caller settles them)
             self.stats.failed += len(items)
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -333,27 +339,6 @@ class AuditLog:
                 self._logger.exception(
                     "audit_emit_failed", logger="audit", seq=events[0]["seq"], last_seq=events[-1]["seq"]
                 )
-
-    def _store_items(self, items: list[_Item]) -> Sequence[_Result]:
-        """One transaction for ``items``: each record prepared here (or by a preparing store), then stored.
-
-        A record that cannot be prepared is its own error and takes no seq;
-        the others are committed together. A failure of the store raises.
-        """
-        records = [record for record, _, _, _ in items]
-        if self._preparer is not None:
-            return self._preparer.append_pending(records)
-        results: list[_Result | None] = []
-        ready: list[dict[str, object]] = []
-        for pending in records:
-            try:
-                ready.append(prepared(pending, self.caps, redact=self.redact_literals))
-            except (ValueError, TypeError) as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        entries = iter(self.store.append_batch(ready) if ready else [])
-        return [next(entries) if result is None else result for result in results]
 
 
 def _log_fields(entry: Entry) -> dict[str, object]:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gateway.audit.records import AuditRecord
-    from gateway.audit.store import Entry
+    from gateway.audit.store import BatchStore, Entry
     from gateway.errors import AuditUnavailable
 
 
@@ -63,6 +63,10 @@ class PreparingStore(Protocol):
         """Prepare and durably store ``records`` in one transaction; each one's entry or error, in order."""
         ...
 
+    def close(self) -> None:
+        """Release the store's resources (everything answered is committed)."""
+        ...
+
 
 def redacted_and_capped(fields: dict[str, object], caps: RecordCaps, *, redact: bool) -> dict[str, object]:
     """A record's fields as stored: literals redacted if asked (in place), then every field within its cap.
@@ -83,3 +87,24 @@ def prepared(pending: Pending, caps: RecordCaps, *, redact: bool) -> dict[str, o
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"audit record is not JSON-serialisable: {exc}") from None
     return fields
+
+
+def store_prepared(
+    store: BatchStore, records: Sequence[Pending], *, caps: RecordCaps, redact: bool
+) -> list[Entry | Exception]:
+    """Prepare each record and store the good ones in one transaction; each one's entry or its own error.
+
+    A record that cannot be prepared takes no seq and fails alone; a failure
+    of the store raises for the whole group.
+    """
+    results: list[Entry | Exception | None] = []
+    ready: list[dict[str, object]] = []
+    for pending in records:
+        try:
+            ready.append(prepared(pending, caps, redact=redact))
+        except (ValueError, TypeError) as exc:
+            results.append(exc)
+        else:
+            results.append(None)
+    entries = iter(store.append_batch(ready) if ready else [])
+    return [next(entries) if result is None else result for result in results]

@@ -45,7 +45,7 @@ from gateway.audit.pending import Pending, redacted_and_capped
 from gateway.errors import AuditUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
     from multiprocessing.connection import Connection
 
     from gateway.audit.store import AuditStore, Entry
@@ -56,10 +56,10 @@ START_TIMEOUT = 60.0  # seconds a new child may take to import and open the stor
 
 
 class ProcessStore:
-    """A :class:`~gateway.audit.store.BatchStore` whose writes run in a child process; see the module docstring.
+    """A :class:`~gateway.audit.pending.PreparingStore` whose writes run in a child process; see the module docstring.
 
-    It only writes (``append_batch``, ``append_pending``, ``close``): the
-    gateway reads through a store of its own (``readonly``), never through its writer.
+    It only writes (``append_pending``, ``close``): the gateway reads
+    through a store of its own (``readonly``), never through its writer.
     """
 
     def __init__(
@@ -104,14 +104,6 @@ class ProcessStore:
         """The child's process id (``None`` before it starts or after it ended)."""
         return self._child.pid if self._child is not None and self._child.is_alive() else None
 
-    def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
-        """Store prepared ``records`` in the child, in one transaction; the entries it stored, in order."""
-        reply = self._exchange(orjson.dumps({"records": list(records)}))
-        entries = reply.get("entries")
-        if not isinstance(entries, list) or len(entries) != len(records):
-            raise AuditUnavailable("the audit store process answered for a different number of records")
-        return entries
-
     def append_pending(self, records: Sequence[Pending]) -> list[Entry | AuditUnavailable]:
         """Build each record's mapping here, cap, redact and store them in the child; each one's entry or error.
 
@@ -129,7 +121,7 @@ class ProcessStore:
             else:
                 sent.append(index)
         if sent:
-            reply = self._exchange(b'{"prepare":true,"records":[' + b",".join(lines) + b"]}")
+            reply = self._exchange(b"[" + b",".join(lines) + b"]")
             answers = reply.get("results")
             if not isinstance(answers, list) or len(answers) != len(sent):
                 raise AuditUnavailable("the audit store process answered for a different number of records")
@@ -228,11 +220,7 @@ def serve(settings: AuditSettings, caps: RecordCaps, pipe: Connection) -> None:
             except EOFError:  # the gateway closed the pipe: everything answered is committed
                 return
             try:
-                message = orjson.loads(data)
-                if message.get("prepare"):
-                    answer = _store_pending(store, message["records"], caps, redact=settings.redact_literals)
-                else:
-                    answer = orjson.dumps({"entries": store.append_batch(message["records"])})
+                answer = _store_pending(store, orjson.loads(data), caps, redact=settings.redact_literals)
             except Exception as exc:  # noqa: BLE001 - the store's failure is the batch's failure, told to the parent
                 answer = orjson.dumps({"error": f"{type(exc).__name__}: {exc}"})
             pipe.send_bytes(answer)

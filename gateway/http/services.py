@@ -28,6 +28,7 @@ from gateway.audit.checkpointer import Checkpointer, CheckpointWriter
 from gateway.audit.checkpoints import Signer, load_public_keys, load_signer
 from gateway.audit.factory import open_audit_store
 from gateway.audit.log import AuditLog
+from gateway.audit.pending import PreparingStore
 from gateway.audit.process import ProcessStore
 from gateway.audit.recorder import Recorder
 from gateway.audit.store import AuditStore, BatchStore
@@ -232,7 +233,7 @@ async def _open_shared(
 async def _open_audit(
     stack: contextlib.AsyncExitStack, settings: Settings, metrics: Metrics, audit_store: Callable[[], AuditStore] | None
 ) -> AuditLog:
-    writer: BatchStore
+    writer: BatchStore | PreparingStore
     if audit_store is not None:
         writer = audit_store()
     elif settings.audit.writer == "process":
@@ -255,7 +256,7 @@ async def _open_audit(
 
 
 def _checkpoint_task(
-    store: BatchStore, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
+    store: object, signer: Signer | None, settings: Settings, clock: Callable[[], datetime]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """The checkpoint writer, when this replica signs checkpoints and its store keeps several chains."""
     if signer is None or not isinstance(store, CheckpointWriter):
