@@ -283,6 +283,30 @@ def run_direct(env: dict[str, str], case: str, clients: int, seconds: float) -> 
     return _parse(done.stdout + done.stderr, f"direct {case} c={clients}")
 
 
+def _audit_commits(url: str) -> dict[str, float]:
+    """The audit writer's counters from the gateway's /metrics: group commits, their time, records."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    wanted = {"gateway_audit_write_seconds_count": "commits", "gateway_audit_write_seconds_sum": "seconds",
+              "gateway_audit_records_total": "records"}  # fmt: skip
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def _print_commits(before: dict[str, float], after: dict[str, float], requests: int) -> None:
+    commits = after.get("commits", 0.0) - before.get("commits", 0.0)
+    if commits <= 0:
+        return
+    records = after.get("records", 0.0) - before.get("records", 0.0)
+    seconds = after.get("seconds", 0.0) - before.get("seconds", 0.0)
+    line = (f"audit: {commits:.0f} group commits, {records / commits:.1f} records each, "
+            f"{seconds / commits * 1e6:.0f} us each, {requests / commits:.2f} requests per commit")  # fmt: skip
+    print(line, file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _profiler(pid: int, out: Path, seconds: float) -> Iterator[None]:
     """py-spy record of the gateway while the block runs (skipped if py-spy is missing)."""
@@ -370,8 +394,10 @@ def main() -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 cpu = runner.cpu_seconds("gateway")
                 threads = runner.thread_cpu("gateway")
+                commits = _audit_commits(gw_url)
                 with _profiler(runner.processes["gateway"].pid, out, args.duration):
                     result = run_wrk(gw_url, case, int(count), args.duration, token)
+                _print_commits(commits, _audit_commits(gw_url), result["requests"])
                 cpu_us = (runner.cpu_seconds("gateway") - cpu) / max(result["requests"], 1) * 1e6
                 print(f"{result['rps']:.0f} req/s, {cpu_us:.0f} us CPU/request; profile in {out}", file=sys.stderr)
                 for thread, seconds in sorted(runner.thread_cpu("gateway").items()):
@@ -389,7 +415,10 @@ def main() -> int:
                             cpu = runner.cpu_seconds(app)
                             threads = runner.thread_cpu(app)
                             db_cpu = process_cpu(server.process.pid if server.process else 0)
+                            commits = _audit_commits(runner.urls[app]) if app == "gateway" else {}
                             result = run_wrk(runner.urls[app], case, count, args.duration, token)
+                            if app == "gateway":
+                                _print_commits(commits, _audit_commits(runner.urls[app]), result["requests"])
                             db_used = process_cpu(server.process.pid if server.process else 0) - db_cpu
                             result["db_cpu_us"] = db_used / max(result["requests"], 1) * 1e6
                             result["rss_kb"] = runner.rss_kb(app)

@@ -221,8 +221,11 @@ def json_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
 
 def test_batched_events_are_the_lines_structlog_would_write(json_logging: io.StringIO) -> None:
     """info_batch writes in one go the lines one structlog call per event writes: fields, level, scrubbing, context."""
-    events = [{"seq": 1, "user": "a", "password": "p"}, {"seq": 2, "user": "b", "kind": "read", "token_hash": "h"}]
-    structlog.contextvars.bind_contextvars(request_id="r1")
+    events: list[dict[str, object]] = [
+        {"seq": 1, "user": "a", "password": "p", "request_id": "own"},
+        {"seq": 2, "user": "b", "kind": "read", "token_hash": "h", "tables": ("t",), "odd": {1, 2}, "obj": object()},
+    ]
+    structlog.contextvars.bind_contextvars(request_id="r1", trace="t1")
     try:
         for fields in events:
             structlog.get_logger("audit").info("audit_record", **{"logger": "audit", **fields})
@@ -232,16 +235,32 @@ def test_batched_events_are_the_lines_structlog_would_write(json_logging: io.Str
         info_batch("audit", "audit_record", events)
         batched = json_logging.getvalue().splitlines()
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.unbind_contextvars("request_id", "trace")
     assert len(batched) == len(one_by_one) == 2
     for line, reference in zip(batched, one_by_one, strict=True):
+        # The same keys in the same order, the same values; only the time differs.
         got, want = json.loads(line), json.loads(reference)
         assert got.pop("timestamp").endswith("Z")
         want.pop("timestamp")
-        assert got == want
+        assert list(got.items()) == list(want.items())
     assert json.loads(batched[0])["password"] == "[redacted]"
+    assert json.loads(batched[0])["request_id"] == "own"  # the event's own field beats the context's
     assert json.loads(batched[1])["event"] == "audit_record"
     assert json.loads(batched[1])["request_id"] == "r1"
+    assert json.loads(batched[1])["obj"].startswith("<object object")  # structlog's fallback for the unknown
+
+
+def test_batched_events_skip_the_bound_logger_under_the_json_set_up(
+    json_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's JSON set-up renders a batch directly (the cheap path the test above compares with structlog)."""
+
+    def no_logger(*_: object) -> None:
+        raise AssertionError("structlog's bound logger was used")
+
+    monkeypatch.setattr(structlog, "get_logger", no_logger)
+    info_batch("audit", "audit_record", [{"seq": 1}, {"seq": 2}])
+    assert [json.loads(line)["seq"] for line in json_logging.getvalue().splitlines()] == [1, 2]
 
 
 class CountingFile(io.StringIO):
