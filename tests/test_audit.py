@@ -169,6 +169,26 @@ async def test_reopen_resumes_the_chain(path: Path) -> None:
     assert check(path).ok
 
 
+def test_two_stores_on_one_file_keep_one_chain(path: Path) -> None:
+    """A store goes on from the head of its own last commit; when another process appended since, it reads it.
+
+    (``gateway policy import`` appends to the gateway's file while the gateway runs.)
+    """
+    gateway, cli = SQLiteAuditStore(path), SQLiteAuditStore(path)
+    try:
+        for i in range(3):
+            for store in (gateway, gateway, cli):
+                (entry,) = store.append_batch([record(i).fields() | {"time": "2026-12-02T10:00:00.000000Z"}])
+        assert entry["seq"] == 9
+        assert gateway.commits == 6
+        assert cli.commits == 3
+    finally:
+        gateway.close()
+        cli.close()
+    assert [seq for (seq,) in rows(path, "SELECT seq FROM audit ORDER BY seq")] == list(range(1, 10))
+    assert check(path).ok
+
+
 def test_verify_passes_on_a_clean_log_and_reports_progress(path: Path) -> None:
     """A clean log verifies; progress is reported per batch and at the end."""
     filled_store(path, 25)

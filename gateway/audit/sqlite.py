@@ -18,7 +18,7 @@ import orjson
 
 from gateway.audit.query import Dialect, Row
 from gateway.audit.reading import CHECKED, SQLAuditStore, insert_sql
-from gateway.audit.store import GENESIS_HASH, Entry, column_mismatches, link
+from gateway.audit.store import GENESIS_HASH, Entry, Linked, column_mismatches, link
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -78,6 +78,9 @@ class SQLiteAuditStore(SQLAuditStore):
         self.path = path
         self.commits = 0
         self._lock = threading.Lock()
+        # The chain's head after this store's last commit: the next one need not read it. ``seq`` is the
+        # primary key, so a head gone stale (another process appended) fails the INSERT, and is read again.
+        self._head: tuple[int, str] | None = None
         if readonly:
             uri = f"file:{path}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -110,14 +113,29 @@ class SQLiteAuditStore(SQLAuditStore):
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
         """Chain and durably commit ``records`` in one transaction; return their entries."""
         with self._lock:
-            conn = self._conn
-            with _immediate(conn):
-                head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                seq, prev = head.fetchone() or (0, GENESIS_HASH)
-                linked = link(records, seq, prev, self.row_columns)
-                conn.executemany(_INSERT, linked.rows)
+            head, self._head = self._head, None  # forgotten unless this commit succeeds
+            try:
+                linked = self._append(records, head)
+            except sqlite3.IntegrityError:
+                if head is None:
+                    raise
+                # Another process appended since this one's last commit (its seq collided): read the head.
+                linked = self._append(records, None)
+            self._head = (linked.seq, linked.hash)
             self.commits += 1
             return linked.entries
+
+    def _append(self, records: Sequence[Mapping[str, object]], head: tuple[int, str] | None) -> Linked:
+        """One transaction; the chain goes on from ``head``, or from the head read inside it when None."""
+        conn = self._conn
+        with _immediate(conn):
+            if head is None:
+                found = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                head = found or (0, GENESIS_HASH)
+            seq, prev = head
+            linked = link(records, seq, prev, self.row_columns)
+            conn.executemany(_INSERT, linked.rows)
+        return linked
 
     def _rows(self, sql: str, params: Sequence[object]) -> list[Row]:
         with self._lock:
