@@ -169,6 +169,22 @@ async def test_reopen_resumes_the_chain(path: Path) -> None:
     assert check(path).ok
 
 
+@pytest.mark.parametrize("size", [1, 63, 64, 65, 150])
+def test_a_group_of_any_size_is_one_transaction(path: Path, size: int) -> None:
+    """A group goes in as a few multi-row INSERTs (64 rows each) inside one transaction: gapless, verified."""
+    store = SQLiteAuditStore(path)
+    try:
+        fields = [record(i).fields() | {"time": "2026-12-02T10:00:00.000000Z"} for i in range(size)]
+        entries = store.append_batch(fields)
+        assert store.commits == 1
+    finally:
+        store.close()
+    assert [e["seq"] for e in entries] == list(range(1, size + 1))
+    stored = rows(path, "SELECT seq, request_id, hash FROM audit ORDER BY seq")
+    assert stored == [(e["seq"], e["request_id"], e["hash"]) for e in entries]
+    assert check(path).ok
+
+
 def test_two_stores_on_one_file_keep_one_chain(path: Path) -> None:
     """A store goes on from the head of its own last commit; when another process appended since, it reads it.
 

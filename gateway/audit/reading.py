@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 CHECKED = ("seq", *COLUMNS, "statement")
 
 
-def insert_sql(dialect: Dialect) -> str:
-    """The INSERT of one row: ``seq``, the plain columns, the statement, the record and its chain columns."""
+def insert_sql(dialect: Dialect, rows: int = 1) -> str:
+    """The INSERT of ``rows`` rows: ``seq``, the plain columns, the statement, the record and its chain columns."""
     names = (*CHECKED, "record", "prev_hash", "hash")
-    values = ", ".join([dialect.param] * len(names))
-    return f"INSERT INTO {dialect.table} ({', '.join(names)}) VALUES ({values})"  # noqa: S608 - fixed names
+    values = ", ".join([f"({', '.join([dialect.param] * len(names))})"] * rows)
+    return f"INSERT INTO {dialect.table} ({', '.join(names)}) VALUES {values}"  # noqa: S608 - fixed names
 
 
 def text_column(value: object) -> str | None:
