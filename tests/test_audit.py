@@ -171,15 +171,19 @@ async def test_reopen_resumes_the_chain(path: Path) -> None:
 
 @pytest.mark.parametrize("size", [1, 63, 64, 65, 150])
 def test_a_group_of_any_size_is_one_transaction(path: Path, size: int) -> None:
-    """A group goes in as a few multi-row INSERTs (64 rows each) inside one transaction: gapless, verified."""
+    """A group goes in as multi-row INSERTs of up to 64 rows in one transaction: gapless, verified.
+
+    The first group reads the head in a transaction; the second goes on from the remembered head (up to
+    64 rows: one INSERT in autocommit mode).
+    """
     store = SQLiteAuditStore(path)
     try:
-        fields = [record(i).fields() | {"time": "2026-12-02T10:00:00.000000Z"} for i in range(size)]
-        entries = store.append_batch(fields)
-        assert store.commits == 1
+        fields = [record(i).fields() | {"time": "2026-12-02T10:00:00.000000Z"} for i in range(2 * size)]
+        entries = store.append_batch(fields[:size]) + store.append_batch(fields[size:])
+        assert store.commits == 2
     finally:
         store.close()
-    assert [e["seq"] for e in entries] == list(range(1, size + 1))
+    assert [e["seq"] for e in entries] == list(range(1, 2 * size + 1))
     stored = rows(path, "SELECT seq, request_id, hash FROM audit ORDER BY seq")
     assert stored == [(e["seq"], e["request_id"], e["hash"]) for e in entries]
     assert check(path).ok

@@ -73,9 +73,16 @@ def _insert(rows: int) -> str:
 class SQLiteAuditStore(SQLAuditStore):
     """The embedded store: one SQLite file in WAL mode with ``synchronous=FULL``.
 
-    Each :meth:`append_batch` is one ``BEGIN IMMEDIATE`` transaction and one
-    fsync. The chain head is read inside that transaction, so reopening a file
-    resumes its chain and a commit that failed late cannot fork it.
+    Each :meth:`append_batch` is one transaction and one fsync. The store
+    remembers the chain's head after its own last commit, and a group of up to
+    64 records is then one multi-row INSERT in autocommit mode (one
+    ``sqlite3_step``, so the writer thread re-takes the GIL once per commit);
+    otherwise (the first commit, more records, or after a failure) it is one
+    ``BEGIN IMMEDIATE`` transaction that reads the head inside it, so reopening
+    a file resumes its chain and a commit that failed late cannot fork it.
+    ``seq`` is the primary key: a remembered head gone stale because another
+    process appended (``gateway policy import``) fails the INSERT, and the
+    commit is made again from the head read.
     ``commits`` counts successful transactions (group commit makes it smaller
     than the number of records). The connection may be used from any thread;
     a lock serialises access. ``readonly=True`` opens an existing file for
@@ -138,6 +145,12 @@ class SQLiteAuditStore(SQLAuditStore):
     def _append(self, records: Sequence[Mapping[str, object]], head: tuple[int, str] | None) -> Linked:
         """One transaction; the chain goes on from ``head``, or from the head read inside it when None."""
         conn = self._conn
+        if head is not None and len(records) <= _ROWS_PER_INSERT:
+            # One statement in autocommit mode is its own transaction (synchronous=FULL: synced when it
+            # returns): one sqlite3_step for the whole commit, where BEGIN and COMMIT would add two.
+            linked = link(records, *head, self.row_columns)
+            conn.execute(_insert(len(linked.rows)), [value for row in linked.rows for value in row])
+            return linked
         with _immediate(conn):
             if head is None:
                 found = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
