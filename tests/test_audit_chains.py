@@ -107,6 +107,27 @@ def test_three_replicas_write_three_chains_that_all_verify(
     assert stores[0].write_checkpoint(signer(key), "2026-12-02T11:00:05.000000Z") is None
 
 
+def test_two_stores_on_one_chain_take_turns_without_forking_it(
+    audit_db: AuditDatabaseSettings, key: Ed25519PrivateKey
+) -> None:
+    """A store goes on from the head of its own last commit; when another moved the head row since, it reads it.
+
+    (Two gateways given the same replica id, or a CLI writing as that replica.)
+    """
+    first, second = (MariaDBAuditStore(audit_db, chain="r1") for _ in range(2))
+    try:
+        for n in range(3):
+            for store in (first, first, second):
+                (entry,) = store.append_batch([record(n, "r1")])
+        assert (entry["seq"], first.commits, second.commits) == (9, 6, 3)
+        result = _check(first, key)
+    finally:
+        first.close()
+        second.close()
+    assert result.ok, result.problems
+    assert {name: (c.count, c.head_seq) for name, c in result.chains.items()} == {"r1": (9, 9)}
+
+
 def test_a_replica_writes_while_another_replicas_chain_is_locked(
     stores: list[MariaDBAuditStore], audit_db: AuditDatabaseSettings
 ) -> None:

@@ -52,7 +52,7 @@ from gateway.audit.schema import (
     check_not_newer,
     migrate,
 )
-from gateway.audit.store import GENESIS_HASH, Entry, link
+from gateway.audit.store import GENESIS_HASH, Entry, Linked, link
 from gateway.db.credentials import read_plain_secret
 from gateway.db.migrations import SchemaTooNew
 from gateway.db.storeconn import connect_store
@@ -71,6 +71,9 @@ def _naive_utc(moment: datetime) -> datetime:
 
 _DIALECT = Dialect(table=LOG_TABLE, param="%s", time_value=_naive_utc, key="id")
 _NAMES = ("chain", *CHECKED, "record", "prev_hash", "hash")
+_LOCK_HEAD = f"SELECT seq, hash FROM {CHAINS_TABLE} WHERE chain = %s FOR UPDATE"  # noqa: S608 - a constant table name
+_ADVANCE = f"UPDATE {CHAINS_TABLE} SET seq = %s, hash = %s WHERE chain = %s"  # noqa: S608 - a constant table name
+_ADVANCE_FROM = f"{_ADVANCE} AND seq = %s AND hash = %s"
 _INSERT = f"INSERT INTO {LOG_TABLE} ({', '.join(_NAMES)}) VALUES ({', '.join(['%s'] * len(_NAMES))})"  # noqa: S608 - fixed names
 
 
@@ -104,6 +107,8 @@ class MariaDBAuditStore(SQLAuditStore):
         self._lock = threading.Lock()
         self._conn: pymysql.connections.Connection[Any] | None = None
         self._used = 0.0
+        # This chain's head after this store's last commit: the next one moves the head row from it.
+        self._head: tuple[int, str] | None = None
         with self._lock:
             conn = self._connection()
             try:
@@ -185,26 +190,42 @@ class MariaDBAuditStore(SQLAuditStore):
     def append_batch(self, records: Sequence[Mapping[str, object]]) -> list[Entry]:
         """Chain and commit ``records`` in one transaction that holds this chain's head row lock (only)."""
         with self._lock:
+            head, self._head = self._head, None  # forgotten unless this commit succeeds
             try:
                 conn = self._connection()
                 conn.begin()
                 with conn.cursor() as cur:
-                    lock = f"SELECT seq, hash FROM {CHAINS_TABLE} WHERE chain = %s FOR UPDATE"  # noqa: S608 - a constant table name
-                    cur.execute(lock, (self.chain,))
-                    head = cur.fetchone()
-                    if head is None:
-                        raise AuditUnavailable(f"the head row of audit chain {self.chain!r} is missing")
-                    linked = link(records, int(head[0]), str(head[1]), self.row_columns, chain=self.chain)
+                    linked = self._advanced(cur, records, head)
                     cur.executemany(_INSERT, [(self.chain, *row) for row in linked.rows])
-                    advance = f"UPDATE {CHAINS_TABLE} SET seq = %s, hash = %s WHERE chain = %s"  # noqa: S608 - a fixed name
-                    cur.execute(advance, (linked.seq, linked.hash, self.chain))
                 conn.commit()
             except BaseException:
                 # Whatever state the session is in (open transaction, lost link), never reuse it.
                 self._discard()
                 raise
+            self._head = (linked.seq, linked.hash)
             self.commits += 1
             return linked.entries
+
+    def _advanced(self, cur: Any, records: Sequence[Mapping[str, object]], head: tuple[int, str] | None) -> Linked:  # noqa: ANN401 - a PyMySQL cursor
+        """Link ``records`` on from this chain's head and move the head row past them (locking it).
+
+        With the head of this store's last commit remembered, one conditional
+        UPDATE both locks the row and checks that nobody moved it since (the
+        same replica id configured twice, a restored database); otherwise, or
+        when it did move, the head is read under ``FOR UPDATE`` first.
+        """
+        if head is not None:
+            linked = link(records, *head, self.row_columns, chain=self.chain)
+            moved = cur.execute(_ADVANCE_FROM, (linked.seq, linked.hash, self.chain, *head))
+            if moved == 1:
+                return linked
+        cur.execute(_LOCK_HEAD, (self.chain,))
+        found = cur.fetchone()
+        if found is None:
+            raise AuditUnavailable(f"the head row of audit chain {self.chain!r} is missing")
+        linked = link(records, int(found[0]), str(found[1]), self.row_columns, chain=self.chain)
+        cur.execute(_ADVANCE, (linked.seq, linked.hash, self.chain))
+        return linked
 
     def chain_heads(self) -> dict[str, tuple[int, str]]:
         """Each chain's head (seq, hash) from its head row; the ``_legacy`` chain's from version 1's head row."""
