@@ -99,6 +99,7 @@ class _JSONSetUp:
 
     processors: tuple[Any, ...]  # structlog's processors as installed (capture_logs changes the list in place)
     wrapper: Any
+    factory: Any
     level: int
     stamper: structlog.processors.TimeStamper
     renderer: structlog.processors.JSONRenderer
@@ -124,14 +125,18 @@ def configure(*, json: bool = True, level: int = logging.INFO) -> None:
         renderer,
     ]
     wrapper = structlog.make_filtering_bound_logger(level)
+
+    def factory(*_: Any) -> LineOutput:  # noqa: ANN401 - structlog passes the logger's name, if any
+        return output
+
     structlog.configure(
         processors=processors,
         wrapper_class=wrapper,
-        logger_factory=lambda *_: output,
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     _output = output
-    _json_setup = _JSONSetUp(tuple(processors), wrapper, level, stamper, renderer) if json else None
+    _json_setup = _JSONSetUp(tuple(processors), wrapper, factory, level, stamper, renderer) if json else None
 
 
 def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> None:
@@ -157,11 +162,12 @@ def info_batch(logger: str, event: str, events: Sequence[Mapping[str, Any]]) -> 
 
 
 def _installed(setup: _JSONSetUp) -> bool:
-    """Whether structlog still runs the processors and level filter :func:`configure` installed."""
+    """Whether structlog still runs the processors, level filter and output :func:`configure` installed."""
     config = structlog.get_config()
     processors = config["processors"]
     return (
         config["wrapper_class"] is setup.wrapper
+        and config["logger_factory"] is setup.factory
         and len(processors) == len(setup.processors)
         and all(now is then for now, then in zip(processors, setup.processors, strict=True))
     )

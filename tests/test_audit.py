@@ -169,7 +169,7 @@ async def test_reopen_resumes_the_chain(path: Path) -> None:
     assert check(path).ok
 
 
-@pytest.mark.parametrize("size", [1, 63, 64, 65, 150])
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 150])
 def test_a_group_of_any_size_is_one_transaction(path: Path, size: int) -> None:
     """A group goes in as multi-row INSERTs of up to 64 rows in one transaction: gapless, verified.
 

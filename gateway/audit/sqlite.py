@@ -145,7 +145,7 @@ class SQLiteAuditStore(SQLAuditStore):
     def _append(self, records: Sequence[Mapping[str, object]], head: tuple[int, str] | None) -> Linked:
         """One transaction; the chain goes on from ``head``, or from the head read inside it when None."""
         conn = self._conn
-        if head is not None and len(records) <= _ROWS_PER_INSERT:
+        if head is not None and 0 < len(records) <= _ROWS_PER_INSERT:
             # One statement in autocommit mode is its own transaction (synchronous=FULL: synced when it
             # returns): one sqlite3_step for the whole commit, where BEGIN and COMMIT would add two.
             linked = link(records, *head, self.row_columns)
