@@ -20,7 +20,8 @@ from gateway.db.catalog import ViewCatalog
 from gateway.db.encoding import JSONValue
 from gateway.errors import Forbidden, GatewayError, InvalidRequest, Revoked, StatementRejected, UnknownTarget
 from gateway.identity.tokens import Identity
-from gateway.policy.decide import Decision, decide
+from gateway.policy.decide import Decision
+from gateway.policy.memo import DecisionMemo
 from gateway.policy.store import PolicyStore
 from gateway.settings import Settings
 from gateway.sql.statements import SAFE_FUNCTIONS, Kind, Statement, analyze_async
@@ -66,6 +67,7 @@ class Authorizer:
         self._clock = clock
         self._spans = spans
         self._views = views
+        self.memo = DecisionMemo()  # decide's answers for the policy in force (gateway/policy/memo.py)
 
     async def authorize(
         self,
@@ -154,7 +156,7 @@ class Authorizer:
 
     def _decision(self, identity: Identity, target: str, statements: Sequence[Statement]) -> Decision:
         policy = self._policies.current
-        return decide(identity, statements, target, policy, self._clock(), safe_functions=SAFE_FUNCTIONS)
+        return self.memo.decide(identity, statements, target, policy, self._clock(), safe_functions=SAFE_FUNCTIONS)
 
     async def _through_views(
         self, identity: Identity, target: str, statements: list[Statement], decision: Decision

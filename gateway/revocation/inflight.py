@@ -19,6 +19,7 @@ from datetime import datetime
 from gateway.errors import GatewayError, Revoked
 from gateway.identity.tokens import Identity
 from gateway.policy.decide import active_revocations, effective_grants
+from gateway.policy.memo import PolicyMemo
 from gateway.policy.types import PolicySet
 
 
@@ -47,6 +48,13 @@ class InFlight:
 
     def __init__(self) -> None:
         self._by_user: dict[str, set[Running]] = {}
+        # admitted's answers for the policy in force (gateway/policy/memo.py); used on the event loop only.
+        self._allowed: PolicyMemo[bool] = PolicyMemo()
+
+    def allows(self, identity: Identity, target: str, policy: PolicySet, now: datetime) -> bool:
+        """``still_allowed(identity, target, policy, now)``, remembered for the policy in force."""
+        key = (target, identity.subjects, identity.revocation_subjects)
+        return self._allowed.get(policy, now, key, lambda: still_allowed(identity, target, policy, now))
 
     @contextlib.contextmanager
     def admitted(self, running: Running, policy: PolicySet, now: datetime) -> Iterator[Running]:
@@ -56,7 +64,7 @@ class InFlight:
         between, which no revocation could have seen yet, is seen here.
         """
         with self.track(running):
-            if not still_allowed(running.identity, running.target, policy, now):
+            if not self.allows(running.identity, running.target, policy, now):
                 running.cancelled = True
                 raise Revoked(f"access to {running.target} was revoked")
             yield running
