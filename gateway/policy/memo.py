@@ -11,9 +11,10 @@ with the time reduced to *which interval between the policy's instants it
 falls in*; a clock that goes back lands in another interval, hence another
 key. A new policy object (any reload or edit) forgets everything.
 
-A hit skips the grant scan (the loop's largest single cost of a request
-after the database and HTTP themselves; ``docs/benchmarks.md``). The memo
-is bounded (``max_entries``, oldest first out) and used from one thread (the
+A hit skips the scan of every grant and revocation, whose cost grows with
+the policy (``decide``: 7 µs with the demo policy, 137 µs with 204 grants and
+51 revocations; a hit about 1-2 µs; ``docs/benchmarks.md``). Each memo is
+bounded (``max_entries``, oldest first out) and used from one thread (the
 event loop's).
 """
 
