@@ -37,6 +37,7 @@ from typing import Any
 import asyncmy
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.disk import count_audit, fsync_latency_ms
 from bench.privatedb import PrivateServer, free_port, private_mariadb
@@ -288,12 +289,12 @@ def _audit_commits(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     wanted = {"gateway_audit_write_seconds_count": "commits", "gateway_audit_write_seconds_sum": "seconds",
               "gateway_audit_records_total": "records"}  # fmt: skip
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            found[wanted[name]] = float(value)
-    return found
+    return {
+        wanted[sample.name]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in wanted
+    }
 
 
 def _print_commits(before: dict[str, float], after: dict[str, float], requests: int) -> None:

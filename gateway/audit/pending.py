@@ -12,8 +12,9 @@ A record that cannot be prepared fails alone (``ValueError`` / ``TypeError``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -22,11 +23,13 @@ from gateway.audit.format import format_time, redact_fields
 from gateway.audit.store import canonical
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from gateway.audit.records import AuditRecord
     from gateway.audit.store import BatchStore, Entry
     from gateway.errors import AuditUnavailable
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,22 +92,31 @@ def prepared(pending: Pending, caps: RecordCaps, *, redact: bool) -> dict[str, o
     return fields
 
 
-def store_prepared(
-    store: BatchStore, records: Sequence[Pending], *, caps: RecordCaps, redact: bool
+def store_each(
+    store: BatchStore, items: Sequence[T], prepare: Callable[[T], dict[str, object]]
 ) -> list[Entry | Exception]:
-    """Prepare each record and store the good ones in one transaction; each one's entry or its own error.
+    """Prepare each item and store the good ones in one transaction; each one's entry or its own error.
 
-    A record that cannot be prepared takes no seq and fails alone; a failure
-    of the store raises for the whole group.
+    An item that cannot be prepared (``ValueError`` / ``TypeError``) takes no
+    seq and fails alone; a failure of the store raises for the whole group.
+    The writer thread's preparation (:func:`store_prepared`) and the store's
+    process (``gateway/audit/process.py``) both store through this.
     """
     results: list[Entry | Exception | None] = []
     ready: list[dict[str, object]] = []
-    for pending in records:
+    for item in items:
         try:
-            ready.append(prepared(pending, caps, redact=redact))
+            ready.append(prepare(item))
         except (ValueError, TypeError) as exc:
             results.append(exc)
         else:
             results.append(None)
     entries = iter(store.append_batch(ready) if ready else [])
     return [next(entries) if result is None else result for result in results]
+
+
+def store_prepared(
+    store: BatchStore, records: Sequence[Pending], *, caps: RecordCaps, redact: bool
+) -> list[Entry | Exception]:
+    """Prepare each record (:func:`prepared`) and store the good ones in one transaction (:func:`store_each`)."""
+    return store_each(store, records, functools.partial(prepared, caps=caps, redact=redact))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.audit.caps import RecordCaps
-from gateway.audit.pending import Pending, redacted_and_capped
+from gateway.audit.pending import Pending, redacted_and_capped, store_each
 from gateway.errors import AuditUnavailable
 
 if TYPE_CHECKING:
@@ -187,16 +187,12 @@ def _error_of(answer: bytes) -> str:
 
 def _store_pending(store: AuditStore, records: list[dict[str, object]], caps: RecordCaps, *, redact: bool) -> bytes:
     """Prepare each record (a failure is that record's), store the rest in one transaction; the answer."""
-    results: list[object] = []
-    ready: list[dict[str, object]] = []
-    for record in records:
-        try:
-            ready.append(redacted_and_capped(record, caps, redact=redact))
-            results.append(None)
-        except (ValueError, TypeError) as exc:
-            results.append({"refused": f"{type(exc).__name__}: {exc}"})
-    entries = iter(store.append_batch(ready) if ready else [])
-    return orjson.dumps({"results": [{"entry": next(entries)} if r is None else r for r in results]})
+    results = store_each(store, records, lambda record: redacted_and_capped(record, caps, redact=redact))
+    answers = [
+        {"refused": f"{type(result).__name__}: {result}"} if isinstance(result, Exception) else {"entry": result}
+        for result in results
+    ]
+    return orjson.dumps({"results": answers})
 
 
 def serve(settings: AuditSettings, caps: RecordCaps, pipe: Connection) -> None:

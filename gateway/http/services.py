@@ -233,21 +233,20 @@ async def _open_shared(
 async def _open_audit(
     stack: contextlib.AsyncExitStack, settings: Settings, metrics: Metrics, audit_store: Callable[[], AuditStore] | None
 ) -> AuditLog:
+    # An allowed statement is within the SQL size cap, so it is always recorded whole.
+    caps = RecordCaps(statement=settings.limits.max_sql_bytes)
     writer: BatchStore | PreparingStore
     if audit_store is not None:
         writer = audit_store()
     elif settings.audit.writer == "process":
         # The child caps and redacts records as the log would (AuditLog hands it records, not mappings).
-        writer = await asyncio.to_thread(
-            ProcessStore, settings.audit, caps=RecordCaps(statement=settings.limits.max_sql_bytes)
-        )
+        writer = await asyncio.to_thread(ProcessStore, settings.audit, caps=caps)
     else:
         writer = await asyncio.to_thread(open_audit_store, settings.audit)
     audit = AuditLog(
         writer,
         redact_literals=settings.audit.redact_literals,
-        # An allowed statement is within the SQL size cap, so it is always recorded whole.
-        caps=RecordCaps(statement=settings.limits.max_sql_bytes),
+        caps=caps,
         max_pending=settings.audit.queue_limit,
         observe_commit=metrics.audit_write.observe,
     )
